@@ -1,0 +1,105 @@
+//! The results of a run, as stored and reported. Serializable and versioned: the JSON
+//! report and `roundtrip report` re-render these from the store alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::observation::UnixNanos;
+use crate::verdict::ExpectationVerdict;
+
+/// The version of the JSON report format (`roundtrip run --json`).
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
+/// The status of one scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioStatus {
+    /// Every expectation passed.
+    Passed,
+    /// At least one expectation failed.
+    Failed,
+    /// The harness could not evaluate it (a send failed at the transport, the run was
+    /// interrupted, infrastructure broke).
+    Error,
+}
+
+/// The result of one scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    /// The scenario's name.
+    pub name: String,
+    /// Passed, failed or error.
+    pub status: ScenarioStatus,
+    /// Events sent (attempted).
+    pub sent: u64,
+    /// Sends the transport refused, with the first error.
+    pub send_errors: u64,
+    /// The first send error, if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// One verdict per expectation, in suite order.
+    pub expectations: Vec<ExpectationVerdict>,
+    /// Wall time from the first send to the last verdict (ns).
+    pub duration_ns: u64,
+}
+
+/// What one listener did during the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerSummary {
+    /// The channel.
+    pub channel: String,
+    /// The transport name.
+    pub transport: String,
+    /// Observations committed.
+    pub recorded: u64,
+    /// Messages it could not record or had to reject (bad method/path, store error).
+    pub faults: u64,
+    /// `at-least-once` or `at-most-once` (what the transport can promise).
+    pub delivery: String,
+    /// Whether this listener polls (object stores, tables) rather than being pushed to.
+    pub polling: bool,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The report format version.
+    pub format_version: u32,
+    /// The run id.
+    pub run_id: String,
+    /// The suite's name.
+    pub suite: String,
+    /// The suite file path, as given.
+    pub suite_path: String,
+    /// Wall-clock start.
+    pub started_at: UnixNanos,
+    /// Wall-clock end.
+    pub finished_at: UnixNanos,
+    /// True when the run was stopped early (Ctrl-C); unfinished scenarios are errors.
+    pub interrupted: bool,
+    /// Scenario results, in suite order.
+    pub scenarios: Vec<ScenarioResult>,
+    /// Listener summaries.
+    pub listeners: Vec<ListenerSummary>,
+    /// The last lines of the SUT's output, when roundtrip started it.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub sut_log: Vec<String>,
+    /// A harness error that ended the run (exit code 3), if any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub harness_error: Option<String>,
+}
+
+impl RunSummary {
+    /// Scenarios that passed.
+    pub fn passed(&self) -> usize {
+        self.count(ScenarioStatus::Passed)
+    }
+
+    /// Scenarios that failed or errored.
+    pub fn failed(&self) -> usize {
+        self.scenarios.len() - self.passed()
+    }
+
+    fn count(&self, s: ScenarioStatus) -> usize {
+        self.scenarios.iter().filter(|r| r.status == s).count()
+    }
+}
