@@ -1,1 +1,32 @@
-fn main() {}
+//! The `roundtrip` command line: parse, dispatch, map the outcome to an exit code.
+//!
+//! Exit codes (stable, documented in the README):
+//! 0 every expectation passed · 1 an expectation failed · 2 usage or suite-file error ·
+//! 3 harness or infrastructure error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod args;
+mod dispatch;
+mod display;
+mod exit;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(exit::HARNESS);
+        }
+    };
+    let code = runtime.block_on(dispatch::dispatch(cli));
+    // Do not wait for stray blocking tasks (a hung SUT pipe) on the way out.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}

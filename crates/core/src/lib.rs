@@ -8,7 +8,13 @@
 //! The layers above (`roundtrip`: store, transports, engine, reporters) feed this crate
 //! with observations and the clock, and render what it decides.
 
+pub mod correlate;
+pub mod expect;
+pub mod latency;
+pub mod matcher;
 pub mod model;
 pub mod observation;
 pub mod run;
+pub mod suite;
+pub mod template;
 pub mod verdict;

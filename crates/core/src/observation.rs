@@ -51,7 +51,7 @@ impl Payload {
     pub fn excerpt(&self, max_chars: usize) -> String {
         let text = match (&self.json, std::str::from_utf8(&self.bytes)) {
             (Some(v), _) => v.to_string(),
-            (None, Ok(s)) if s.is_empty() => "(empty)".to_owned(),
+            (None, Ok("")) => "(empty)".to_owned(),
             (None, Ok(s)) => s.to_owned(),
             (None, Err(_)) => format!("({} bytes, not UTF-8)", self.size),
         };

@@ -1,0 +1,74 @@
+//! `roundtrip report RUN_ID`: re-render a past run from the store alone.
+
+use roundtrip::report::{json, junit, text};
+use roundtrip::store::StoreError;
+
+use super::print_error;
+use crate::args::ReportArgs;
+use crate::display::out;
+use crate::exit;
+
+pub async fn report(args: ReportArgs) -> u8 {
+    let store = match roundtrip::store::open(&args.store.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e);
+            return exit::HARNESS;
+        }
+    };
+    let run_id = if args.run_id == "latest" {
+        match store.runs(1).await {
+            Ok(runs) => match runs.into_iter().next() {
+                Some(r) => r.run_id,
+                None => {
+                    eprintln!("error: the store {} has no runs", args.store.store);
+                    return exit::USAGE;
+                }
+            },
+            Err(e) => {
+                print_error(&e);
+                return exit::HARNESS;
+            }
+        }
+    } else {
+        args.run_id.clone()
+    };
+    let summary = match store.run_summary(&run_id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let known = matches!(store.run(&run_id).await, Ok(Some(_)));
+            if known {
+                eprintln!("error: run {run_id} has not finished; it has no summary yet");
+            } else {
+                print_error(&StoreError::NoSuchRun(run_id));
+                eprintln!("  = help: `roundtrip runs` lists the runs in the store");
+            }
+            return exit::USAGE;
+        }
+        Err(e) => {
+            print_error(&e);
+            return exit::HARNESS;
+        }
+    };
+    for line in text::run_report(&summary).lines() {
+        out(line);
+    }
+    if let Some(path) = &args.output.junit
+        && let Err(e) = junit::write(std::slice::from_ref(&summary), path)
+    {
+        eprintln!("error: failed to write {}: {e}", path.display());
+        return exit::HARNESS;
+    }
+    if let Some(path) = &args.output.json
+        && let Err(e) = json::write(std::slice::from_ref(&summary), path)
+    {
+        eprintln!("error: failed to write {}: {e}", path.display());
+        return exit::HARNESS;
+    }
+    out(&text::totals(std::slice::from_ref(&summary)));
+    if summary.failed() > 0 || summary.harness_error.is_some() {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}

@@ -1,0 +1,115 @@
+//! `roundtrip run`: load every suite first (a bad file runs nothing), then run them one
+//! after the other, reporting live; write JUnit/JSON at the end; print the totals last.
+
+use std::sync::Arc;
+
+use roundtrip::engine::{self, RunOptions};
+use roundtrip::report::{json, junit, text};
+use roundtrip_core::run::RunSummary;
+use roundtrip_core::suite::{self, LoadedSuite};
+use tokio::sync::{mpsc, watch};
+
+use super::print_error;
+use crate::args::RunArgs;
+use crate::display::{self, out};
+use crate::exit;
+
+pub async fn run(args: RunArgs) -> u8 {
+    let mut loaded: Vec<LoadedSuite> = Vec::new();
+    let mut invalid = false;
+    for path in &args.suites {
+        match suite::load(path) {
+            Ok(s) => loaded.push(s),
+            Err(e) => {
+                eprint!("{e}");
+                invalid = true;
+            }
+        }
+    }
+    if invalid {
+        eprintln!("nothing was run: fix the suite file(s) above (`roundtrip check` validates)");
+        out("0 passed, 0 failed");
+        return exit::USAGE;
+    }
+
+    let store = match roundtrip::store::open(&args.store.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e);
+            out("0 passed, 0 failed");
+            return exit::HARNESS;
+        }
+    };
+
+    // Ctrl-C stops the run cleanly: scenarios end, SUT and listeners stop, the store
+    // records what ran. A second Ctrl-C exits at once.
+    let (cancel_tx, cancel) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: stopping the run (Ctrl-C again to exit at once)");
+            cancel_tx.send_replace(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+
+    let mut summaries: Vec<RunSummary> = Vec::new();
+    let mut code = exit::OK;
+    let mut not_run = 0usize;
+    for suite in &loaded {
+        if *cancel.borrow() {
+            not_run += suite.suite.scenarios.len();
+            continue;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let printer = tokio::spawn(display::consume(rx));
+        let opts = RunOptions {
+            concurrency: args.concurrency as usize,
+            events: Some(tx),
+            cancel: cancel.clone(),
+        };
+        let result = engine::run_suite(suite, Arc::clone(&store), opts).await;
+        let _ = printer.await;
+        match result {
+            Ok(summary) => {
+                if summary.failed() > 0 && code == exit::OK {
+                    code = exit::FAILED;
+                }
+                summaries.push(summary);
+            }
+            Err(e) => {
+                print_error(&e);
+                not_run += suite.suite.scenarios.len();
+                code = code.max(u8::try_from(e.exit_code()).unwrap_or(exit::HARNESS));
+            }
+        }
+    }
+    if let Err(e) = store.close().await {
+        print_error(&e);
+        code = exit::HARNESS;
+    }
+
+    if let Some(path) = &args.output.junit
+        && let Err(e) = junit::write(&summaries, path)
+    {
+        eprintln!("error: failed to write the JUnit report {}: {e}", path.display());
+        code = exit::HARNESS;
+    }
+    if let Some(path) = &args.output.json
+        && let Err(e) = json::write(&summaries, path)
+    {
+        eprintln!("error: failed to write the JSON report {}: {e}", path.display());
+        code = exit::HARNESS;
+    }
+    let totals = text::totals(&summaries);
+    if not_run > 0 {
+        // Scenarios that never ran did not pass: count them as failed.
+        let passed: usize = summaries.iter().map(RunSummary::passed).sum();
+        let failed: usize = summaries.iter().map(RunSummary::failed).sum::<usize>() + not_run;
+        out(&format!("{passed} passed, {failed} failed"));
+    } else {
+        out(&totals);
+    }
+    code
+}

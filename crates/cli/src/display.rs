@@ -1,0 +1,131 @@
+//! The terminal reporter: consumes the engine's run events and prints a line per
+//! scenario (with evidence for failures) on stdout, and a progress bar on stderr when
+//! stderr is a terminal. Colour only on a terminal and only without `NO_COLOR`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use roundtrip::engine::RunEvent;
+use roundtrip::report::text;
+use roundtrip_core::latency::format_ns;
+use roundtrip_core::run::ScenarioStatus;
+use tokio::sync::mpsc;
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line on stdout; a closed pipe (`roundtrip run … | head`) silences further
+/// output instead of failing the run.
+pub fn out(line: &str) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether stdout gets colour.
+pub fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+fn paint(code: &str, s: &str) -> String {
+    if color() {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Prints run events until the stream ends.
+pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>) {
+    let mut bar: Option<ProgressBar> = None;
+    let print = |bar: &Option<ProgressBar>, line: &str| match bar {
+        Some(b) => b.suspend(|| out(line)),
+        None => out(line),
+    };
+    while let Some(event) = events.recv().await {
+        match event {
+            RunEvent::RunStarted {
+                run_id,
+                suite,
+                scenarios,
+                ..
+            } => {
+                out(&format!(
+                    "{} {suite} · run {run_id} · {scenarios} scenario(s)",
+                    paint("1", "▶")
+                ));
+                if std::io::stderr().is_terminal() {
+                    let b = ProgressBar::new(scenarios as u64);
+                    if let Ok(style) =
+                        ProgressStyle::with_template("  {bar:30} {pos}/{len} scenarios {elapsed}")
+                    {
+                        b.set_style(style);
+                    }
+                    bar = Some(b);
+                }
+            }
+            RunEvent::ListenerReady {
+                channel,
+                transport,
+                endpoint,
+            } => print(
+                &bar,
+                &format!("  listening on {channel} ({transport}) at {endpoint}"),
+            ),
+            RunEvent::SutReady {
+                pid,
+                ready_after_ns,
+            } => print(
+                &bar,
+                &format!(
+                    "  system under test ready (pid {pid}) after {}",
+                    format_ns(ready_after_ns)
+                ),
+            ),
+            RunEvent::ScenarioStarted { .. } => {}
+            RunEvent::ScenarioFinished(result) => {
+                let mark = match result.status {
+                    ScenarioStatus::Passed => paint("32", "PASS "),
+                    ScenarioStatus::Failed => paint("31", "FAIL "),
+                    ScenarioStatus::Error => paint("35", "ERROR"),
+                };
+                let mut line = format!(
+                    "{mark} {} [{}] {}",
+                    result.name,
+                    format_ns(result.duration_ns),
+                    text::headline(&result)
+                );
+                if result.status != ScenarioStatus::Passed {
+                    line.push('\n');
+                    line.push_str(text::scenario_details(&result).trim_end());
+                }
+                print(&bar, &line);
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            }
+            RunEvent::RunFinished(summary) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                for l in &summary.listeners {
+                    if l.faults > 0 {
+                        out(&format!(
+                            "  listener {} ({}) rejected or could not record {} message(s)",
+                            l.channel, l.transport, l.faults
+                        ));
+                    }
+                }
+                if summary.interrupted {
+                    out("  the run was interrupted (Ctrl-C); unfinished scenarios are errors");
+                }
+            }
+        }
+    }
+}

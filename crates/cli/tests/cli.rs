@@ -1,0 +1,270 @@
+//! The `roundtrip` binary end to end: the example suites against the real example
+//! pipeline (started by the suites themselves), exit codes, reports, and the harness
+//! errors a user meets (SUT that never starts, port in use, unwritable store).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn roundtrip(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(args)
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the roundtrip binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn last_line(o: &Output) -> String {
+    stdout(o).lines().last().unwrap_or_default().to_owned()
+}
+
+fn explain(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn store(&self) -> String {
+        format!("sqlite:{}", self.path("store.sqlite"))
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write a scratch file");
+        path
+    }
+}
+
+fn json_report(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).expect("the JSON report exists");
+    serde_json::from_str(&text).expect("the JSON report is JSON")
+}
+
+#[test]
+fn the_example_suite_passes_and_reports() {
+    let s = Scratch::new();
+    let (json, junit) = (s.path("report.json"), s.path("junit.xml"));
+    let store = s.store();
+    let o = roundtrip(&[
+        "run",
+        "examples/pipeline/suite.yaml",
+        "--store",
+        &store,
+        "--json",
+        &json,
+        "--junit",
+        &junit,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(last_line(&o), "3 passed, 0 failed", "{}", explain(&o));
+
+    let report = json_report(&json);
+    assert_eq!(report["format_version"], 1);
+    assert_eq!(report["passed"], 3);
+    let run = &report["runs"][0];
+    let batch = run["scenarios"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"].as_str().is_some_and(|n| n.contains("batch"))))
+        .expect("the batch scenario is in the report");
+    assert_eq!(batch["status"], "passed");
+    assert_eq!(batch["sent"], 100);
+    let latency = &batch["expectations"][0]["latency"];
+    assert_eq!(latency["count"], 100, "one latency sample per event: {latency}");
+
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit report exists");
+    assert_eq!(xml.matches("<testcase").count(), 3, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+
+    // The run can be re-reported from the store alone, and listed.
+    let again = roundtrip(&["report", "latest", "--store", &store]);
+    assert_eq!(again.status.code(), Some(0), "{}", explain(&again));
+    assert!(stdout(&again).contains("PASS  a batch of 100 concurrent events"), "{}", explain(&again));
+    assert_eq!(last_line(&again), "3 passed, 0 failed");
+    let run_id = run["run_id"].as_str().expect("a run id");
+    let runs = roundtrip(&["runs", "--store", &store]);
+    assert!(stdout(&runs).contains(run_id), "{}", explain(&runs));
+    assert!(stdout(&runs).contains("passed"), "{}", explain(&runs));
+}
+
+/// Runs a failing example suite and returns its JSON report's first failed expectation.
+fn run_failing(name: &str) -> (Output, Value) {
+    let s = Scratch::new();
+    let json = s.path("report.json");
+    let store = s.store();
+    let suite = format!("examples/pipeline/failing/{name}.yaml");
+    let o = roundtrip(&["run", &suite, "--store", &store, "--json", &json]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert_eq!(last_line(&o), "0 passed, 1 failed", "{}", explain(&o));
+    let report = json_report(&json);
+    let failure = report["runs"][0]["scenarios"][0]["expectations"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["outcome"]["status"] == "failed"))
+        .cloned()
+        .expect("a failed expectation in the report");
+    (o, failure)
+}
+
+#[test]
+fn an_exceeded_sla_is_reported_as_late_not_lost() {
+    let (o, failure) = run_failing("sla-exceeded");
+    assert_eq!(failure["outcome"]["kind"], "sla-exceeded", "{failure:#}");
+    assert!(stdout(&o).contains("[sla-exceeded]"), "{}", explain(&o));
+    let late = &failure["outcome"]["evidence"]["offending"][0];
+    assert!(late["after_send_ns"].as_u64().is_some_and(|ns| ns >= 600_000_000), "{failure:#}");
+}
+
+#[test]
+fn a_dropped_message_is_reported_lost_with_the_channel_state() {
+    let (o, failure) = run_failing("lost");
+    assert_eq!(failure["outcome"]["kind"], "lost", "{failure:#}");
+    assert_eq!(failure["outcome"]["evidence"]["channel_observations"], 0);
+    assert!(stdout(&o).contains("[lost]"), "{}", explain(&o));
+}
+
+#[test]
+fn a_duplicate_is_reported_with_both_arrivals() {
+    let (o, failure) = run_failing("duplicate");
+    assert_eq!(failure["outcome"]["kind"], "duplicate", "{failure:#}");
+    let offending = failure["outcome"]["evidence"]["offending"].as_array().map(Vec::len);
+    assert_eq!(offending, Some(2), "{failure:#}");
+    assert!(stdout(&o).contains("[duplicate]"), "{}", explain(&o));
+}
+
+#[test]
+fn an_arrival_during_an_absence_window_is_reported_with_what_arrived() {
+    let (o, failure) = run_failing("unexpected-arrival");
+    assert_eq!(failure["outcome"]["kind"], "unexpected-arrival", "{failure:#}");
+    let arrived = &failure["outcome"]["evidence"]["offending"][0]["excerpt"];
+    assert!(arrived.as_str().is_some_and(|e| e.contains("WIDGET")), "{failure:#}");
+    assert!(stdout(&o).contains("[unexpected-arrival]"), "{}", explain(&o));
+}
+
+#[test]
+fn check_accepts_the_examples_and_rejects_a_bad_file_with_exit_2() {
+    let o = roundtrip(&["check", "examples/pipeline/suite.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+
+    let s = Scratch::new();
+    let bad = s.write(
+        "bad.yaml",
+        "name: bad\nchannels:\n  out: { webhook: { listen: \"127.0.0.1:1\" } }\nscenarios:\n  - name: x\n    send: []\n    expect:\n      - { on: out, withn: 2s }\n",
+    );
+    let o = roundtrip(&["check", &bad]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(stderr(&o).contains("bad.yaml:8:"), "{}", explain(&o));
+    assert!(stderr(&o).contains("within"), "did-you-mean hint: {}", explain(&o));
+
+    // `run` refuses to run anything when a file is invalid, with the same exit code.
+    let o = roundtrip(&["run", "examples/pipeline/suite.yaml", &bad, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert_eq!(last_line(&o), "0 passed, 0 failed");
+}
+
+const LISTEN_ONLY: &str = r#"
+channels:
+  out: { webhook: { listen: "127.0.0.1:PORT", path: /out } }
+scenarios:
+  - name: nothing to see
+    send: []
+    expect: [ { on: out, none_within: 10ms } ]
+"#;
+
+#[test]
+fn a_sut_that_exits_early_is_a_harness_error() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "early.yaml",
+        &format!(
+            "name: early exit\nsut:\n  start: [sh, -c, \"echo starting; echo broken config >&2; exit 7\"]\n  ready: {{ tcp: \"127.0.0.1:9\", within: 30s }}\n{}",
+            LISTEN_ONLY.replace("PORT", "0")
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(stderr(&o).contains("exited"), "{}", explain(&o));
+    assert!(stderr(&o).contains("broken config"), "the SUT's output is shown: {}", explain(&o));
+    assert_eq!(last_line(&o), "0 passed, 1 failed");
+}
+
+#[test]
+fn a_sut_that_never_becomes_ready_is_a_harness_error() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "never.yaml",
+        &format!(
+            "name: never ready\nsut:\n  start: [sleep, \"30\"]\n  ready: {{ log: \"ready\", within: 300ms }}\n{}",
+            LISTEN_ONLY.replace("PORT", "0")
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(stderr(&o).contains("not ready within 300ms"), "{}", explain(&o));
+}
+
+#[test]
+fn a_port_in_use_is_a_harness_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("an address").port().to_string();
+    let s = Scratch::new();
+    let suite = s.write(
+        "port.yaml",
+        &format!("name: port in use\n{}", LISTEN_ONLY.replace("PORT", &port)),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(stderr(&o).contains("already in use"), "{}", explain(&o));
+}
+
+#[test]
+fn an_unwritable_store_is_a_harness_error() {
+    let s = Scratch::new();
+    let file = s.write("not-a-dir", "x");
+    let store = format!("sqlite:{file}/store.sqlite");
+    let suite = s.write(
+        "ok.yaml",
+        &format!("name: store\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &store]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(stderr(&o).contains("not-a-dir"), "names the path: {}", explain(&o));
+}
+
+#[test]
+fn report_of_an_unknown_run_is_a_usage_error() {
+    let s = Scratch::new();
+    let o = roundtrip(&["report", "0190-no-such-run", "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(stderr(&o).contains("roundtrip runs"), "{}", explain(&o));
+}

@@ -1,0 +1,263 @@
+//! Loading suite files: YAML → [`Suite`], with compiler-style diagnostics.
+//!
+//! [`load`] reads a file, [`parse`] takes text. Both deserialize the YAML into the typed
+//! model ([`crate::model`]), then run the semantic checks of [`validate`] (channels that
+//! exist and point the right way, exactly-one-of rules, JSONPaths, regexes, JSON Schemas
+//! and templates that compile, …). Every problem becomes a [`Diagnostic`] that points
+//! at `file:line:column` and says what to do; a [`SuiteError`] carries all of them,
+//! sorted by location, and renders them like a compiler:
+//!
+//! ```
+//! let err = roundtrip_core::suite::parse("suite.yaml", "name: demo\nchanels: {}\n")
+//!     .expect_err("a misspelt key");
+//! assert_eq!(
+//!     err.to_string(),
+//!     "\
+//! error: unknown key `chanels` in the suite
+//!  --> suite.yaml:2:1
+//!   |
+//! 2 | chanels: {}
+//!   | ^^^^^^^
+//!   = help: did you mean `channels`?
+//! "
+//! );
+//! ```
+//!
+//! Syntax and type errors stop at the first one (the YAML parser cannot go on); semantic
+//! problems are all reported at once.
+//!
+//! [`json_schema`] gives the JSON Schema of the format, committed at
+//! `schema/suite.schema.json` for editors.
+
+mod decode;
+mod diagnostic;
+mod locate;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::Diagnostic;
+
+use crate::model::Suite;
+use locate::{Kind, Loc, SpanIndex, YamlPath};
+
+/// A loaded, validated suite and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedSuite {
+    /// The suite.
+    pub suite: Suite,
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    /// The directory that relative paths in the suite (`dir` channels, `sut.cwd`) are
+    /// resolved against: the file's directory.
+    pub base_dir: PathBuf,
+}
+
+/// Why a suite could not be loaded: one or more problems, sorted by location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SuiteError {
+    /// The problems, sorted by file, line and column.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for SuiteError {
+    /// Every diagnostic, each ending with a newline, separated by blank lines.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl SuiteError {
+    fn new(mut diagnostics: Vec<Diagnostic>) -> SuiteError {
+        diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        SuiteError { diagnostics }
+    }
+}
+
+/// Reads, parses and validates the suite file at `path`.
+pub fn load(path: &Path) -> Result<LoadedSuite, SuiteError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SuiteError::new(vec![Diagnostic::whole_file(
+            &name,
+            format!("read the suite file: {e}"),
+            Some(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "check the path; it is relative to the current directory".to_owned()
+                }
+                std::io::ErrorKind::InvalidData => "a suite file must be UTF-8 text".to_owned(),
+                _ => "check that the file exists and is readable".to_owned(),
+            }),
+        )])
+    })?;
+    let suite = parse(&name, &text)?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(LoadedSuite {
+        suite,
+        path: path.to_path_buf(),
+        base_dir,
+    })
+}
+
+/// Parses and validates suite text; `source_name` names it in diagnostics.
+pub fn parse(source_name: &str, text: &str) -> Result<Suite, SuiteError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let fail = |d: Diagnostic| SuiteError::new(vec![d]);
+
+    // The generic pass first: it tells syntax errors, empty files and non-mappings apart
+    // before the typed pass would phrase them in terms of Rust types.
+    let index = match SpanIndex::build(text) {
+        Ok(index) => index,
+        Err(e) => return Err(fail(decode::diagnostic(source_name, text, &e, None))),
+    };
+    let root = index.get(&YamlPath::root());
+    match root.map(|r| r.kind) {
+        None | Some(Kind::Null) => {
+            let mut d = Diagnostic::at(
+                source_name,
+                text,
+                Loc::START,
+                "the suite file is empty",
+                Some(
+                    "a suite needs at least `name`, `channels` and `scenarios`; \
+                     see schema/suite.schema.json"
+                        .to_owned(),
+                ),
+            );
+            // Whatever line 1 holds (a comment, `---`), it is not the problem.
+            d.source_line = None;
+            return Err(fail(d));
+        }
+        Some(Kind::Map) => {}
+        Some(kind) => {
+            return Err(fail(Diagnostic::at(
+                source_name,
+                text,
+                index.value(&YamlPath::root()),
+                format!("a suite file must be a mapping, found {}", kind.describe()),
+                Some(
+                    "start with `name: …`, then `channels:` and `scenarios:`, one key per line"
+                        .to_owned(),
+                ),
+            )));
+        }
+    }
+
+    let suite: Suite = serde_saphyr::from_str(text)
+        .map_err(|e| fail(decode::diagnostic(source_name, text, &e, Some(&index))))?;
+
+    let diagnostics =
+        validate::validate(&suite, &validate::Locator::new(source_name, text, &index));
+    if diagnostics.is_empty() {
+        Ok(suite)
+    } else {
+        Err(SuiteError::new(diagnostics))
+    }
+}
+
+/// The JSON Schema of the suite file format.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(Suite).to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "\
+name: s
+channels:
+  in: { http: { url: 'http://x' } }
+  out: { webhook: { listen: '127.0.0.1:0' } }
+scenarios:
+  - name: a
+    send: [ { to: in } ]
+    expect: [ { on: out, within: 1s } ]
+";
+
+    fn first(text: &str) -> Diagnostic {
+        parse("t.yaml", text)
+            .expect_err("invalid")
+            .diagnostics
+            .remove(0)
+    }
+
+    #[test]
+    fn a_valid_suite_parses() {
+        let suite = parse("t.yaml", VALID).expect("valid");
+        assert_eq!(suite.scenarios[0].expect[0].on, "out");
+    }
+
+    #[test]
+    fn crlf_and_a_byte_order_mark_do_not_shift_locations() {
+        let text = format!(
+            "\u{feff}{}",
+            VALID.replace("within", "withn").replace('\n', "\r\n")
+        );
+        let d = first(&text);
+        assert_eq!((d.line, d.column), (8, 26));
+        assert_eq!(
+            d.source_line.as_deref(),
+            Some("    expect: [ { on: out, withn: 1s } ]")
+        );
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let d = first(
+            &VALID
+                .replace("name: a", "name: ä")
+                .replace("to: in", "to: ïn"),
+        );
+        assert_eq!((d.line, d.column, d.underline), (7, 19, 2));
+        assert_eq!(d.message, "unknown channel `ïn` in `send.to`");
+    }
+
+    #[test]
+    fn aliases_are_located_where_they_are_used() {
+        let text = VALID.replace(
+            "scenarios:\n",
+            "scenarios:\n  - name: b\n    send: &s [ { to: nowhere } ]\n    expect: []\n",
+        ) + "  - name: c\n    send: *s\n    expect: []\n";
+        let err = parse("t.yaml", &text).expect_err("unknown channel twice");
+        let lines: Vec<u64> = err.diagnostics.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [7, 13]);
+    }
+
+    #[test]
+    fn an_empty_correlate_names_no_rule() {
+        let d = first(&VALID.replace("channels:", "correlate: {}\nchannels:"));
+        assert_eq!(d.message, "`correlate` names no rule");
+        assert_eq!((d.line, d.column), (2, 1));
+    }
+
+    #[test]
+    fn a_channel_needs_a_transport() {
+        let d = first(&VALID.replace("  in: { http: { url: 'http://x' } }", "  in:"));
+        assert_eq!(d.message, "channel `in` names no transport");
+        let d = first(&VALID.replace(
+            "url: 'http://x' } }",
+            "url: 'http://x' }, dir: { path: p } }",
+        ));
+        assert_eq!(d.message, "channel `in` has more than one transport");
+    }
+
+    #[test]
+    fn the_schema_describes_the_suite() {
+        let schema = json_schema();
+        assert_eq!(schema["title"], "Suite");
+        let required = schema["required"].as_array().expect("required keys");
+        assert!(required.iter().any(|k| k == "scenarios"));
+        assert!(schema["$defs"]["Expectation"]["properties"]["none_within"].is_object());
+    }
+}

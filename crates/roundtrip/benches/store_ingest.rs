@@ -1,0 +1,193 @@
+//! Store ingest benchmark: the SQLite store's write path on a temporary file.
+//!
+//! 1. Flood: 200,000 observations of ~200 B recorded by 64 concurrent tasks (and by 256,
+//!    to show batches growing with the requests in flight); the rate
+//!    until every one is committed (group commit at work), with `synchronous=FULL`
+//!    (the default) and `NORMAL`.
+//! 2. Lone observations: 2,000 sequential `record` calls, one at a time; the time from
+//!    the call to its committed result, and to a feed subscriber receiving it.
+//!
+//! Run with `cargo bench -p roundtrip --bench store_ingest`; prints a markdown table.
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roundtrip::core::observation::{NewObservation, Payload};
+use roundtrip::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use roundtrip::store::{RunRecord, Store};
+
+const FLOOD: u64 = 200_000;
+const TASKS: u64 = 64;
+/// A second flood with more requests in flight (bigger group commits).
+const MORE_TASKS: u64 = 256;
+const LONE: usize = 2_000;
+
+fn observation(run_id: &str, n: u64) -> NewObservation {
+    let correlation = format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let body = format!(
+        r#"{{"id":"{correlation}","item":"WIDGET","qty":{},"note":"benchmark payload ........................................"}}"#,
+        n % 10
+    );
+    NewObservation {
+        run_id: run_id.to_owned(),
+        channel: "orders_out".to_owned(),
+        correlation_id: Some(correlation.clone()),
+        payload: Payload::from_bytes(body.into_bytes(), 1 << 20),
+        headers: vec![("x-correlation-id".to_owned(), correlation)],
+        message_id: None,
+        key: None,
+        received_at: 1_700_000_000_000_000_000,
+        received_mono: Some(n),
+    }
+}
+
+async fn open(
+    dir: &tempfile::TempDir,
+    name: &str,
+    sync: Synchronous,
+) -> Result<Arc<dyn Store>, Box<dyn Error>> {
+    let path = dir.path().join(name);
+    let options = SqliteOptions {
+        synchronous: sync,
+        ..SqliteOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(
+        path.to_str().ok_or("temp path is not UTF-8")?,
+        &options,
+    )?);
+    store
+        .create_run(&RunRecord {
+            run_id: "bench".to_owned(),
+            suite: "bench".to_owned(),
+            suite_path: "bench.yaml".to_owned(),
+            started_at: 0,
+            finished_at: None,
+            status: "running".to_owned(),
+        })
+        .await?;
+    Ok(store)
+}
+
+/// Records `FLOOD` observations from `tasks` tasks; returns the elapsed time.
+async fn flood(store: &Arc<dyn Store>, tasks: u64) -> Result<Duration, Box<dyn Error>> {
+    let per_task = FLOOD / tasks;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let store = Arc::clone(store);
+        set.spawn(async move {
+            for i in 0..per_task {
+                store
+                    .record(observation("bench", task * per_task + i))
+                    .await?;
+            }
+            Ok::<_, roundtrip::store::StoreError>(())
+        });
+    }
+    for result in set.join_all().await {
+        result?;
+    }
+    Ok(start.elapsed())
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn bench() -> Result<(), Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+
+    let floods = [
+        ("FULL", Synchronous::Full, TASKS),
+        ("NORMAL", Synchronous::Normal, TASKS),
+        ("FULL", Synchronous::Full, MORE_TASKS),
+    ];
+    for (name, sync, tasks) in floods {
+        let store = open(&dir, &format!("flood-{name}-{tasks}.sqlite"), sync).await?;
+        let elapsed = flood(&store, tasks).await?;
+        let stored = store.observations("bench", 0, usize::MAX).await?.len();
+        assert_eq!(
+            stored as u64,
+            FLOOD / tasks * tasks,
+            "not everything was committed"
+        );
+        store.close().await?;
+        rows.push((
+            format!("flood: {FLOOD} × ~200 B from {tasks} tasks, synchronous={name}"),
+            format!(
+                "{:.0} obs/s ({:.2} s)",
+                stored as f64 / elapsed.as_secs_f64(),
+                elapsed.as_secs_f64()
+            ),
+        ));
+    }
+
+    let store = open(&dir, "lone.sqlite", Synchronous::Full).await?;
+    let mut feed = store.subscribe();
+    let subscriber = tokio::spawn(async move {
+        let mut arrivals = Vec::with_capacity(LONE);
+        while arrivals.len() < LONE {
+            match feed.recv().await {
+                Ok(o) => arrivals.push((o.seq, Instant::now())),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(arrivals)
+    });
+    let mut committed = Vec::with_capacity(LONE);
+    let mut started = Vec::with_capacity(LONE);
+    for n in 0..LONE as u64 {
+        let t0 = Instant::now();
+        let o = store.record(observation("bench", n)).await?;
+        committed.push(t0.elapsed());
+        started.push((o.seq, t0));
+    }
+    let arrivals = subscriber.await??;
+    let mut to_feed: Vec<Duration> = arrivals
+        .iter()
+        .zip(&started)
+        .map(|((seq, at), (sent_seq, t0))| {
+            assert_eq!(seq, sent_seq, "feed out of order");
+            at.saturating_duration_since(*t0)
+        })
+        .collect();
+    store.close().await?;
+    committed.sort_unstable();
+    to_feed.sort_unstable();
+    rows.push((
+        format!("lone record → committed result, p50 / p99 ({LONE} sequential)"),
+        format!(
+            "{} / {}",
+            micros(percentile(&committed, 50)),
+            micros(percentile(&committed, 99))
+        ),
+    ));
+    rows.push((
+        format!("lone record → feed subscriber, p50 / p99 ({LONE} sequential)"),
+        format!(
+            "{} / {}",
+            micros(percentile(&to_feed, 50)),
+            micros(percentile(&to_feed, 99))
+        ),
+    ));
+
+    println!("| SQLite store ingest (temp file, WAL) | result |");
+    println!("| --- | --- |");
+    for (what, result) in rows {
+        println!("| {what} | {result} |");
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}

@@ -1,0 +1,263 @@
+//! One scenario: send its events, feed its expectation machines with the observations
+//! routed to it and with the clock, and collect the verdicts.
+//!
+//! Sends run in their own task so that evaluation never waits on a slow transport.
+//! Decisions never depend on when this loop happens to run: machines judge arrivals by
+//! the listener's receive timestamp, and deadlines are processed only after
+//! [`COMMIT_SLACK`], so an observation received just before a deadline has been
+//! committed and routed before the deadline is judged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use roundtrip_core::expect::{ExpectationMachine, SentRef};
+use roundtrip_core::model::Scenario;
+use roundtrip_core::observation::{Observation, SentEvent};
+use roundtrip_core::run::{ScenarioResult, ScenarioStatus};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::Session;
+use super::produce::{self, EventContext};
+use crate::clock;
+
+/// How long after a deadline the engine waits before judging it, so that observations
+/// received before the deadline are committed and routed first. Commits take well under
+/// a millisecond (see BENCHMARKS.md); this is a tolerance for a loaded machine, not a
+/// synchronisation sleep.
+pub const COMMIT_SLACK: Duration = Duration::from_millis(25);
+
+enum SendNote {
+    Sent(SentEvent),
+    Failed(SentEvent),
+    Done,
+}
+
+/// Runs one scenario to its verdict (or until `cancel` turns true).
+pub(crate) async fn run(
+    session: Arc<Session>,
+    scenario: &Scenario,
+    mut cancel: watch::Receiver<bool>,
+) -> ScenarioResult {
+    let started = clock::mono_now();
+    let mut machines = Vec::with_capacity(scenario.expect.len());
+    for (i, e) in scenario.expect.iter().enumerate() {
+        match ExpectationMachine::new(i, e) {
+            Ok(m) => machines.push(m),
+            Err(err) => {
+                return error_result(scenario, format!("expectation {}: {err}", i + 1), started);
+            }
+        }
+    }
+
+    // Correlated observations (routed by the correlation ids this scenario registers)
+    // and evidence (uncorrelated observations on the channels it watches) arrive apart.
+    let (obs_tx, mut obs_rx) = mpsc::unbounded_channel::<Arc<Observation>>();
+    let (evidence_tx, mut evidence_rx) = mpsc::unbounded_channel::<Arc<Observation>>();
+    let watched: HashSet<String> = scenario.expect.iter().map(|e| e.on.clone()).collect();
+    session.router.watch(watched, &evidence_tx);
+    drop(evidence_tx);
+
+    let (note_tx, mut note_rx) = mpsc::unbounded_channel::<SendNote>();
+    let sender = tokio::spawn(send_all(
+        Arc::clone(&session),
+        scenario.clone(),
+        obs_tx.clone(),
+        note_tx,
+    ));
+    drop(obs_tx);
+
+    let mut known: HashSet<String> = HashSet::new();
+    let mut early: HashMap<String, Vec<Arc<Observation>>> = HashMap::new();
+    let mut sent = 0u64;
+    let mut send_errors = 0u64;
+    let mut first_error: Option<String> = None;
+    let mut sends_done = false;
+    let mut interrupted = false;
+    let mut correlation_ids: Vec<String> = Vec::new();
+
+    let feed = |machines: &mut Vec<ExpectationMachine>, obs: &Observation| {
+        feed_machines(machines, scenario, obs);
+    };
+    let accept = |machines: &mut Vec<ExpectationMachine>,
+                  known: &HashSet<String>,
+                  early: &mut HashMap<String, Vec<Arc<Observation>>>,
+                  obs: Arc<Observation>| {
+        match &obs.correlation_id {
+            // Routed to us before its send was confirmed: hold it until then.
+            Some(id) if !known.contains(id) => early.entry(id.clone()).or_default().push(obs),
+            _ => feed_machines(machines, scenario, &obs),
+        }
+    };
+
+    loop {
+        if sends_done && machines.iter().all(|m| m.verdict().is_some()) {
+            break;
+        }
+        let deadline = machines.iter().filter_map(|m| m.next_deadline()).min();
+        let wake = deadline.map(|d| clock::instant_of(d) + COMMIT_SLACK);
+        tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => {
+                interrupted = true;
+                break;
+            }
+            note = note_rx.recv(), if !sends_done => match note {
+                Some(SendNote::Sent(ev)) => {
+                    sent += 1;
+                    for m in &mut machines {
+                        m.on_sent(SentRef {
+                            correlation_id: &ev.correlation_id,
+                            index: ev.index,
+                            sent_mono: ev.sent_mono,
+                            sent_at: ev.sent_at,
+                        });
+                    }
+                    known.insert(ev.correlation_id.clone());
+                    if let Some(buffered) = early.remove(&ev.correlation_id) {
+                        for obs in buffered {
+                            feed(&mut machines, &obs);
+                        }
+                    }
+                    correlation_ids.push(ev.correlation_id);
+                }
+                Some(SendNote::Failed(ev)) => {
+                    sent += 1;
+                    send_errors += 1;
+                    early.remove(&ev.correlation_id);
+                    if first_error.is_none() {
+                        first_error = ev.error.clone();
+                    }
+                    correlation_ids.push(ev.correlation_id);
+                }
+                Some(SendNote::Done) | None => {
+                    sends_done = true;
+                    let now = clock::mono_now();
+                    for m in &mut machines {
+                        m.sends_complete(now);
+                    }
+                }
+            },
+            Some(obs) = obs_rx.recv() => {
+                accept(&mut machines, &known, &mut early, obs);
+            }
+            Some(obs) = evidence_rx.recv() => feed(&mut machines, &obs),
+            () = sleep_until_opt(wake) => {
+                // Take in everything that is already here before judging the deadline.
+                while let Ok(obs) = obs_rx.try_recv() {
+                    accept(&mut machines, &known, &mut early, obs);
+                }
+                while let Ok(obs) = evidence_rx.try_recv() {
+                    feed(&mut machines, &obs);
+                }
+                let judge_at = clock::mono_now().saturating_sub(nanos(COMMIT_SLACK));
+                for m in &mut machines {
+                    m.on_tick(judge_at);
+                }
+            }
+        }
+    }
+    sender.abort();
+    session
+        .router
+        .unroute(correlation_ids.iter().map(String::as_str));
+
+    let expectations: Vec<_> = machines.iter().filter_map(|m| m.verdict().cloned()).collect();
+    let failed = expectations.iter().any(|v| !v.passed());
+    let (status, error) = if interrupted {
+        (
+            ScenarioStatus::Error,
+            Some("interrupted before every expectation had a verdict".to_owned()),
+        )
+    } else if send_errors > 0 {
+        (ScenarioStatus::Error, first_error)
+    } else if failed {
+        (ScenarioStatus::Failed, None)
+    } else {
+        (ScenarioStatus::Passed, None)
+    };
+    ScenarioResult {
+        name: scenario.name.clone(),
+        status,
+        sent,
+        send_errors,
+        error,
+        expectations,
+        duration_ns: clock::mono_now().saturating_sub(started),
+    }
+}
+
+fn feed_machines(machines: &mut [ExpectationMachine], scenario: &Scenario, obs: &Observation) {
+    let now = clock::mono_now();
+    for (m, e) in machines.iter_mut().zip(&scenario.expect) {
+        if e.on == obs.channel && m.verdict().is_none() {
+            m.on_observation(obs, now);
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn error_result(scenario: &Scenario, error: String, started: u64) -> ScenarioResult {
+    ScenarioResult {
+        name: scenario.name.clone(),
+        status: ScenarioStatus::Error,
+        sent: 0,
+        send_errors: 0,
+        error: Some(error),
+        expectations: Vec::new(),
+        duration_ns: clock::mono_now().saturating_sub(started),
+    }
+}
+
+/// Sends every event of the scenario: steps in order, each step's repeats with up to
+/// `concurrency` in flight. Each event's route is registered before it is produced.
+async fn send_all(
+    session: Arc<Session>,
+    scenario: Scenario,
+    inbox: mpsc::UnboundedSender<Arc<Observation>>,
+    notes: mpsc::UnboundedSender<SendNote>,
+) {
+    let mut index = 0u64;
+    for step in &scenario.send {
+        let permits = Arc::new(Semaphore::new(step.concurrency.max(1) as usize));
+        let mut in_flight = JoinSet::new();
+        for _ in 0..step.repeat {
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let correlation_id = produce::new_correlation_id();
+            session.router.route(&correlation_id, &inbox);
+            let (session, step, notes, name) = (
+                Arc::clone(&session),
+                step.clone(),
+                notes.clone(),
+                scenario.name.clone(),
+            );
+            let this = index;
+            index += 1;
+            in_flight.spawn(async move {
+                let ev = session.send_one(&name, &step, this, correlation_id).await;
+                let note = if ev.error.is_some() {
+                    SendNote::Failed(ev)
+                } else {
+                    SendNote::Sent(ev)
+                };
+                let _ = notes.send(note);
+                drop(permit);
+            });
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+    let _ = notes.send(SendNote::Done);
+}

@@ -1,0 +1,46 @@
+//! Errors that end a run before it can judge the SUT, and how they map to exit codes.
+
+use crate::store::StoreError;
+use crate::transport::ListenError;
+use crate::transport::registry::PlanError;
+
+/// Why a run could not be carried out. A failed expectation is not an error: it is a
+/// verdict in the run summary.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// The suite asks for something this build cannot do (a compiled-out transport, a
+    /// channel used the wrong way round). A usage error: exit code 2.
+    #[error("plan the run")]
+    Plan(#[from] PlanError),
+    /// A listener could not start (port in use, directory not creatable). Exit code 3.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The store failed. Exit code 3.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The SUT did not start or never became ready. Exit code 3.
+    #[error("start the system under test: {message}")]
+    Sut {
+        /// What happened, with the last lines of its output.
+        message: String,
+    },
+    /// A template in a channel could not be rendered (e.g. an unset environment
+    /// variable). A usage error: exit code 2.
+    #[error("render `{what}`: {message}")]
+    Template {
+        /// What was being rendered.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl HarnessError {
+    /// The documented exit code: 2 for usage and suite errors, 3 for infrastructure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            HarnessError::Plan(_) | HarnessError::Template { .. } => 2,
+            HarnessError::Listen(_) | HarnessError::Store(_) | HarnessError::Sut { .. } => 3,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Reporters: they render a [`RunSummary`] (live from the engine, or re-read from the
+//! store by `roundtrip report`) and never reach back into the engine.
+//!
+//! - [`text`]: the human rendering of verdicts and evidence, shared by the terminal,
+//!   JUnit failure bodies and the library's error messages;
+//! - [`junit`]: JUnit XML, one testcase per scenario;
+//! - [`json`]: the versioned JSON report (`docs/report-format.md`).
+
+pub mod json;
+pub mod junit;
+pub mod text;

@@ -1,0 +1,154 @@
+//! The store: a durable, append-only log of runs, sent events, observations and verdicts.
+//!
+//! One trait, [`Store`], with one backend per module ([`sqlite`] is the embedded default;
+//! Postgres and DynamoDB come later behind features). Every backend passes the same
+//! conformance suite (`tests/it/store.rs`).
+//!
+//! ## The write path
+//! [`Store::record`] resolves only after the observation is committed, so a listener can
+//! acknowledge its broker (or answer its webhook) afterwards: at-least-once recording.
+//! Backends group-commit: whatever is queued when a commit starts goes into one
+//! transaction, so a lone observation is committed at once and a flood in batches.
+//!
+//! ## The feed (push, no polling)
+//! After each commit the store announces the committed observations on a broadcast
+//! channel ([`Store::subscribe`]). A subscriber that falls behind receives
+//! `RecvError::Lagged` and catches up from [`Store::observations`] by sequence number, so
+//! nothing is missed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use roundtrip_core::observation::{NewObservation, Observation, SentEvent, UnixNanos};
+use roundtrip_core::run::{RunSummary, ScenarioResult};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub mod sqlite;
+
+/// A run as listed by [`Store::runs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id (a UUIDv7: time-ordered).
+    pub run_id: String,
+    /// The suite name.
+    pub suite: String,
+    /// The suite file path as given.
+    pub suite_path: String,
+    /// Wall-clock start.
+    pub started_at: UnixNanos,
+    /// Wall-clock end, once finished.
+    pub finished_at: Option<UnixNanos>,
+    /// `running`, `passed`, `failed`, `error` or `interrupted`.
+    pub status: String,
+}
+
+/// A store error. Messages read after "failed to …".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened or created.
+    #[error("open the store at {location}")]
+    Open {
+        /// Where (a path or URL, never with credentials).
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A read or write failed.
+    #[error("{operation} in the store")]
+    Io {
+        /// What was being done, e.g. `commit observations`.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store was closed (its writer stopped) before the operation completed.
+    #[error("use the store: it is closed")]
+    Closed,
+    /// No such run.
+    #[error("find run `{0}` in the store")]
+    NoSuchRun(String),
+}
+
+/// The durable log behind a run. Object-safe: the engine holds an `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Records the start of a run.
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Records a produced event (before or after the send; `error` says how it went).
+    async fn record_sent(&self, event: &SentEvent) -> Result<(), StoreError>;
+    /// Commits an observation; resolves after the commit with its sequence number.
+    async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError>;
+    /// Committed observations, in commit order, as they are committed.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Observation>>;
+    /// A run's observations with `seq > after`, in sequence order, at most `limit`.
+    async fn observations(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Observation>, StoreError>;
+    /// A run's sent events, in send order.
+    async fn sent_events(&self, run_id: &str) -> Result<Vec<SentEvent>, StoreError>;
+    /// Records one scenario's result (may be called again for the same scenario; the
+    /// last one wins).
+    async fn record_scenario(
+        &self,
+        run_id: &str,
+        result: &ScenarioResult,
+    ) -> Result<(), StoreError>;
+    /// A run's scenario results, the latest of each scenario, in the order first
+    /// recorded: what an interrupted run (no summary) can still be re-reported from.
+    async fn scenario_results(&self, run_id: &str) -> Result<Vec<ScenarioResult>, StoreError>;
+    /// Records the end of a run with its full summary.
+    async fn finish_run(&self, summary: &RunSummary, status: &str) -> Result<(), StoreError>;
+    /// The most recent runs, newest first.
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// A finished run's summary (`None` while it is still running).
+    async fn run_summary(&self, run_id: &str) -> Result<Option<RunSummary>, StoreError>;
+    /// A run's record.
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// Waits until everything handed to the store is committed, then stops its writer.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store named by `url`:
+/// - `sqlite:PATH` or a plain path: an SQLite file (created, with parent directories);
+/// - `sqlite::memory:`: an in-memory SQLite store (tests);
+/// - `postgres://…`, `dynamodb://…`: backends that need a cargo feature (not built yet).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let unsupported = |scheme: &str| StoreError::Open {
+        location: url.to_owned(),
+        source: format!(
+            "the `{scheme}` store backend is not compiled into this build of roundtrip; \
+             rebuild with `--features {scheme}` or use an SQLite path"
+        )
+        .into(),
+    };
+    if url == "sqlite::memory:" {
+        return Ok(Arc::new(sqlite::SqliteStore::open_in_memory()?));
+    }
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+    }
+    for scheme in ["postgres", "postgresql", "dynamodb"] {
+        if url.starts_with(&format!("{scheme}://")) {
+            return Err(unsupported(if scheme == "postgresql" {
+                "postgres"
+            } else {
+                scheme
+            }));
+        }
+    }
+    if url.contains("://") {
+        return Err(StoreError::Open {
+            location: url.to_owned(),
+            source: "unknown store URL scheme; use `sqlite:PATH`, a file path or \
+                     `sqlite::memory:`"
+                .into(),
+        });
+    }
+    Ok(Arc::new(sqlite::SqliteStore::open(url)?))
+}

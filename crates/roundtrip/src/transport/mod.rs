@@ -1,0 +1,269 @@
+//! Transports: producers send events into the SUT's input channels; listeners record
+//! what comes out of its output channels.
+//!
+//! One module per transport family, each behind its own cargo feature when it needs a
+//! client library (the ones here need none). [`registry`] maps a channel's
+//! [`ChannelSpec`] to a driver, and answers a compiled-out transport with the feature to
+//! enable.
+//!
+//! ## Contracts
+//! - A [`Producer`] resolves `send` when the transport accepted the message (an HTTP 2xx,
+//!   a file renamed into place, a broker ack) and returns a [`ProduceError`] otherwise.
+//! - [`Listener::start`] returns only once the listener is subscribed (bound, consuming):
+//!   that is the readiness handshake that lets the engine send without sleeping.
+//!   Every received message goes through [`ObservationSink::record`], which resolves after
+//!   the store committed it; only then may the listener acknowledge (answer 2xx, ack).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use roundtrip_core::correlate::Correlator;
+use roundtrip_core::observation::{NewObservation, Observation, Payload};
+
+use crate::clock;
+use crate::store::{Store, StoreError};
+
+pub mod dir;
+pub mod http;
+pub mod registry;
+pub mod webhook;
+
+/// The payload limit when a channel sets none: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+
+/// One message to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The body bytes.
+    pub body: bytes::Bytes,
+    /// `application/json`, `text/plain; charset=utf-8` or `application/octet-stream`.
+    pub content_type: &'static str,
+    /// Headers / attributes, including the correlation, run id and `traceparent`.
+    pub headers: Vec<(String, String)>,
+    /// The correlation id stamped on the message.
+    pub correlation_id: String,
+    /// A rendered key where the transport has one (the `dir` file name).
+    pub key: Option<String>,
+}
+
+/// What a transport said when it accepted a message.
+#[derive(Debug, Clone, Default)]
+pub struct Receipt {
+    /// A broker message id, an HTTP status, a file path: whatever identifies the send.
+    pub detail: Option<String>,
+}
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// The transport answered with a refusal (e.g. HTTP 503 and a body excerpt).
+    #[error("send to `{channel}`: {message}")]
+    Rejected {
+        /// The channel.
+        channel: String,
+        /// The transport's answer, e.g. `HTTP 503 Service Unavailable: {"error":…}`.
+        message: String,
+    },
+    /// The transport could not be reached or the IO failed.
+    #[error("send to `{channel}`")]
+    Unreachable {
+        /// The channel.
+        channel: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Sends events into one input channel. Shared by a scenario's concurrent sends.
+#[async_trait]
+pub trait Producer: Send + Sync + std::fmt::Debug {
+    /// Sends one message; resolves when the transport accepted it.
+    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError>;
+}
+
+/// A message as a listener received it, before correlation and commit.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The raw body (the sink truncates it to the channel's limit).
+    pub body: Vec<u8>,
+    /// Headers or attributes; names are lowercased by the sink.
+    pub headers: Vec<(String, String)>,
+    /// The broker's message id.
+    pub message_id: Option<String>,
+    /// A transport key (file name, partition key).
+    pub key: Option<String>,
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Binding or subscribing failed (port in use, directory not creatable, …).
+    #[error("start the listener on `{channel}`: {message}")]
+    Start {
+        /// The channel.
+        channel: String,
+        /// What went wrong and what to do, e.g. `127.0.0.1:7002 is already in use`.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Counters a listener keeps while it runs.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Observations committed.
+    pub recorded: AtomicU64,
+    /// Messages rejected or not recorded (wrong method/path, store errors).
+    pub faults: AtomicU64,
+}
+
+/// Where a listener hands what it receives: correlates, truncates, timestamps, and
+/// commits to the store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ObservationSink {
+    inner: Arc<SinkInner>,
+}
+
+#[derive(Debug)]
+struct SinkInner {
+    store: Arc<dyn Store>,
+    run_id: String,
+    channel: String,
+    correlator: Arc<Correlator>,
+    max_payload: usize,
+    stats: Arc<ListenerStats>,
+}
+
+impl ObservationSink {
+    /// A sink that records into `store` for `run_id` on `channel`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        channel: impl Into<String>,
+        correlator: Arc<Correlator>,
+        max_payload: usize,
+    ) -> ObservationSink {
+        ObservationSink {
+            inner: Arc::new(SinkInner {
+                store,
+                run_id: run_id.into(),
+                channel: channel.into(),
+                correlator,
+                max_payload,
+                stats: Arc::new(ListenerStats::default()),
+            }),
+        }
+    }
+
+    /// The channel this sink records for.
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// This sink's counters (shared with the listener summary).
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        Arc::clone(&self.inner.stats)
+    }
+
+    /// Counts a message the listener had to reject before recording it.
+    pub fn fault(&self) {
+        self.inner.stats.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a received message; resolves after the store committed it.
+    pub async fn record(&self, received: Received) -> Result<Arc<Observation>, StoreError> {
+        let received_mono = clock::mono_now();
+        let received_at = clock::wall_now();
+        let s = &self.inner;
+        let headers: Vec<(String, String)> = received
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let payload = Payload::from_bytes(received.body, s.max_payload);
+        let correlation_id =
+            s.correlator
+                .extract(&headers, payload.json.as_ref(), received.key.as_deref());
+        let observation = NewObservation {
+            run_id: s.run_id.clone(),
+            channel: s.channel.clone(),
+            correlation_id,
+            payload,
+            headers,
+            message_id: received.message_id,
+            key: received.key,
+            received_at,
+            received_mono: Some(received_mono),
+        };
+        match s.store.record(observation).await {
+            Ok(committed) => {
+                s.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                Ok(committed)
+            }
+            Err(e) => {
+                s.stats.faults.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A listener that has not started yet.
+#[async_trait]
+pub trait Listener: Send + std::fmt::Debug {
+    /// Binds/subscribes, then returns a handle once ready to receive. Messages go to
+    /// `sink` from then on, until the handle is stopped.
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError>;
+}
+
+/// A started listener.
+#[derive(Debug)]
+pub struct RunningListener {
+    /// Where it listens, for logs and reports (an address, a path).
+    pub endpoint: String,
+    /// `at-least-once` or `at-most-once`.
+    pub delivery: &'static str,
+    /// True for listeners that poll their source.
+    pub polling: bool,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningListener {
+    /// Wraps a listener task that stops when the `stop` sender fires or is dropped.
+    pub fn new(
+        endpoint: String,
+        delivery: &'static str,
+        polling: bool,
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> RunningListener {
+        RunningListener {
+            endpoint,
+            delivery,
+            polling,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops receiving; resolves once every message it accepted has been committed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// What a driver needs besides its channel spec.
+#[derive(Debug, Clone)]
+pub struct DriverContext {
+    /// The suite file's directory: relative paths are resolved against it.
+    pub base_dir: PathBuf,
+}

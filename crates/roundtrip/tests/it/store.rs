@@ -1,0 +1,791 @@
+//! The store conformance suite, and the SQLite backend's own tests.
+//!
+//! Every check in [`conformance`] is an async function taking an [`Open`] factory; the
+//! [`conformance_suite!`] macro turns them into one `#[tokio::test]` each for a backend.
+//! A new backend adds one `conformance_suite!(name, factory)` line.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use roundtrip::core::observation::{NewObservation, Observation, Payload, SentEvent};
+use roundtrip::core::run::{
+    ListenerSummary, REPORT_FORMAT_VERSION, RunSummary, ScenarioResult, ScenarioStatus,
+};
+use roundtrip::store::sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore, Synchronous};
+use roundtrip::store::{RunRecord, Store, StoreError};
+use tokio::sync::broadcast::error::TryRecvError;
+
+/// A store under test, with whatever must outlive it (a temporary directory).
+pub struct TestStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    _guard: Option<tempfile::TempDir>,
+}
+
+/// Opens a fresh, empty store whose feed buffers `feed_capacity` observations.
+pub type Open = fn(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>>;
+
+/// The default feed capacity for checks that do not test lagging.
+const FEED: usize = 1 << 16;
+
+fn options(feed_capacity: usize) -> SqliteOptions {
+    SqliteOptions {
+        feed_capacity,
+        ..SqliteOptions::default()
+    }
+}
+
+fn sqlite_memory(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>> {
+    Box::pin(async move {
+        let store = SqliteStore::open_in_memory_with(&options(feed_capacity)).expect("open");
+        TestStore {
+            store: Arc::new(store),
+            _guard: None,
+        }
+    })
+}
+
+fn sqlite_file(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>> {
+    Box::pin(async move {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.sqlite");
+        let path = path.to_str().expect("utf-8 temp path");
+        let store = SqliteStore::open_with(path, &options(feed_capacity)).expect("open");
+        TestStore {
+            store: Arc::new(store),
+            _guard: Some(dir),
+        }
+    })
+}
+
+fn run_record(run_id: &str, started_at: i64) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_owned(),
+        suite: "order pipeline".to_owned(),
+        suite_path: "suites/orders.yaml".to_owned(),
+        started_at,
+        finished_at: None,
+        status: "running".to_owned(),
+    }
+}
+
+fn observation(run_id: &str, n: u64, bytes: Vec<u8>) -> NewObservation {
+    NewObservation {
+        run_id: run_id.to_owned(),
+        channel: "orders_out".to_owned(),
+        correlation_id: Some(format!("corr-{n}")),
+        payload: Payload::from_bytes(bytes, 2 << 20),
+        headers: vec![("x-correlation-id".to_owned(), format!("corr-{n}"))],
+        message_id: None,
+        key: None,
+        received_at: 1_700_000_000_000_000_000 + i64::try_from(n).expect("small n"),
+        received_mono: Some(n * 1000),
+    }
+}
+
+fn json_observation(run_id: &str, n: u64) -> NewObservation {
+    observation(
+        run_id,
+        n,
+        format!(r#"{{"n":{n},"item":"WIDGET"}}"#).into_bytes(),
+    )
+}
+
+async fn new_run(store: &dyn Store, run_id: &str) {
+    store
+        .create_run(&run_record(run_id, 1))
+        .await
+        .expect("create run");
+}
+
+fn seqs(observations: &[Observation]) -> Vec<u64> {
+    observations.iter().map(|o| o.seq).collect()
+}
+
+fn scenario(name: &str, status: ScenarioStatus, sent: u64) -> ScenarioResult {
+    ScenarioResult {
+        name: name.to_owned(),
+        status,
+        sent,
+        send_errors: 0,
+        error: None,
+        expectations: vec![],
+        duration_ns: 1_500_000,
+    }
+}
+
+fn summary(run_id: &str, scenarios: Vec<ScenarioResult>) -> RunSummary {
+    RunSummary {
+        format_version: REPORT_FORMAT_VERSION,
+        run_id: run_id.to_owned(),
+        suite: "order pipeline".to_owned(),
+        suite_path: "suites/orders.yaml".to_owned(),
+        started_at: 1,
+        finished_at: 99,
+        interrupted: false,
+        scenarios,
+        listeners: vec![ListenerSummary {
+            channel: "orders_out".to_owned(),
+            transport: "webhook".to_owned(),
+            recorded: 3,
+            faults: 0,
+            delivery: "at-least-once".to_owned(),
+            polling: false,
+        }],
+        sut_log: vec!["listening on 127.0.0.1:7001".to_owned()],
+        harness_error: None,
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// The checks every store backend passes.
+pub mod conformance {
+    use super::*;
+
+    /// Sequence numbers increase in commit order; reads page by `after` and `limit`.
+    pub async fn record_assigns_increasing_seqs(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        let mut committed = Vec::new();
+        for n in 0..10 {
+            let new = json_observation("run-a", n);
+            let got = t.store.record(new.clone()).await.expect("record");
+            assert_eq!(*got, new.committed(got.seq));
+            committed.push((*got).clone());
+        }
+        let s = seqs(&committed);
+        assert!(
+            s.windows(2).all(|w| w[0] < w[1]),
+            "seqs not increasing: {s:?}"
+        );
+
+        let all = t.store.observations("run-a", 0, 100).await.expect("read");
+        assert_eq!(all, committed);
+        let page = t.store.observations("run-a", s[4], 3).await.expect("read");
+        assert_eq!(seqs(&page), s[5..8]);
+        let rest = t
+            .store
+            .observations("run-a", s[9], 100)
+            .await
+            .expect("read");
+        assert!(rest.is_empty());
+    }
+
+    /// `observations` returns only the run asked for.
+    pub async fn observations_are_per_run(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        new_run(&*t.store, "run-b").await;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for n in 0..6 {
+            let run = if n % 2 == 0 { "run-a" } else { "run-b" };
+            let got = t
+                .store
+                .record(json_observation(run, n))
+                .await
+                .expect("record");
+            if n % 2 == 0 { &mut a } else { &mut b }.push(got.seq);
+        }
+        let read_a = t.store.observations("run-a", 0, 100).await.expect("read");
+        let read_b = t.store.observations("run-b", 0, 100).await.expect("read");
+        assert_eq!((seqs(&read_a), seqs(&read_b)), (a, b));
+        assert!(read_a.iter().all(|o| o.run_id == "run-a"));
+        let none = t.store.observations("run-c", 0, 100).await.expect("read");
+        assert!(none.is_empty());
+    }
+
+    /// Recording for a run that was never created, or finishing one, is `NoSuchRun`.
+    pub async fn unknown_runs_are_refused(open: Open) {
+        let t = open(FEED).await;
+        let err = t.store.record(json_observation("nope", 1)).await;
+        assert!(
+            matches!(err, Err(StoreError::NoSuchRun(ref r)) if r == "nope"),
+            "{err:?}"
+        );
+        let err = t.store.finish_run(&summary("nope", vec![]), "passed").await;
+        assert!(matches!(err, Err(StoreError::NoSuchRun(_))), "{err:?}");
+        let err = t
+            .store
+            .record_scenario("nope", &scenario("s", ScenarioStatus::Passed, 1))
+            .await;
+        assert!(matches!(err, Err(StoreError::NoSuchRun(_))), "{err:?}");
+        // The store is still usable afterwards.
+        new_run(&*t.store, "run-a").await;
+        t.store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+    }
+
+    /// The feed delivers every committed observation once, in sequence order, and has it
+    /// queued by the time `record` returns.
+    pub async fn feed_delivers_committed_in_seq_order(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        let mut feed = t.store.subscribe();
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..8u64 {
+            let store = Arc::clone(&t.store);
+            tasks.spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25 {
+                    let o = store
+                        .record(json_observation("run-a", task * 100 + i))
+                        .await;
+                    seqs.push(o.expect("record").seq);
+                }
+                seqs
+            });
+        }
+        let mut recorded: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+        recorded.sort_unstable();
+
+        let mut received = Vec::new();
+        loop {
+            match feed.try_recv() {
+                Ok(o) => received.push(o.seq),
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("feed: {e}"),
+            }
+        }
+        assert_eq!(received, recorded, "feed out of order or incomplete");
+        let stored = t.store.observations("run-a", 0, 1000).await.expect("read");
+        assert_eq!(seqs(&stored), recorded);
+    }
+
+    /// A subscriber that lags catches up from `observations` without a gap.
+    pub async fn lagged_subscriber_catches_up(open: Open) {
+        let t = open(8).await;
+        new_run(&*t.store, "run-a").await;
+        let mut feed = t.store.subscribe();
+        let mut recorded = Vec::new();
+        for n in 0..50 {
+            let o = t
+                .store
+                .record(json_observation("run-a", n))
+                .await
+                .expect("record");
+            recorded.push(o.seq);
+        }
+
+        // The documented consumer loop: on lag, read from the last seen seq.
+        let (mut seen, mut last, mut lagged) = (Vec::new(), 0u64, false);
+        loop {
+            match feed.try_recv() {
+                Ok(o) if o.seq > last => {
+                    last = o.seq;
+                    seen.push(o.seq);
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Lagged(_)) => {
+                    lagged = true;
+                    let missed = t
+                        .store
+                        .observations("run-a", last, 4096)
+                        .await
+                        .expect("read");
+                    for o in missed {
+                        last = o.seq;
+                        seen.push(o.seq);
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(e) => panic!("feed: {e}"),
+            }
+        }
+        assert!(
+            lagged,
+            "the subscriber never lagged; the test proves nothing"
+        );
+        assert_eq!(seen, recorded);
+    }
+
+    /// Many tasks recording at once: all committed, every seq unique.
+    pub async fn concurrent_records_all_commit(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..64u64 {
+            let store = Arc::clone(&t.store);
+            tasks.spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..40 {
+                    let o = store
+                        .record(json_observation("run-a", task * 1000 + i))
+                        .await;
+                    seqs.push(o.expect("record").seq);
+                }
+                seqs
+            });
+        }
+        let recorded: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+        let unique: HashSet<u64> = recorded.iter().copied().collect();
+        assert_eq!(unique.len(), 64 * 40, "duplicate sequence numbers");
+        let stored = t
+            .store
+            .observations("run-a", 0, usize::MAX)
+            .await
+            .expect("read");
+        assert_eq!(stored.len(), 64 * 40);
+        assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(stored.iter().map(|o| o.seq).collect::<HashSet<_>>(), unique);
+    }
+
+    /// Payload bytes, sizes, flags and headers come back exactly.
+    pub async fn payloads_and_headers_round_trip(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        let binary: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        let mut truncated = observation("run-a", 3, vec![]);
+        truncated.payload = Payload::from_bytes(br#"{"item":"WIDGET","qty":2}"#.to_vec(), 8);
+        let mut with_everything = json_observation("run-a", 4);
+        with_everything.headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("x-dup".to_owned(), "1".to_owned()),
+            ("x-dup".to_owned(), "2 ünïcødé".to_owned()),
+            ("x-empty".to_owned(), String::new()),
+        ];
+        with_everything.message_id = Some("msg-42".to_owned());
+        with_everything.key = Some("orders/2024/42.json".to_owned());
+        let mut bare = observation("run-a", 5, b"plain text".to_vec());
+        bare.correlation_id = None;
+        bare.headers = vec![];
+        bare.received_mono = None;
+        let cases = vec![
+            observation("run-a", 0, binary),
+            observation("run-a", 1, vec![]),
+            observation("run-a", 2, big),
+            truncated,
+            with_everything,
+            bare,
+        ];
+        for new in cases {
+            let committed = t.store.record(new.clone()).await.expect("record");
+            let read = t
+                .store
+                .observations("run-a", committed.seq - 1, 1)
+                .await
+                .expect("read");
+            assert_eq!(read.len(), 1);
+            assert_eq!(read[0], new.committed(committed.seq));
+        }
+        let stored = t.store.observations("run-a", 0, 100).await.expect("read");
+        assert_eq!(stored[1].payload.bytes, Vec::<u8>::new());
+        assert_eq!(stored[2].payload.bytes.len(), 1 << 20);
+        assert_eq!(
+            (stored[3].payload.size, stored[3].payload.truncated),
+            (25, true)
+        );
+        assert_eq!(stored[4].header("x-dup"), Some("1"));
+    }
+
+    /// Sent events come back in send order, per run.
+    pub async fn sent_events_round_trip(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        new_run(&*t.store, "run-b").await;
+        let event = |run: &str, scenario: &str, index: u64, mono: u64| SentEvent {
+            run_id: run.to_owned(),
+            scenario: scenario.to_owned(),
+            index,
+            channel: "orders_in".to_owned(),
+            correlation_id: format!("{scenario}-{index}"),
+            sent_at: 1_700_000_000_000_000_000 + i64::try_from(mono).expect("small"),
+            sent_mono: mono,
+            size: 42 + index,
+            error: None,
+        };
+        let mut refused = event("run-a", "bad order", 0, 20);
+        refused.error = Some("connection refused".to_owned());
+        let sent = vec![
+            event("run-a", "good order", 0, 10),
+            refused,
+            event("run-a", "good order", 1, 30),
+        ];
+        for e in &sent {
+            t.store.record_sent(e).await.expect("record sent");
+        }
+        t.store
+            .record_sent(&event("run-b", "other", 0, 5))
+            .await
+            .expect("record sent");
+        assert_eq!(t.store.sent_events("run-a").await.expect("read"), sent);
+        assert_eq!(t.store.sent_events("run-b").await.expect("read").len(), 1);
+        assert!(t.store.sent_events("run-c").await.expect("read").is_empty());
+    }
+
+    /// Scenario results (last write wins) and the run summary round-trip.
+    pub async fn results_and_summary_round_trip(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        assert_eq!(t.store.run_summary("run-a").await.expect("read"), None);
+
+        let first = scenario("an order is uppercased", ScenarioStatus::Error, 1);
+        let second = scenario("a bad order is dead-lettered", ScenarioStatus::Failed, 1);
+        let again = scenario("an order is uppercased", ScenarioStatus::Passed, 2);
+        for s in [&first, &second, &again] {
+            t.store
+                .record_scenario("run-a", s)
+                .await
+                .expect("record scenario");
+        }
+        let results = t.store.scenario_results("run-a").await.expect("read");
+        assert_eq!(results, vec![again.clone(), second.clone()]);
+
+        let summary = summary("run-a", vec![again, second]);
+        t.store
+            .finish_run(&summary, "failed")
+            .await
+            .expect("finish");
+        assert_eq!(
+            t.store.run_summary("run-a").await.expect("read"),
+            Some(summary)
+        );
+        let run = t
+            .store
+            .run("run-a")
+            .await
+            .expect("read")
+            .expect("run exists");
+        assert_eq!((run.finished_at, run.status.as_str()), (Some(99), "failed"));
+    }
+
+    /// `runs` lists newest first; unknown runs read as `None`.
+    pub async fn runs_newest_first(open: Open) {
+        let t = open(FEED).await;
+        for (id, started) in [("run-1", 100), ("run-3", 300), ("run-2", 200)] {
+            t.store
+                .create_run(&run_record(id, started))
+                .await
+                .expect("create");
+        }
+        let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(t.store.runs(10).await.expect("runs")),
+            ["run-3", "run-2", "run-1"]
+        );
+        assert_eq!(
+            ids(t.store.runs(2).await.expect("runs")),
+            ["run-3", "run-2"]
+        );
+        assert_eq!(
+            t.store.run("run-2").await.expect("run"),
+            Some(run_record("run-2", 200))
+        );
+        assert_eq!(t.store.run("run-9").await.expect("run"), None);
+        assert_eq!(t.store.run_summary("run-9").await.expect("summary"), None);
+        let dup = t.store.create_run(&run_record("run-1", 1)).await;
+        assert!(matches!(dup, Err(StoreError::Io { .. })), "{dup:?}");
+    }
+
+    /// After `close`, every call is `Closed` and the feed ends.
+    pub async fn close_then_calls_are_closed(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        let mut feed = t.store.subscribe();
+        let last = t
+            .store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        t.store.close().await.expect("close");
+        t.store.close().await.expect("closing twice is fine");
+
+        let closed = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Closed));
+        assert!(closed(
+            t.store.record(json_observation("run-a", 2)).await.map(drop)
+        ));
+        assert!(closed(t.store.create_run(&run_record("run-b", 2)).await));
+        assert!(closed(t.store.observations("run-a", 0, 10).await.map(drop)));
+        assert!(closed(t.store.runs(10).await.map(drop)));
+        // Subscribers get what was committed, then the end of the feed.
+        assert_eq!(feed.recv().await.expect("buffered").seq, last.seq);
+        assert!(feed.recv().await.is_err());
+        assert!(t.store.subscribe().recv().await.is_err());
+    }
+}
+
+macro_rules! conformance_suite {
+    ($name:ident, $open:expr, [$($check:ident),* $(,)?]) => {
+        mod $name {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::conformance::$check($open).await;
+                }
+            )*
+        }
+    };
+    ($name:ident, $open:expr) => {
+        conformance_suite!($name, $open, [
+            record_assigns_increasing_seqs,
+            observations_are_per_run,
+            unknown_runs_are_refused,
+            feed_delivers_committed_in_seq_order,
+            lagged_subscriber_catches_up,
+            concurrent_records_all_commit,
+            payloads_and_headers_round_trip,
+            sent_events_round_trip,
+            results_and_summary_round_trip,
+            runs_newest_first,
+            close_then_calls_are_closed,
+        ]);
+    };
+}
+
+conformance_suite!(sqlite_memory, super::sqlite_memory);
+conformance_suite!(sqlite_file, super::sqlite_file);
+
+/// The SQLite backend's own behaviour: files, schema versions, errors.
+mod sqlite {
+    use super::*;
+
+    fn path_in(dir: &tempfile::TempDir, name: &str) -> String {
+        dir.path()
+            .join(name)
+            .to_str()
+            .expect("utf-8 temp path")
+            .to_owned()
+    }
+
+    fn open_error(result: Result<SqliteStore, StoreError>) -> (String, String) {
+        match result {
+            Err(e @ StoreError::Open { .. }) => {
+                let StoreError::Open { location, .. } = &e else {
+                    unreachable!()
+                };
+                (location.clone(), error_chain(&e))
+            }
+            Err(e) => panic!("expected an open error, got {e}"),
+            Ok(_) => panic!("expected an open error, the store opened"),
+        }
+    }
+
+    fn io_kind(result: Result<SqliteStore, StoreError>) -> std::io::ErrorKind {
+        match result {
+            Err(StoreError::Open { source, .. }) => source
+                .downcast_ref::<std::io::Error>()
+                .expect("an OS error")
+                .kind(),
+            other => panic!("expected an open error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn file_store_survives_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "nested/dirs/store.sqlite");
+        let store = SqliteStore::open(&path).expect("open creates parent directories");
+        new_run(&store, "run-a").await;
+        let observed = store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        let sent = SentEvent {
+            run_id: "run-a".to_owned(),
+            scenario: "s".to_owned(),
+            index: 0,
+            channel: "orders_in".to_owned(),
+            correlation_id: "c".to_owned(),
+            sent_at: 5,
+            sent_mono: 6,
+            size: u64::MAX,
+            error: None,
+        };
+        store.record_sent(&sent).await.expect("sent");
+        let result = scenario("s", ScenarioStatus::Passed, 1);
+        store
+            .record_scenario("run-a", &result)
+            .await
+            .expect("scenario");
+        let summary = summary("run-a", vec![result.clone()]);
+        store.finish_run(&summary, "passed").await.expect("finish");
+        store.close().await.expect("close");
+
+        let store = SqliteStore::open(&path).expect("reopen");
+        let read = store.observations("run-a", 0, 10).await.expect("read");
+        assert_eq!(read, vec![(*observed).clone()]);
+        assert_eq!(store.sent_events("run-a").await.expect("sent"), vec![sent]);
+        assert_eq!(
+            store.scenario_results("run-a").await.expect("results"),
+            vec![result]
+        );
+        assert_eq!(
+            store.run_summary("run-a").await.expect("summary"),
+            Some(summary)
+        );
+        // Sequence numbers keep increasing across opens.
+        let next = store
+            .record(json_observation("run-a", 2))
+            .await
+            .expect("record");
+        assert!(next.seq > observed.seq);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_keeps_acknowledged_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "store.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        new_run(&store, "run-a").await;
+        let observed = store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        drop(store);
+        let store = SqliteStore::open(&path).expect("reopen");
+        let read = store.observations("run-a", 0, 10).await.expect("read");
+        assert_eq!(seqs(&read), [observed.seq]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn close_commits_every_acknowledged_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "store.sqlite");
+        let store = Arc::new(SqliteStore::open(&path).expect("open"));
+        new_run(&*store, "run-a").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..500 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move { store.record(json_observation("run-a", n)).await });
+        }
+        let (closed, results) = tokio::join!(store.close(), tasks.join_all());
+        closed.expect("close");
+        let mut acknowledged = Vec::new();
+        for r in results {
+            match r {
+                Ok(o) => acknowledged.push(o.seq),
+                Err(StoreError::Closed) => {}
+                Err(e) => panic!("record: {e}"),
+            }
+        }
+        acknowledged.sort_unstable();
+        let store = SqliteStore::open(&path).expect("reopen");
+        let stored = store
+            .observations("run-a", 0, usize::MAX)
+            .await
+            .expect("read");
+        // Exactly the acknowledged ones: none lost, none committed without an answer.
+        assert_eq!(seqs(&stored), acknowledged);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "store.sqlite");
+        drop(SqliteStore::open(&path).expect("create"));
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("bump version");
+        drop(conn);
+
+        let (location, message) = open_error(SqliteStore::open(&path));
+        assert_eq!(location, path);
+        let expected = format!(
+            "store schema version {} is newer than this roundtrip supports ({}); \
+             upgrade roundtrip",
+            SCHEMA_VERSION + 1,
+            SCHEMA_VERSION
+        );
+        assert!(message.ends_with(&expected), "{message}");
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "other.sqlite");
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.execute_batch("CREATE TABLE accounts (id INTEGER)")
+            .expect("table");
+        drop(conn);
+        let (_, message) = open_error(SqliteStore::open(&path));
+        assert!(message.contains("not a roundtrip store"), "{message}");
+    }
+
+    #[test]
+    fn a_path_under_a_file_is_an_open_error_with_the_os_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = path_in(&dir, "a-file");
+        std::fs::write(&file, b"not a directory").expect("write");
+        let path = format!("{file}/store.sqlite");
+        let (location, message) = open_error(SqliteStore::open(&path));
+        assert_eq!(location, path);
+        assert!(
+            message.starts_with(&format!("open the store at {path}: ")),
+            "{message}"
+        );
+        assert_eq!(
+            io_kind(SqliteStore::open(&path)),
+            std::io::ErrorKind::NotADirectory
+        );
+        let nested = format!("{file}/more/store.sqlite");
+        assert_eq!(
+            io_kind(SqliteStore::open(&nested)),
+            std::io::ErrorKind::NotADirectory
+        );
+    }
+
+    #[test]
+    fn a_directory_is_an_open_error_with_the_os_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_str().expect("utf-8").to_owned();
+        assert_eq!(
+            io_kind(SqliteStore::open(&path)),
+            std::io::ErrorKind::IsADirectory
+        );
+    }
+
+    #[tokio::test]
+    async fn synchronous_normal_is_an_option() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "store.sqlite");
+        let options = SqliteOptions {
+            synchronous: Synchronous::Normal,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(&path, &options).expect("open");
+        new_run(&store, "run-a").await;
+        let o = store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        assert_eq!(
+            seqs(&store.observations("run-a", 0, 9).await.expect("read")),
+            [o.seq]
+        );
+    }
+
+    #[tokio::test]
+    async fn open_by_url() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "store.sqlite");
+        for url in [
+            format!("sqlite:{path}"),
+            path.clone(),
+            "sqlite::memory:".to_owned(),
+        ] {
+            let store = roundtrip::store::open(&url).await.expect("open");
+            store
+                .create_run(&run_record(&format!("run-{}", url.len()), 1))
+                .await
+                .expect("create");
+            store.close().await.expect("close");
+        }
+        let err = roundtrip::store::open("postgres://db/roundtrip")
+            .await
+            .expect_err("no pg");
+        assert!(error_chain(&err).contains("--features postgres"), "{err}");
+    }
+}
