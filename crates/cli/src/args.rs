@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand};
 /// Test asynchronous, event-driven systems end to end: send events in, listen on the
 /// outputs, and check what arrives (or must not) within its SLA.
 #[derive(Debug, Parser)]
-#[command(name = "roundtrip", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "roundtrip",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -30,7 +35,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StoreArg {
     /// The store: an SQLite file path, `sqlite:PATH` or `sqlite::memory:`.
-    #[arg(long, env = "ROUNDTRIP_STORE", default_value = ".roundtrip/store.sqlite")]
+    #[arg(
+        long,
+        env = "ROUNDTRIP_STORE",
+        default_value = ".roundtrip/store.sqlite"
+    )]
     pub store: String,
 }
 

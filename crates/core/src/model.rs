@@ -53,7 +53,10 @@ pub struct SutSpec {
     /// The readiness probe; the SUT must pass it before anything is sent.
     pub ready: ReadyProbe,
     /// How long the SUT gets to exit after SIGTERM before it is killed.
-    #[serde(default = "default_stop_grace", skip_serializing_if = "is_default_stop_grace")]
+    #[serde(
+        default = "default_stop_grace",
+        skip_serializing_if = "is_default_stop_grace"
+    )]
     pub stop_grace: DurationSpec,
 }
 
@@ -496,7 +499,10 @@ mod tests {
             log: None,
             within: DurationSpec(Duration::from_secs(1)),
         };
-        assert_eq!(p.readiness(), Some(Readiness::Http("http://x/health".into())));
+        assert_eq!(
+            p.readiness(),
+            Some(Readiness::Http("http://x/health".into()))
+        );
         p.tcp = Some("127.0.0.1:1".into());
         assert_eq!(p.readiness(), None);
     }

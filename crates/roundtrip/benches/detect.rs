@@ -26,11 +26,22 @@ const PORT: u16 = 47171;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let store = roundtrip::store::open(&format!("sqlite:{}", dir.path().join("bench.sqlite").display())).await?;
+    let store = roundtrip::store::open(&format!(
+        "sqlite:{}",
+        dir.path().join("bench.sqlite").display()
+    ))
+    .await?;
 
     let start: Vec<String> = [
-        "cargo", "run", "--release", "--quiet", "--package", "roundtrip-example-pipeline",
-        "--bin", "pipeline", "--",
+        "cargo",
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "roundtrip-example-pipeline",
+        "--bin",
+        "pipeline",
+        "--",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -116,13 +127,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let send_to_receive: Vec<u64> = summary
         .scenarios
         .iter()
-        .flat_map(|s| s.expectations.iter().flat_map(|e| e.latencies_ns.iter().copied()))
+        .flat_map(|s| {
+            s.expectations
+                .iter()
+                .flat_map(|e| e.latencies_ns.iter().copied())
+        })
         .collect();
     let detect = LatencySummary::from_ns(&samples).ok_or("no samples")?;
     let e2e = LatencySummary::from_ns(&send_to_receive).ok_or("no samples")?;
-    println!("| measure ({} events, zero-delay pipeline) | p50 | p90 | p99 | max |", samples.len());
+    println!(
+        "| measure ({} events, zero-delay pipeline) | p50 | p90 | p99 | max |",
+        samples.len()
+    );
     println!("| --- | --- | --- | --- | --- |");
-    for (name, l) in [("pipeline emit → verdict", detect), ("send → observation received", e2e)] {
+    for (name, l) in [
+        ("pipeline emit → verdict", detect),
+        ("send → observation received", e2e),
+    ] {
         println!(
             "| {name} | {} | {} | {} | {} |",
             format_ns(l.p50_ns),
@@ -131,6 +152,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format_ns(l.max_ns)
         );
     }
-    println!("\nwall time of the run: {}", format_ns(u64::try_from(wall.as_nanos()).unwrap_or(0)));
+    println!(
+        "\nwall time of the run: {}",
+        format_ns(u64::try_from(wall.as_nanos()).unwrap_or(0))
+    );
     Ok(())
 }

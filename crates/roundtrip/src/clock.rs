@@ -52,6 +52,9 @@ mod tests {
 
     #[test]
     fn wall_times_render_as_rfc3339() {
-        assert_eq!(format_wall(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            format_wall(1_700_000_000_123_000_000),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 }

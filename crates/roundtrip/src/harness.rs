@@ -201,7 +201,11 @@ impl HarnessBuilder {
 
     /// Lets the harness start the SUT: `start` is the program and its arguments,
     /// `ready` the probe it must pass (within its deadline) before anything is sent.
-    pub fn sut(mut self, start: impl IntoIterator<Item = impl Into<String>>, ready: ReadyProbe) -> Self {
+    pub fn sut(
+        mut self,
+        start: impl IntoIterator<Item = impl Into<String>>,
+        ready: ReadyProbe,
+    ) -> Self {
         self.suite.sut = Some(SutSpec {
             start: start.into_iter().map(Into::into).collect(),
             env: BTreeMap::new(),
@@ -241,7 +245,8 @@ impl HarnessBuilder {
 
     /// Validates the suite (exactly as `roundtrip check` would) into a [`Harness`].
     pub fn build(self) -> Result<Harness, Error> {
-        let yaml = serde_saphyr::to_string(&self.suite).map_err(|e| Error::Serialize(e.to_string()))?;
+        let yaml =
+            serde_saphyr::to_string(&self.suite).map_err(|e| Error::Serialize(e.to_string()))?;
         let suite = suite::parse("<in-code suite>", &yaml)?;
         Ok(Harness::new(LoadedSuite {
             suite,

@@ -9,11 +9,11 @@
 //! `#[tokio::test]`s. The pure model and logic live in [`roundtrip_core`].
 
 pub mod clock;
-pub mod store;
-pub mod transport;
 pub mod engine;
 pub mod error;
 pub mod harness;
 pub mod report;
+pub mod store;
+pub mod transport;
 
 pub use roundtrip_core as core;

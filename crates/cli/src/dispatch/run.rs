@@ -93,13 +93,19 @@ pub async fn run(args: RunArgs) -> u8 {
     if let Some(path) = &args.output.junit
         && let Err(e) = junit::write(&summaries, path)
     {
-        eprintln!("error: failed to write the JUnit report {}: {e}", path.display());
+        eprintln!(
+            "error: failed to write the JUnit report {}: {e}",
+            path.display()
+        );
         code = exit::HARNESS;
     }
     if let Some(path) = &args.output.json
         && let Err(e) = json::write(&summaries, path)
     {
-        eprintln!("error: failed to write the JSON report {}: {e}", path.display());
+        eprintln!(
+            "error: failed to write the JSON report {}: {e}",
+            path.display()
+        );
         code = exit::HARNESS;
     }
     let totals = text::totals(&summaries);

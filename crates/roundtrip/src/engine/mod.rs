@@ -129,7 +129,10 @@ impl Session {
         if let Err(e) = self.store.record_sent(&event).await
             && event.error.is_none()
         {
-            event.error = Some(format!("failed to record the sent event: {}", error_chain(&e)));
+            event.error = Some(format!(
+                "failed to record the sent event: {}",
+                error_chain(&e)
+            ));
         }
         event
     }
@@ -200,12 +203,13 @@ pub async fn run_suite(
             }
         }
     }
-    let correlator = Arc::new(Correlator::new(&suite.correlate).map_err(|e| {
-        HarnessError::Template {
-            what: "correlate".into(),
-            message: e.to_string(),
-        }
-    })?);
+    let correlator =
+        Arc::new(
+            Correlator::new(&suite.correlate).map_err(|e| HarnessError::Template {
+                what: "correlate".into(),
+                message: e.to_string(),
+            })?,
+        );
 
     store
         .create_run(&RunRecord {
@@ -325,14 +329,15 @@ pub async fn run_suite(
         summary.sut_log = process.stop().await;
     }
     for l in started {
+        let (delivery, polling) = (l.running.delivery, l.running.polling);
         l.running.stop().await;
         summary.listeners.push(ListenerSummary {
             channel: l.channel,
             transport: l.transport,
             recorded: l.stats.recorded.load(Ordering::Relaxed),
             faults: l.stats.faults.load(Ordering::Relaxed),
-            delivery: l.running.delivery.to_owned(),
-            polling: l.running.polling,
+            delivery: delivery.to_owned(),
+            polling,
         });
     }
     dispatcher.abort();
@@ -360,7 +365,11 @@ pub async fn run_suite(
 }
 
 /// Renders a run-level template (no event: `correlation_id` is empty, `seq` is 0).
-fn render_once(text: &str, what: impl FnOnce() -> String, run_id: &str) -> Result<String, HarnessError> {
+fn render_once(
+    text: &str,
+    what: impl FnOnce() -> String,
+    run_id: &str,
+) -> Result<String, HarnessError> {
     let ctx = produce::EventContext {
         run_id,
         correlation_id: "",
@@ -382,12 +391,20 @@ fn render_argv(argv: &[String], run_id: &str) -> Result<Vec<String>, HarnessErro
 
 /// Channel options that are templates (an `http` URL and headers) are rendered once per
 /// run, before the driver is built.
-fn render_channel(name: &str, spec: &ChannelSpec, run_id: &str) -> Result<ChannelSpec, HarnessError> {
+fn render_channel(
+    name: &str,
+    spec: &ChannelSpec,
+    run_id: &str,
+) -> Result<ChannelSpec, HarnessError> {
     let mut spec = spec.clone();
     if let ChannelSpec::Http(http) = &mut spec {
         http.url = render_once(&http.url, || format!("the url of channel `{name}`"), run_id)?;
         for (header, value) in &mut http.headers {
-            *value = render_once(value, || format!("header `{header}` of channel `{name}`"), run_id)?;
+            *value = render_once(
+                value,
+                || format!("header `{header}` of channel `{name}`"),
+                run_id,
+            )?;
         }
     }
     Ok(spec)
@@ -417,7 +434,11 @@ async fn run_scenarios(session: &Arc<Session>, opts: &RunOptions) -> Vec<Scenari
                 },
             );
             let result = scenario::run(Arc::clone(&session), &scenario, opts.cancel.clone()).await;
-            if let Err(e) = session.store.record_scenario(&session.run_id, &result).await {
+            if let Err(e) = session
+                .store
+                .record_scenario(&session.run_id, &result)
+                .await
+            {
                 // The verdict still reaches the report; the store error is reported by
                 // `finish_run` failing the same way.
                 let _ = e;

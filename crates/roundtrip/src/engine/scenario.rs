@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::Session;
-use super::produce::{self, EventContext};
+use super::produce;
 use crate::clock;
 
 /// How long after a deadline the engine waits before judging it, so that observations
@@ -163,7 +163,10 @@ pub(crate) async fn run(
         .router
         .unroute(correlation_ids.iter().map(String::as_str));
 
-    let expectations: Vec<_> = machines.iter().filter_map(|m| m.verdict().cloned()).collect();
+    let expectations: Vec<_> = machines
+        .iter()
+        .filter_map(|m| m.verdict().cloned())
+        .collect();
     let failed = expectations.iter().any(|v| !v.passed());
     let (status, error) = if interrupted {
         (

@@ -73,11 +73,24 @@ impl SutProcess {
         };
         let (seen_tx, seen_rx) = watch::channel(false);
         let seen_tx = Arc::new(seen_tx);
+        let mut pumps = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, "", Arc::clone(&log), needle.clone(), Arc::clone(&seen_tx)));
+            pumps.push(tokio::spawn(pump(
+                out,
+                "",
+                Arc::clone(&log),
+                needle.clone(),
+                Arc::clone(&seen_tx),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, "stderr: ", Arc::clone(&log), needle, seen_tx));
+            pumps.push(tokio::spawn(pump(
+                err,
+                "stderr: ",
+                Arc::clone(&log),
+                needle,
+                seen_tx,
+            )));
         }
         let mut sut = SutProcess {
             child,
@@ -98,8 +111,11 @@ impl SutProcess {
             }
             status = sut.child.wait() => {
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                // Let the output pumps drain what the process printed before exiting.
-                tokio::task::yield_now().await;
+                // Let the output pumps drain what the process printed before exiting (they
+                // end at end-of-file; bounded in case a grandchild keeps the pipe open).
+                for pump in pumps {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), pump).await;
+                }
                 let tail = sut.tail_text(20);
                 return Err(HarnessError::Sut {
                     message: format!("`{program}` exited ({status}) before it became ready{tail}"),

@@ -26,7 +26,9 @@ fn render_run(summary: &RunSummary) -> Value {
     // Add latency summaries beside the raw samples, so consumers need no statistics.
     if let Some(scenarios) = value.get_mut("scenarios").and_then(Value::as_array_mut) {
         for (scenario, result) in scenarios.iter_mut().zip(&summary.scenarios) {
-            let Some(exps) = scenario.get_mut("expectations").and_then(Value::as_array_mut)
+            let Some(exps) = scenario
+                .get_mut("expectations")
+                .and_then(Value::as_array_mut)
             else {
                 continue;
             };

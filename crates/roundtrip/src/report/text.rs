@@ -81,11 +81,7 @@ pub fn expectation(v: &ExpectationVerdict) -> String {
             }
             let e = &f.evidence;
             if let Some(near) = &e.near_miss {
-                let _ = writeln!(
-                    out,
-                    "      closest near-miss: {}",
-                    brief(&near.observation)
-                );
+                let _ = writeln!(out, "      closest near-miss: {}", brief(&near.observation));
                 for d in &near.diffs {
                     let actual = d.actual.as_deref().unwrap_or("(missing)");
                     let _ = writeln!(

@@ -44,7 +44,10 @@ fn ready() -> ReadyProbe {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suite_file_runs_from_a_test() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pipeline/suite.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/pipeline/suite.yaml"
+    );
     let report = Harness::from_file(path)
         .expect("the example suite is valid")
         .only(["an invalid event goes to the dead-letter output and nowhere else"])
@@ -83,13 +86,13 @@ async fn a_suite_built_in_code_fails_with_evidence() {
     assert_eq!(report.failures(), vec!["expects the wrong thing"]);
     let panic = std::panic::catch_unwind(|| report.assert_passed())
         .expect_err("assert_passed panics on a failure");
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("[lost]"), "{message}");
     assert!(message.contains("closest near-miss"), "{message}");
-    assert!(message.contains("$.item: expected \"GADGET\", got \"WIDGET\""), "{message}");
+    assert!(
+        message.contains("$.item: expected \"GADGET\", got \"WIDGET\""),
+        "{message}"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
 //! roundtrip's integration tests: one binary, one module per area.
 mod harness;
-mod transports;
 mod store;
+mod transports;
