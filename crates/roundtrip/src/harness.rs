@@ -118,7 +118,7 @@ impl Harness {
         self.loaded
             .suite
             .scenarios
-            .retain(|s| names.iter().any(|n| *n == s.name));
+            .retain(|s| names.contains(&s.name));
         self
     }
 
