@@ -1,4 +1,4 @@
-//! Reporters: they render a [`RunSummary`] (live from the engine, or re-read from the
+//! Reporters: they render a [`RunSummary`](roundtrip_core::run::RunSummary) (live from the engine, or re-read from the
 //! store by `roundtrip report`) and never reach back into the engine.
 //!
 //! - [`text`]: the human rendering of verdicts and evidence, shared by the terminal,

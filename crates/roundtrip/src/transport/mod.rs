@@ -3,7 +3,7 @@
 //!
 //! One module per transport family, each behind its own cargo feature when it needs a
 //! client library (the ones here need none). [`registry`] maps a channel's
-//! [`ChannelSpec`] to a driver, and answers a compiled-out transport with the feature to
+//! [`ChannelSpec`](roundtrip_core::model::ChannelSpec) to a driver, and answers a compiled-out transport with the feature to
 //! enable.
 //!
 //! ## Contracts
