@@ -128,6 +128,35 @@ fn the_example_suite_passes_and_reports() {
     assert!(stdout(&runs).contains("passed"), "{}", explain(&runs));
 }
 
+#[test]
+fn the_directory_example_passes_with_polling_listeners() {
+    let s = Scratch::new();
+    let json = s.path("report.json");
+    let store = s.store();
+    let o = roundtrip(&[
+        "run",
+        "examples/pipeline/suite-dir.yaml",
+        "--store",
+        &store,
+        "--json",
+        &json,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(last_line(&o), "2 passed, 0 failed", "{}", explain(&o));
+    let report = json_report(&json);
+    let listeners = report["runs"][0]["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listeners.len(), 2, "{report:#}");
+    assert!(
+        listeners
+            .iter()
+            .all(|l| l["transport"] == "dir" && l["polling"] == true),
+        "{report:#}"
+    );
+}
+
 /// Runs a failing example suite and returns its JSON report's first failed expectation.
 fn run_failing(name: &str) -> (Output, Value) {
     let s = Scratch::new();
@@ -257,6 +286,27 @@ fn a_sut_that_exits_early_is_a_harness_error() {
         explain(&o)
     );
     assert_eq!(last_line(&o), "0 passed, 1 failed");
+}
+
+#[test]
+fn a_relative_sut_program_resolves_against_the_suite_file_whatever_its_cwd() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("bin")).expect("mkdir bin");
+    std::fs::create_dir_all(s.path("work")).expect("mkdir work");
+    let script = s.write("bin/sut.sh", "#!/bin/sh\necho ready\nexec sleep 30\n");
+    let mut perms = std::fs::metadata(&script).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    let suite = s.write(
+        "relative.yaml",
+        &format!(
+            "name: relative\nsut:\n  start: [bin/sut.sh]\n  cwd: work\n  ready: {{ log: ready, within: 10s }}\n  stop_grace: 1s\n{}",
+            LISTEN_ONLY.replace("PORT", "0")
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(last_line(&o), "1 passed, 0 failed");
 }
 
 #[test]

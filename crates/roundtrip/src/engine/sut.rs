@@ -187,8 +187,10 @@ impl SutProcess {
 fn resolve_program(program: &str, base_dir: &Path) -> std::path::PathBuf {
     // A program given with a path separator is relative to the suite file; a bare name
     // is looked up on PATH by the OS.
+    // Absolute, because the child starts in `cwd`, which may differ from ours.
     if program.contains('/') && !Path::new(program).is_absolute() {
-        base_dir.join(program)
+        let joined = base_dir.join(program);
+        std::path::absolute(&joined).unwrap_or(joined)
     } else {
         program.into()
     }
