@@ -367,3 +367,53 @@ fn report_of_an_unknown_run_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
     assert!(stderr(&o).contains("roundtrip runs"), "{}", explain(&o));
 }
+
+#[test]
+fn ctrl_c_stops_the_run_cleanly_and_the_store_keeps_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let s = Scratch::new();
+    let suite = s.write(
+        "long.yaml",
+        "name: long\nchannels:\n  in: { dir: { path: inbox } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: waits a minute\n    send: [ { to: in, text: hello } ]\n    expect: [ { on: out, none_within: 60s } ]\n",
+    );
+    let store = s.store();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["run", &suite, "--store", &store])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("roundtrip starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Wait until the listener is up: the run is under way.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        let ready = line.contains("listening on out");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("roundtrip exits");
+    let out = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("interrupted"), "{out}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("0 passed, 1 failed"),
+        "{out}"
+    );
+
+    let runs = roundtrip(&["runs", "--store", &store]);
+    assert!(stdout(&runs).contains("interrupted"), "{}", explain(&runs));
+}

@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs) -> u8 {
         let _ = printer.await;
         match result {
             Ok(summary) => {
-                if summary.failed() > 0 && code == exit::OK {
+                if (summary.failed() > 0 || summary.interrupted) && code == exit::OK {
                     code = exit::FAILED;
                 }
                 summaries.push(summary);
