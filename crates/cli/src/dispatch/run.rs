@@ -64,11 +64,10 @@ pub async fn run(args: RunArgs) -> u8 {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let printer = tokio::spawn(display::consume(rx));
-        let opts = RunOptions {
-            concurrency: args.concurrency as usize,
-            events: Some(tx),
-            cancel: cancel.clone(),
-        };
+        let mut opts = RunOptions::new();
+        opts.concurrency = args.concurrency as usize;
+        opts.events = Some(tx);
+        opts.cancel = cancel.clone();
         let result = engine::run_suite(suite, Arc::clone(&store), opts).await;
         let _ = printer.await;
         match result {

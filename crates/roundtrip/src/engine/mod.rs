@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::clock;
 use crate::error::HarnessError;
-use crate::store::{RunRecord, Store};
+use crate::store::{RunRecord, Store, StoreError};
 use crate::transport::{
     DriverContext, ListenerStats, ObservationSink, Producer, RunningListener, registry,
 };
@@ -57,9 +57,9 @@ pub struct RunOptions {
 impl RunOptions {
     /// Defaults: 16 scenarios at once, no events, never cancelled.
     pub fn new() -> RunOptions {
-        let (tx, cancel) = watch::channel(false);
-        // Keep the sender alive forever so `cancel` never reports a closed channel.
-        std::mem::forget(tx);
+        // Nobody holds the sender: a closed channel means "never cancelled" (see
+        // [`cancelled`]).
+        let (_, cancel) = watch::channel(false);
         RunOptions {
             concurrency: 16,
             events: None,
@@ -71,6 +71,13 @@ impl RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions::new()
+    }
+}
+
+/// Resolves once `cancel` turns true; never, if its sender is gone without cancelling.
+pub(crate) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -306,7 +313,7 @@ pub async fn run_suite(
                     }
                     Err(e) => failure = Some(e),
                 },
-                _ = cancel.wait_for(|c| *c) => summary.interrupted = true,
+                () = cancelled(&mut cancel) => summary.interrupted = true,
             },
         }
     }
@@ -319,7 +326,9 @@ pub async fn run_suite(
             producers,
             router: Arc::clone(&router),
         });
-        summary.scenarios = run_scenarios(&session, &opts).await;
+        let (scenarios, store_error) = run_scenarios(&session, &opts).await;
+        summary.scenarios = scenarios;
+        failure = store_error.map(HarnessError::from);
         summary.interrupted = *opts.cancel.borrow();
     }
 
@@ -410,7 +419,12 @@ fn render_channel(
     Ok(spec)
 }
 
-async fn run_scenarios(session: &Arc<Session>, opts: &RunOptions) -> Vec<ScenarioResult> {
+/// Runs every scenario (bounded); also returns the first failure to record a result, which
+/// makes the run a harness error: a verdict the store does not hold is not a verdict.
+async fn run_scenarios(
+    session: &Arc<Session>,
+    opts: &RunOptions,
+) -> (Vec<ScenarioResult>, Option<StoreError>) {
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut set = JoinSet::new();
     for (i, scenario) in session.suite.scenarios.iter().enumerate() {
@@ -422,10 +436,10 @@ async fn run_scenarios(session: &Arc<Session>, opts: &RunOptions) -> Vec<Scenari
         );
         set.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
-                return (i, None);
+                return (i, None, None);
             };
             if *opts.cancel.borrow() {
-                return (i, None);
+                return (i, None, None);
             }
             emit(
                 &opts,
@@ -434,26 +448,24 @@ async fn run_scenarios(session: &Arc<Session>, opts: &RunOptions) -> Vec<Scenari
                 },
             );
             let result = scenario::run(Arc::clone(&session), &scenario, opts.cancel.clone()).await;
-            if let Err(e) = session
+            let recorded = session
                 .store
                 .record_scenario(&session.run_id, &result)
                 .await
-            {
-                // The verdict still reaches the report; the store error is reported by
-                // `finish_run` failing the same way.
-                let _ = e;
-            }
+                .err();
             emit(&opts, RunEvent::ScenarioFinished(result.clone()));
-            (i, Some(result))
+            (i, Some(result), recorded)
         });
     }
     let mut results: Vec<Option<ScenarioResult>> = vec![None; session.suite.scenarios.len()];
+    let mut store_error = None;
     while let Some(joined) = set.join_next().await {
-        if let Ok((i, result)) = joined {
+        if let Ok((i, result, error)) = joined {
             results[i] = result;
+            store_error = store_error.or(error);
         }
     }
-    results
+    let results = results
         .into_iter()
         .zip(&session.suite.scenarios)
         .map(|(r, s)| {
@@ -467,5 +479,6 @@ async fn run_scenarios(session: &Arc<Session>, opts: &RunOptions) -> Vec<Scenari
                 duration_ns: 0,
             })
         })
-        .collect()
+        .collect();
+    (results, store_error)
 }

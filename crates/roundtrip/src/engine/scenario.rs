@@ -99,7 +99,7 @@ pub(crate) async fn run(
         let wake = deadline.map(|d| clock::instant_of(d) + COMMIT_SLACK);
         tokio::select! {
             biased;
-            _ = cancel.wait_for(|c| *c) => {
+            () = super::cancelled(&mut cancel) => {
                 interrupted = true;
                 break;
             }
