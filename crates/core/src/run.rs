@@ -57,6 +57,18 @@ pub struct ListenerSummary {
     pub delivery: String,
     /// Whether this listener polls (object stores, tables) rather than being pushed to.
     pub polling: bool,
+    /// Deliveries the broker marked as redeliveries (recorded, and so counted as
+    /// duplicates by the expectations that match them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redelivered: u64,
+    /// Times the listener was not subscribed or may have missed messages (a lost
+    /// connection, a slow-consumer drop), each with when and how long.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The whole run.

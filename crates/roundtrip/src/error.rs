@@ -1,7 +1,7 @@
 //! Errors that end a run before it can judge the SUT, and how they map to exit codes.
 
 use crate::store::StoreError;
-use crate::transport::ListenError;
+use crate::transport::{ListenError, ProduceError};
 use crate::transport::registry::PlanError;
 
 /// Why a run could not be carried out. A failed expectation is not an error: it is a
@@ -15,6 +15,9 @@ pub enum HarnessError {
     /// A listener could not start (port in use, directory not creatable). Exit code 3.
     #[error(transparent)]
     Listen(#[from] ListenError),
+    /// A producer could not connect to its broker. Exit code 3.
+    #[error("connect a producer")]
+    Connect(#[source] ProduceError),
     /// The store failed. Exit code 3.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -40,7 +43,10 @@ impl HarnessError {
     pub fn exit_code(&self) -> i32 {
         match self {
             HarnessError::Plan(_) | HarnessError::Template { .. } => 2,
-            HarnessError::Listen(_) | HarnessError::Store(_) | HarnessError::Sut { .. } => 3,
+            HarnessError::Listen(_)
+            | HarnessError::Connect(_)
+            | HarnessError::Store(_)
+            | HarnessError::Sut { .. } => 3,
         }
     }
 }

@@ -23,7 +23,12 @@
 //!   bodies, texts and headers);
 //! - deadlines (`within`, `none_within`, `sut.ready.within`, `http` timeouts) are
 //!   longer than zero (`grace` and `stop_grace` may be zero);
-//! - a `webhook` channel listens on `host:port`.
+//! - a `webhook` channel listens on `host:port`;
+//! - broker channels: subjects, topics, streams, queues and keys are valid templates;
+//!   MQTT QoS is 0, 1 or 2; a `redis_pubsub` channel has exactly one of `channel` and
+//!   `pattern`; TLS `cert` and `key` come together; `auth` names environment variables;
+//! - a transport that carries no headers (`redis_pubsub`, MQTT 3.1.1) is only used with
+//!   `correlate.json`, because the correlation id has nowhere else to travel.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,7 +39,9 @@ use serde_json_path::JsonPath;
 
 use super::diagnostic::Diagnostic;
 use super::locate::{Loc, SpanIndex, YamlPath};
-use crate::model::{ChannelSpec, DurationSpec, Expectation, Predicate, SendStep, Suite};
+use crate::model::{
+    AuthOptions, ChannelSpec, DurationSpec, Expectation, Predicate, SendStep, Suite, TlsOptions,
+};
 use crate::template::{EXPRESSIONS, Template, TemplateError};
 
 /// Turns paths into diagnostics for one suite text.
@@ -213,7 +220,171 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                 check_template(c, &opts.key("file_name"), name);
             }
         }
+        ChannelSpec::Nats(n) => {
+            check_template(c, &opts.key("subject"), &n.subject);
+            check_connection(c, &opts, n.tls.as_ref(), n.auth.as_ref(), n.connect_timeout);
+            if n.buffer == Some(0) {
+                c.value(
+                    &opts.key("buffer"),
+                    "`buffer` must be at least 1",
+                    "leave it out for the default of 1,048,576 messages",
+                );
+            }
+        }
+        ChannelSpec::JetStream(j) => {
+            check_template(c, &opts.key("stream"), &j.stream);
+            check_template(c, &opts.key("subject"), &j.subject);
+            if let Some(d) = &j.durable {
+                check_template(c, &opts.key("durable"), d);
+            }
+            if let Some(t) = j.ack_wait {
+                positive(c, &opts.key("ack_wait"), t);
+            }
+            check_connection(c, &opts, j.tls.as_ref(), j.auth.as_ref(), j.connect_timeout);
+        }
+        ChannelSpec::RedisStream(r) => {
+            check_template(c, &opts.key("stream"), &r.stream);
+            if let Some(g) = &r.group {
+                check_template(c, &opts.key("group"), g);
+            }
+            check_connection(c, &opts, r.tls.as_ref(), r.auth.as_ref(), r.connect_timeout);
+        }
+        ChannelSpec::RedisPubSub(r) => {
+            exactly_one(
+                c,
+                &opts,
+                &[("channel", r.channel.is_some()), ("pattern", r.pattern.is_some())],
+                "a `redis_pubsub` channel needs `channel` or `pattern`",
+                "give `channel: NAME` (PUBLISH / SUBSCRIBE) or, for a listener, \
+                 `pattern: GLOB` (PSUBSCRIBE)",
+            );
+            for (key, v) in [("channel", &r.channel), ("pattern", &r.pattern)] {
+                if let Some(v) = v {
+                    check_template(c, &opts.key(key), v);
+                }
+            }
+            check_connection(c, &opts, r.tls.as_ref(), r.auth.as_ref(), r.connect_timeout);
+        }
+        ChannelSpec::Amqp(a) => {
+            for (key, v) in [
+                ("exchange", &a.exchange),
+                ("routing_key", &a.routing_key),
+                ("queue", &a.queue),
+            ] {
+                if let Some(v) = v {
+                    check_template(c, &opts.key(key), v);
+                }
+            }
+            if a.prefetch == Some(0) {
+                c.value(
+                    &opts.key("prefetch"),
+                    "`prefetch` must be at least 1",
+                    "leave it out for the default of 512 unacknowledged deliveries",
+                );
+            }
+            check_connection(c, &opts, a.tls.as_ref(), a.auth.as_ref(), a.connect_timeout);
+        }
+        ChannelSpec::Mqtt(m) => {
+            check_template(c, &opts.key("topic"), &m.topic);
+            if m.qos > 2 {
+                c.value(
+                    &opts.key("qos"),
+                    format!("MQTT QoS must be 0, 1 or 2, not {}", m.qos),
+                    "use 1 (at least once) unless the SUT publishes with 0 or 2",
+                );
+            }
+            check_connection(c, &opts, m.tls.as_ref(), m.auth.as_ref(), m.connect_timeout);
+        }
+        ChannelSpec::Kafka(k) => {
+            check_template(c, &opts.key("topic"), &k.topic);
+            for (key, v) in [("key", &k.key), ("group", &k.group)] {
+                if let Some(v) = v {
+                    check_template(c, &opts.key(key), v);
+                }
+            }
+            if k.brokers.trim().is_empty() {
+                c.value(
+                    &opts.key("brokers"),
+                    "`brokers` is empty",
+                    "write the bootstrap servers, e.g. `127.0.0.1:9092`",
+                );
+            }
+            check_connection(c, &opts, k.tls.as_ref(), k.auth.as_ref(), k.connect_timeout);
+        }
     }
+}
+
+/// The connection options every broker channel shares.
+fn check_connection(
+    c: &mut Checker<'_>,
+    opts: &YamlPath,
+    tls: Option<&TlsOptions>,
+    auth: Option<&AuthOptions>,
+    connect_timeout: Option<DurationSpec>,
+) {
+    if let Some(t) = connect_timeout {
+        positive(c, &opts.key("connect_timeout"), t);
+    }
+    if let Some(tls) = tls
+        && tls.cert.is_some() != tls.key.is_some()
+    {
+        let (given, missing) = if tls.cert.is_some() {
+            ("cert", "key")
+        } else {
+            ("key", "cert")
+        };
+        c.key(
+            &opts.key("tls").key(given),
+            format!("`tls.{given}` is given without `tls.{missing}`"),
+            "a client certificate needs both `cert` and `key` (PEM files)",
+        );
+    }
+    if let Some(auth) = auth {
+        let at = opts.key("auth");
+        let vars = [
+            ("username_env", &auth.username_env),
+            ("password_env", &auth.password_env),
+            ("token_env", &auth.token_env),
+        ];
+        for (key, var) in vars {
+            if let Some(var) = var
+                && (var.is_empty() || var.contains(['=', '\0', ' ']))
+            {
+                c.value(
+                    &at.key(key),
+                    format!("`{key}` must name an environment variable, not `{var}`"),
+                    "write the variable's name, e.g. `BROKER_PASSWORD`; never the secret itself",
+                );
+            }
+        }
+        if auth.password_env.is_some() && auth.username_env.is_none() {
+            c.key(
+                &at.key("password_env"),
+                "`auth.password_env` is given without `auth.username_env`",
+                "name the variable holding the user name too",
+            );
+        }
+    }
+}
+
+/// A transport without headers can only carry the correlation id in the payload.
+fn check_headerless(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, name: &str, spec: &ChannelSpec) {
+    if spec.capabilities().headers
+        || matches!(spec, ChannelSpec::Dir(_))
+        || suite.correlate.json.is_some()
+    {
+        return;
+    }
+    c.value(
+        at,
+        format!(
+            "channel `{name}` uses the `{}` transport, which carries no headers, so the \
+             correlation id cannot travel in one",
+            spec.transport()
+        ),
+        "correlate by a payload field, e.g. `correlate: { json: $.correlationId }`; the \
+         producer injects the id there",
+    );
 }
 
 fn host_port(s: &str) -> Result<(), &'static str> {
@@ -300,18 +471,21 @@ fn channel<'s>(
 }
 
 fn check_send(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, step: &SendStep) {
-    if let Some(spec) = channel(c, suite, at, ("to", "send.to"), &step.to)
-        && let ChannelSpec::Webhook(_) = spec
-    {
-        c.value(
-            &at.key("to"),
-            format!(
-                "cannot send to channel `{}`: a `webhook` channel only listens",
-                step.to
-            ),
-            "send to an `http` or `dir` channel; a `webhook` channel receives what the SUT \
-             calls it with (use it in `expect`)",
-        );
+    if let Some(spec) = channel(c, suite, at, ("to", "send.to"), &step.to) {
+        if !spec.capabilities().produce {
+            c.value(
+                &at.key("to"),
+                format!(
+                    "cannot send to channel `{}`: a `{}` channel only listens",
+                    step.to,
+                    spec.transport()
+                ),
+                "send to a channel the SUT reads from (`http`, `dir` or a broker); a \
+                 `webhook` channel receives what the SUT calls it with (use it in `expect`)",
+            );
+        } else {
+            check_headerless(c, suite, &at.key("to"), &step.to, spec);
+        }
     }
     let bodies = [
         ("body", step.body.is_some()),
@@ -358,17 +532,21 @@ fn check_send(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, step: &SendStep
 
 fn check_expect(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, e: &Expectation) {
     let before = c.out.len();
-    if let Some(spec) = channel(c, suite, at, ("on", "expect.on"), &e.on)
-        && let ChannelSpec::Http(_) = spec
-    {
-        c.value(
-            &at.key("on"),
-            format!(
-                "cannot expect on channel `{}`: an `http` channel only sends",
-                e.on
-            ),
-            "expect on a `webhook` or `dir` channel, where the SUT's output arrives",
-        );
+    if let Some(spec) = channel(c, suite, at, ("on", "expect.on"), &e.on) {
+        if !spec.capabilities().listen {
+            c.value(
+                &at.key("on"),
+                format!(
+                    "cannot expect on channel `{}`: an `{}` channel only sends",
+                    e.on,
+                    spec.transport()
+                ),
+                "expect on a channel where the SUT's output arrives (`webhook`, `dir` or a \
+                 broker)",
+            );
+        } else {
+            check_headerless(c, suite, &at.key("on"), &e.on, spec);
+        }
     }
 
     if e.count.is_some() && e.at_least.is_some() {

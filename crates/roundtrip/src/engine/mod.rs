@@ -206,7 +206,11 @@ pub async fn run_suite(
         for e in &scenario.expect {
             if let (false, Some(spec)) = (listeners.contains_key(&e.on), suite.channels.get(&e.on))
             {
-                listeners.insert(e.on.clone(), (registry::listener(&e.on, spec, &ctx)?, spec));
+                let rendered = render_channel(&e.on, spec, &run_id)?;
+                listeners.insert(
+                    e.on.clone(),
+                    (registry::listener(&e.on, &rendered, &ctx)?, spec),
+                );
             }
         }
     }
@@ -296,6 +300,17 @@ pub async fn run_suite(
         }
     }
 
+    // Producers connect before the SUT starts: an unreachable broker is a harness error,
+    // not a failed scenario.
+    if failure.is_none() {
+        for producer in producers.values() {
+            if let Err(e) = producer.connect().await {
+                failure = Some(HarnessError::Connect(e));
+                break;
+            }
+        }
+    }
+
     // Then the SUT, if the suite starts it.
     let mut sut = None;
     if let (None, Some(spec)) = (&failure, &suite.sut) {
@@ -347,6 +362,8 @@ pub async fn run_suite(
             faults: l.stats.faults.load(Ordering::Relaxed),
             delivery: delivery.to_owned(),
             polling,
+            redelivered: l.stats.redelivered.load(Ordering::Relaxed),
+            gaps: l.stats.gaps(),
         });
     }
     dispatcher.abort();
@@ -398,22 +415,56 @@ fn render_argv(argv: &[String], run_id: &str) -> Result<Vec<String>, HarnessErro
         .collect()
 }
 
-/// Channel options that are templates (an `http` URL and headers) are rendered once per
-/// run, before the driver is built.
+/// Channel options that are templates (an `http` URL and headers, broker subjects,
+/// topics, streams, queues and groups) are rendered once per run, before the driver is
+/// built. A Kafka record `key` is rendered per event instead.
 fn render_channel(
     name: &str,
     spec: &ChannelSpec,
     run_id: &str,
 ) -> Result<ChannelSpec, HarnessError> {
     let mut spec = spec.clone();
-    if let ChannelSpec::Http(http) = &mut spec {
-        http.url = render_once(&http.url, || format!("the url of channel `{name}`"), run_id)?;
-        for (header, value) in &mut http.headers {
-            *value = render_once(
-                value,
-                || format!("header `{header}` of channel `{name}`"),
-                run_id,
-            )?;
+    let field = |value: &mut String, what: &str| -> Result<(), HarnessError> {
+        *value = render_once(value, || format!("{what} of channel `{name}`"), run_id)?;
+        Ok(())
+    };
+    let optional = |value: &mut Option<String>, what: &str| -> Result<(), HarnessError> {
+        match value {
+            Some(v) => field(v, what),
+            None => Ok(()),
+        }
+    };
+    match &mut spec {
+        ChannelSpec::Http(http) => {
+            field(&mut http.url, "the url")?;
+            for (header, value) in &mut http.headers {
+                field(value, &format!("header `{header}`"))?;
+            }
+        }
+        ChannelSpec::Webhook(_) | ChannelSpec::Dir(_) => {}
+        ChannelSpec::Nats(n) => field(&mut n.subject, "the subject")?,
+        ChannelSpec::JetStream(j) => {
+            field(&mut j.stream, "the stream")?;
+            field(&mut j.subject, "the subject")?;
+            optional(&mut j.durable, "the durable consumer")?;
+        }
+        ChannelSpec::RedisStream(r) => {
+            field(&mut r.stream, "the stream")?;
+            optional(&mut r.group, "the group")?;
+        }
+        ChannelSpec::RedisPubSub(r) => {
+            optional(&mut r.channel, "the channel")?;
+            optional(&mut r.pattern, "the pattern")?;
+        }
+        ChannelSpec::Amqp(a) => {
+            optional(&mut a.exchange, "the exchange")?;
+            optional(&mut a.routing_key, "the routing key")?;
+            optional(&mut a.queue, "the queue")?;
+        }
+        ChannelSpec::Mqtt(m) => field(&mut m.topic, "the topic")?,
+        ChannelSpec::Kafka(k) => {
+            field(&mut k.topic, "the topic")?;
+            optional(&mut k.group, "the group")?;
         }
     }
     Ok(spec)

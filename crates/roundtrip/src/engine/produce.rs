@@ -98,6 +98,10 @@ pub(crate) fn build(
             Some(t) => render(t, ctx)?,
             None => format!("{}.json", ctx.correlation_id),
         }),
+        ChannelSpec::Kafka(kafka) => Some(match &kafka.key {
+            Some(t) => render(t, ctx)?,
+            None => ctx.correlation_id.to_owned(),
+        }),
         _ => None,
     };
     Ok(Outgoing {

@@ -179,6 +179,16 @@ pub fn run_report(summary: &RunSummary) -> String {
             l.recorded,
             l.faults
         );
+        if l.redelivered > 0 {
+            let _ = writeln!(
+                out,
+                "  {} redeliveries recorded (counted as duplicates)",
+                l.redelivered
+            );
+        }
+        for gap in &l.gaps {
+            let _ = writeln!(out, "  gap: {gap}");
+        }
     }
     if summary.interrupted {
         let _ = writeln!(out, "the run was interrupted");

@@ -315,6 +315,7 @@ impl Watcher {
             headers: Vec::new(),
             message_id: None,
             key: Some(name),
+            redelivered: false,
         };
         // A store failure is counted by the sink; the file is not retried.
         let _ = self.sink.record(received).await;

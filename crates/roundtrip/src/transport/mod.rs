@@ -25,8 +25,26 @@ use roundtrip_core::observation::{NewObservation, Observation, Payload};
 use crate::clock;
 use crate::store::{Store, StoreError};
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+))]
+pub mod conn;
 pub mod dir;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 pub mod webhook;
 
@@ -80,6 +98,13 @@ pub enum ProduceError {
 /// Sends events into one input channel. Shared by a scenario's concurrent sends.
 #[async_trait]
 pub trait Producer: Send + Sync + std::fmt::Debug {
+    /// Connects to the transport ahead of the first send, so that an unreachable broker
+    /// or bad credentials end the run as a harness error before anything is sent.
+    /// Transports without a connection do nothing.
+    async fn connect(&self) -> Result<(), ProduceError> {
+        Ok(())
+    }
+
     /// Sends one message; resolves when the transport accepted it.
     async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError>;
 }
@@ -95,7 +120,25 @@ pub struct Received {
     pub message_id: Option<String>,
     /// A transport key (file name, partition key).
     pub key: Option<String>,
+    /// The broker says it delivered this message before (an unacked delivery retried).
+    pub redelivered: bool,
 }
+
+impl Received {
+    /// A first delivery of `body` with `headers`.
+    pub fn new(body: Vec<u8>, headers: Vec<(String, String)>) -> Received {
+        Received {
+            body,
+            headers,
+            message_id: None,
+            key: None,
+            redelivered: false,
+        }
+    }
+}
+
+/// The header an observation carries when the broker redelivered it.
+pub const REDELIVERED_HEADER: &str = "x-roundtrip-redelivered";
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +163,17 @@ pub struct ListenerStats {
     pub recorded: AtomicU64,
     /// Messages rejected or not recorded (wrong method/path, store errors).
     pub faults: AtomicU64,
+    /// Deliveries the broker marked as redeliveries.
+    pub redelivered: AtomicU64,
+    /// Gaps in the subscription: disconnects, slow-consumer drops.
+    pub gaps: std::sync::Mutex<Vec<String>>,
+}
+
+impl ListenerStats {
+    /// The gaps recorded so far.
+    pub fn gaps(&self) -> Vec<String> {
+        self.gaps.lock().map(|g| g.clone()).unwrap_or_default()
+    }
 }
 
 /// Where a listener hands what it receives: correlates, truncates, timestamps, and
@@ -175,16 +229,28 @@ impl ObservationSink {
         self.inner.stats.faults.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records a gap in the subscription (shown in the report), e.g. `disconnected at
+    /// 2026-11-26T10:00:00Z for 1.2s: connection reset`.
+    pub fn gap(&self, what: impl Into<String>) {
+        if let Ok(mut gaps) = self.inner.stats.gaps.lock() {
+            gaps.push(what.into());
+        }
+    }
+
     /// Records a received message; resolves after the store committed it.
     pub async fn record(&self, received: Received) -> Result<Arc<Observation>, StoreError> {
         let received_mono = clock::mono_now();
         let received_at = clock::wall_now();
         let s = &self.inner;
-        let headers: Vec<(String, String)> = received
+        let mut headers: Vec<(String, String)> = received
             .headers
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        if received.redelivered {
+            s.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+            headers.push((REDELIVERED_HEADER.to_owned(), "true".to_owned()));
+        }
         let payload = Payload::from_bytes(received.body, s.max_payload);
         let correlation_id =
             s.correlator
@@ -250,6 +316,12 @@ impl RunningListener {
             stop: Some(stop),
             task,
         }
+    }
+
+    /// Ends the listener abruptly, as a crash would: nothing more is recorded or
+    /// acknowledged, and what was in flight is abandoned. For tests of redelivery.
+    pub fn abort(self) {
+        self.task.abort();
     }
 
     /// Stops receiving; resolves once every message it accepted has been committed.

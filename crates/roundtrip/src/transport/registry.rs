@@ -12,10 +12,49 @@
 //! | `http` | yes | no | (always; `tls` for `https://` URLs) |
 //! | `webhook` | no | yes | (always) |
 //! | `dir` | yes | yes | (always) |
+//! | `nats` | yes | yes | `nats` |
+//! | `jetstream` | yes | yes | `nats` |
+//! | `redis_stream` | yes | yes | `redis` |
+//! | `redis_pubsub` | yes | yes | `redis` |
+//! | `amqp` | yes | yes | `amqp` |
+//! | `mqtt` | yes | yes | `mqtt` |
+//! | `kafka` | yes | yes | `kafka` |
+//!
+//! The `full` feature turns every transport on.
 
 use roundtrip_core::model::ChannelSpec;
 
 use super::{DEFAULT_MAX_PAYLOAD, DriverContext, Listener, Producer, dir, http, webhook};
+
+/// Builds a driver when its feature is compiled in; otherwise answers
+/// [`PlanError::FeatureDisabled`] naming the feature.
+macro_rules! driver {
+    ($feature:literal, $channel:expr, $spec:expr, $build:expr) => {{
+        #[cfg(feature = $feature)]
+        {
+            Ok(Box::new($build?))
+        }
+        #[cfg(not(feature = $feature))]
+        {
+            Err(disabled($channel, $spec, $feature))
+        }
+    }};
+}
+
+#[cfg(not(all(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+)))]
+fn disabled(channel: &str, spec: &ChannelSpec, feature: &'static str) -> PlanError {
+    PlanError::FeatureDisabled {
+        channel: channel.to_owned(),
+        needs: format!("uses the `{}` transport", spec.transport()),
+        feature,
+    }
+}
 
 /// Why a channel cannot be driven as the suite asks. Reads after "failed to plan the run:".
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +119,48 @@ pub fn producer(
             transport: spec.transport(),
         }),
         ChannelSpec::Dir(dir) => Ok(Box::new(dir::DirProducer::new(channel, dir, ctx))),
+        ChannelSpec::Nats(_c) => driver!(
+            "nats",
+            channel,
+            spec,
+            super::nats::NatsProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::JetStream(_c) => driver!(
+            "nats",
+            channel,
+            spec,
+            super::nats::JetStreamProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::RedisStream(_c) => driver!(
+            "redis",
+            channel,
+            spec,
+            super::redis::StreamProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::RedisPubSub(_c) => driver!(
+            "redis",
+            channel,
+            spec,
+            super::redis::PubSubProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Amqp(_c) => driver!(
+            "amqp",
+            channel,
+            spec,
+            super::amqp::AmqpProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Mqtt(_c) => driver!(
+            "mqtt",
+            channel,
+            spec,
+            super::mqtt::MqttProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Kafka(_c) => driver!(
+            "kafka",
+            channel,
+            spec,
+            super::kafka::KafkaProducer::new(channel, _c, ctx)
+        ),
     }
 }
 
@@ -99,17 +180,54 @@ pub fn listener(
             Ok(Box::new(webhook::WebhookListener::new(channel, webhook)?))
         }
         ChannelSpec::Dir(dir) => Ok(Box::new(dir::DirListener::new(channel, dir, ctx))),
+        ChannelSpec::Nats(_c) => driver!(
+            "nats",
+            channel,
+            spec,
+            super::nats::NatsListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::JetStream(_c) => driver!(
+            "nats",
+            channel,
+            spec,
+            super::nats::JetStreamListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::RedisStream(_c) => driver!(
+            "redis",
+            channel,
+            spec,
+            super::redis::StreamListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::RedisPubSub(_c) => driver!(
+            "redis",
+            channel,
+            spec,
+            super::redis::PubSubListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Amqp(_c) => driver!(
+            "amqp",
+            channel,
+            spec,
+            super::amqp::AmqpListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Mqtt(_c) => driver!(
+            "mqtt",
+            channel,
+            spec,
+            super::mqtt::MqttListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Kafka(_c) => driver!(
+            "kafka",
+            channel,
+            spec,
+            super::kafka::KafkaListener::new(channel, _c, ctx)
+        ),
     }
 }
 
 /// The payload limit of a channel: its `max_payload`, or [`DEFAULT_MAX_PAYLOAD`].
 pub fn max_payload(spec: &ChannelSpec) -> usize {
-    let limit = match spec {
-        ChannelSpec::Http(_) => None,
-        ChannelSpec::Webhook(webhook) => webhook.max_payload,
-        ChannelSpec::Dir(dir) => dir.max_payload,
-    };
-    limit.map_or(DEFAULT_MAX_PAYLOAD, |size| {
+    spec.max_payload().map_or(DEFAULT_MAX_PAYLOAD, |size| {
         usize::try_from(size.0).unwrap_or(usize::MAX)
     })
 }
@@ -174,6 +292,27 @@ mod tests {
         });
         assert!(producer("c", &dir, &ctx()).is_ok());
         assert!(listener("c", &dir, &ctx()).is_ok());
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn a_compiled_out_transport_names_its_feature() {
+        let kafka = ChannelSpec::Kafka(roundtrip_core::model::KafkaChannel {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "t".into(),
+            key: None,
+            group: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        });
+        let err = listener("audit", &kafka, &ctx()).expect_err("kafka is compiled out");
+        assert_eq!(
+            err.to_string(),
+            "channel `audit` uses the `kafka` transport, which needs the cargo feature `kafka` \
+             (rebuild roundtrip with `--features kafka`)"
+        );
     }
 
     #[test]

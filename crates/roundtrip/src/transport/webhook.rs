@@ -213,6 +213,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         headers: headers(&parts.headers),
         message_id: None,
         key: None,
+        redelivered: false,
     };
     // The sink counts store failures as faults itself.
     match shared.sink.record(received).await {

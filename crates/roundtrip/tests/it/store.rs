@@ -133,6 +133,8 @@ fn summary(run_id: &str, scenarios: Vec<ScenarioResult>) -> RunSummary {
             faults: 0,
             delivery: "at-least-once".to_owned(),
             polling: false,
+            redelivered: 1,
+            gaps: vec!["disconnected at 2026-11-26T10:00:00Z for 1.2s".to_owned()],
         }],
         sut_log: vec!["listening on 127.0.0.1:7001".to_owned()],
         harness_error: None,

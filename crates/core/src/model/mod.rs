@@ -16,6 +16,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod brokers;
+
+pub use brokers::{
+    AmqpChannel, AuthOptions, JetStreamChannel, KafkaChannel, MqttChannel, MqttVersion,
+    NatsChannel, RedisPubSubChannel, RedisStreamChannel, TlsOptions,
+};
+
 /// The version of the suite file format that this crate reads.
 pub const SUITE_FORMAT_VERSION: u32 = 1;
 
@@ -154,6 +161,33 @@ pub enum ChannelSpec {
     /// A directory: files written into it (producer) or appearing in it (listener).
     /// The local stand-in for an object store.
     Dir(DirChannel),
+    /// A NATS subject (core NATS: at-most-once).
+    Nats(NatsChannel),
+    /// A NATS JetStream stream and subject (at-least-once, acked after commit).
+    #[serde(rename = "jetstream")]
+    JetStream(JetStreamChannel),
+    /// A Redis stream (XADD; XREADGROUP + XACK after commit, or XREAD).
+    RedisStream(RedisStreamChannel),
+    /// A Redis Pub/Sub channel or pattern (at-most-once, payload only).
+    #[serde(rename = "redis_pubsub")]
+    RedisPubSub(RedisPubSubChannel),
+    /// An AMQP 0.9.1 exchange (producer) or queue (listener), e.g. RabbitMQ.
+    Amqp(AmqpChannel),
+    /// An MQTT 3.1.1 or 5 topic.
+    Mqtt(MqttChannel),
+    /// A Kafka-API topic.
+    Kafka(KafkaChannel),
+}
+
+/// What a transport can do, for validation, planning and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Events can be sent to it.
+    pub produce: bool,
+    /// Outputs can be listened on.
+    pub listen: bool,
+    /// Messages carry headers (so the correlation can travel outside the payload).
+    pub headers: bool,
 }
 
 impl ChannelSpec {
@@ -163,6 +197,50 @@ impl ChannelSpec {
             ChannelSpec::Http(_) => "http",
             ChannelSpec::Webhook(_) => "webhook",
             ChannelSpec::Dir(_) => "dir",
+            ChannelSpec::Nats(_) => "nats",
+            ChannelSpec::JetStream(_) => "jetstream",
+            ChannelSpec::RedisStream(_) => "redis_stream",
+            ChannelSpec::RedisPubSub(_) => "redis_pubsub",
+            ChannelSpec::Amqp(_) => "amqp",
+            ChannelSpec::Mqtt(_) => "mqtt",
+            ChannelSpec::Kafka(_) => "kafka",
+        }
+    }
+
+    /// What this channel's transport supports.
+    pub fn capabilities(&self) -> Capabilities {
+        let (produce, listen, headers) = match self {
+            ChannelSpec::Http(_) => (true, false, true),
+            ChannelSpec::Webhook(_) => (false, true, true),
+            ChannelSpec::Dir(_) => (true, true, false),
+            ChannelSpec::RedisPubSub(_) => (true, true, false),
+            ChannelSpec::Mqtt(m) => (true, true, m.version == MqttVersion::V5),
+            ChannelSpec::Nats(_)
+            | ChannelSpec::JetStream(_)
+            | ChannelSpec::RedisStream(_)
+            | ChannelSpec::Amqp(_)
+            | ChannelSpec::Kafka(_) => (true, true, true),
+        };
+        Capabilities {
+            produce,
+            listen,
+            headers,
+        }
+    }
+
+    /// The channel's `max_payload`, if it sets one.
+    pub fn max_payload(&self) -> Option<ByteSize> {
+        match self {
+            ChannelSpec::Http(_) => None,
+            ChannelSpec::Webhook(c) => c.max_payload,
+            ChannelSpec::Dir(c) => c.max_payload,
+            ChannelSpec::Nats(c) => c.max_payload,
+            ChannelSpec::JetStream(c) => c.max_payload,
+            ChannelSpec::RedisStream(c) => c.max_payload,
+            ChannelSpec::RedisPubSub(c) => c.max_payload,
+            ChannelSpec::Amqp(c) => c.max_payload,
+            ChannelSpec::Mqtt(c) => c.max_payload,
+            ChannelSpec::Kafka(c) => c.max_payload,
         }
     }
 }

@@ -1,0 +1,258 @@
+//! What every broker driver shares: credentials from environment variables, TLS files,
+//! timeouts, redacted endpoints for reports, and a reconnect backoff.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use roundtrip_core::model::{AuthOptions, DurationSpec, TlsOptions};
+
+use super::registry::PlanError;
+use super::{DriverContext, ListenError, ProduceError};
+
+/// How long connecting may take when the channel sets no `connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel's connect timeout, or [`DEFAULT_CONNECT_TIMEOUT`].
+pub fn timeout(spec: Option<DurationSpec>) -> Duration {
+    spec.map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0)
+}
+
+/// Credentials read from the environment variables a channel's `auth` names.
+///
+/// `Debug` prints only which secrets are set, never their values.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The user name.
+    pub username: Option<String>,
+    /// The password.
+    pub password: Option<String>,
+    /// A token.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Credentials")
+            .field("username", &set(&self.username))
+            .field("password", &set(&self.password))
+            .field("token", &set(&self.token))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Reads the variables `auth` names; an unset variable is a plan error naming it.
+    pub fn from_env(channel: &str, auth: Option<&AuthOptions>) -> Result<Credentials, PlanError> {
+        let Some(auth) = auth else {
+            return Ok(Credentials::default());
+        };
+        let read = |key: &str, var: &Option<String>| -> Result<Option<String>, PlanError> {
+            let Some(var) = var else { return Ok(None) };
+            std::env::var(var).map(Some).map_err(|_| PlanError::Invalid {
+                channel: channel.to_owned(),
+                message: format!(
+                    "`auth.{key}` names the environment variable `{var}`, which is not set \
+                     (or not UTF-8); export it before running"
+                ),
+            })
+        };
+        Ok(Credentials {
+            username: read("username_env", &auth.username_env)?,
+            password: read("password_env", &auth.password_env)?,
+            token: read("token_env", &auth.token_env)?,
+        })
+    }
+}
+
+/// TLS files resolved against the suite's directory, checked to exist at plan time.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA bundle.
+    pub ca: Option<PathBuf>,
+    /// The client certificate and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    /// Resolves and checks the files `tls` names.
+    pub fn resolve(
+        channel: &str,
+        tls: Option<&TlsOptions>,
+        ctx: &DriverContext,
+    ) -> Result<Option<TlsFiles>, PlanError> {
+        let Some(tls) = tls else { return Ok(None) };
+        let file = |key: &str, path: &Option<String>| -> Result<Option<PathBuf>, PlanError> {
+            let Some(path) = path else { return Ok(None) };
+            let resolved = ctx.base_dir.join(path);
+            if resolved.is_file() {
+                Ok(Some(resolved))
+            } else {
+                Err(PlanError::Invalid {
+                    channel: channel.to_owned(),
+                    message: format!(
+                        "`tls.{key}` names `{}`, which is not a readable file (paths are \
+                         relative to the suite file)",
+                        resolved.display()
+                    ),
+                })
+            }
+        };
+        let ca = file("ca", &tls.ca)?;
+        let client = match (file("cert", &tls.cert)?, file("key", &tls.key)?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        };
+        Ok(Some(TlsFiles { ca, client }))
+    }
+}
+
+/// A URL without its password, for endpoints shown in logs and reports.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A listener start failure.
+pub fn start_error(
+    channel: &str,
+    message: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ListenError {
+    ListenError::Start {
+        channel: channel.to_owned(),
+        message: message.into(),
+        source: Some(source.into()),
+    }
+}
+
+/// A send or connect failure.
+pub fn unreachable(
+    channel: &str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ProduceError {
+    ProduceError::Unreachable {
+        channel: channel.to_owned(),
+        source: source.into(),
+    }
+}
+
+/// A refusal by the broker (a nack, an unroutable message).
+pub fn rejected(channel: &str, message: impl Into<String>) -> ProduceError {
+    ProduceError::Rejected {
+        channel: channel.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A message for "could not connect within the timeout".
+pub fn timed_out(what: &str, endpoint: &str, after: Duration) -> String {
+    format!(
+        "{what} {endpoint} did not answer within {after:?}; is the server running? \
+         (`scripts/services.sh start` starts the local ones)"
+    )
+}
+
+/// Exponential reconnect backoff: 100 ms doubling to 5 s, with ±25 % jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    /// The next wait.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        base.mul_f64(jitter)
+    }
+
+    /// Back to the first step after a successful reconnect.
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+/// The headers a produced message carries, plus its content type.
+pub fn headers_with_content_type(
+    headers: &[(String, String)],
+    content_type: &str,
+) -> Vec<(String, String)> {
+    let mut all = headers.to_vec();
+    if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        all.push(("content-type".to_owned(), content_type.to_owned()));
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact("127.0.0.1:9092"), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn unset_credential_variables_name_the_variable() {
+        let auth = AuthOptions {
+            username_env: Some("ROUNDTRIP_TEST_SURELY_UNSET_USER".into()),
+            password_env: None,
+            token_env: None,
+        };
+        let err = Credentials::from_env("c", Some(&auth)).expect_err("unset");
+        assert!(
+            err.to_string()
+                .contains("`ROUNDTRIP_TEST_SURELY_UNSET_USER`, which is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_debug_never_prints_secrets() {
+        let c = Credentials {
+            username: Some("u".into()),
+            password: Some("hunter2".into()),
+            token: None,
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("<set>"), "{shown}");
+    }
+
+    #[test]
+    fn backoff_grows_to_a_cap() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_millis(6250));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+}

@@ -1,0 +1,419 @@
+//! The Kafka-API driver (`kafka`) over librdkafka (rdkafka, bundled build).
+//!
+//! - The producer sends with `acks=all` and idempotence; headers travel as record
+//!   headers, the key defaults to the correlation id (so one event's records share a
+//!   partition).
+//! - Without a `group`, the listener is assigned every partition of the topic at its
+//!   current end (read with ListOffsets before `start` returns: nothing produced after
+//!   that can be missed) and commits nothing.
+//! - With a `group`, it joins the consumer group (a new group starts at the earliest
+//!   offset) and is ready once partitions are assigned. Offsets are stored only after the
+//!   store committed the record, in arrival order, and committed every 500 ms and at stop:
+//!   a restarted listener resumes where the group stopped, re-reading at most what was
+//!   recorded but not yet committed (counted as duplicates by the expectations).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use roundtrip_core::model::KafkaChannel;
+use tokio::sync::{OnceCell, oneshot, watch};
+
+use super::conn::{self, Credentials, TlsFiles};
+use super::registry::PlanError;
+use super::{
+    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
+    Receipt, Received, RunningListener,
+};
+
+/// Records recorded concurrently (offsets are still stored in arrival order).
+const IN_FLIGHT: usize = 512;
+
+/// The client settings shared by producer and listener.
+#[derive(Debug, Clone)]
+struct KafkaConn {
+    channel: String,
+    brokers: String,
+    topic: String,
+    config: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl KafkaConn {
+    fn new(channel: &str, spec: &KafkaChannel, ctx: &DriverContext) -> Result<KafkaConn, PlanError> {
+        let credentials = Credentials::from_env(channel, spec.auth.as_ref())?;
+        let tls = TlsFiles::resolve(channel, spec.tls.as_ref(), ctx)?;
+        let mut config = vec![("bootstrap.servers".to_owned(), spec.brokers.clone())];
+        let sasl = credentials.username.is_some();
+        let protocol = match (tls.is_some(), sasl) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        config.push(("security.protocol".into(), protocol.into()));
+        if let Some(tls) = tls {
+            if let Some(ca) = tls.ca {
+                config.push(("ssl.ca.location".into(), ca.display().to_string()));
+            }
+            if let Some((cert, key)) = tls.client {
+                config.push(("ssl.certificate.location".into(), cert.display().to_string()));
+                config.push(("ssl.key.location".into(), key.display().to_string()));
+            }
+        }
+        if let Some(user) = credentials.username {
+            config.push(("sasl.mechanism".into(), "PLAIN".into()));
+            config.push(("sasl.username".into(), user));
+            config.push((
+                "sasl.password".into(),
+                credentials.password.unwrap_or_default(),
+            ));
+        }
+        Ok(KafkaConn {
+            channel: channel.to_owned(),
+            brokers: spec.brokers.clone(),
+            topic: spec.topic.clone(),
+            config,
+            timeout: conn::timeout(spec.connect_timeout),
+        })
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.config {
+            c.set(k, v);
+        }
+        let ms = self.timeout.as_millis().to_string();
+        c.set("socket.connection.setup.timeout.ms", ms.as_str());
+        c.set("log_level", "3");
+        c
+    }
+
+    /// The topic's partitions, read from the cluster's metadata (a blocking call, run on
+    /// the blocking pool). Fails clearly when the broker is unreachable or the topic
+    /// missing.
+    async fn partitions<C: Consumer<X> + Send + Sync + 'static, X: ConsumerContext + 'static>(
+        &self,
+        client: Arc<C>,
+    ) -> Result<Vec<i32>, String> {
+        let topic = self.topic.clone();
+        let brokers = self.brokers.clone();
+        let timeout = self.timeout;
+        let result = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(Some(&topic), timeout).map(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| (t.error(), t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()))
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match result {
+            Err(e) => Err(format!(
+                "read metadata from Kafka at {brokers}: {e}; is the broker running? \
+                 (`scripts/services.sh start` starts the local one)"
+            )),
+            Ok(Some((None, partitions))) if !partitions.is_empty() => Ok(partitions),
+            Ok(_) => Err(format!(
+                "topic `{}` does not exist on {brokers}; create it first (roundtrip does not \
+                 auto-create topics)",
+                self.topic
+            )),
+        }
+    }
+}
+
+fn owned_headers(headers: &[(String, String)]) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        })
+    })
+}
+
+/// Produces records with `acks=all`.
+#[derive(Debug)]
+pub struct KafkaProducer {
+    conn: KafkaConn,
+    producer: OnceCell<Rd<FutureProducer>>,
+}
+
+/// An rdkafka client, which has no `Debug`.
+struct Rd<T>(T);
+
+impl<T> std::fmt::Debug for Rd<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("rdkafka client")
+    }
+}
+
+impl KafkaProducer {
+    /// Plans a producer for `channel`.
+    pub fn new(
+        channel: &str,
+        spec: &KafkaChannel,
+        ctx: &DriverContext,
+    ) -> Result<KafkaProducer, PlanError> {
+        Ok(KafkaProducer {
+            conn: KafkaConn::new(channel, spec, ctx)?,
+            producer: OnceCell::new(),
+        })
+    }
+
+    async fn producer(&self) -> Result<&FutureProducer, ProduceError> {
+        let channel = &self.conn.channel;
+        self.producer
+            .get_or_try_init(|| async {
+                let mut config = self.conn.client_config();
+                config
+                    .set("acks", "all")
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", "0")
+                    .set(
+                        "message.timeout.ms",
+                        self.conn.timeout.as_millis().to_string().as_str(),
+                    );
+                let producer: FutureProducer = config
+                    .create()
+                    .map_err(|e| conn::unreachable(channel, e))?;
+                // Metadata proves the broker answers and the topic exists.
+                let client = Arc::new(
+                    self.conn
+                        .client_config()
+                        .set("group.id", "roundtrip-probe")
+                        .create::<StreamConsumer>()
+                        .map_err(|e| conn::unreachable(channel, e))?,
+                );
+                self.conn
+                    .partitions(client)
+                    .await
+                    .map_err(|e| conn::unreachable(channel, e))?;
+                Ok(Rd(producer))
+            })
+            .await
+            .map(|p| &p.0)
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaProducer {
+    async fn connect(&self) -> Result<(), ProduceError> {
+        self.producer().await.map(drop)
+    }
+
+    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
+        let producer = self.producer().await?;
+        let headers = conn::headers_with_content_type(&message.headers, message.content_type);
+        let key = message.key.as_deref().unwrap_or(&message.correlation_id);
+        let record = FutureRecord::to(&self.conn.topic)
+            .payload(message.body.as_ref())
+            .key(key)
+            .headers(owned_headers(&headers));
+        match producer.send(record, self.conn.timeout).await {
+            Ok(delivery) => Ok(Receipt {
+                detail: Some(format!(
+                    "{} partition {} offset {}",
+                    self.conn.topic, delivery.partition, delivery.offset
+                )),
+            }),
+            Err((e, _)) => Err(conn::rejected(
+                &self.conn.channel,
+                format!("produce to `{}`: {e}", self.conn.topic),
+            )),
+        }
+    }
+}
+
+/// Signals partition assignment, and records rebalances that take partitions away.
+struct GroupContext {
+    assigned: watch::Sender<bool>,
+    sink: ObservationSink,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        match rebalance {
+            Rebalance::Assign(tpl) if tpl.count() > 0 => {
+                let _ = self.assigned.send(true);
+            }
+            Rebalance::Revoke(tpl) if tpl.count() > 0 => self.sink.gap(format!(
+                "{} partitions revoked at {} by a group rebalance; they resume from the \
+                 last committed offset",
+                tpl.count(),
+                crate::clock::wall_now()
+            )),
+            Rebalance::Error(e) => self.sink.gap(format!("rebalance error: {e}")),
+            _ => {}
+        }
+    }
+}
+
+/// Consumes a topic: assigned partitions at their end, or a consumer group.
+#[derive(Debug)]
+pub struct KafkaListener {
+    conn: KafkaConn,
+    group: Option<String>,
+}
+
+impl KafkaListener {
+    /// Plans a listener for `channel`.
+    pub fn new(
+        channel: &str,
+        spec: &KafkaChannel,
+        ctx: &DriverContext,
+    ) -> Result<KafkaListener, PlanError> {
+        Ok(KafkaListener {
+            conn: KafkaConn::new(channel, spec, ctx)?,
+            group: spec.group.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Listener for KafkaListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        let channel = self.conn.channel.clone();
+        let fail = |m: String| conn::start_error(&channel, m, "kafka");
+        let (assigned_tx, mut assigned) = watch::channel(false);
+        let mut config = self.conn.client_config();
+        let group = self.group.clone().unwrap_or_else(|| {
+            format!("roundtrip-{}", uuid::Uuid::new_v4().simple())
+        });
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", if self.group.is_some() { "true" } else { "false" })
+            .set("auto.commit.interval.ms", "500")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("max.poll.interval.ms", "10000")
+            .set("session.timeout.ms", "6000")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
+            config
+                .create_with_context(GroupContext {
+                    assigned: assigned_tx,
+                    sink: sink.clone(),
+                })
+                .map_err(|e| fail(format!("create the consumer: {e}")))?,
+        );
+        let partitions = self.conn.partitions(Arc::clone(&consumer)).await.map_err(fail)?;
+        let topic = self.conn.topic.clone();
+        if self.group.is_some() {
+            consumer
+                .subscribe(&[&topic])
+                .map_err(|e| fail(format!("subscribe to `{topic}`: {e}")))?;
+        } else {
+            // Every partition at its current end: the listener's start position is fixed
+            // before `start` returns.
+            let c = Arc::clone(&consumer);
+            let (t, timeout) = (topic.clone(), self.conn.timeout);
+            let tpl = tokio::task::spawn_blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                for p in partitions {
+                    let (_, high) = c.fetch_watermarks(&t, p, timeout)?;
+                    tpl.add_partition_offset(&t, p, Offset::Offset(high))?;
+                }
+                Ok::<_, rdkafka::error::KafkaError>(tpl)
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(format!("read the end offsets of `{topic}`: {e}")))?;
+            consumer
+                .assign(&tpl)
+                .map_err(|e| fail(format!("assign the partitions of `{topic}`: {e}")))?;
+            let _ = assigned.borrow_and_update();
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let task_consumer = Arc::clone(&consumer);
+        let commits = self.group.is_some();
+        let task = tokio::spawn(async move {
+            let consumer = task_consumer;
+            let mut ready = Some(ready_tx);
+            if !commits && let Some(r) = ready.take() {
+                let _ = r.send(());
+            }
+            let stream = consumer.stream().take_until(stopped);
+            let mut stream = std::pin::pin!(stream);
+            let mut records = futures_util::stream::FuturesOrdered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    Some((committed, position)) = records.next(), if !records.is_empty() => {
+                        let (topic, partition, offset): (String, i32, i64) = position;
+                        if committed && commits {
+                            let _ = consumer.store_offset(&topic, partition, offset + 1);
+                        }
+                    }
+                    changed = assigned.changed(), if ready.is_some() => {
+                        if changed.is_ok() && *assigned.borrow()
+                            && let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    next = stream.next(), if records.len() < IN_FLIGHT => {
+                        let Some(next) = next else { break };
+                        let message = match next {
+                            Ok(m) => m.detach(),
+                            Err(e) => {
+                                sink.gap(format!("consumer error at {}: {e}", crate::clock::wall_now()));
+                                continue;
+                            }
+                        };
+                        let mut headers = Vec::new();
+                        if let Some(h) = message.headers() {
+                            for header in h.iter() {
+                                let value = header.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                headers.push((header.key.to_owned(), value.unwrap_or_default()));
+                            }
+                        }
+                        let mut received = Received::new(message.payload().unwrap_or_default().to_vec(), headers);
+                        received.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                        let position = (message.topic().to_owned(), message.partition(), message.offset());
+                        received.message_id = Some(format!("{}/{}/{}", position.0, position.1, position.2));
+                        let sink = sink.clone();
+                        records.push_back(async move { (sink.record(received).await.is_ok(), position) });
+                    }
+                }
+            }
+            while let Some((committed, position)) = records.next().await {
+                let (topic, partition, offset): (String, i32, i64) = position;
+                if committed && commits {
+                    let _ = consumer.store_offset(&topic, partition, offset + 1);
+                }
+            }
+            if commits {
+                let c = Arc::clone(&consumer);
+                let _ = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
+            }
+        });
+        if tokio::time::timeout(self.conn.timeout * 3, ready_rx).await.is_err() {
+            task.abort();
+            return Err(fail(format!(
+                "consumer group `{group}` got no partitions of `{topic}` within {:?}",
+                self.conn.timeout * 3
+            )));
+        }
+        let endpoint = format!(
+            "{} topic {topic}{}",
+            self.conn.brokers,
+            self.group.as_ref().map(|g| format!(" group {g}")).unwrap_or_default()
+        );
+        Ok(RunningListener::new(endpoint, "at-least-once", false, stop, task))
+    }
+}
