@@ -1,0 +1,432 @@
+//! One [`Case`] per driver, and the conformance tests generated for each.
+
+#![allow(unused_imports)]
+
+use roundtrip::core::model::*;
+
+use super::checks::{self, Case};
+
+/// Messages in the restart test, for brokers that keep everything for a listener.
+const RESTART: u64 = 2_000;
+/// Mosquitto queues at most 1,000 messages for an offline client by default.
+#[cfg(feature = "mqtt")]
+const MQTT_RESTART: u64 = 800;
+
+/// A name unique to one test.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// Generates the conformance tests for one driver.
+macro_rules! conformance {
+    ($module:ident, $feature:literal, $case:path, unreachable: $unreachable:path, hint: $hint:literal) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn round_trip_is_correlated_and_keeps_headers() {
+                checks::round_trip($case().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn binary_and_large_payloads_arrive_intact() {
+                checks::binary_and_large_payloads($case().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ten_thousand_messages_none_lost_silently() {
+                checks::ten_thousand_none_lost($case().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_killed_and_restarted_listener_loses_nothing() {
+                let case = $case().await;
+                if case.durable {
+                    checks::restart_loses_nothing(case).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn messages_arrive_in_order_where_promised() {
+                let case = $case().await;
+                if case.ordered {
+                    checks::ordered_per_key(case).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_unreachable_server_is_a_clear_error() {
+                checks::unreachable_server($case().await, $unreachable(), $hint).await;
+            }
+        }
+    };
+}
+
+// -------------------------------------------------------------------------------------
+// NATS
+
+#[cfg(feature = "nats")]
+fn nats(subject: &str, url: &str) -> ChannelSpec {
+    ChannelSpec::Nats(NatsChannel {
+        url: url.to_owned(),
+        subject: subject.to_owned(),
+        request: false,
+        queue_group: None,
+        buffer: None,
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        max_payload: None,
+    })
+}
+
+#[cfg(feature = "nats")]
+async fn nats_case() -> Case {
+    let subject = unique("conf.nats");
+    Case {
+        producer: nats(&subject, "nats://127.0.0.1:4222"),
+        listener: nats(&subject, "nats://127.0.0.1:4222"),
+        durable: false,
+        ordered: true,
+        headers: true,
+        // The server's default max_payload is 1 MiB including headers.
+        max_payload: (1 << 20) - 4096,
+        restart_messages: RESTART,
+    }
+}
+
+#[cfg(feature = "nats")]
+fn nats_unreachable() -> ChannelSpec {
+    nats("x", "nats://127.0.0.1:1")
+}
+
+conformance!(nats_core, "nats", nats_case, unreachable: nats_unreachable, hint: "NATS at nats://127.0.0.1:1");
+
+#[cfg(feature = "nats")]
+fn jetstream(stream: &str, subject: &str, durable: Option<String>, url: &str) -> ChannelSpec {
+    ChannelSpec::JetStream(JetStreamChannel {
+        url: url.to_owned(),
+        stream: stream.to_owned(),
+        subject: subject.to_owned(),
+        create: true,
+        durable,
+        ack_wait: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        max_payload: None,
+    })
+}
+
+#[cfg(feature = "nats")]
+async fn jetstream_case() -> Case {
+    let name = unique("CONF");
+    let subject = format!("conf.js.{name}");
+    Case {
+        producer: jetstream(&name, &subject, None, "nats://127.0.0.1:4222"),
+        listener: jetstream(&name, &subject, Some(format!("{name}-durable")), "nats://127.0.0.1:4222"),
+        durable: true,
+        ordered: true,
+        headers: true,
+        max_payload: (1 << 20) - 4096,
+        restart_messages: RESTART,
+    }
+}
+
+#[cfg(feature = "nats")]
+fn jetstream_unreachable() -> ChannelSpec {
+    jetstream("S", "s", None, "nats://127.0.0.1:1")
+}
+
+conformance!(nats_jetstream, "nats", jetstream_case, unreachable: jetstream_unreachable, hint: "NATS at nats://127.0.0.1:1");
+
+// -------------------------------------------------------------------------------------
+// Redis
+
+#[cfg(feature = "redis")]
+fn redis_stream(stream: &str, group: Option<&str>, url: &str) -> ChannelSpec {
+    ChannelSpec::RedisStream(RedisStreamChannel {
+        url: url.to_owned(),
+        stream: stream.to_owned(),
+        group: group.map(str::to_owned),
+        consumer: None,
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        max_payload: None,
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn redis_stream_case() -> Case {
+    let stream = unique("conf:stream");
+    Case {
+        producer: redis_stream(&stream, None, "redis://127.0.0.1:6379"),
+        listener: redis_stream(&stream, Some("roundtrip"), "redis://127.0.0.1:6379"),
+        durable: true,
+        ordered: true,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: RESTART,
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_stream_unreachable() -> ChannelSpec {
+    redis_stream("s", None, "redis://127.0.0.1:1")
+}
+
+conformance!(redis_streams, "redis", redis_stream_case, unreachable: redis_stream_unreachable, hint: "Redis at redis://127.0.0.1:1");
+
+#[cfg(feature = "redis")]
+async fn redis_stream_xread_case() -> Case {
+    let stream = unique("conf:xread");
+    Case {
+        producer: redis_stream(&stream, None, "redis://127.0.0.1:6379"),
+        listener: redis_stream(&stream, None, "redis://127.0.0.1:6379"),
+        durable: false,
+        ordered: true,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: RESTART,
+    }
+}
+
+conformance!(redis_streams_xread, "redis", redis_stream_xread_case, unreachable: redis_stream_unreachable, hint: "Redis at redis://127.0.0.1:1");
+
+#[cfg(feature = "redis")]
+fn redis_pubsub(channel: &str, url: &str) -> ChannelSpec {
+    ChannelSpec::RedisPubSub(RedisPubSubChannel {
+        url: url.to_owned(),
+        channel: Some(channel.to_owned()),
+        pattern: None,
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        max_payload: None,
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn redis_pubsub_case() -> Case {
+    let channel = unique("conf:pubsub");
+    Case {
+        producer: redis_pubsub(&channel, "redis://127.0.0.1:6379"),
+        listener: redis_pubsub(&channel, "redis://127.0.0.1:6379"),
+        durable: false,
+        ordered: true,
+        headers: false,
+        max_payload: 1 << 20,
+        restart_messages: RESTART,
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_pubsub_unreachable() -> ChannelSpec {
+    redis_pubsub("c", "redis://127.0.0.1:1")
+}
+
+conformance!(redis_pubsub_, "redis", redis_pubsub_case, unreachable: redis_pubsub_unreachable, hint: "Redis at redis://127.0.0.1:1");
+
+// -------------------------------------------------------------------------------------
+// AMQP
+
+#[cfg(feature = "amqp")]
+fn amqp(queue: &str, url: &str) -> ChannelSpec {
+    ChannelSpec::Amqp(AmqpChannel {
+        url: url.to_owned(),
+        exchange: None,
+        routing_key: None,
+        queue: Some(queue.to_owned()),
+        declare: true,
+        prefetch: None,
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        max_payload: None,
+    })
+}
+
+#[cfg(feature = "amqp")]
+async fn amqp_case() -> Case {
+    let queue = unique("conf.amqp");
+    Case {
+        producer: amqp(&queue, "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        listener: amqp(&queue, "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        durable: true,
+        ordered: true,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: RESTART,
+    }
+}
+
+#[cfg(feature = "amqp")]
+fn amqp_unreachable() -> ChannelSpec {
+    amqp("q", "amqp://127.0.0.1:1/%2f")
+}
+
+conformance!(amqp_queue, "amqp", amqp_case, unreachable: amqp_unreachable, hint: "AMQP broker at amqp://127.0.0.1:1");
+
+// -------------------------------------------------------------------------------------
+// MQTT
+
+#[cfg(feature = "mqtt")]
+fn mqtt(topic: &str, version: MqttVersion, qos: u8, client_id: Option<String>, url: &str) -> ChannelSpec {
+    ChannelSpec::Mqtt(MqttChannel {
+        url: url.to_owned(),
+        topic: topic.to_owned(),
+        qos,
+        version,
+        client_id,
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        max_payload: None,
+    })
+}
+
+#[cfg(feature = "mqtt")]
+async fn mqtt5_case() -> Case {
+    let topic = unique("conf/mqtt5");
+    Case {
+        producer: mqtt(&topic, MqttVersion::V5, 1, None, "mqtt://127.0.0.1:1883"),
+        listener: mqtt(&topic, MqttVersion::V5, 1, Some(unique("rt-listener")), "mqtt://127.0.0.1:1883"),
+        durable: true,
+        ordered: true,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: MQTT_RESTART,
+    }
+}
+
+#[cfg(feature = "mqtt")]
+async fn mqtt311_case() -> Case {
+    let topic = unique("conf/mqtt311");
+    Case {
+        producer: mqtt(&topic, MqttVersion::V311, 1, None, "mqtt://127.0.0.1:1883"),
+        listener: mqtt(&topic, MqttVersion::V311, 1, Some(unique("rt-listener")), "mqtt://127.0.0.1:1883"),
+        durable: true,
+        ordered: true,
+        headers: false,
+        max_payload: 1 << 20,
+        restart_messages: MQTT_RESTART,
+    }
+}
+
+#[cfg(feature = "mqtt")]
+async fn mqtt_qos0_case() -> Case {
+    let topic = unique("conf/mqtt0");
+    Case {
+        producer: mqtt(&topic, MqttVersion::V5, 0, None, "mqtt://127.0.0.1:1883"),
+        listener: mqtt(&topic, MqttVersion::V5, 0, None, "mqtt://127.0.0.1:1883"),
+        durable: false,
+        ordered: true,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: MQTT_RESTART,
+    }
+}
+
+#[cfg(feature = "mqtt")]
+fn mqtt_unreachable() -> ChannelSpec {
+    mqtt("t", MqttVersion::V5, 1, None, "mqtt://127.0.0.1:1")
+}
+
+conformance!(mqtt_v5, "mqtt", mqtt5_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
+conformance!(mqtt_v311, "mqtt", mqtt311_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
+conformance!(mqtt_qos0, "mqtt", mqtt_qos0_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
+
+// -------------------------------------------------------------------------------------
+// Kafka API (tansu)
+
+#[cfg(feature = "kafka")]
+pub const KAFKA_BROKERS: &str = "127.0.0.1:9092";
+
+#[cfg(feature = "kafka")]
+fn kafka(topic: &str, group: Option<String>, brokers: &str) -> ChannelSpec {
+    ChannelSpec::Kafka(KafkaChannel {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        key: None,
+        group,
+        tls: None,
+        auth: None,
+        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(5))),
+        max_payload: None,
+    })
+}
+
+/// Creates a topic (the broker does not auto-create them).
+#[cfg(feature = "kafka")]
+pub async fn create_topic(topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA_BROKERS)
+        .create()
+        .expect("an admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10))),
+        )
+        .await
+        .expect("create the topic: is the Kafka-API broker (tansu) running on 127.0.0.1:9092?");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_case() -> Case {
+    let topic = unique("conf-kafka");
+    create_topic(&topic, 3).await;
+    Case {
+        producer: kafka(&topic, None, KAFKA_BROKERS),
+        listener: kafka(&topic, Some(format!("{topic}-group")), KAFKA_BROKERS),
+        durable: true,
+        ordered: true,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: RESTART,
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_unreachable() -> ChannelSpec {
+    kafka("t", None, "127.0.0.1:1")
+}
+
+conformance!(kafka_group, "kafka", kafka_case, unreachable: kafka_unreachable, hint: "Kafka at 127.0.0.1:1");
+
+// -------------------------------------------------------------------------------------
+// Bad credentials: the servers that enforce them here.
+
+#[cfg(feature = "amqp")]
+#[tokio::test]
+async fn amqp_bad_credentials_are_a_clear_error() {
+    let spec = amqp("q", "amqp://guest:not-the-password@127.0.0.1:5672/%2f");
+    let producer = roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    let err = producer.connect().await.expect_err("wrong password");
+    let shown = format!("{err}: {}", checks::source_chain(&err));
+    assert!(shown.contains("guest:***@127.0.0.1:5672"), "the password is redacted: {shown}");
+    assert!(!shown.contains("not-the-password"), "the password leaked: {shown}");
+    assert!(
+        shown.to_lowercase().contains("access") || shown.contains("403") || shown.to_lowercase().contains("auth"),
+        "the error says the credentials were refused: {shown}"
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_bad_credentials_are_a_clear_error() {
+    let spec = redis_stream("s", None, "redis://nobody:not-the-password@127.0.0.1:6379");
+    let producer = roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    let err = producer.connect().await.expect_err("wrong password");
+    let shown = format!("{err}: {}", checks::source_chain(&err));
+    assert!(!shown.contains("not-the-password"), "the password leaked: {shown}");
+    assert!(shown.contains("Redis at redis://nobody:***@127.0.0.1:6379"), "{shown}");
+}

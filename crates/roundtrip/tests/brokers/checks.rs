@@ -1,0 +1,386 @@
+//! The checks every driver must pass, parameterised by a [`Case`].
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use roundtrip::core::correlate::Correlator;
+use roundtrip::core::model::{ChannelSpec, CorrelationRule};
+use roundtrip::core::observation::Observation;
+use roundtrip::store::{RunRecord, Store};
+use roundtrip::transport::{
+    DriverContext, ObservationSink, Outgoing, Producer, RunningListener, registry,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+/// How long a test waits for something that should happen promptly. Only a broken
+/// driver or server makes a test wait this long.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One driver under test, with destinations unique to one test.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// What the producer sends to.
+    pub producer: ChannelSpec,
+    /// What the listener listens on.
+    pub listener: ChannelSpec,
+    /// The transport keeps unacknowledged messages for a restarted listener.
+    pub durable: bool,
+    /// Messages from one producer (with one key) arrive in the order sent.
+    pub ordered: bool,
+    /// The correlation rides in headers (else in the payload, `$.correlationId`).
+    pub headers: bool,
+    /// The largest payload the default server configuration accepts.
+    pub max_payload: usize,
+    /// Messages in the restart test: no more than the broker queues for an offline
+    /// listener by default (Mosquitto keeps 1,000 per client, then drops).
+    pub restart_messages: u64,
+}
+
+/// A store, a run and a listener's sink.
+pub struct Bench {
+    pub store: Arc<dyn Store>,
+    pub run_id: String,
+    pub correlator: Arc<Correlator>,
+}
+
+impl Bench {
+    pub async fn new(case: &Case) -> Bench {
+        let store = roundtrip::store::open("sqlite::memory:")
+            .await
+            .expect("open an in-memory store");
+        let run_id = uuid::Uuid::now_v7().to_string();
+        store
+            .create_run(&RunRecord {
+                run_id: run_id.clone(),
+                suite: "brokers".to_owned(),
+                suite_path: "brokers".to_owned(),
+                started_at: 0,
+                finished_at: None,
+                status: "running".to_owned(),
+            })
+            .await
+            .expect("create the run");
+        let rule = if case.headers {
+            CorrelationRule::default()
+        } else {
+            CorrelationRule {
+                header: None,
+                json: Some("$.correlationId".to_owned()),
+                traceparent: None,
+            }
+        };
+        Bench {
+            store,
+            run_id,
+            correlator: Arc::new(Correlator::new(&rule).expect("a valid rule")),
+        }
+    }
+
+    pub fn sink(&self, spec: &ChannelSpec) -> ObservationSink {
+        ObservationSink::new(
+            Arc::clone(&self.store),
+            self.run_id.clone(),
+            "out",
+            Arc::clone(&self.correlator),
+            registry::max_payload(spec),
+        )
+    }
+
+    pub async fn listen(&self, spec: &ChannelSpec) -> (RunningListener, ObservationSink) {
+        let sink = self.sink(spec);
+        let listener = registry::listener("out", spec, &ctx()).expect("plan the listener");
+        let running = listener
+            .start(sink.clone())
+            .await
+            .expect("the listener starts");
+        (running, sink)
+    }
+
+    pub async fn producer(&self, spec: &ChannelSpec) -> Arc<dyn Producer> {
+        let producer: Arc<dyn Producer> = registry::producer("in", spec, &ctx())
+            .expect("plan the producer")
+            .into();
+        producer.connect().await.expect("the producer connects");
+        producer
+    }
+
+    /// Every observation of the run, in commit order.
+    pub async fn all(&self) -> Vec<Observation> {
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |o: &Observation| o.seq);
+            let page = self
+                .store
+                .observations(&self.run_id, after, 5000)
+                .await
+                .expect("read observations");
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+}
+
+pub fn ctx() -> DriverContext {
+    DriverContext {
+        base_dir: PathBuf::from("."),
+    }
+}
+
+/// A message whose correlation id rides in a header and in `$.correlationId`.
+pub fn message(correlation_id: &str, seq: u64, body: Option<Vec<u8>>) -> Outgoing {
+    let body = body.unwrap_or_else(|| {
+        serde_json::to_vec(&serde_json::json!({
+            "correlationId": correlation_id,
+            "seq": seq,
+        }))
+        .expect("json")
+    });
+    Outgoing {
+        body: Bytes::from(body),
+        content_type: "application/json",
+        headers: vec![
+            ("x-correlation-id".to_owned(), correlation_id.to_owned()),
+            ("x-roundtrip-run".to_owned(), "conformance".to_owned()),
+            ("x-custom".to_owned(), format!("seq-{seq}")),
+        ],
+        correlation_id: correlation_id.to_owned(),
+        key: Some("one-key".to_owned()),
+    }
+}
+
+/// Waits until the store holds `n` observations (counting what the feed skipped).
+async fn until_recorded(bench: &Bench, feed: &mut tokio::sync::broadcast::Receiver<Arc<Observation>>, n: usize) {
+    let mut seen = 0usize;
+    let waiting = async {
+        while seen < n {
+            match feed.recv().await {
+                Ok(_) => seen += 1,
+                Err(RecvError::Lagged(k)) => seen += usize::try_from(k).unwrap_or(usize::MAX),
+                Err(RecvError::Closed) => panic!("the store's feed closed"),
+            }
+        }
+    };
+    if tokio::time::timeout(PATIENCE * 4, waiting).await.is_err() {
+        let have = bench.all().await.len();
+        panic!("only {have} of {n} observations were recorded");
+    }
+}
+
+pub async fn round_trip(case: Case) {
+    let bench = Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, _) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let sent = Instant::now();
+    producer.send(message(&id, 1, None)).await.expect("send");
+    let observed = tokio::time::timeout(PATIENCE, feed.recv())
+        .await
+        .expect("the message arrives")
+        .expect("feed open");
+    let latency = sent.elapsed();
+    assert_eq!(observed.correlation_id.as_deref(), Some(id.as_str()));
+    let body: serde_json::Value =
+        serde_json::from_slice(&observed.payload.bytes).expect("the payload is the JSON sent");
+    assert_eq!(body["seq"], 1);
+    if case.headers {
+        let header = |name: &str| {
+            observed
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("x-custom"), Some("seq-1"), "{:?}", observed.headers);
+        assert_eq!(header("x-roundtrip-run"), Some("conformance"));
+    }
+    listener.stop().await;
+    assert!(latency < PATIENCE, "round trip took {latency:?}");
+}
+
+pub async fn binary_and_large_payloads(case: Case) {
+    let bench = Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, _) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let large: Vec<u8> = (0..case.max_payload).map(|i| (i % 251) as u8).collect();
+    let payloads = if case.headers {
+        vec![binary, large]
+    } else {
+        // Without headers the correlation rides in JSON: wrap the bytes as a JSON string.
+        vec![
+            serde_json::to_vec(&serde_json::json!({"correlationId": "b", "data": "\u{0}\u{1}é"}))
+                .expect("json"),
+            large,
+        ]
+    };
+    for (i, body) in payloads.iter().enumerate() {
+        let id = uuid::Uuid::new_v4().to_string();
+        producer
+            .send(message(&id, i as u64, Some(body.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("send payload {i} ({} bytes): {e:#}", body.len()));
+        let observed = tokio::time::timeout(PATIENCE, feed.recv())
+            .await
+            .expect("the payload arrives")
+            .expect("feed open");
+        assert!(!observed.payload.truncated, "payload {i} was truncated");
+        assert_eq!(observed.payload.bytes.len(), body.len(), "payload {i} length");
+        assert!(observed.payload.bytes == *body, "payload {i} differs from what was sent");
+    }
+    listener.stop().await;
+}
+
+/// Sends `n` messages, 64 at a time, with sequence numbers.
+async fn send_many(producer: Arc<dyn Producer>, n: u64, prefix: &str) -> Vec<String> {
+    use futures_util::StreamExt as _;
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:06}")).collect();
+    futures_util::stream::iter(ids.clone().into_iter().enumerate())
+        .for_each_concurrent(64, |(i, id)| {
+            let producer = Arc::clone(&producer);
+            async move {
+                producer
+                    .send(message(&id, i as u64, None))
+                    .await
+                    .unwrap_or_else(|e| panic!("send {id}: {e:#}"));
+            }
+        })
+        .await;
+    ids
+}
+
+pub async fn ten_thousand_none_lost(case: Case) {
+    const N: u64 = 10_000;
+    let bench = Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, sink) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    let ids = send_many(producer, N, "many").await;
+    let stats = sink.stats();
+    if case.durable {
+        until_recorded(&bench, &mut feed, ids.len()).await;
+        listener.stop().await;
+        let recorded: HashSet<String> = bench
+            .all()
+            .await
+            .into_iter()
+            .filter_map(|o| o.correlation_id)
+            .collect();
+        let missing: Vec<&String> = ids.iter().filter(|id| !recorded.contains(*id)).collect();
+        assert!(missing.is_empty(), "{} lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    } else {
+        // At-most-once: everything sent arrives, or the listener says it missed some.
+        let arrived = tokio::time::timeout(PATIENCE, until_recorded(&bench, &mut feed, ids.len())).await;
+        listener.stop().await;
+        let recorded = stats.recorded.load(Ordering::Relaxed);
+        assert!(
+            arrived.is_ok() && recorded == N || !stats.gaps().is_empty(),
+            "{recorded} of {N} recorded and no gap reported: a silent loss"
+        );
+    }
+    assert_eq!(stats.faults.load(Ordering::Relaxed), 0);
+}
+
+/// Kills the listener (no clean stop, no acks for what was in flight) mid-stream,
+/// restarts it with the same durable identity, and checks nothing was lost.
+pub async fn restart_loses_nothing(case: Case) {
+    let n = case.restart_messages;
+    assert!(case.durable, "only durable transports promise this");
+    let bench = Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (first, first_sink) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    let sending = tokio::spawn(send_many(Arc::clone(&producer), n, "restart"));
+    // Kill the listener once it recorded a quarter of the stream.
+    until_recorded(&bench, &mut feed, (n / 4) as usize).await;
+    first.abort();
+    let before = first_sink.stats().recorded.load(Ordering::Relaxed);
+    let ids = sending.await.expect("the sender finishes");
+    let (second, second_sink) = bench.listen(&case.listener).await;
+    let deadline = Instant::now() + PATIENCE * 4;
+    let expected: HashSet<&String> = ids.iter().collect();
+    loop {
+        let recorded: HashSet<String> = bench
+            .all()
+            .await
+            .into_iter()
+            .filter_map(|o| o.correlation_id)
+            .collect();
+        if expected.iter().all(|id| recorded.contains(*id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} recorded after the restart",
+            expected.iter().filter(|id| recorded.contains(**id)).count()
+        );
+        // Wait for the next commit rather than polling on a timer.
+        let _ = tokio::time::timeout(PATIENCE, feed.recv()).await;
+    }
+    second.stop().await;
+    let after = second_sink.stats().recorded.load(Ordering::Relaxed);
+    assert!(before < n, "the first listener was killed mid-stream ({before} recorded)");
+    assert!(after > 0, "the restarted listener recorded the rest");
+}
+
+pub async fn ordered_per_key(case: Case) {
+    const N: u64 = 300;
+    assert!(case.ordered);
+    let bench = Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, _) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    for i in 0..N {
+        let id = format!("ord-{i:04}");
+        producer.send(message(&id, i, None)).await.expect("send");
+    }
+    until_recorded(&bench, &mut feed, N as usize).await;
+    listener.stop().await;
+    let mut seen = bench.all().await;
+    // Arrival order: the listener's monotonic receive time.
+    seen.sort_by_key(|o| o.received_mono);
+    let order: Vec<u64> = seen
+        .iter()
+        .map(|o| {
+            let v: serde_json::Value = serde_json::from_slice(&o.payload.bytes).expect("json");
+            v["seq"].as_u64().expect("seq")
+        })
+        .collect();
+    let expected: Vec<u64> = (0..N).collect();
+    assert_eq!(order, expected, "messages arrived out of order");
+}
+
+pub async fn unreachable_server(case: Case, unreachable: ChannelSpec, hint: &str) {
+    let bench = Bench::new(&case).await;
+    let sink = bench.sink(&unreachable);
+    let started = Instant::now();
+    let err = registry::listener("out", &unreachable, &ctx())
+        .expect("plan")
+        .start(sink)
+        .await
+        .expect_err("nothing listens there");
+    let shown = format!("{err}: {}", source_chain(&err));
+    assert!(shown.contains(hint), "unclear listener error: {shown}");
+    let producer = registry::producer("in", &unreachable, &ctx()).expect("plan");
+    let err = producer.connect().await.expect_err("nothing listens there");
+    let shown = format!("{err}: {}", source_chain(&err));
+    assert!(shown.contains(hint), "unclear producer error: {shown}");
+    assert!(started.elapsed() < PATIENCE, "failing took {:?}", started.elapsed());
+}
+
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
