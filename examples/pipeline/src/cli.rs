@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Parser};
 use reqwest::Url;
 
-use crate::emit::Output;
+use crate::emit::{Output, broker};
 use crate::faults::FaultConfig;
 use crate::transform::TransformConfig;
 
@@ -26,9 +26,13 @@ use crate::transform::TransformConfig;
 /// port being taken), 101 for `--crash-after`, 1 for any other failure.
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", version, max_term_width = 100)]
-#[command(group(ArgGroup::new("output").required(true).args(["emit", "emit_dir"])))]
 #[command(group(
-    ArgGroup::new("dead_letters").required(true).args(["dead_letter", "dead_letter_dir"])
+    ArgGroup::new("output").required(true).args(["emit", "emit_dir", "emit_nats"])
+))]
+#[command(group(
+    ArgGroup::new("dead_letters")
+        .required(true)
+        .args(["dead_letter", "dead_letter_dir", "dead_letter_amqp"])
 ))]
 pub struct Cli {
     /// The address to listen on; port 0 picks a free port.
@@ -55,6 +59,35 @@ pub struct Cli {
     /// Write invalid events as files `<correlation id>.json` into this directory.
     #[arg(long, value_name = "DIR", help_heading = "Outputs")]
     pub dead_letter_dir: Option<PathBuf>,
+
+    /// Publish processed events to this NATS subject (at `--nats-url`).
+    #[arg(long, value_name = "SUBJECT", help_heading = "Broker outputs")]
+    pub emit_nats: Option<String>,
+
+    /// Publish invalid events to this AMQP queue, through the default exchange with
+    /// publisher confirms (at `--amqp-url`). The queue must exist.
+    #[arg(long, value_name = "QUEUE", help_heading = "Broker outputs")]
+    pub dead_letter_amqp: Option<String>,
+
+    /// Also send an audit record of every event's outcome (`processed`, `dead-letter`
+    /// or `dropped`) to this Kafka topic (at `--kafka-brokers`).
+    #[arg(long, value_name = "TOPIC", help_heading = "Broker outputs")]
+    pub audit_kafka: Option<String>,
+
+    /// The NATS server of `--emit-nats`.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222",
+          help_heading = "Broker outputs")]
+    pub nats_url: String,
+
+    /// The AMQP broker of `--dead-letter-amqp`.
+    #[arg(long, value_name = "URL", default_value = "amqp://127.0.0.1:5672/%2f",
+          help_heading = "Broker outputs")]
+    pub amqp_url: String,
+
+    /// The bootstrap servers of `--audit-kafka`.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092",
+          help_heading = "Broker outputs")]
+    pub kafka_brokers: String,
 
     /// Fields whose string values are never uppercased, at any depth (the top-level `id`
     /// never is).
@@ -119,6 +152,8 @@ pub struct Config {
     pub output: Output,
     /// The dead-letter output.
     pub dead_letter: Output,
+    /// Where an audit record of every outcome goes, if anywhere.
+    pub audit: Option<Output>,
     /// The transform options.
     pub keep_case: Vec<String>,
     /// The fault settings.
@@ -138,13 +173,23 @@ impl Cli {
     /// Resolves the command line; `None` if an output pair has neither member (clap's
     /// argument groups rule that out).
     pub fn into_config(self) -> Option<Config> {
-        let output = pick(self.emit, self.emit_dir)?;
-        let dead_letter = pick(self.dead_letter, self.dead_letter_dir)?;
+        let output = pick(self.emit, self.emit_dir).or_else(|| {
+            self.emit_nats
+                .map(|subject| Output::Broker(Box::new(broker::nats(&self.nats_url, &subject))))
+        })?;
+        let dead_letter = pick(self.dead_letter, self.dead_letter_dir).or_else(|| {
+            self.dead_letter_amqp
+                .map(|queue| Output::Broker(Box::new(broker::amqp(&self.amqp_url, &queue))))
+        })?;
+        let audit = self
+            .audit_kafka
+            .map(|topic| Output::Broker(Box::new(broker::kafka(&self.kafka_brokers, &topic))));
         Some(Config {
             listen: self.listen,
             data_dir: self.data_dir,
             output,
             dead_letter,
+            audit,
             keep_case: self
                 .keep_case
                 .into_iter()

@@ -35,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
+use roundtrip::core::model::ChannelSpec;
+use roundtrip::transport::{DriverContext, Outgoing, ProduceError, Producer, registry};
 use tokio::sync::mpsc;
 
 use crate::error_chain;
@@ -50,19 +52,75 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_STEM: usize = 200;
 
 /// Where one kind of output goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// POST each output to this URL.
     Http(Url),
     /// Write each output as a file into this directory.
     Dir(PathBuf),
+    /// Send each output through one of roundtrip's broker producers (NATS, AMQP, Kafka).
+    Broker(Box<ChannelSpec>),
+}
+
+/// Broker outputs, as roundtrip channel specs: the pipeline uses roundtrip's own
+/// producers, so it needs no broker clients of its own. They need the pipeline's
+/// `brokers` feature; without it, starting with a broker output fails naming it.
+pub mod broker {
+    use roundtrip::core::model::{AmqpChannel, ChannelSpec, KafkaChannel, NatsChannel};
+
+    /// Publish to a NATS subject.
+    pub fn nats(url: &str, subject: &str) -> ChannelSpec {
+        ChannelSpec::Nats(NatsChannel {
+            url: url.to_owned(),
+            subject: subject.to_owned(),
+            request: false,
+            queue_group: None,
+            buffer: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        })
+    }
+
+    /// Publish to a queue through the default exchange.
+    pub fn amqp(url: &str, queue: &str) -> ChannelSpec {
+        ChannelSpec::Amqp(AmqpChannel {
+            url: url.to_owned(),
+            exchange: None,
+            routing_key: Some(queue.to_owned()),
+            queue: None,
+            declare: false,
+            prefetch: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        })
+    }
+
+    /// Produce to a Kafka topic (created if missing).
+    pub fn kafka(brokers: &str, topic: &str) -> ChannelSpec {
+        ChannelSpec::Kafka(KafkaChannel {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            key: None,
+            create: true,
+            partitions: None,
+            group: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        })
+    }
 }
 
 impl Output {
     /// Gets the output ready: creates the directory of a directory output.
     pub fn prepare(&self) -> io::Result<()> {
         match self {
-            Self::Http(_) => Ok(()),
+            Self::Http(_) | Self::Broker(_) => Ok(()),
             Self::Dir(dir) => std::fs::create_dir_all(dir),
         }
     }
@@ -73,6 +131,17 @@ impl fmt::Display for Output {
         match self {
             Self::Http(url) => write!(f, "{url}"),
             Self::Dir(dir) => write!(f, "{}", dir.display()),
+            Self::Broker(spec) => match spec.as_ref() {
+                ChannelSpec::Nats(n) => write!(f, "NATS subject {} at {}", n.subject, n.url),
+                ChannelSpec::Amqp(a) => write!(
+                    f,
+                    "AMQP queue {} at {}",
+                    a.routing_key.as_deref().unwrap_or_default(),
+                    a.url
+                ),
+                ChannelSpec::Kafka(k) => write!(f, "Kafka topic {} at {}", k.topic, k.brokers),
+                other => write!(f, "a {} channel", other.transport()),
+            },
         }
     }
 }
@@ -95,7 +164,8 @@ pub struct Delivery {
     pub body: Vec<u8>,
     /// The propagated headers (HTTP outputs only).
     pub headers: Vec<(&'static str, String)>,
-    /// The file name without `.json` (directory outputs only).
+    /// The file name without `.json` (directory outputs only); the correlation id of
+    /// broker outputs.
     pub file_stem: String,
     /// How many times to deliver it (2 for an injected duplicate).
     pub copies: u32,
@@ -132,6 +202,13 @@ pub enum EmitError {
         /// The last answer.
         status: StatusCode,
     },
+    /// A broker did not take the output.
+    Broker {
+        /// The output.
+        output: String,
+        /// Why.
+        source: ProduceError,
+    },
     /// The output file could not be written.
     Write {
         /// The output directory.
@@ -149,6 +226,7 @@ impl fmt::Display for EmitError {
                 write!(f, "post to {url}: it answered {status} ({tries} tries)")
             }
             Self::Write { dir, .. } => write!(f, "write an output file into {}", dir.display()),
+            Self::Broker { output, .. } => write!(f, "send to {output}"),
         }
     }
 }
@@ -159,6 +237,7 @@ impl std::error::Error for EmitError {
             Self::Send { source, .. } => Some(source),
             Self::Status { .. } => None,
             Self::Write { source, .. } => Some(source),
+            Self::Broker { source, .. } => Some(source),
         }
     }
 }
@@ -169,6 +248,17 @@ pub struct Emitter {
     client: reqwest::Client,
     processed: Output,
     dead_letter: Output,
+    audit: Option<Output>,
+    /// Connected producers of broker outputs, by target (see [`Emitter::connect`]).
+    brokers: Vec<(BrokerTarget, Arc<dyn Producer>)>,
+}
+
+/// Which output a broker producer serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BrokerTarget {
+    Processed,
+    DeadLetter,
+    Audit,
 }
 
 impl Emitter {
@@ -183,7 +273,96 @@ impl Emitter {
             client,
             processed,
             dead_letter,
+            audit: None,
+            brokers: Vec::new(),
         })
+    }
+
+    /// Adds an audit output: a record of every event's outcome.
+    pub fn with_audit(mut self, audit: Option<Output>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Connects the broker outputs; an unreachable broker or a compiled-out transport is
+    /// an error here, before the pipeline says it is ready.
+    pub async fn connect(mut self) -> Result<Self, EmitError> {
+        let outputs = [
+            (BrokerTarget::Processed, Some(&self.processed)),
+            (BrokerTarget::DeadLetter, Some(&self.dead_letter)),
+            (BrokerTarget::Audit, self.audit.as_ref()),
+        ];
+        let ctx = DriverContext {
+            base_dir: PathBuf::from("."),
+        };
+        let mut brokers = Vec::new();
+        for (target, output) in outputs {
+            let Some(Output::Broker(spec)) = output else {
+                continue;
+            };
+            let label = output.map(ToString::to_string).unwrap_or_default();
+            let producer: Arc<dyn Producer> = registry::producer("output", spec, &ctx)
+                .map_err(|e| EmitError::Broker {
+                    output: label.clone(),
+                    source: ProduceError::Rejected {
+                        channel: "output".to_owned(),
+                        message: e.to_string(),
+                    },
+                })?
+                .into();
+            producer.connect().await.map_err(|source| EmitError::Broker {
+                output: label.clone(),
+                source,
+            })?;
+            brokers.push((target, producer));
+        }
+        self.brokers = brokers;
+        Ok(self)
+    }
+
+    fn broker(&self, target: BrokerTarget) -> Option<&Arc<dyn Producer>> {
+        self.brokers
+            .iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, p)| p)
+    }
+
+    /// Sends one audit record of `event`'s outcome, if there is an audit output.
+    async fn audit(&self, id: &str, delivery: Option<&Delivery>, delivered: bool) {
+        let Some(producer) = self.broker(BrokerTarget::Audit) else {
+            return;
+        };
+        let outcome = match delivery {
+            None => "dropped",
+            Some(d) if !delivered => {
+                if d.target == Target::Processed {
+                    "processed-undelivered"
+                } else {
+                    "dead-letter-undelivered"
+                }
+            }
+            Some(d) if d.target == Target::Processed => "processed",
+            Some(_) => "dead-letter",
+        };
+        let correlation_id = delivery.map(|d| d.file_stem.clone()).unwrap_or_default();
+        let body = serde_json::json!({
+            "event": id,
+            "correlationId": correlation_id,
+            "outcome": outcome,
+        });
+        let message = Outgoing {
+            body: serde_json::to_vec(&body).unwrap_or_default().into(),
+            content_type: "application/json",
+            headers: delivery.map(|d| owned(&d.headers)).unwrap_or_default(),
+            correlation_id: correlation_id.clone(),
+            key: Some(correlation_id),
+        };
+        if let Err(e) = producer.send(message).await {
+            eprintln!(
+                "pipeline: failed to audit event {id}: {}",
+                error_chain(&e)
+            );
+        }
     }
 
     /// Takes jobs in order until the channel closes, or until `crash_after` events have
@@ -209,6 +388,7 @@ impl Emitter {
                     }
                 }
             }
+            self.audit(&job.event.id, job.delivery.as_ref(), ok).await;
             let storage = Arc::clone(&storage);
             let deleted = tokio::task::spawn_blocking(move || storage.delete(&job.event)).await;
             match deleted {
@@ -233,6 +413,39 @@ impl Emitter {
             Target::DeadLetter => &self.dead_letter,
         };
         match output {
+            Output::Broker(_) => {
+                let target = match delivery.target {
+                    Target::Processed => BrokerTarget::Processed,
+                    Target::DeadLetter => BrokerTarget::DeadLetter,
+                };
+                let label = output.to_string();
+                let Some(producer) = self.broker(target) else {
+                    return Err(EmitError::Broker {
+                        output: label,
+                        source: ProduceError::Rejected {
+                            channel: "output".to_owned(),
+                            message: "not connected (Emitter::connect was not called)".into(),
+                        },
+                    });
+                };
+                let mut headers = owned(&delivery.headers);
+                headers.push((EMITTED_AT_HEADER.to_owned(), unix_nanos().to_string()));
+                let message = Outgoing {
+                    body: delivery.body.clone().into(),
+                    content_type: "application/json",
+                    headers,
+                    correlation_id: delivery.file_stem.clone(),
+                    key: Some(delivery.file_stem.clone()),
+                };
+                producer
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|source| EmitError::Broker {
+                        output: label,
+                        source,
+                    })
+            }
             Output::Http(url) => self.post(url, delivery).await,
             Output::Dir(dir) => {
                 let job = (
@@ -297,6 +510,13 @@ impl Emitter {
             backoff *= 2;
         }
     }
+}
+
+fn owned(headers: &[(&'static str, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 /// A file stem for an output: the correlation id with every character other than ASCII

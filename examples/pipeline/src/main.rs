@@ -150,14 +150,18 @@ enum RunError {
     Serve(io::Error),
     /// The emitter task ended unexpectedly.
     Emitter(String),
+    /// A broker output could not be connected.
+    Broker(emit::EmitError),
 }
 
 impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::Storage(_) | Self::Output { .. } | Self::Client(_) | Self::Bind { .. } => {
-                EXIT_USAGE
-            }
+            Self::Storage(_)
+            | Self::Output { .. }
+            | Self::Client(_)
+            | Self::Bind { .. }
+            | Self::Broker(_) => EXIT_USAGE,
             Self::Serve(_) | Self::Emitter(_) => EXIT_FAILURE,
         }
     }
@@ -175,6 +179,7 @@ impl fmt::Display for RunError {
             Self::Bind { addr, .. } => write!(f, "listen on {addr}"),
             Self::Serve(_) => f.write_str("serve HTTP"),
             Self::Emitter(why) => write!(f, "keep emitting: {why}"),
+            Self::Broker(e) => e.fmt(f),
         }
     }
 }
@@ -187,6 +192,7 @@ impl std::error::Error for RunError {
                 Some(source)
             }
             Self::Client(e) => Some(e),
+            Self::Broker(e) => e.source(),
             Self::Emitter(_) => None,
         }
     }
@@ -226,7 +232,11 @@ async fn serve(config: &Config, data_dir: &Path) -> Result<ExitCode, RunError> {
         })?;
     }
     let emitter = Emitter::new(config.output.clone(), config.dead_letter.clone())
-        .map_err(RunError::Client)?;
+        .map_err(RunError::Client)?
+        .with_audit(config.audit.clone())
+        .connect()
+        .await
+        .map_err(RunError::Broker)?;
     let stop = stop_signal();
 
     let storage = Arc::new(storage);

@@ -266,6 +266,13 @@ pub struct KafkaChannel {
     /// Producer: the record key, a template (default: the correlation id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Create the topic when it does not exist (Kafka-API brokers do not always
+    /// auto-create topics).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub create: bool,
+    /// With `create`: the new topic's partitions (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
     /// Listener: consume in this consumer group and commit offsets after the store
     /// committed; a restarted listener resumes where the group stopped. A new group
     /// starts at the earliest offset. Without it, the listener is assigned every

@@ -44,6 +44,8 @@ struct KafkaConn {
     topic: String,
     config: Vec<(String, String)>,
     timeout: Duration,
+    /// Partitions to create the topic with when it is missing (`create: true`).
+    create: Option<i32>,
 }
 
 impl KafkaConn {
@@ -82,7 +84,39 @@ impl KafkaConn {
             topic: spec.topic.clone(),
             config,
             timeout: conn::timeout(spec.connect_timeout),
+            create: spec.create.then(|| {
+                i32::try_from(spec.partitions.unwrap_or(1).max(1)).unwrap_or(i32::MAX)
+            }),
         })
+    }
+
+    /// Creates the topic when `create` is set; an existing topic is fine.
+    async fn ensure_topic(&self) -> Result<(), String> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+        let Some(partitions) = self.create else {
+            return Ok(());
+        };
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| format!("create an admin client: {e}"))?;
+        let topic = NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        let results = tokio::time::timeout(self.timeout * 2, admin.create_topics(&[topic], &options))
+            .await
+            .map_err(|_| conn::timed_out("Kafka at", &self.brokers, self.timeout))?
+            .map_err(|e| format!("create topic `{}` on {}: {e}", self.topic, self.brokers))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, e)) => {
+                    return Err(format!("create topic `{}` on {}: {e}", self.topic, self.brokers));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -123,8 +157,8 @@ impl KafkaConn {
             )),
             Ok(Some((None, partitions))) if !partitions.is_empty() => Ok(partitions),
             Ok(_) => Err(format!(
-                "topic `{}` does not exist on {brokers}; create it first (roundtrip does not \
-                 auto-create topics)",
+                "topic `{}` does not exist on {brokers}; create it first, or set `create: \
+                 true` on the channel",
                 self.topic
             )),
         }
@@ -178,12 +212,17 @@ impl KafkaProducer {
                     .set("acks", "all")
                     .set("enable.idempotence", "true")
                     .set("linger.ms", "0")
+                    .set("message.max.bytes", "16777216")
                     .set(
                         "message.timeout.ms",
                         self.conn.timeout.as_millis().to_string().as_str(),
                     );
                 let producer: FutureProducer = config
                     .create()
+                    .map_err(|e| conn::unreachable(channel, e))?;
+                self.conn
+                    .ensure_topic()
+                    .await
                     .map_err(|e| conn::unreachable(channel, e))?;
                 // Metadata proves the broker answers and the topic exists.
                 let client = Arc::new(
@@ -311,6 +350,7 @@ impl Listener for KafkaListener {
                 })
                 .map_err(|e| fail(format!("create the consumer: {e}")))?,
         );
+        self.conn.ensure_topic().await.map_err(fail)?;
         let partitions = self.conn.partitions(Arc::clone(&consumer)).await.map_err(fail)?;
         let topic = self.conn.topic.clone();
         if self.group.is_some() {

@@ -301,6 +301,8 @@ mod tests {
             brokers: "127.0.0.1:9092".into(),
             topic: "t".into(),
             key: None,
+            create: false,
+            partitions: None,
             group: None,
             tls: None,
             auth: None,

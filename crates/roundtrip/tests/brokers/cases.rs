@@ -350,6 +350,8 @@ fn kafka(topic: &str, group: Option<String>, brokers: &str) -> ChannelSpec {
         brokers: brokers.to_owned(),
         topic: topic.to_owned(),
         key: None,
+        create: false,
+        partitions: None,
         group,
         tls: None,
         auth: None,

@@ -316,11 +316,36 @@ pub async fn restart_loses_nothing(case: Case) {
         if expected.iter().all(|id| recorded.contains(*id)) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} recorded after the restart",
-            expected.iter().filter(|id| recorded.contains(**id)).count()
-        );
+        if Instant::now() >= deadline {
+            let mut by_partition = std::collections::BTreeMap::new();
+            for o in bench.all().await {
+                if let Some(id) = &o.message_id
+                    && let Some((rest, offset)) = id.rsplit_once('/')
+                {
+                    let e = by_partition.entry(rest.to_owned()).or_insert((0u64, 0i64, i64::MAX));
+                    let off: i64 = offset.parse().unwrap_or(-1);
+                    e.0 += 1;
+                    e.1 = e.1.max(off);
+                    e.2 = e.2.min(off);
+                }
+            }
+            let all = bench.all().await;
+            let offsets: HashSet<i64> = all
+                .iter()
+                .filter_map(|o| o.message_id.as_ref()?.rsplit_once('/')?.1.parse().ok())
+                .collect();
+            let holes: Vec<i64> = (0..n as i64).filter(|o| !offsets.contains(o)).collect();
+            panic!(
+                "{} of {n} recorded after the restart; per partition (count, max, min \
+                 offset): {by_partition:?}; missing offsets {holes:?}; first listener \
+                 recorded {before}, faults {} / {}; gaps: {:?} / {:?}",
+                expected.iter().filter(|id| recorded.contains(**id)).count(),
+                first_sink.stats().faults.load(Ordering::Relaxed),
+                second_sink.stats().faults.load(Ordering::Relaxed),
+                first_sink.stats().gaps(),
+                second_sink.stats().gaps()
+            );
+        }
         // Wait for the next commit rather than polling on a timer.
         let _ = tokio::time::timeout(PATIENCE, feed.recv()).await;
     }
