@@ -8,7 +8,8 @@
 //!   that can be missed) and commits nothing.
 //! - With a `group`, it joins the consumer group (a new group starts at the earliest
 //!   offset) and is ready once partitions are assigned. Offsets are stored only after the
-//!   store committed the record, in arrival order, and committed every 500 ms and at stop:
+//!   store committed the record, in arrival order, and committed every 200 ms and at stop
+//!   by the listener itself (librdkafka's auto-commit, which also commits on close, is off):
 //!   a restarted listener resumes where the group stopped, re-reading at most what was
 //!   recorded but not yet committed (counted as duplicates by the expectations).
 
@@ -272,6 +273,48 @@ impl Producer for KafkaProducer {
     }
 }
 
+/// How often a group listener commits the offsets of what it recorded.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// The next offset to commit per partition: one past the last recorded record. Records
+/// are recorded in arrival order, so this only moves forward.
+#[derive(Debug, Default)]
+struct Offsets(std::collections::BTreeMap<(String, i32), i64>);
+
+impl Offsets {
+    fn recorded(&mut self, (topic, partition, offset): (String, i32, i64)) {
+        self.0.insert((topic, partition), offset + 1);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Commits and forgets what was recorded; a failed commit is a gap (the records come
+    /// again after a restart, as duplicates).
+    fn commit<C: Consumer<X>, X: ConsumerContext>(
+        &mut self,
+        consumer: &C,
+        mode: CommitMode,
+        sink: &ObservationSink,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.0) {
+            if tpl
+                .add_partition_offset(&topic, partition, Offset::Offset(next))
+                .is_err()
+            {
+                continue;
+            }
+        }
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            sink.gap(format!(
+                "an offset commit failed ({e}); recorded records may be read again"
+            ));
+        }
+    }
+}
+
 /// Signals partition assignment, and records rebalances that take partitions away.
 struct GroupContext {
     assigned: watch::Sender<bool>,
@@ -335,8 +378,10 @@ impl Listener for KafkaListener {
         });
         config
             .set("group.id", &group)
-            .set("enable.auto.commit", if self.group.is_some() { "true" } else { "false" })
-            .set("auto.commit.interval.ms", "500")
+            // Offsets are committed by the listener itself, only ever for recorded
+            // records: librdkafka's own commits (periodic, and on close or revocation)
+            // are off.
+            .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "10000")
@@ -391,14 +436,18 @@ impl Listener for KafkaListener {
             let stream = consumer.stream().take_until(stopped);
             let mut stream = std::pin::pin!(stream);
             let mut records = futures_util::stream::FuturesOrdered::new();
+            let mut offsets = Offsets::default();
+            let mut tick = tokio::time::interval(COMMIT_EVERY);
             loop {
                 tokio::select! {
                     biased;
                     Some((committed, position)) = records.next(), if !records.is_empty() => {
-                        let (topic, partition, offset): (String, i32, i64) = position;
                         if committed && commits {
-                            let _ = consumer.store_offset(&topic, partition, offset + 1);
+                            offsets.recorded(position);
                         }
+                    }
+                    _ = tick.tick(), if commits && !offsets.is_empty() => {
+                        offsets.commit(&*consumer, CommitMode::Async, &sink);
                     }
                     changed = assigned.changed(), if ready.is_some() => {
                         if changed.is_ok() && *assigned.borrow()
@@ -432,14 +481,17 @@ impl Listener for KafkaListener {
                 }
             }
             while let Some((committed, position)) = records.next().await {
-                let (topic, partition, offset): (String, i32, i64) = position;
                 if committed && commits {
-                    let _ = consumer.store_offset(&topic, partition, offset + 1);
+                    offsets.recorded(position);
                 }
             }
-            if commits {
+            if commits && !offsets.is_empty() {
                 let c = Arc::clone(&consumer);
-                let _ = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
+                let sink = sink.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    offsets.commit(&*c, CommitMode::Sync, &sink);
+                })
+                .await;
             }
         });
         if tokio::time::timeout(self.conn.timeout * 3, ready_rx).await.is_err() {

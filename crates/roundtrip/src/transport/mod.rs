@@ -319,9 +319,11 @@ impl RunningListener {
     }
 
     /// Ends the listener abruptly, as a crash would: nothing more is recorded or
-    /// acknowledged, and what was in flight is abandoned. For tests of redelivery.
-    pub fn abort(self) {
+    /// acknowledged, and what was in flight is abandoned (its connection closes).
+    /// Resolves once the task is gone. For tests of redelivery.
+    pub async fn abort(self) {
         self.task.abort();
+        let _ = self.task.await;
     }
 
     /// Stops receiving; resolves once every message it accepted has been committed.

@@ -300,7 +300,7 @@ pub async fn restart_loses_nothing(case: Case) {
     let sending = tokio::spawn(send_many(Arc::clone(&producer), n, "restart"));
     // Kill the listener once it recorded a quarter of the stream.
     until_recorded(&bench, &mut feed, (n / 4) as usize).await;
-    first.abort();
+    first.abort().await;
     let before = first_sink.stats().recorded.load(Ordering::Relaxed);
     let ids = sending.await.expect("the sender finishes");
     let (second, second_sink) = bench.listen(&case.listener).await;

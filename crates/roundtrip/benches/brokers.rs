@@ -1,0 +1,283 @@
+//! Per broker transport: the round-trip time to detect, and the sustained ingest rate.
+//!
+//! Against the real local servers (`scripts/services.sh start`), with roundtrip's own
+//! producer and listener for each transport and a file-backed SQLite store (WAL,
+//! synchronous=FULL: every observation is durable before it counts):
+//!
+//! - **time to detect**: 500 messages sent one at a time; for each, from just before the
+//!   producer's `send` to the moment the committed observation reaches the store's feed
+//!   (the point where an expectation would learn of it). Includes the broker's ack of
+//!   the send where the transport has one.
+//! - **sustained ingest**: 20,000 messages of ~150 B sent with 256 in flight while the
+//!   listener records; from the first send to the last commit. This is the end-to-end
+//!   rate of producer, broker, listener and durable store together.
+//!
+//! Run: `cargo bench -p roundtrip --features full --bench brokers` (prints a markdown
+//! table). One transport: `… --bench brokers -- nats`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use roundtrip::core::correlate::Correlator;
+use roundtrip::core::latency::{LatencySummary, format_ns};
+use roundtrip::core::model::*;
+use roundtrip::store::{RunRecord, Store};
+use roundtrip::transport::{DriverContext, ObservationSink, Outgoing, Producer, registry};
+use tokio::sync::broadcast::error::RecvError;
+
+const DETECT: usize = 500;
+const INGEST: usize = 20_000;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn timeout() -> Option<DurationSpec> {
+    Some(DurationSpec(Duration::from_secs(5)))
+}
+
+/// (name, producer spec, listener spec, correlation by header)
+fn cases() -> Vec<(&'static str, ChannelSpec, ChannelSpec, bool)> {
+    let subject = unique("bench.nats");
+    let nats = ChannelSpec::Nats(NatsChannel {
+        url: "nats://127.0.0.1:4222".into(),
+        subject,
+        request: false,
+        queue_group: None,
+        buffer: None,
+        tls: None,
+        auth: None,
+        connect_timeout: timeout(),
+        max_payload: None,
+    });
+    let stream = unique("BENCH");
+    let js = |durable: Option<String>| {
+        ChannelSpec::JetStream(JetStreamChannel {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: stream.clone(),
+            subject: format!("bench.js.{stream}"),
+            create: true,
+            durable,
+            ack_wait: None,
+            tls: None,
+            auth: None,
+            connect_timeout: timeout(),
+            max_payload: None,
+        })
+    };
+    let rstream = unique("bench:stream");
+    let redis_stream = |group: Option<&str>| {
+        ChannelSpec::RedisStream(RedisStreamChannel {
+            url: "redis://127.0.0.1:6379".into(),
+            stream: rstream.clone(),
+            group: group.map(str::to_owned),
+            consumer: None,
+            tls: None,
+            auth: None,
+            connect_timeout: timeout(),
+            max_payload: None,
+        })
+    };
+    let pubsub = ChannelSpec::RedisPubSub(RedisPubSubChannel {
+        url: "redis://127.0.0.1:6379".into(),
+        channel: Some(unique("bench:pubsub")),
+        pattern: None,
+        tls: None,
+        auth: None,
+        connect_timeout: timeout(),
+        max_payload: None,
+    });
+    let queue = unique("bench.amqp");
+    let amqp = ChannelSpec::Amqp(AmqpChannel {
+        url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        exchange: None,
+        routing_key: None,
+        queue: Some(queue),
+        declare: true,
+        prefetch: None,
+        tls: None,
+        auth: None,
+        connect_timeout: timeout(),
+        max_payload: None,
+    });
+    let topic = unique("bench/mqtt");
+    let mqtt = |client_id: Option<String>| {
+        ChannelSpec::Mqtt(MqttChannel {
+            url: "mqtt://127.0.0.1:1883".into(),
+            topic: topic.clone(),
+            qos: 1,
+            version: MqttVersion::V5,
+            client_id,
+            tls: None,
+            auth: None,
+            connect_timeout: timeout(),
+            max_payload: None,
+        })
+    };
+    let ktopic = unique("bench-kafka");
+    let kafka = |group: Option<String>| {
+        ChannelSpec::Kafka(KafkaChannel {
+            brokers: "127.0.0.1:9092".into(),
+            topic: ktopic.clone(),
+            key: None,
+            create: true,
+            partitions: Some(3),
+            group,
+            tls: None,
+            auth: None,
+            connect_timeout: timeout(),
+            max_payload: None,
+        })
+    };
+    vec![
+        ("nats", nats.clone(), nats, true),
+        ("jetstream", js(None), js(Some(unique("durable"))), true),
+        (
+            "redis_stream (group)",
+            redis_stream(None),
+            redis_stream(Some("bench")),
+            true,
+        ),
+        ("redis_pubsub", pubsub.clone(), pubsub, false),
+        ("amqp", amqp.clone(), amqp, true),
+        ("mqtt 5 (QoS 1)", mqtt(None), mqtt(Some(unique("bench"))), true),
+        ("kafka (group)", kafka(None), kafka(Some(unique("group"))), true),
+    ]
+}
+
+fn message(seq: usize) -> Outgoing {
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "correlationId": id, "seq": seq, "item": "widget", "note": "bench payload"
+    }))
+    .unwrap_or_default();
+    Outgoing {
+        body: Bytes::from(body),
+        content_type: "application/json",
+        headers: vec![("x-correlation-id".into(), id.clone())],
+        correlation_id: id,
+        key: None,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    println!("| transport | detect p50 | detect p99 | ingest (msg/s, durable) |");
+    println!("| --- | --- | --- | --- |");
+    for (name, produce, listen, headers) in cases() {
+        if !only.is_empty() && !only.iter().any(|o| name.starts_with(o.as_str())) {
+            continue;
+        }
+        let dir = tempfile::tempdir()?;
+        let store = roundtrip::store::open(&format!(
+            "sqlite:{}",
+            dir.path().join("bench.sqlite").display()
+        ))
+        .await?;
+        let run_id = uuid::Uuid::now_v7().to_string();
+        store
+            .create_run(&RunRecord {
+                run_id: run_id.clone(),
+                suite: "brokers bench".into(),
+                suite_path: "-".into(),
+                started_at: 0,
+                finished_at: None,
+                status: "running".into(),
+            })
+            .await?;
+        let rule = if headers {
+            CorrelationRule::default()
+        } else {
+            CorrelationRule {
+                header: None,
+                json: Some("$.correlationId".into()),
+                traceparent: None,
+            }
+        };
+        let sink = ObservationSink::new(
+            Arc::clone(&store),
+            run_id.clone(),
+            "out",
+            Arc::new(Correlator::new(&rule)?),
+            registry::max_payload(&listen),
+        );
+        let ctx = DriverContext {
+            base_dir: ".".into(),
+        };
+        let mut feed = store.subscribe();
+        let listener = registry::listener("out", &listen, &ctx)?.start(sink).await?;
+        let producer: Arc<dyn Producer> = registry::producer("in", &produce, &ctx)?.into();
+        producer.connect().await?;
+
+        let detect = time_to_detect(&producer, &mut feed).await?;
+        let rate = ingest(&producer, &mut feed, &store, &run_id).await?;
+        listener.stop().await;
+        println!(
+            "| {name} | {} | {} | {rate:.0} |",
+            format_ns(detect.p50_ns),
+            format_ns(detect.p99_ns)
+        );
+    }
+    Ok(())
+}
+
+async fn time_to_detect(
+    producer: &Arc<dyn Producer>,
+    feed: &mut tokio::sync::broadcast::Receiver<Arc<roundtrip::core::observation::Observation>>,
+) -> Result<LatencySummary, Box<dyn std::error::Error>> {
+    let mut samples = Vec::with_capacity(DETECT);
+    for seq in 0..DETECT {
+        let message = message(seq);
+        let id = message.correlation_id.clone();
+        let sent = Instant::now();
+        producer.send(message).await?;
+        loop {
+            let observation = tokio::time::timeout(Duration::from_secs(30), feed.recv()).await??;
+            if observation.correlation_id.as_deref() == Some(id.as_str()) {
+                break;
+            }
+        }
+        samples.push(u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+    LatencySummary::from_ns(&samples).ok_or_else(|| "no samples".into())
+}
+
+async fn ingest(
+    producer: &Arc<dyn Producer>,
+    feed: &mut tokio::sync::broadcast::Receiver<Arc<roundtrip::core::observation::Observation>>,
+    _store: &Arc<dyn Store>,
+    _run_id: &str,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let sending = {
+        let producer = Arc::clone(producer);
+        tokio::spawn(async move {
+            futures_util::stream::iter(0..INGEST)
+                .for_each_concurrent(256, |seq| {
+                    let producer = Arc::clone(&producer);
+                    async move {
+                        if let Err(e) = producer.send(message(seq)).await {
+                            eprintln!("send failed: {e}");
+                        }
+                    }
+                })
+                .await;
+        })
+    };
+    let mut seen = 0usize;
+    while seen < INGEST {
+        match tokio::time::timeout(Duration::from_secs(30), feed.recv()).await? {
+            Ok(_) => seen += 1,
+            Err(RecvError::Lagged(n)) => seen += usize::try_from(n).unwrap_or(usize::MAX),
+            Err(RecvError::Closed) => return Err("the feed closed".into()),
+        }
+    }
+    sending.await?;
+    Ok(INGEST as f64 / started.elapsed().as_secs_f64())
+}
