@@ -417,3 +417,41 @@ fn ctrl_c_stops_the_run_cleanly_and_the_store_keeps_it() {
     let runs = roundtrip(&["runs", "--store", &store]);
     assert!(stdout(&runs).contains("interrupted"), "{}", explain(&runs));
 }
+
+/// A broker suite on a build without that transport is a usage error naming the feature.
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn a_compiled_out_transport_is_a_usage_error_naming_the_feature() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "kafka.yaml",
+        "name: kafka\nchannels:\n  audit: { kafka: { topic: audit } }\nscenarios:\n  - name: s\n    send: []\n    expect: [ { on: audit, none_within: 10ms } ]\n",
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("needs the cargo feature `kafka`"),
+        "{}",
+        explain(&o)
+    );
+}
+
+/// An unreachable broker ends the run before anything is sent: exit 3, naming the
+/// endpoint and how to start the local servers.
+#[cfg(feature = "nats")]
+#[test]
+fn an_unreachable_broker_is_a_harness_error() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "nats.yaml",
+        "name: nats\nchannels:\n  out: { nats: { url: \"nats://127.0.0.1:1\", subject: s, connect_timeout: 2s } }\nscenarios:\n  - name: s\n    send: []\n    expect: [ { on: out, none_within: 10ms } ]\n",
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("NATS at nats://127.0.0.1:1")
+            && stderr(&o).contains("scripts/services.sh start"),
+        "{}",
+        explain(&o)
+    );
+}

@@ -157,6 +157,7 @@ bad_fixtures!(
     bad_schema,
     bad_templates,
     body_conflict,
+    broker_rules,
     correlate_conflict,
     correlate_json_not_plain,
     correlate_traceparent_false,

@@ -1,8 +1,8 @@
 //! Errors that end a run before it can judge the SUT, and how they map to exit codes.
 
 use crate::store::StoreError;
-use crate::transport::{ListenError, ProduceError};
 use crate::transport::registry::PlanError;
+use crate::transport::{ListenError, ProduceError};
 
 /// Why a run could not be carried out. A failed expectation is not an error: it is a
 /// verdict in the run summary.

@@ -75,18 +75,30 @@ pub struct Cli {
     pub audit_kafka: Option<String>,
 
     /// The NATS server of `--emit-nats`.
-    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222",
-          help_heading = "Broker outputs")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "nats://127.0.0.1:4222",
+        help_heading = "Broker outputs"
+    )]
     pub nats_url: String,
 
     /// The AMQP broker of `--dead-letter-amqp`.
-    #[arg(long, value_name = "URL", default_value = "amqp://127.0.0.1:5672/%2f",
-          help_heading = "Broker outputs")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "amqp://127.0.0.1:5672/%2f",
+        help_heading = "Broker outputs"
+    )]
     pub amqp_url: String,
 
     /// The bootstrap servers of `--audit-kafka`.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092",
-          help_heading = "Broker outputs")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9092",
+        help_heading = "Broker outputs"
+    )]
     pub kafka_brokers: String,
 
     /// Fields whose string values are never uppercased, at any depth (the top-level `id`

@@ -310,10 +310,13 @@ impl Emitter {
                     },
                 })?
                 .into();
-            producer.connect().await.map_err(|source| EmitError::Broker {
-                output: label.clone(),
-                source,
-            })?;
+            producer
+                .connect()
+                .await
+                .map_err(|source| EmitError::Broker {
+                    output: label.clone(),
+                    source,
+                })?;
             brokers.push((target, producer));
         }
         self.brokers = brokers;
@@ -358,10 +361,7 @@ impl Emitter {
             key: Some(correlation_id),
         };
         if let Err(e) = producer.send(message).await {
-            eprintln!(
-                "pipeline: failed to audit event {id}: {}",
-                error_chain(&e)
-            );
+            eprintln!("pipeline: failed to audit event {id}: {}", error_chain(&e));
         }
     }
 

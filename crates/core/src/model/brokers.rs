@@ -3,8 +3,9 @@
 //! Every broker channel has a `url` (or `brokers` for Kafka), optional `tls` and `auth`
 //! blocks and a `connect_timeout`. Secrets are never written in a suite file: `auth`
 //! names the environment variables that hold them, and reports show only the names.
-//! Subject, topic, stream, queue and key options are templates rendered once per run
-//! (`{{ run_id }}` isolates concurrent runs on a shared broker).
+//! Subject, topic, stream, queue, group and routing-key options are templates rendered
+//! once per run (`{{ run_id }}` isolates concurrent runs on a shared broker); a Kafka
+//! record `key` is rendered per event.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -185,7 +186,8 @@ pub struct AmqpChannel {
     /// Listener: the binding key of the temporary queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_key: Option<String>,
-    /// Listener: consume from this existing (or declared durable) queue.
+    /// Listener: consume from this existing (or declared durable) queue. Producer without
+    /// `routing_key`, on the default exchange: the queue published to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// Listener: declare `queue` (durable) when it does not exist.

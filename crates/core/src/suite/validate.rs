@@ -222,7 +222,14 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
         }
         ChannelSpec::Nats(n) => {
             check_template(c, &opts.key("subject"), &n.subject);
-            check_connection(c, &opts, n.tls.as_ref(), n.auth.as_ref(), n.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                n.tls.as_ref(),
+                n.auth.as_ref(),
+                n.connect_timeout,
+                false,
+            );
             if n.buffer == Some(0) {
                 c.value(
                     &opts.key("buffer"),
@@ -240,20 +247,37 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
             if let Some(t) = j.ack_wait {
                 positive(c, &opts.key("ack_wait"), t);
             }
-            check_connection(c, &opts, j.tls.as_ref(), j.auth.as_ref(), j.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                j.tls.as_ref(),
+                j.auth.as_ref(),
+                j.connect_timeout,
+                false,
+            );
         }
         ChannelSpec::RedisStream(r) => {
             check_template(c, &opts.key("stream"), &r.stream);
             if let Some(g) = &r.group {
                 check_template(c, &opts.key("group"), g);
             }
-            check_connection(c, &opts, r.tls.as_ref(), r.auth.as_ref(), r.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                r.tls.as_ref(),
+                r.auth.as_ref(),
+                r.connect_timeout,
+                true,
+            );
         }
         ChannelSpec::RedisPubSub(r) => {
             exactly_one(
                 c,
                 &opts,
-                &[("channel", r.channel.is_some()), ("pattern", r.pattern.is_some())],
+                &[
+                    ("channel", r.channel.is_some()),
+                    ("pattern", r.pattern.is_some()),
+                ],
                 "a `redis_pubsub` channel needs `channel` or `pattern`",
                 "give `channel: NAME` (PUBLISH / SUBSCRIBE) or, for a listener, \
                  `pattern: GLOB` (PSUBSCRIBE)",
@@ -263,7 +287,14 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     check_template(c, &opts.key(key), v);
                 }
             }
-            check_connection(c, &opts, r.tls.as_ref(), r.auth.as_ref(), r.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                r.tls.as_ref(),
+                r.auth.as_ref(),
+                r.connect_timeout,
+                true,
+            );
         }
         ChannelSpec::Amqp(a) => {
             for (key, v) in [
@@ -282,7 +313,14 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     "leave it out for the default of 512 unacknowledged deliveries",
                 );
             }
-            check_connection(c, &opts, a.tls.as_ref(), a.auth.as_ref(), a.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                a.tls.as_ref(),
+                a.auth.as_ref(),
+                a.connect_timeout,
+                false,
+            );
         }
         ChannelSpec::Mqtt(m) => {
             check_template(c, &opts.key("topic"), &m.topic);
@@ -293,7 +331,14 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     "use 1 (at least once) unless the SUT publishes with 0 or 2",
                 );
             }
-            check_connection(c, &opts, m.tls.as_ref(), m.auth.as_ref(), m.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                m.tls.as_ref(),
+                m.auth.as_ref(),
+                m.connect_timeout,
+                false,
+            );
         }
         ChannelSpec::Kafka(k) => {
             check_template(c, &opts.key("topic"), &k.topic);
@@ -309,18 +354,27 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     "write the bootstrap servers, e.g. `127.0.0.1:9092`",
                 );
             }
-            check_connection(c, &opts, k.tls.as_ref(), k.auth.as_ref(), k.connect_timeout);
+            check_connection(
+                c,
+                &opts,
+                k.tls.as_ref(),
+                k.auth.as_ref(),
+                k.connect_timeout,
+                false,
+            );
         }
     }
 }
 
-/// The connection options every broker channel shares.
+/// The connection options every broker channel shares. `password_alone`: the transport
+/// accepts a password without a user name (Redis `AUTH password`).
 fn check_connection(
     c: &mut Checker<'_>,
     opts: &YamlPath,
     tls: Option<&TlsOptions>,
     auth: Option<&AuthOptions>,
     connect_timeout: Option<DurationSpec>,
+    password_alone: bool,
 ) {
     if let Some(t) = connect_timeout {
         positive(c, &opts.key("connect_timeout"), t);
@@ -357,7 +411,7 @@ fn check_connection(
                 );
             }
         }
-        if auth.password_env.is_some() && auth.username_env.is_none() {
+        if auth.password_env.is_some() && auth.username_env.is_none() && !password_alone {
             c.key(
                 &at.key("password_env"),
                 "`auth.password_env` is given without `auth.username_env`",
@@ -368,7 +422,13 @@ fn check_connection(
 }
 
 /// A transport without headers can only carry the correlation id in the payload.
-fn check_headerless(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, name: &str, spec: &ChannelSpec) {
+fn check_headerless(
+    c: &mut Checker<'_>,
+    suite: &Suite,
+    at: &YamlPath,
+    name: &str,
+    spec: &ChannelSpec,
+) {
     if spec.capabilities().headers
         || matches!(spec, ChannelSpec::Dir(_))
         || suite.correlate.json.is_some()

@@ -77,8 +77,12 @@ impl AmqpConn {
         };
         match tokio::time::timeout(self.timeout, connecting).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(format!("connect to AMQP broker at {}: {e}", self.endpoint)),
-            Err(_) => Err(conn::timed_out("AMQP broker at", &self.endpoint, self.timeout)),
+            Ok(Err(e)) => Err(conn::connect_failed("AMQP broker", &self.endpoint, e)),
+            Err(_) => Err(conn::timed_out(
+                "AMQP broker at",
+                &self.endpoint,
+                self.timeout,
+            )),
         }
     }
 }
@@ -264,10 +268,7 @@ impl Producer for AmqpProducer {
                 name,
                 format!(
                     "unroutable: exchange `{}` has no queue bound for routing key `{}` ({} {})",
-                    self.exchange,
-                    self.routing_key,
-                    returned.reply_code,
-                    returned.reply_text
+                    self.exchange, self.routing_key, returned.reply_code, returned.reply_text
                 ),
             )),
             Confirmation::Nack(_) => Err(conn::rejected(name, "the broker nacked the message")),
@@ -374,9 +375,7 @@ impl Listener for AmqpListener {
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(|e| {
-                        fail(&format!("bind to exchange `{exchange}` with `{key}`"), e)
-                    })?;
+                    .map_err(|e| fail(&format!("bind to exchange `{exchange}` with `{key}`"), e))?;
                 queue
             }
             (None, None) => unreachable!("checked when planned"),
@@ -406,15 +405,13 @@ impl Listener for AmqpListener {
                             Err(e) => {
                                 sink.gap(format!(
                                     "consumer error at {}: {e}",
-                                    crate::clock::wall_now()
+                                    crate::clock::format_wall(crate::clock::wall_now())
                                 ));
                                 return;
                             }
                         };
-                        let mut received = Received::new(
-                            delivery.data.clone(),
-                            headers_of(&delivery.properties),
-                        );
+                        let mut received =
+                            Received::new(delivery.data.clone(), headers_of(&delivery.properties));
                         received.key = Some(delivery.routing_key.as_str().to_owned());
                         received.message_id = delivery
                             .properties
@@ -430,10 +427,20 @@ impl Listener for AmqpListener {
                     }
                 })
                 .await;
-            let _ = channel.close(200, "roundtrip listener stopped".into()).await;
-            let _ = connection.close(200, "roundtrip listener stopped".into()).await;
+            let _ = channel
+                .close(200, "roundtrip listener stopped".into())
+                .await;
+            let _ = connection
+                .close(200, "roundtrip listener stopped".into())
+                .await;
         });
-        Ok(RunningListener::new(endpoint, "at-least-once", false, stop, task))
+        Ok(RunningListener::new(
+            endpoint,
+            "at-least-once",
+            false,
+            stop,
+            task,
+        ))
     }
 }
 

@@ -49,13 +49,15 @@ impl Credentials {
         };
         let read = |key: &str, var: &Option<String>| -> Result<Option<String>, PlanError> {
             let Some(var) = var else { return Ok(None) };
-            std::env::var(var).map(Some).map_err(|_| PlanError::Invalid {
-                channel: channel.to_owned(),
-                message: format!(
-                    "`auth.{key}` names the environment variable `{var}`, which is not set \
+            std::env::var(var)
+                .map(Some)
+                .map_err(|_| PlanError::Invalid {
+                    channel: channel.to_owned(),
+                    message: format!(
+                        "`auth.{key}` names the environment variable `{var}`, which is not set \
                      (or not UTF-8); export it before running"
-                ),
-            })
+                    ),
+                })
         };
         Ok(Credentials {
             username: read("username_env", &auth.username_env)?,
@@ -154,12 +156,18 @@ pub fn rejected(channel: &str, message: impl Into<String>) -> ProduceError {
     }
 }
 
+/// The hint every connection failure ends with.
+pub const SERVICES_HINT: &str =
+    "is the server running? (`scripts/services.sh start` starts the local ones)";
+
+/// A message for "could not connect": what, where, why, and the hint.
+pub fn connect_failed(what: &str, endpoint: &str, why: impl std::fmt::Display) -> String {
+    format!("connect to {what} at {endpoint}: {why}; {SERVICES_HINT}")
+}
+
 /// A message for "could not connect within the timeout".
 pub fn timed_out(what: &str, endpoint: &str, after: Duration) -> String {
-    format!(
-        "{what} {endpoint} did not answer within {after:?}; is the server running? \
-         (`scripts/services.sh start` starts the local ones)"
-    )
+    format!("{what} {endpoint} did not answer within {after:?}; {SERVICES_HINT}")
 }
 
 /// Exponential reconnect backoff: 100 ms doubling to 5 s, with ±25 % jitter.
@@ -197,7 +205,10 @@ pub fn headers_with_content_type(
     content_type: &str,
 ) -> Vec<(String, String)> {
     let mut all = headers.to_vec();
-    if !all.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if !all
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         all.push(("content-type".to_owned(), content_type.to_owned()));
     }
     all
@@ -241,7 +252,10 @@ mod tests {
             token: None,
         };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("<set>"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<set>"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ struct KafkaConn {
 }
 
 impl KafkaConn {
-    fn new(channel: &str, spec: &KafkaChannel, ctx: &DriverContext) -> Result<KafkaConn, PlanError> {
+    fn new(
+        channel: &str,
+        spec: &KafkaChannel,
+        ctx: &DriverContext,
+    ) -> Result<KafkaConn, PlanError> {
         let credentials = Credentials::from_env(channel, spec.auth.as_ref())?;
         let tls = TlsFiles::resolve(channel, spec.tls.as_ref(), ctx)?;
         let mut config = vec![("bootstrap.servers".to_owned(), spec.brokers.clone())];
@@ -67,7 +71,10 @@ impl KafkaConn {
                 config.push(("ssl.ca.location".into(), ca.display().to_string()));
             }
             if let Some((cert, key)) = tls.client {
-                config.push(("ssl.certificate.location".into(), cert.display().to_string()));
+                config.push((
+                    "ssl.certificate.location".into(),
+                    cert.display().to_string(),
+                ));
                 config.push(("ssl.key.location".into(), key.display().to_string()));
             }
         }
@@ -85,9 +92,9 @@ impl KafkaConn {
             topic: spec.topic.clone(),
             config,
             timeout: conn::timeout(spec.connect_timeout),
-            create: spec.create.then(|| {
-                i32::try_from(spec.partitions.unwrap_or(1).max(1)).unwrap_or(i32::MAX)
-            }),
+            create: spec
+                .create
+                .then(|| i32::try_from(spec.partitions.unwrap_or(1).max(1)).unwrap_or(i32::MAX)),
         })
     }
 
@@ -105,15 +112,19 @@ impl KafkaConn {
             .map_err(|e| format!("create an admin client: {e}"))?;
         let topic = NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1));
         let options = AdminOptions::new().operation_timeout(Some(self.timeout));
-        let results = tokio::time::timeout(self.timeout * 2, admin.create_topics(&[topic], &options))
-            .await
-            .map_err(|_| conn::timed_out("Kafka at", &self.brokers, self.timeout))?
-            .map_err(|e| format!("create topic `{}` on {}: {e}", self.topic, self.brokers))?;
+        let results =
+            tokio::time::timeout(self.timeout * 2, admin.create_topics(&[topic], &options))
+                .await
+                .map_err(|_| conn::timed_out("Kafka at", &self.brokers, self.timeout))?
+                .map_err(|e| format!("create topic `{}` on {}: {e}", self.topic, self.brokers))?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, e)) => {
-                    return Err(format!("create topic `{}` on {}: {e}", self.topic, self.brokers));
+                    return Err(format!(
+                        "create topic `{}` on {}: {e}",
+                        self.topic, self.brokers
+                    ));
                 }
             }
         }
@@ -143,10 +154,12 @@ impl KafkaConn {
         let timeout = self.timeout;
         let result = tokio::task::spawn_blocking(move || {
             client.fetch_metadata(Some(&topic), timeout).map(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == topic)
-                    .map(|t| (t.error(), t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()))
+                m.topics().iter().find(|t| t.name() == topic).map(|t| {
+                    (
+                        t.error(),
+                        t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>(),
+                    )
+                })
             })
         })
         .await
@@ -218,9 +231,8 @@ impl KafkaProducer {
                         "message.timeout.ms",
                         self.conn.timeout.as_millis().to_string().as_str(),
                     );
-                let producer: FutureProducer = config
-                    .create()
-                    .map_err(|e| conn::unreachable(channel, e))?;
+                let producer: FutureProducer =
+                    config.create().map_err(|e| conn::unreachable(channel, e))?;
                 self.conn
                     .ensure_topic()
                     .await
@@ -337,7 +349,7 @@ impl ConsumerContext for GroupContext {
                 "{} partitions revoked at {} by a group rebalance; they resume from the \
                  last committed offset",
                 tpl.count(),
-                crate::clock::wall_now()
+                crate::clock::format_wall(crate::clock::wall_now())
             )),
             Rebalance::Error(e) => self.sink.gap(format!("rebalance error: {e}")),
             _ => {}
@@ -373,9 +385,10 @@ impl Listener for KafkaListener {
         let fail = |m: String| conn::start_error(&channel, m, "kafka");
         let (assigned_tx, mut assigned) = watch::channel(false);
         let mut config = self.conn.client_config();
-        let group = self.group.clone().unwrap_or_else(|| {
-            format!("roundtrip-{}", uuid::Uuid::new_v4().simple())
-        });
+        let group = self
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("roundtrip-{}", uuid::Uuid::new_v4().simple()));
         config
             .set("group.id", &group)
             // Offsets are committed by the listener itself, only ever for recorded
@@ -386,7 +399,10 @@ impl Listener for KafkaListener {
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "10000")
             .set("session.timeout.ms", "6000")
-            .set("fetch.wait.max.ms", "10");
+            // A fetch waits at most 1 ms for data: the listener learns of a record about
+            // a millisecond after it is written, at the cost of idle fetch requests.
+            .set("fetch.wait.max.ms", "1")
+            .set("fetch.error.backoff.ms", "10");
         let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
             config
                 .create_with_context(GroupContext {
@@ -396,7 +412,11 @@ impl Listener for KafkaListener {
                 .map_err(|e| fail(format!("create the consumer: {e}")))?,
         );
         self.conn.ensure_topic().await.map_err(fail)?;
-        let partitions = self.conn.partitions(Arc::clone(&consumer)).await.map_err(fail)?;
+        let partitions = self
+            .conn
+            .partitions(Arc::clone(&consumer))
+            .await
+            .map_err(fail)?;
         let topic = self.conn.topic.clone();
         if self.group.is_some() {
             consumer
@@ -460,7 +480,7 @@ impl Listener for KafkaListener {
                         let message = match next {
                             Ok(m) => m.detach(),
                             Err(e) => {
-                                sink.gap(format!("consumer error at {}: {e}", crate::clock::wall_now()));
+                                sink.gap(format!("consumer error at {}: {e}", crate::clock::format_wall(crate::clock::wall_now())));
                                 continue;
                             }
                         };
@@ -494,7 +514,10 @@ impl Listener for KafkaListener {
                 .await;
             }
         });
-        if tokio::time::timeout(self.conn.timeout * 3, ready_rx).await.is_err() {
+        if tokio::time::timeout(self.conn.timeout * 3, ready_rx)
+            .await
+            .is_err()
+        {
             task.abort();
             return Err(fail(format!(
                 "consumer group `{group}` got no partitions of `{topic}` within {:?}",
@@ -504,8 +527,17 @@ impl Listener for KafkaListener {
         let endpoint = format!(
             "{} topic {topic}{}",
             self.conn.brokers,
-            self.group.as_ref().map(|g| format!(" group {g}")).unwrap_or_default()
+            self.group
+                .as_ref()
+                .map(|g| format!(" group {g}"))
+                .unwrap_or_default()
         );
-        Ok(RunningListener::new(endpoint, "at-least-once", false, stop, task))
+        Ok(RunningListener::new(
+            endpoint,
+            "at-least-once",
+            false,
+            stop,
+            task,
+        ))
     }
 }

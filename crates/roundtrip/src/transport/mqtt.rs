@@ -31,6 +31,11 @@ use super::{
 const IN_FLIGHT: usize = 256;
 /// How long a persistent listener session outlives its connection on the broker (MQTT 5).
 const SESSION_EXPIRY_S: u32 = 3600;
+/// Mosquitto's server-wide count of messages it dropped because a subscriber's queue was
+/// full. The listener watches it (where the broker publishes it) and reports increases as
+/// gaps: the broker acknowledged those messages to their publisher, and nobody else can
+/// tell that they never reached a subscriber.
+const DROPPED_TOPIC: &str = "$SYS/broker/publish/messages/dropped";
 
 /// PEM files read at plan time.
 #[derive(Clone)]
@@ -141,7 +146,10 @@ impl MqttConn {
     /// turns on manual acks.
     fn open(&self, persistent: bool) -> (Client, EventLoop) {
         let id = self.client_id.clone().unwrap_or_else(|| {
-            format!("roundtrip-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+            format!(
+                "roundtrip-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            )
         });
         let c = &self.credentials;
         match self.version {
@@ -221,7 +229,9 @@ enum AckHandle {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 enum Ev {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     Subscribed(Result<(), String>),
     Message(Message),
     /// A publish left the client (its packet id; 0 for QoS 0).
@@ -247,7 +257,10 @@ impl EventLoop {
                         {
                             Ok(())
                         } else {
-                            Err(format!("the broker refused the subscription: {:?}", s.return_codes))
+                            Err(format!(
+                                "the broker refused the subscription: {:?}",
+                                s.return_codes
+                            ))
                         },
                     ),
                     Event::Incoming(Packet::Publish(p)) => {
@@ -264,8 +277,8 @@ impl EventLoop {
                 })
             }
             EventLoop::V5(l) => {
-                use rumqttc::v5::Event;
                 use p5::{Packet, SubscribeReasonCode};
+                use rumqttc::v5::Event;
                 Ok(match l.poll().await.map_err(|e| e.to_string())? {
                     Event::Incoming(Packet::ConnAck(a)) => Ev::Connected {
                         session_present: a.session_present,
@@ -277,7 +290,10 @@ impl EventLoop {
                         {
                             Ok(())
                         } else {
-                            Err(format!("the broker refused the subscription: {:?}", s.return_codes))
+                            Err(format!(
+                                "the broker refused the subscription: {:?}",
+                                s.return_codes
+                            ))
                         },
                     ),
                     Event::Incoming(Packet::Publish(p)) => {
@@ -327,8 +343,14 @@ impl Client {
 
     async fn subscribe(&self, topic: &str, qos: u8) -> Result<(), String> {
         match self {
-            Client::V3(c) => c.subscribe(topic, qos3(qos)).await.map_err(|e| e.to_string()),
-            Client::V5(c) => c.subscribe(topic, qos5(qos)).await.map_err(|e| e.to_string()),
+            Client::V3(c) => c
+                .subscribe(topic, qos3(qos))
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .subscribe(topic, qos5(qos))
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -375,7 +397,11 @@ struct Pending {
 
 impl Pending {
     fn fail_all(&mut self, why: &str) {
-        for w in self.queued.drain(..).chain(self.sent.drain().map(|(_, w)| w)) {
+        for w in self
+            .queued
+            .drain(..)
+            .chain(self.sent.drain().map(|(_, w)| w))
+        {
             let _ = w.send(Err(why.to_owned()));
         }
     }
@@ -438,24 +464,32 @@ impl MqttProducer {
                     Ok(Ok(other)) => {
                         return Err(conn::unreachable(
                             channel,
-                            format!("expected a CONNACK from {}, got {other:?}", self.conn.endpoint),
+                            format!(
+                                "expected a CONNACK from {}, got {other:?}",
+                                self.conn.endpoint
+                            ),
                         ));
                     }
                     Ok(Err(e)) => {
                         return Err(conn::unreachable(
                             channel,
-                            format!("connect to MQTT broker at {}: {e}", self.conn.endpoint),
+                            conn::connect_failed("MQTT broker", &self.conn.endpoint, e),
                         ));
                     }
                     Err(_) => {
                         return Err(conn::unreachable(
                             channel,
-                            conn::timed_out("MQTT broker at", &self.conn.endpoint, self.conn.timeout),
+                            conn::timed_out(
+                                "MQTT broker at",
+                                &self.conn.endpoint,
+                                self.conn.timeout,
+                            ),
                         ));
                     }
                 }
                 let pending = Arc::new(Mutex::new(Pending::default()));
-                let driver = tokio::spawn(drive_producer(events, Arc::clone(&pending), self.conn.qos));
+                let driver =
+                    tokio::spawn(drive_producer(events, Arc::clone(&pending), self.conn.qos));
                 Ok(Connected {
                     client,
                     pending,
@@ -489,7 +523,10 @@ async fn drive_producer(mut events: EventLoop, pending: Arc<Mutex<Pending>>, qos
             Ok(Ev::Connected { .. }) => backoff.reset(),
             Ok(_) => {}
             Err(e) => {
-                pending.lock().await.fail_all(&format!("the connection failed: {e}"));
+                pending
+                    .lock()
+                    .await
+                    .fail_all(&format!("the connection failed: {e}"));
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
@@ -510,7 +547,11 @@ impl Producer for MqttProducer {
             // Queue the waiter and the publish under one lock, so both keep one order.
             let mut pending = connected.pending.lock().await;
             pending.queued.push_back(tx);
-            if let Err(e) = connected.client.publish(&self.topic, self.conn.qos, &message).await {
+            if let Err(e) = connected
+                .client
+                .publish(&self.topic, self.conn.qos, &message)
+                .await
+            {
                 pending.queued.pop_back();
                 return Err(conn::unreachable(channel, e));
             }
@@ -555,6 +596,7 @@ impl MqttListener {
 impl Listener for MqttListener {
     async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
         let channel = self.conn.channel.clone();
+        let self_timeout = self.conn.timeout;
         let persistent = self.conn.qos > 0;
         let (client, events) = self.conn.open(persistent);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -572,8 +614,8 @@ impl Listener for MqttListener {
             stopped,
             recorder,
         ));
-        let timeout = conn::DEFAULT_CONNECT_TIMEOUT.max(Duration::from_secs(1));
-        match tokio::time::timeout(timeout * 2, ready_rx).await {
+        // Connecting, then the SUBACK: each may take the connect timeout.
+        match tokio::time::timeout(self_timeout * 2, ready_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(message))) => {
                 task.abort();
@@ -590,7 +632,11 @@ impl Listener for MqttListener {
         }
         Ok(RunningListener::new(
             endpoint,
-            if persistent { "at-least-once" } else { "at-most-once" },
+            if persistent {
+                "at-least-once"
+            } else {
+                "at-most-once"
+            },
             false,
             stop,
             task,
@@ -629,6 +675,36 @@ fn tokio_stream_of<T: Send + 'static>(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Follows the broker's dropped-messages counter; the first value is the baseline.
+#[derive(Debug, Default)]
+struct DroppedCounter {
+    last: Option<u64>,
+}
+
+impl DroppedCounter {
+    fn observe(&mut self, payload: &[u8], sink: &ObservationSink) {
+        let Some(now) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        if let Some(before) = self.last
+            && now > before
+        {
+            sink.gap(format!(
+                "the broker dropped {} messages by {} (server-wide `{DROPPED_TOPIC}`): a \
+                 subscriber fell behind the broker's queue limit (Mosquitto: \
+                 max_queued_messages, default 1,000); messages for this listener may be \
+                 among them",
+                now - before,
+                crate::clock::format_wall(crate::clock::wall_now())
+            ));
+        }
+        self.last = Some(now);
+    }
+}
+
 /// Polls the listener's event loop: readiness, messages, reconnects (as gaps), stop.
 #[allow(clippy::too_many_arguments)]
 async fn drive_listener(
@@ -644,6 +720,7 @@ async fn drive_listener(
     let conn = &listener.conn;
     let mut backoff = Backoff::default();
     let mut down: Option<(Instant, String, String)> = None;
+    let mut dropped = DroppedCounter::default();
     loop {
         let event = tokio::select! {
             e = events.poll() => e,
@@ -669,6 +746,8 @@ async fn drive_listener(
                     }
                     return;
                 }
+                // Best effort: brokers without `$SYS` refuse or ignore it.
+                let _ = client.subscribe(DROPPED_TOPIC, 0).await;
             }
             Ok(Ev::Subscribed(result)) => {
                 if let Some(r) = ready.take() {
@@ -679,6 +758,9 @@ async fn drive_listener(
                     }
                 }
             }
+            Ok(Ev::Message(m)) if m.received.key.as_deref() == Some(DROPPED_TOPIC) => {
+                dropped.observe(&m.received.body, &sink);
+            }
             Ok(Ev::Message(m)) => {
                 if messages.send(m).await.is_err() {
                     break;
@@ -687,14 +769,15 @@ async fn drive_listener(
             Ok(_) => {}
             Err(e) => {
                 if let Some(r) = ready.take() {
-                    let _ = r.send(Err(format!(
-                        "connect to MQTT broker at {}: {e}",
-                        conn.endpoint
-                    )));
+                    let _ = r.send(Err(conn::connect_failed("MQTT broker", &conn.endpoint, e)));
                     return;
                 }
                 if down.is_none() {
-                    down = Some((Instant::now(), crate::clock::wall_now().to_string(), e));
+                    down = Some((
+                        Instant::now(),
+                        crate::clock::format_wall(crate::clock::wall_now()),
+                        e,
+                    ));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}

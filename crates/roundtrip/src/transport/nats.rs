@@ -100,7 +100,7 @@ impl NatsConn {
         let endpoint = self.endpoint();
         match tokio::time::timeout(self.timeout, options.connect(self.url.as_str())).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(format!("connect to NATS at {endpoint}: {e}")),
+            Ok(Err(e)) => Err(conn::connect_failed("NATS", &endpoint, e)),
             Err(_) => Err(conn::timed_out("NATS at", &endpoint, self.timeout)),
         }
     }
@@ -116,7 +116,10 @@ fn record_event(
     let Ok(mut down) = down.lock() else { return };
     match event {
         Event::Disconnected => {
-            *down = Some((Instant::now(), crate::clock::wall_now().to_string()));
+            *down = Some((
+                Instant::now(),
+                crate::clock::format_wall(crate::clock::wall_now()),
+            ));
         }
         Event::Connected => {
             if let Some((since, at)) = down.take() {
@@ -130,10 +133,39 @@ fn record_event(
         Event::SlowConsumer(_) => sink.gap(format!(
             "slow consumer at {}: the client's subscription buffer was full and dropped \
              messages; raise the channel's `buffer`",
-            crate::clock::wall_now()
+            crate::clock::format_wall(crate::clock::wall_now())
         )),
         Event::Closed => sink.gap("the connection was closed by the client or server"),
         _ => {}
+    }
+}
+
+/// Proves the server has processed every SUB sent so far: it handles one connection's
+/// protocol messages in order, so once a probe published after them comes back on a
+/// probe subscription made after them, they are in effect.
+async fn confirm_subscribed(client: &Client, timeout: Duration) -> Result<(), String> {
+    let subject = format!("_ROUNDTRIP.probe.{}", uuid::Uuid::new_v4().simple());
+    let mut probe = client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| format!("subscribe the readiness probe: {e}"))?;
+    client
+        .publish(subject, bytes::Bytes::new())
+        .await
+        .map_err(|e| format!("publish the readiness probe: {e}"))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("flush the readiness probe: {e}"))?;
+    match tokio::time::timeout(timeout, probe.next()).await {
+        Ok(Some(_)) => {
+            let _ = probe.unsubscribe().await;
+            Ok(())
+        }
+        Ok(None) => Err("the connection closed before the subscription was confirmed".into()),
+        Err(_) => Err(format!(
+            "the server did not confirm the subscription within {timeout:?}"
+        )),
     }
 }
 
@@ -256,9 +288,9 @@ impl NatsListener {
             )?,
             subject: spec.subject.clone(),
             queue_group: spec.queue_group.clone(),
-            buffer: spec
-                .buffer
-                .map_or(DEFAULT_BUFFER, |b| usize::try_from(b).unwrap_or(DEFAULT_BUFFER)),
+            buffer: spec.buffer.map_or(DEFAULT_BUFFER, |b| {
+                usize::try_from(b).unwrap_or(DEFAULT_BUFFER)
+            }),
         })
     }
 }
@@ -283,11 +315,9 @@ impl Listener for NatsListener {
         let mut subscriber = subscribed.map_err(|e| {
             conn::start_error(&channel, format!("subscribe to `{}`", self.subject), e)
         })?;
-        // The SUB has reached the server once a flush round trip completes: from here on
-        // every publish on the subject is delivered to us.
-        client.flush().await.map_err(|e| {
-            conn::start_error(&channel, "confirm the subscription with the server", e)
-        })?;
+        confirm_subscribed(&client, self.conn.timeout)
+            .await
+            .map_err(|m| conn::start_error(&channel, m, "confirm the subscription"))?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let messages = futures_util::stream::poll_fn(|cx| subscriber.poll_next_unpin(cx))
@@ -399,11 +429,21 @@ impl Producer for JetStreamProducer {
             .payload(message.body)
             .headers(header_map(&message.headers, message.content_type))
             .message_id(&message.correlation_id);
-        let ack = js
+        let pending = js
             .send_publish(self.subject.clone(), publish)
             .await
-            .map_err(|e| conn::unreachable(channel, e))?
+            .map_err(|e| conn::unreachable(channel, e))?;
+        let ack = tokio::time::timeout(self.conn.timeout, pending)
             .await
+            .map_err(|_| {
+                conn::rejected(
+                    channel,
+                    format!(
+                        "JetStream did not acknowledge the publish to `{}` within {:?}",
+                        self.subject, self.conn.timeout
+                    ),
+                )
+            })?
             .map_err(|e| {
                 conn::rejected(
                     channel,
@@ -520,7 +560,7 @@ impl Listener for JetStreamListener {
                             Err(e) => {
                                 sink.gap(format!(
                                     "consumer error at {}: {e}",
-                                    crate::clock::wall_now()
+                                    crate::clock::format_wall(crate::clock::wall_now())
                                 ));
                                 return;
                             }

@@ -14,7 +14,9 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
-use roundtrip_core::model::{AuthOptions, DurationSpec, RedisPubSubChannel, RedisStreamChannel, TlsOptions};
+use roundtrip_core::model::{
+    AuthOptions, DurationSpec, RedisPubSubChannel, RedisStreamChannel, TlsOptions,
+};
 use tokio::sync::{OnceCell, oneshot};
 
 use super::conn::{self, Backoff, Credentials, TlsFiles};
@@ -82,18 +84,22 @@ impl RedisConn {
     }
 
     /// A multiplexed connection; `response_timeout` bounds each command.
-    async fn connect(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, String> {
+    async fn connect(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection, String> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(response_timeout);
         match tokio::time::timeout(
             self.timeout,
-            self.client.get_multiplexed_async_connection_with_config(&config),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
         )
         .await
         {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(format!("connect to Redis at {}: {e}", self.endpoint)),
+            Ok(Err(e)) => Err(conn::connect_failed("Redis", &self.endpoint, e)),
             Err(_) => Err(conn::timed_out("Redis at", &self.endpoint, self.timeout)),
         }
     }
@@ -103,9 +109,8 @@ fn build_tls(
     info: redis::ConnectionInfo,
     files: &TlsFiles,
 ) -> Result<redis::RedisResult<Client>, String> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("read `{}`: {e}", p.display()))
-    };
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("read `{}`: {e}", p.display()));
     let root_cert = files.ca.as_deref().map(read).transpose()?;
     let client_tls = match &files.client {
         Some((cert, key)) => Some(redis::ClientTlsConfig {
@@ -165,14 +170,22 @@ async fn shared_connection<'c>(
 #[async_trait]
 impl Producer for StreamProducer {
     async fn connect(&self) -> Result<(), ProduceError> {
-        shared_connection(&self.connection, &self.conn).await.map(drop)
+        shared_connection(&self.connection, &self.conn)
+            .await
+            .map(drop)
     }
 
     async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
-        let mut connection = shared_connection(&self.connection, &self.conn).await?.clone();
+        let mut connection = shared_connection(&self.connection, &self.conn)
+            .await?
+            .clone();
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.stream).arg("*").arg(BODY_FIELD).arg(message.body.as_ref());
-        for (name, value) in conn::headers_with_content_type(&message.headers, message.content_type) {
+        cmd.arg(&self.stream)
+            .arg("*")
+            .arg(BODY_FIELD)
+            .arg(message.body.as_ref());
+        for (name, value) in conn::headers_with_content_type(&message.headers, message.content_type)
+        {
             if name != BODY_FIELD {
                 cmd.arg(name).arg(value);
             }
@@ -212,7 +225,10 @@ impl StreamListener {
             )?,
             stream: spec.stream.clone(),
             group: spec.group.clone(),
-            consumer: spec.consumer.clone().unwrap_or_else(|| "roundtrip".to_owned()),
+            consumer: spec
+                .consumer
+                .clone()
+                .unwrap_or_else(|| "roundtrip".to_owned()),
         })
     }
 }
@@ -223,7 +239,11 @@ enum Cursor {
     /// Plain XREAD after this id.
     After(String),
     /// XREADGROUP; `pending` while re-reading this consumer's unacknowledged entries.
-    Group { group: String, consumer: String, pending: bool },
+    Group {
+        group: String,
+        consumer: String,
+        pending: bool,
+    },
 }
 
 #[async_trait]
@@ -274,7 +294,10 @@ impl Listener for StreamListener {
                     .query_async(&mut connection)
                     .await
                     .map_err(|e| conn::start_error(&channel, "read the stream's last id", e))?;
-                Cursor::After(last.first().map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone()))
+                Cursor::After(
+                    last.first()
+                        .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone()),
+                )
             }
         };
         let delivery = if self.group.is_some() {
@@ -312,7 +335,11 @@ async fn read_stream(
                 pending,
             } => {
                 let mut c = redis::cmd("XREADGROUP");
-                c.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(BATCH);
+                c.arg("GROUP")
+                    .arg(group)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(BATCH);
                 if !pending {
                     c.arg("BLOCK").arg(BLOCK_MS);
                 }
@@ -340,12 +367,17 @@ async fn read_stream(
                     ));
                 }
                 backoff.reset();
-                reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+                reply
+                    .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
                     .unwrap_or_default()
             }
             Err(e) => {
                 if down.is_none() {
-                    down = Some((Instant::now(), crate::clock::wall_now().to_string(), e.to_string()));
+                    down = Some((
+                        Instant::now(),
+                        crate::clock::format_wall(crate::clock::wall_now()),
+                        e.to_string(),
+                    ));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -378,7 +410,11 @@ async fn read_stream(
                 sink.record(received).await.ok().map(|_| entry.id)
             }
         });
-        for id in futures_util::future::join_all(records).await.into_iter().flatten() {
+        for id in futures_util::future::join_all(records)
+            .await
+            .into_iter()
+            .flatten()
+        {
             recorded.push(id);
         }
         match &mut cursor {
@@ -431,10 +467,7 @@ fn entry_to_received(map: &std::collections::HashMap<String, Value>) -> Received
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(text(v))))
                 .collect();
             let headers = map.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-            Received::new(
-                serde_json::to_vec(&object).unwrap_or_default(),
-                headers,
-            )
+            Received::new(serde_json::to_vec(&object).unwrap_or_default(), headers)
         }
     }
 }
@@ -480,11 +513,15 @@ impl PubSubProducer {
 #[async_trait]
 impl Producer for PubSubProducer {
     async fn connect(&self) -> Result<(), ProduceError> {
-        shared_connection(&self.connection, &self.conn).await.map(drop)
+        shared_connection(&self.connection, &self.conn)
+            .await
+            .map(drop)
     }
 
     async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
-        let mut connection = shared_connection(&self.connection, &self.conn).await?.clone();
+        let mut connection = shared_connection(&self.connection, &self.conn)
+            .await?
+            .clone();
         let receivers: i64 = redis::cmd("PUBLISH")
             .arg(&self.channel_name)
             .arg(message.body.as_ref())
@@ -535,7 +572,7 @@ impl PubSubListener {
                 .client
                 .get_async_pubsub()
                 .await
-                .map_err(|e| format!("connect to Redis at {endpoint}: {e}"))?;
+                .map_err(|e| conn::connect_failed("Redis", endpoint, e))?;
             match (&self.channel_name, &self.pattern) {
                 (_, Some(p)) => pubsub.psubscribe(p).await,
                 (Some(c), None) => pubsub.subscribe(c).await,
@@ -577,7 +614,8 @@ impl Listener for PubSubListener {
                     .for_each_concurrent(512, |msg| {
                         let sink = sink.clone();
                         async move {
-                            let mut received = Received::new(msg.get_payload_bytes().to_vec(), Vec::new());
+                            let mut received =
+                                Received::new(msg.get_payload_bytes().to_vec(), Vec::new());
                             received.key = Some(msg.get_channel_name().to_owned());
                             let _ = sink.record(received).await;
                         }
@@ -588,7 +626,7 @@ impl Listener for PubSubListener {
                 }
                 // The connection dropped: resubscribe, and say how long nothing was heard.
                 let since = Instant::now();
-                let at = crate::clock::wall_now();
+                let at = crate::clock::format_wall(crate::clock::wall_now());
                 pubsub = loop {
                     tokio::select! {
                         () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -606,6 +644,12 @@ impl Listener for PubSubListener {
                 ));
             }
         });
-        Ok(RunningListener::new(endpoint, "at-most-once", false, stop, task))
+        Ok(RunningListener::new(
+            endpoint,
+            "at-most-once",
+            false,
+            stop,
+            task,
+        ))
     }
 }

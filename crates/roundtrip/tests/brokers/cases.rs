@@ -14,7 +14,10 @@ const MQTT_RESTART: u64 = 800;
 
 /// A name unique to one test.
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    )
 }
 
 /// Generates the conformance tests for one driver.
@@ -125,7 +128,12 @@ async fn jetstream_case() -> Case {
     let subject = format!("conf.js.{name}");
     Case {
         producer: jetstream(&name, &subject, None, "nats://127.0.0.1:4222"),
-        listener: jetstream(&name, &subject, Some(format!("{name}-durable")), "nats://127.0.0.1:4222"),
+        listener: jetstream(
+            &name,
+            &subject,
+            Some(format!("{name}-durable")),
+            "nats://127.0.0.1:4222",
+        ),
         durable: true,
         ordered: true,
         headers: true,
@@ -273,7 +281,13 @@ conformance!(amqp_queue, "amqp", amqp_case, unreachable: amqp_unreachable, hint:
 // MQTT
 
 #[cfg(feature = "mqtt")]
-fn mqtt(topic: &str, version: MqttVersion, qos: u8, client_id: Option<String>, url: &str) -> ChannelSpec {
+fn mqtt(
+    topic: &str,
+    version: MqttVersion,
+    qos: u8,
+    client_id: Option<String>,
+    url: &str,
+) -> ChannelSpec {
     ChannelSpec::Mqtt(MqttChannel {
         url: url.to_owned(),
         topic: topic.to_owned(),
@@ -292,7 +306,13 @@ async fn mqtt5_case() -> Case {
     let topic = unique("conf/mqtt5");
     Case {
         producer: mqtt(&topic, MqttVersion::V5, 1, None, "mqtt://127.0.0.1:1883"),
-        listener: mqtt(&topic, MqttVersion::V5, 1, Some(unique("rt-listener")), "mqtt://127.0.0.1:1883"),
+        listener: mqtt(
+            &topic,
+            MqttVersion::V5,
+            1,
+            Some(unique("rt-listener")),
+            "mqtt://127.0.0.1:1883",
+        ),
         durable: true,
         ordered: true,
         headers: true,
@@ -306,7 +326,13 @@ async fn mqtt311_case() -> Case {
     let topic = unique("conf/mqtt311");
     Case {
         producer: mqtt(&topic, MqttVersion::V311, 1, None, "mqtt://127.0.0.1:1883"),
-        listener: mqtt(&topic, MqttVersion::V311, 1, Some(unique("rt-listener")), "mqtt://127.0.0.1:1883"),
+        listener: mqtt(
+            &topic,
+            MqttVersion::V311,
+            1,
+            Some(unique("rt-listener")),
+            "mqtt://127.0.0.1:1883",
+        ),
         durable: true,
         ordered: true,
         headers: false,
@@ -411,13 +437,22 @@ conformance!(kafka_group, "kafka", kafka_case, unreachable: kafka_unreachable, h
 #[tokio::test]
 async fn amqp_bad_credentials_are_a_clear_error() {
     let spec = amqp("q", "amqp://guest:not-the-password@127.0.0.1:5672/%2f");
-    let producer = roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    let producer =
+        roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
     let err = producer.connect().await.expect_err("wrong password");
     let shown = format!("{err}: {}", checks::source_chain(&err));
-    assert!(shown.contains("guest:***@127.0.0.1:5672"), "the password is redacted: {shown}");
-    assert!(!shown.contains("not-the-password"), "the password leaked: {shown}");
     assert!(
-        shown.to_lowercase().contains("access") || shown.contains("403") || shown.to_lowercase().contains("auth"),
+        shown.contains("guest:***@127.0.0.1:5672"),
+        "the password is redacted: {shown}"
+    );
+    assert!(
+        !shown.contains("not-the-password"),
+        "the password leaked: {shown}"
+    );
+    assert!(
+        shown.to_lowercase().contains("access")
+            || shown.contains("403")
+            || shown.to_lowercase().contains("auth"),
         "the error says the credentials were refused: {shown}"
     );
 }
@@ -426,9 +461,16 @@ async fn amqp_bad_credentials_are_a_clear_error() {
 #[tokio::test]
 async fn redis_bad_credentials_are_a_clear_error() {
     let spec = redis_stream("s", None, "redis://nobody:not-the-password@127.0.0.1:6379");
-    let producer = roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    let producer =
+        roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
     let err = producer.connect().await.expect_err("wrong password");
     let shown = format!("{err}: {}", checks::source_chain(&err));
-    assert!(!shown.contains("not-the-password"), "the password leaked: {shown}");
-    assert!(shown.contains("Redis at redis://nobody:***@127.0.0.1:6379"), "{shown}");
+    assert!(
+        !shown.contains("not-the-password"),
+        "the password leaked: {shown}"
+    );
+    assert!(
+        shown.contains("Redis at redis://nobody:***@127.0.0.1:6379"),
+        "{shown}"
+    );
 }

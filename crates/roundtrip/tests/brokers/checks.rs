@@ -155,7 +155,11 @@ pub fn message(correlation_id: &str, seq: u64, body: Option<Vec<u8>>) -> Outgoin
 }
 
 /// Waits until the store holds `n` observations (counting what the feed skipped).
-async fn until_recorded(bench: &Bench, feed: &mut tokio::sync::broadcast::Receiver<Arc<Observation>>, n: usize) {
+async fn until_recorded(
+    bench: &Bench,
+    feed: &mut tokio::sync::broadcast::Receiver<Arc<Observation>>,
+    n: usize,
+) {
     let mut seen = 0usize;
     let waiting = async {
         while seen < n {
@@ -232,8 +236,15 @@ pub async fn binary_and_large_payloads(case: Case) {
             .expect("the payload arrives")
             .expect("feed open");
         assert!(!observed.payload.truncated, "payload {i} was truncated");
-        assert_eq!(observed.payload.bytes.len(), body.len(), "payload {i} length");
-        assert!(observed.payload.bytes == *body, "payload {i} differs from what was sent");
+        assert_eq!(
+            observed.payload.bytes.len(),
+            body.len(),
+            "payload {i} length"
+        );
+        assert!(
+            observed.payload.bytes == *body,
+            "payload {i} differs from what was sent"
+        );
     }
     listener.stop().await;
 }
@@ -274,10 +285,16 @@ pub async fn ten_thousand_none_lost(case: Case) {
             .filter_map(|o| o.correlation_id)
             .collect();
         let missing: Vec<&String> = ids.iter().filter(|id| !recorded.contains(*id)).collect();
-        assert!(missing.is_empty(), "{} lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            missing.is_empty(),
+            "{} lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
     } else {
         // At-most-once: everything sent arrives, or the listener says it missed some.
-        let arrived = tokio::time::timeout(PATIENCE, until_recorded(&bench, &mut feed, ids.len())).await;
+        let arrived =
+            tokio::time::timeout(PATIENCE, until_recorded(&bench, &mut feed, ids.len())).await;
         listener.stop().await;
         let recorded = stats.recorded.load(Ordering::Relaxed);
         assert!(
@@ -322,7 +339,9 @@ pub async fn restart_loses_nothing(case: Case) {
                 if let Some(id) = &o.message_id
                     && let Some((rest, offset)) = id.rsplit_once('/')
                 {
-                    let e = by_partition.entry(rest.to_owned()).or_insert((0u64, 0i64, i64::MAX));
+                    let e = by_partition
+                        .entry(rest.to_owned())
+                        .or_insert((0u64, 0i64, i64::MAX));
                     let off: i64 = offset.parse().unwrap_or(-1);
                     e.0 += 1;
                     e.1 = e.1.max(off);
@@ -351,7 +370,10 @@ pub async fn restart_loses_nothing(case: Case) {
     }
     second.stop().await;
     let after = second_sink.stats().recorded.load(Ordering::Relaxed);
-    assert!(before < n, "the first listener was killed mid-stream ({before} recorded)");
+    assert!(
+        before < n,
+        "the first listener was killed mid-stream ({before} recorded)"
+    );
     assert!(after > 0, "the restarted listener recorded the rest");
 }
 
@@ -397,7 +419,11 @@ pub async fn unreachable_server(case: Case, unreachable: ChannelSpec, hint: &str
     let err = producer.connect().await.expect_err("nothing listens there");
     let shown = format!("{err}: {}", source_chain(&err));
     assert!(shown.contains(hint), "unclear producer error: {shown}");
-    assert!(started.elapsed() < PATIENCE, "failing took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < PATIENCE,
+        "failing took {:?}",
+        started.elapsed()
+    );
 }
 
 pub fn source_chain(e: &dyn std::error::Error) -> String {

@@ -24,7 +24,7 @@
     feature = "mqtt",
     feature = "kafka"
 ))]
-mod checks;
+mod cases;
 #[cfg(any(
     feature = "nats",
     feature = "redis",
@@ -32,4 +32,4 @@ mod checks;
     feature = "mqtt",
     feature = "kafka"
 ))]
-mod cases;
+mod checks;
