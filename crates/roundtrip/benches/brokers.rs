@@ -157,6 +157,7 @@ fn cases() -> Vec<(&'static str, ChannelSpec, ChannelSpec, bool)> {
             kafka(Some(unique("group"))),
             true,
         ),
+        ("kafka (assigned)", kafka(None), kafka(None), true),
     ]
 }
 

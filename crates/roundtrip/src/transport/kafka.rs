@@ -22,7 +22,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use roundtrip_core::model::KafkaChannel;
 use tokio::sync::{OnceCell, oneshot, watch};
@@ -237,18 +237,45 @@ impl KafkaProducer {
                     .ensure_topic()
                     .await
                     .map_err(|e| conn::unreachable(channel, e))?;
-                // Metadata proves the broker answers and the topic exists.
-                let client = Arc::new(
-                    self.conn
-                        .client_config()
-                        .set("group.id", "roundtrip-probe")
-                        .create::<StreamConsumer>()
-                        .map_err(|e| conn::unreachable(channel, e))?,
-                );
-                self.conn
-                    .partitions(client)
-                    .await
-                    .map_err(|e| conn::unreachable(channel, e))?;
+                // Metadata, read through the producer's own client, proves the broker
+                // answers and the topic exists, and warms the producer's cache: its first
+                // send does not wait for a metadata refresh.
+                let (probe, topic, timeout) =
+                    (producer.clone(), self.conn.topic.clone(), self.conn.timeout);
+                let known = tokio::task::spawn_blocking(move || {
+                    probe
+                        .client()
+                        .fetch_metadata(Some(&topic), timeout)
+                        .map(|m| {
+                            m.topics().iter().any(|t| {
+                                t.name() == topic
+                                    && t.error().is_none()
+                                    && !t.partitions().is_empty()
+                            })
+                        })
+                })
+                .await
+                .map_err(|e| conn::unreachable(channel, e))?
+                .map_err(|e| {
+                    conn::unreachable(
+                        channel,
+                        format!(
+                            "read metadata from Kafka at {}: {e}; {}",
+                            self.conn.brokers,
+                            conn::SERVICES_HINT
+                        ),
+                    )
+                })?;
+                if !known {
+                    return Err(conn::unreachable(
+                        channel,
+                        format!(
+                            "topic `{}` does not exist on {}; create it first, or set \
+                             `create: true` on the channel",
+                            self.conn.topic, self.conn.brokers
+                        ),
+                    ));
+                }
                 Ok(Rd(producer))
             })
             .await
