@@ -23,7 +23,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use roundtrip_core::model::AmqpChannel;
 use tokio::sync::{OnceCell, oneshot};
 
-use super::conn::{self, Credentials, TlsFiles};
+use super::conn::{self, Backoff, Credentials, TlsFiles};
 use super::registry::PlanError;
 use super::{
     DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
@@ -317,16 +317,25 @@ impl AmqpListener {
     }
 }
 
-#[async_trait]
-impl Listener for AmqpListener {
-    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
-        let name = self.conn.channel.clone();
-        let fail = |what: &str, e: lapin::Error| conn::start_error(&name, what.to_owned(), e);
+/// An open consumer: its connection, channel, the queue it reads, and the deliveries.
+struct Consuming {
+    connection: Connection,
+    channel: Channel,
+    queue: String,
+    consumer: lapin::Consumer,
+}
+
+impl AmqpListener {
+    /// Connects, sets the prefetch, declares or binds the queue, and starts consuming;
+    /// returns once the broker confirmed the consumer (`basic.consume-ok`).
+    async fn consume(&self) -> Result<Consuming, ListenError> {
+        let name = &self.conn.channel;
+        let fail = |what: &str, e: lapin::Error| conn::start_error(name, what.to_owned(), e);
         let connection = self
             .conn
             .connect()
             .await
-            .map_err(|m| conn::start_error(&name, m, "connect"))?;
+            .map_err(|m| conn::start_error(name, m, "connect"))?;
         let channel = connection
             .create_channel()
             .await
@@ -378,10 +387,14 @@ impl Listener for AmqpListener {
                     .map_err(|e| fail(&format!("bind to exchange `{exchange}` with `{key}`"), e))?;
                 queue
             }
-            (None, None) => unreachable!("checked when planned"),
+            (None, None) => {
+                return Err(conn::start_error(
+                    name,
+                    "no queue to consume",
+                    "checked when planned",
+                ));
+            }
         };
-        // basic.consume-ok has arrived once this returns: the consumer is registered and
-        // gets every message routed to the queue from now on.
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -391,48 +404,110 @@ impl Listener for AmqpListener {
             )
             .await
             .map_err(|e| fail(&format!("consume from `{queue}`"), e))?;
-        let endpoint = format!("{} queue {queue}", self.conn.endpoint);
-        let (stop, stopped) = oneshot::channel::<()>();
+        Ok(Consuming {
+            connection,
+            channel,
+            queue,
+            consumer,
+        })
+    }
+}
+
+/// Records deliveries until the consumer ends; acks each after its commit.
+async fn record_deliveries(
+    consumer: lapin::Consumer,
+    in_flight: usize,
+    sink: &ObservationSink,
+    stopped: &mut oneshot::Receiver<()>,
+) {
+    consumer
+        .take_until(stopped)
+        .for_each_concurrent(in_flight, |delivery| {
+            let sink = sink.clone();
+            async move {
+                let delivery = match delivery {
+                    Ok(d) => d,
+                    Err(e) => {
+                        sink.gap(format!(
+                            "consumer error at {}: {e}",
+                            crate::clock::format_wall(crate::clock::wall_now())
+                        ));
+                        return;
+                    }
+                };
+                let mut received =
+                    Received::new(delivery.data.clone(), headers_of(&delivery.properties));
+                received.key = Some(delivery.routing_key.as_str().to_owned());
+                received.message_id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str().to_owned());
+                received.redelivered = delivery.redelivered;
+                if sink.record(received).await.is_ok()
+                    && delivery.ack(BasicAckOptions::default()).await.is_err()
+                {
+                    sink.gap("an ack was not delivered; the broker will redeliver");
+                }
+            }
+        })
+        .await;
+}
+
+#[async_trait]
+impl Listener for AmqpListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        // `consume` returns after basic.consume-ok: the consumer is registered and gets
+        // every message routed to the queue from now on.
+        let first = self.consume().await?;
+        let endpoint = format!("{} queue {}", self.conn.endpoint, first.queue);
+        let (stop, mut stopped) = oneshot::channel::<()>();
         let in_flight = usize::from(self.prefetch);
         let task = tokio::spawn(async move {
-            consumer
-                .take_until(stopped)
-                .for_each_concurrent(in_flight, |delivery| {
-                    let sink = sink.clone();
-                    async move {
-                        let delivery = match delivery {
-                            Ok(d) => d,
-                            Err(e) => {
-                                sink.gap(format!(
-                                    "consumer error at {}: {e}",
-                                    crate::clock::format_wall(crate::clock::wall_now())
-                                ));
-                                return;
-                            }
-                        };
-                        let mut received =
-                            Received::new(delivery.data.clone(), headers_of(&delivery.properties));
-                        received.key = Some(delivery.routing_key.as_str().to_owned());
-                        received.message_id = delivery
-                            .properties
-                            .message_id()
-                            .as_ref()
-                            .map(|id| id.as_str().to_owned());
-                        received.redelivered = delivery.redelivered;
-                        if sink.record(received).await.is_ok()
-                            && delivery.ack(BasicAckOptions::default()).await.is_err()
-                        {
-                            sink.gap("an ack was not delivered; the broker will redeliver");
-                        }
+            let mut current = first;
+            let mut backoff = Backoff::default();
+            loop {
+                let Consuming {
+                    connection,
+                    channel,
+                    consumer,
+                    ..
+                } = current;
+                record_deliveries(consumer, in_flight, &sink, &mut stopped).await;
+                if stopped.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
+                    let _ = channel
+                        .close(200, "roundtrip listener stopped".into())
+                        .await;
+                    let _ = connection
+                        .close(200, "roundtrip listener stopped".into())
+                        .await;
+                    return;
+                }
+                // The connection or channel closed under us: reconnect with backoff.
+                let (since, at) = (
+                    std::time::Instant::now(),
+                    crate::clock::format_wall(crate::clock::wall_now()),
+                );
+                current = loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = &mut stopped => return,
                     }
-                })
-                .await;
-            let _ = channel
-                .close(200, "roundtrip listener stopped".into())
-                .await;
-            let _ = connection
-                .close(200, "roundtrip listener stopped".into())
-                .await;
+                    if let Ok(c) = self.consume().await {
+                        break c;
+                    }
+                };
+                backoff.reset();
+                sink.gap(format!(
+                    "the AMQP connection was lost at {at} for {:?}; {}",
+                    since.elapsed(),
+                    if self.bind.is_some() {
+                        "the temporary queue went with it: messages routed meanwhile were lost"
+                    } else {
+                        "the queue kept what arrived meanwhile; unacked deliveries come again"
+                    }
+                ));
+            }
         });
         Ok(RunningListener::new(
             endpoint,

@@ -474,3 +474,155 @@ async fn redis_bad_credentials_are_a_clear_error() {
         "{shown}"
     );
 }
+
+// -------------------------------------------------------------------------------------
+// Variants: wildcards and patterns, ephemeral consumers, exchange bindings, QoS 2,
+// assigned partitions. Same checks, other options.
+
+#[cfg(feature = "nats")]
+async fn nats_wildcard_case() -> Case {
+    let base = unique("conf.wild");
+    Case {
+        producer: nats(&format!("{base}.orders"), "nats://127.0.0.1:4222"),
+        listener: nats(&format!("{base}.*"), "nats://127.0.0.1:4222"),
+        ..nats_case().await
+    }
+}
+
+conformance!(nats_wildcard, "nats", nats_wildcard_case, unreachable: nats_unreachable, hint: "NATS at nats://127.0.0.1:1");
+
+#[cfg(feature = "nats")]
+async fn jetstream_ephemeral_case() -> Case {
+    let name = unique("EPH");
+    let subject = format!("conf.eph.{name}");
+    Case {
+        producer: jetstream(&name, &subject, None, "nats://127.0.0.1:4222"),
+        listener: jetstream(&name, &subject, None, "nats://127.0.0.1:4222"),
+        durable: false,
+        ..jetstream_case().await
+    }
+}
+
+conformance!(nats_jetstream_ephemeral, "nats", jetstream_ephemeral_case, unreachable: jetstream_unreachable, hint: "NATS at nats://127.0.0.1:1");
+
+#[cfg(feature = "redis")]
+async fn redis_pattern_case() -> Case {
+    let base = unique("conf:pattern");
+    let mut listener = redis_pubsub("unused", "redis://127.0.0.1:6379");
+    if let ChannelSpec::RedisPubSub(l) = &mut listener {
+        l.channel = None;
+        l.pattern = Some(format!("{base}:*"));
+    }
+    Case {
+        producer: redis_pubsub(&format!("{base}:orders"), "redis://127.0.0.1:6379"),
+        listener,
+        ..redis_pubsub_case().await
+    }
+}
+
+conformance!(redis_psubscribe, "redis", redis_pattern_case, unreachable: redis_pubsub_unreachable, hint: "Redis at redis://127.0.0.1:1");
+
+#[cfg(feature = "amqp")]
+async fn amqp_bind_case() -> Case {
+    let key = unique("conf.bind");
+    let spec = |queue: Option<String>| {
+        ChannelSpec::Amqp(AmqpChannel {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            exchange: Some("amq.topic".to_owned()),
+            routing_key: Some(key.clone()),
+            queue,
+            declare: false,
+            prefetch: None,
+            tls: None,
+            auth: None,
+            connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+            max_payload: None,
+        })
+    };
+    Case {
+        producer: spec(None),
+        listener: spec(None),
+        // A temporary queue goes with its connection: nothing survives a restart.
+        durable: false,
+        ..amqp_case().await
+    }
+}
+
+conformance!(amqp_bound_to_exchange, "amqp", amqp_bind_case, unreachable: amqp_unreachable, hint: "AMQP broker at amqp://127.0.0.1:1");
+
+#[cfg(feature = "mqtt")]
+async fn mqtt_qos2_case() -> Case {
+    let topic = unique("conf/mqtt2");
+    Case {
+        producer: mqtt(&topic, MqttVersion::V5, 2, None, "mqtt://127.0.0.1:1883"),
+        listener: mqtt(
+            &topic,
+            MqttVersion::V5,
+            2,
+            Some(unique("rt-listener")),
+            "mqtt://127.0.0.1:1883",
+        ),
+        ..mqtt5_case().await
+    }
+}
+
+conformance!(mqtt_qos2, "mqtt", mqtt_qos2_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
+
+#[cfg(feature = "kafka")]
+async fn kafka_assigned_case() -> Case {
+    let topic = unique("conf-kafka-assigned");
+    create_topic(&topic, 3).await;
+    Case {
+        producer: kafka(&topic, None, KAFKA_BROKERS),
+        listener: kafka(&topic, None, KAFKA_BROKERS),
+        // Without a group nothing is committed: a restart starts at the end again.
+        durable: false,
+        ..kafka_case().await
+    }
+}
+
+conformance!(kafka_assigned, "kafka", kafka_assigned_case, unreachable: kafka_unreachable, hint: "Kafka at 127.0.0.1:1");
+
+/// NATS request/reply: the producer waits for the reply, which becomes the receipt.
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn nats_request_gets_the_reply() {
+    use futures_util::StreamExt as _;
+    let subject = unique("conf.request");
+    let client = async_nats::connect("127.0.0.1:4222")
+        .await
+        .expect("connect");
+    let mut requests = client.subscribe(subject.clone()).await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let responder = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let request = requests.next().await.expect("a request");
+            let reply = request.reply.expect("a reply subject");
+            let id = request
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("x-correlation-id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            client
+                .publish(reply, format!("accepted {id}").into())
+                .await
+                .expect("reply");
+            client.flush().await.expect("flush");
+        })
+    };
+    let mut spec = nats(&subject, "nats://127.0.0.1:4222");
+    if let ChannelSpec::Nats(n) = &mut spec {
+        n.request = true;
+    }
+    let producer =
+        roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    producer.connect().await.expect("connect");
+    let receipt = producer
+        .send(checks::message("req-1", 1, None))
+        .await
+        .expect("the request is answered");
+    assert_eq!(receipt.detail.as_deref(), Some("reply: accepted req-1"));
+    responder.await.expect("the responder ran");
+}
