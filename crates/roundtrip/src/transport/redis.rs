@@ -255,6 +255,7 @@ impl Listener for StreamListener {
             .connect(None)
             .await
             .map_err(|m| conn::start_error(&channel, m, "connect"))?;
+        name_connection(&mut connection, &self.stream).await;
         // Readiness: the position is fixed before start returns, so every entry added
         // afterwards is read.
         let cursor = match &self.group {
@@ -383,7 +384,8 @@ async fn read_stream(
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = &mut stopped => return,
                 }
-                if let Ok(fresh) = listener.conn.connect(None).await {
+                if let Ok(mut fresh) = listener.conn.connect(None).await {
+                    name_connection(&mut fresh, &listener.stream).await;
                     connection = fresh;
                 }
                 continue;
@@ -440,6 +442,26 @@ async fn read_stream(
             Cursor::Group { .. } => {}
         }
     }
+}
+
+/// The name a stream listener's connection carries in `CLIENT LIST`:
+/// `roundtrip:<stream>`, with anything but visible ASCII replaced by `_`.
+pub fn connection_name(stream: &str) -> String {
+    let stream: String = stream
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    format!("roundtrip:{stream}")
+}
+
+/// Names the connection (best effort), so an operator can tell a listener's connection
+/// apart in `CLIENT LIST`.
+async fn name_connection(connection: &mut MultiplexedConnection, stream: &str) {
+    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(connection_name(stream))
+        .query_async(connection)
+        .await;
 }
 
 fn entry_to_received(map: &std::collections::HashMap<String, Value>) -> Received {

@@ -626,3 +626,70 @@ async fn nats_request_gets_the_reply() {
     assert_eq!(receipt.detail.as_deref(), Some("reply: accepted req-1"));
     responder.await.expect("the responder ran");
 }
+
+/// A listener whose connection the server drops reconnects, reads on from where it was,
+/// and the report shows the gap.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_redis_connection_is_a_reported_gap_and_nothing_is_lost() {
+    for group in [Some("roundtrip"), None] {
+        let stream = unique("conf:gap");
+        let case = Case {
+            producer: redis_stream(&stream, None, "redis://127.0.0.1:6379"),
+            listener: redis_stream(&stream, group, "redis://127.0.0.1:6379"),
+            ..redis_stream_case().await
+        };
+        let bench = checks::Bench::new(&case).await;
+        let mut feed = bench.store.subscribe();
+        let (listener, sink) = bench.listen(&case.listener).await;
+        let producer = bench.producer(&case.producer).await;
+        producer
+            .send(checks::message("before", 1, None))
+            .await
+            .expect("send");
+        let first = feed.recv().await.expect("feed");
+        assert_eq!(first.correlation_id.as_deref(), Some("before"));
+
+        // Kill the listener's connection on the server side.
+        let client = redis::Client::open("redis://127.0.0.1:6379").expect("client");
+        let mut admin = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .expect("list");
+        let name = roundtrip::transport::redis::connection_name(&stream);
+        let id = clients
+            .lines()
+            .find(|l| l.split(' ').any(|f| f == format!("name={name}")))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .unwrap_or_else(|| panic!("the listener's connection `{name}` in {clients}"))
+            .to_owned();
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query_async(&mut admin)
+            .await
+            .expect("kill");
+        assert_eq!(killed, 1);
+
+        // Sent while the listener is away: the stream keeps it, the listener reads on.
+        producer
+            .send(checks::message("during", 2, None))
+            .await
+            .expect("send");
+        let next = tokio::time::timeout(checks::PATIENCE, feed.recv())
+            .await
+            .expect("the listener comes back")
+            .expect("feed");
+        assert_eq!(next.correlation_id.as_deref(), Some("during"), "{group:?}");
+        let gaps = sink.stats().gaps();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].starts_with("connection lost at "), "{gaps:?}");
+        listener.stop().await;
+    }
+}
