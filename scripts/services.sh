@@ -5,13 +5,16 @@
 #   scripts/services.sh check    report each server; exit 1 if any is down
 #
 # Servers: NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883),
-# and tansu, a Kafka-API broker (9092, in-memory storage). On Debian the first four come
+# and tansu, a Kafka-API broker (9092, in-memory storage). For the TLS tests, a second
+# NATS (4223) and Redis (6390) that speak only mutual TLS, with a throwaway CA and
+# certificates generated once into $ROUNDTRIP_TLS_DIR (default ~/.cache/roundtrip-tls). On Debian the first four come
 # from the packages nats-server, redis-server, rabbitmq-server and mosquitto; tansu is
 # built once with `cargo install tansu --locked --features dynostore` (about 13 minutes
 # on 2 cores) and then reused.
 set -euo pipefail
 
 TANSU_LOG=${TANSU_LOG:-/tmp/roundtrip-tansu.log}
+TLS_DIR=${ROUNDTRIP_TLS_DIR:-$HOME/.cache/roundtrip-tls}
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -22,7 +25,30 @@ SERVICES=(
   "rabbitmq 5672"
   "mosquitto 1883"
   "tansu 9092"
+  "nats-tls 4223"
+  "redis-tls 6390"
 )
+
+# A CA, a server certificate for 127.0.0.1/localhost and a client certificate, once.
+ensure_certs() {
+  [ -s "$TLS_DIR/client.key" ] && return 0
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=roundtrip test CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    for who in server client; do
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=roundtrip-$who" \
+        -keyout "$who.key" -out "$who.csr" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=%s\n' \
+        "$([ "$who" = server ] && echo serverAuth || echo clientAuth)" > "$who.ext"
+      openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -days 3650 -extfile "$who.ext" -out "$who.pem" 2>/dev/null
+    done
+    rm -f ./*.csr ./*.ext ca.srl
+  )
+  echo "generated a test CA and certificates in $TLS_DIR"
+}
 
 start_one() {
   case "$1" in
@@ -49,6 +75,18 @@ start_one() {
         --advertised-listener-url tcp://127.0.0.1:9092 \
         --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
       ;;
+    nats-tls)
+      ensure_certs
+      nohup /usr/sbin/nats-server -a 127.0.0.1 -p 4223 --tlsverify \
+        --tlscert "$TLS_DIR/server.pem" --tlskey "$TLS_DIR/server.key" \
+        --tlscacert "$TLS_DIR/ca.pem" >/tmp/roundtrip-nats-tls.log 2>&1 & ;;
+    redis-tls)
+      ensure_certs
+      mkdir -p /var/log/redis
+      redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port 6390 \
+        --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
+        --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients yes --save "" \
+        --appendonly no --dir /tmp --logfile /var/log/redis/roundtrip-tls.log ;;
   esac
 }
 
@@ -65,6 +103,12 @@ wait_up() {
 case "${1:-start}" in
   start)
     failed=0
+    # Certificates regenerated under running TLS servers would not match them.
+    if [ ! -s "$TLS_DIR/client.key" ]; then
+      pkill -f "nats-server -a 127.0.0.1 -p 4223" 2>/dev/null || true
+      pkill -f "redis-server 127.0.0.1:6390" 2>/dev/null || true
+      ensure_certs
+    fi
     for entry in "${SERVICES[@]}"; do
       read -r name port <<<"$entry"
       if up "$port"; then

@@ -45,6 +45,7 @@ struct AmqpConn {
 
 impl AmqpConn {
     fn new(channel: &str, spec: &AmqpChannel, ctx: &DriverContext) -> Result<AmqpConn, PlanError> {
+        conn::ensure_crypto_provider();
         let credentials = Credentials::from_env(channel, spec.auth.as_ref())?;
         let uri = with_credentials(&spec.url, &credentials).ok_or_else(|| PlanError::Invalid {
             channel: channel.to_owned(),

@@ -156,6 +156,25 @@ pub fn rejected(channel: &str, message: impl Into<String>) -> ProduceError {
     }
 }
 
+/// Selects rustls' crypto provider for the process (aws-lc-rs), once. The broker
+/// clients link rustls with more than one provider compiled in, and rustls then refuses
+/// to guess: without this, the first TLS connection panics.
+pub fn ensure_crypto_provider() {
+    #[cfg(any(
+        feature = "nats",
+        feature = "redis",
+        feature = "amqp",
+        feature = "mqtt"
+    ))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Err means another part of the process installed one first: fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        });
+    }
+}
+
 /// The hint every connection failure ends with.
 pub const SERVICES_HINT: &str =
     "is the server running? (`scripts/services.sh start` starts the local ones)";

@@ -79,6 +79,7 @@ struct MqttConn {
 
 impl MqttConn {
     fn new(channel: &str, spec: &MqttChannel, ctx: &DriverContext) -> Result<MqttConn, PlanError> {
+        conn::ensure_crypto_provider();
         let invalid = |message: String| PlanError::Invalid {
             channel: channel.to_owned(),
             message,

@@ -48,6 +48,7 @@ impl NatsConn {
         timeout: Option<roundtrip_core::model::DurationSpec>,
         ctx: &DriverContext,
     ) -> Result<NatsConn, PlanError> {
+        conn::ensure_crypto_provider();
         Ok(NatsConn {
             channel: channel.to_owned(),
             url: url.to_owned(),

@@ -51,6 +51,7 @@ impl RedisConn {
         timeout: Option<DurationSpec>,
         ctx: &DriverContext,
     ) -> Result<RedisConn, PlanError> {
+        conn::ensure_crypto_provider();
         let invalid = |message: String| PlanError::Invalid {
             channel: channel.to_owned(),
             message,

@@ -693,3 +693,118 @@ async fn a_dropped_redis_connection_is_a_reported_gap_and_nothing_is_lost() {
         listener.stop().await;
     }
 }
+
+// -------------------------------------------------------------------------------------
+// TLS: a NATS (4223) and a Redis (6390) that accept only mutual TLS, with the test CA
+// and certificates `scripts/services.sh start` generates.
+
+#[cfg(any(feature = "nats", feature = "redis"))]
+fn tls_file(name: &str) -> String {
+    let dir = std::env::var("ROUNDTRIP_TLS_DIR").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/roundtrip-tls",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    format!("{dir}/{name}")
+}
+
+#[cfg(any(feature = "nats", feature = "redis"))]
+fn mutual_tls(client_cert: bool) -> Option<TlsOptions> {
+    Some(TlsOptions {
+        ca: Some(tls_file("ca.pem")),
+        cert: client_cert.then(|| tls_file("client.pem")),
+        key: client_cert.then(|| tls_file("client.key")),
+    })
+}
+
+#[cfg(feature = "nats")]
+async fn nats_tls_case() -> Case {
+    let subject = unique("conf.tls");
+    let spec = || {
+        let mut spec = nats(&subject, "tls://127.0.0.1:4223");
+        if let ChannelSpec::Nats(n) = &mut spec {
+            n.tls = mutual_tls(true);
+        }
+        spec
+    };
+    Case {
+        producer: spec(),
+        listener: spec(),
+        ..nats_case().await
+    }
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_mutual_tls() {
+    checks::round_trip(nats_tls_case().await).await;
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_tls_without_a_client_certificate_is_refused_clearly() {
+    let mut spec = nats("x", "tls://127.0.0.1:4223");
+    if let ChannelSpec::Nats(n) = &mut spec {
+        n.tls = mutual_tls(false);
+    }
+    let producer =
+        roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    let err = producer
+        .connect()
+        .await
+        .expect_err("the server wants a client certificate");
+    let shown = format!("{err}: {}", checks::source_chain(&err));
+    assert!(shown.contains("NATS at tls://127.0.0.1:4223"), "{shown}");
+    assert!(
+        shown.to_lowercase().contains("certificate"),
+        "the error says a certificate is missing: {shown}"
+    );
+}
+
+#[cfg(feature = "redis")]
+async fn redis_tls_case() -> Case {
+    let stream = unique("conf:tls");
+    let spec = |group: Option<&str>| {
+        let mut spec = redis_stream(&stream, group, "rediss://127.0.0.1:6390");
+        if let ChannelSpec::RedisStream(r) = &mut spec {
+            r.tls = mutual_tls(true);
+        }
+        spec
+    };
+    Case {
+        producer: spec(None),
+        listener: spec(Some("roundtrip")),
+        ..redis_stream_case().await
+    }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_mutual_tls() {
+    checks::round_trip(redis_tls_case().await).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_without_a_client_certificate_is_refused_clearly() {
+    let mut spec = redis_stream("s", None, "rediss://127.0.0.1:6390");
+    if let ChannelSpec::RedisStream(r) = &mut spec {
+        r.tls = mutual_tls(false);
+    }
+    let producer =
+        roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    let err = producer
+        .connect()
+        .await
+        .expect_err("the server wants a client certificate");
+    let shown = format!("{err}: {}", checks::source_chain(&err));
+    assert!(
+        shown.contains("Redis at rediss://127.0.0.1:6390"),
+        "{shown}"
+    );
+    assert!(
+        shown.to_lowercase().contains("certificate"),
+        "the error says a certificate is missing: {shown}"
+    );
+}
