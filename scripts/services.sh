@@ -6,7 +6,7 @@
 #
 # Servers: NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883),
 # and tansu, a Kafka-API broker (9092, in-memory storage). For the TLS tests, a second
-# NATS (4223) and Redis (6390) that speak only mutual TLS, with a throwaway CA and
+# NATS (4223), Redis (6390) and Mosquitto (8883) that speak only mutual TLS, with a throwaway CA and
 # certificates generated once into $ROUNDTRIP_TLS_DIR (default ~/.cache/roundtrip-tls). On Debian the first four come
 # from the packages nats-server, redis-server, rabbitmq-server and mosquitto; tansu is
 # built once with `cargo install tansu --locked --features dynostore` (about 13 minutes
@@ -27,6 +27,7 @@ SERVICES=(
   "tansu 9092"
   "nats-tls 4223"
   "redis-tls 6390"
+  "mosquitto-tls 8883"
 )
 
 # A CA, a server certificate for 127.0.0.1/localhost and a client certificate, once.
@@ -87,6 +88,19 @@ start_one() {
         --tls-cert-file "$TLS_DIR/server.pem" --tls-key-file "$TLS_DIR/server.key" \
         --tls-ca-cert-file "$TLS_DIR/ca.pem" --tls-auth-clients yes --save "" \
         --appendonly no --dir /tmp --logfile /var/log/redis/roundtrip-tls.log ;;
+    mosquitto-tls)
+      ensure_certs
+      cat > "$TLS_DIR/mosquitto.conf" <<CONF
+listener 8883 127.0.0.1
+allow_anonymous true
+cafile $TLS_DIR/ca.pem
+certfile $TLS_DIR/server.pem
+keyfile $TLS_DIR/server.key
+require_certificate true
+persistence false
+user $(id -un)
+CONF
+      mosquitto -d -c "$TLS_DIR/mosquitto.conf" ;;
   esac
 }
 
@@ -107,6 +121,7 @@ case "${1:-start}" in
     if [ ! -s "$TLS_DIR/client.key" ]; then
       pkill -f "nats-server -a 127.0.0.1 -p 4223" 2>/dev/null || true
       pkill -f "redis-server 127.0.0.1:6390" 2>/dev/null || true
+      pkill -f "mosquitto -d -c $TLS_DIR/mosquitto.conf" 2>/dev/null || true
       ensure_certs
     fi
     for entry in "${SERVICES[@]}"; do

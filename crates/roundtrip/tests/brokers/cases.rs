@@ -698,7 +698,7 @@ async fn a_dropped_redis_connection_is_a_reported_gap_and_nothing_is_lost() {
 // TLS: a NATS (4223) and a Redis (6390) that accept only mutual TLS, with the test CA
 // and certificates `scripts/services.sh start` generates.
 
-#[cfg(any(feature = "nats", feature = "redis"))]
+#[cfg(any(feature = "nats", feature = "redis", feature = "mqtt"))]
 fn tls_file(name: &str) -> String {
     let dir = std::env::var("ROUNDTRIP_TLS_DIR").unwrap_or_else(|_| {
         format!(
@@ -709,7 +709,7 @@ fn tls_file(name: &str) -> String {
     format!("{dir}/{name}")
 }
 
-#[cfg(any(feature = "nats", feature = "redis"))]
+#[cfg(any(feature = "nats", feature = "redis", feature = "mqtt"))]
 fn mutual_tls(client_cert: bool) -> Option<TlsOptions> {
     Some(TlsOptions {
         ca: Some(tls_file("ca.pem")),
@@ -807,4 +807,37 @@ async fn redis_tls_without_a_client_certificate_is_refused_clearly() {
         shown.to_lowercase().contains("certificate"),
         "the error says a certificate is missing: {shown}"
     );
+}
+
+#[cfg(feature = "mqtt")]
+async fn mqtt_tls_case() -> Case {
+    let topic = unique("conf/tls");
+    let spec = |client_id: Option<String>| {
+        let mut spec = mqtt(
+            &topic,
+            MqttVersion::V5,
+            1,
+            client_id,
+            "mqtts://127.0.0.1:8883",
+        );
+        if let ChannelSpec::Mqtt(m) = &mut spec {
+            m.tls = Some(TlsOptions {
+                ca: Some(tls_file("ca.pem")),
+                cert: Some(tls_file("client.pem")),
+                key: Some(tls_file("client.key")),
+            });
+        }
+        spec
+    };
+    Case {
+        producer: spec(None),
+        listener: spec(Some(unique("rt-tls"))),
+        ..mqtt5_case().await
+    }
+}
+
+#[cfg(feature = "mqtt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_mutual_tls() {
+    checks::round_trip(mqtt_tls_case().await).await;
 }
