@@ -8,7 +8,9 @@
 //!   QoS ≥ 1 it uses manual acks, acknowledging each message (in order) only after the
 //!   store committed it, and a persistent session: a restarted listener with the same
 //!   `client_id` receives what it missed. A message the broker flags `dup` is recorded
-//!   as a redelivery. QoS 0 is at-most-once and reported so.
+//!   as a redelivery. QoS 0 is at-most-once and reported so. The listener subscribes at
+//!   QoS 1 even when the channel says 2: it records at least once and counts duplicates
+//!   itself, and a QoS 2 handshake in flight cannot be resumed after a restart.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -741,7 +743,11 @@ async fn drive_listener(
                         }
                     ));
                 }
-                if let Err(e) = client.subscribe(&listener.topic, conn.qos).await {
+                // A listener subscribes at QoS 1 at most: it records at least once and
+                // counts duplicates itself, and a QoS 2 handshake cannot be resumed by a
+                // restarted listener (the broker re-sends PUBREL for packets the new
+                // client never saw, which rumqttc rejects).
+                if let Err(e) = client.subscribe(&listener.topic, conn.qos.min(1)).await {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err(e));
                     }
