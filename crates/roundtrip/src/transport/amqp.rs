@@ -63,9 +63,9 @@ impl AmqpConn {
         })
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("roundtrip {}", self.channel).into());
+    /// Connects; `name` is the connection's name in the broker's management tools.
+    async fn connect(&self, name: &str) -> Result<Connection, String> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connecting = async {
             match &self.tls {
                 None => Connection::connect(&self.uri, properties).await,
@@ -208,7 +208,7 @@ impl AmqpProducer {
             .get_or_try_init(|| async {
                 let connection = self
                     .conn
-                    .connect()
+                    .connect(&format!("roundtrip producer {name}"))
                     .await
                     .map_err(|e| conn::unreachable(name, e))?;
                 let channel = connection
@@ -318,6 +318,15 @@ impl AmqpListener {
     }
 }
 
+/// The name a listener's connection carries in RabbitMQ's management tools:
+/// `roundtrip listener <channel>`, and ` queue=<queue>` when it consumes a named queue.
+pub fn listener_connection_name(channel: &str, queue: Option<&str>) -> String {
+    match queue {
+        Some(queue) => format!("roundtrip listener {channel} queue={queue}"),
+        None => format!("roundtrip listener {channel}"),
+    }
+}
+
 /// An open consumer: its connection, channel, the queue it reads, and the deliveries.
 struct Consuming {
     connection: Connection,
@@ -334,7 +343,7 @@ impl AmqpListener {
         let fail = |what: &str, e: lapin::Error| conn::start_error(name, what.to_owned(), e);
         let connection = self
             .conn
-            .connect()
+            .connect(&listener_connection_name(name, self.queue.as_deref()))
             .await
             .map_err(|m| conn::start_error(name, m, "connect"))?;
         let channel = connection

@@ -179,9 +179,26 @@ pub fn ensure_crypto_provider() {
 pub const SERVICES_HINT: &str =
     "is the server running? (`scripts/services.sh start` starts the local ones)";
 
-/// A message for "could not connect": what, where, why, and the hint.
+/// A message for "could not connect": what, where, why, and, when nothing answered at
+/// all (rather than a TLS or credential refusal), the hint to start the servers.
 pub fn connect_failed(what: &str, endpoint: &str, why: impl std::fmt::Display) -> String {
-    format!("connect to {what} at {endpoint}: {why}; {SERVICES_HINT}")
+    let why = why.to_string();
+    let lower = why.to_lowercase();
+    let nobody_home = [
+        "refused",
+        "timed out",
+        "timeout",
+        "unreachable",
+        "no route",
+        "reset",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    if nobody_home {
+        format!("connect to {what} at {endpoint}: {why}; {SERVICES_HINT}")
+    } else {
+        format!("connect to {what} at {endpoint}: {why}")
+    }
 }
 
 /// A message for "could not connect within the timeout".
@@ -274,6 +291,25 @@ mod tests {
         assert!(
             !shown.contains("hunter2") && shown.contains("<set>"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn only_an_absent_server_gets_the_services_hint() {
+        let refused = connect_failed(
+            "NATS",
+            "nats://127.0.0.1:1",
+            "Connection refused (os error 111)",
+        );
+        assert!(refused.ends_with(SERVICES_HINT), "{refused}");
+        let tls = connect_failed(
+            "Redis",
+            "rediss://h:6390",
+            "received fatal alert: CertificateRequired",
+        );
+        assert_eq!(
+            tls,
+            "connect to Redis at rediss://h:6390: received fatal alert: CertificateRequired"
         );
     }
 

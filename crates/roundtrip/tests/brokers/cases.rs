@@ -841,3 +841,61 @@ async fn mqtt_tls_case() -> Case {
 async fn mqtt_over_mutual_tls() {
     checks::round_trip(mqtt_tls_case().await).await;
 }
+
+/// RabbitMQ closes the listener's connection (as an operator or a broker restart would):
+/// the listener reconnects, the queue kept what arrived meanwhile, and the gap is reported.
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_amqp_connection_is_a_reported_gap_and_nothing_is_lost() {
+    let case = amqp_case().await;
+    let ChannelSpec::Amqp(spec) = &case.listener else {
+        unreachable!("an amqp case")
+    };
+    let name = roundtrip::transport::amqp::listener_connection_name("out", spec.queue.as_deref());
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, sink) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    producer
+        .send(checks::message("before", 1, None))
+        .await
+        .expect("send");
+    let first = feed.recv().await.expect("feed");
+    assert_eq!(first.correlation_id.as_deref(), Some("before"));
+
+    // One line per connection: its pid, a tab, its client properties.
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "-q"])
+        .output()
+        .expect("rabbitmqctl runs (it comes with the RabbitMQ server)");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let pid = listed
+        .lines()
+        .find(|line| line.contains(&name))
+        .and_then(|line| line.split('\t').next())
+        .unwrap_or_else(|| panic!("the listener's connection `{name}` in {listed}"))
+        .trim()
+        .to_owned();
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "conformance test"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(closed.status.success(), "{closed:?}");
+
+    producer
+        .send(checks::message("during", 2, None))
+        .await
+        .expect("send");
+    let next = tokio::time::timeout(checks::PATIENCE, feed.recv())
+        .await
+        .expect("the listener comes back")
+        .expect("feed");
+    assert_eq!(next.correlation_id.as_deref(), Some("during"));
+    let gaps = sink.stats().gaps();
+    assert!(
+        gaps.iter()
+            .any(|g| g.starts_with("the AMQP connection was lost at ")),
+        "{gaps:?}"
+    );
+    listener.stop().await;
+}
