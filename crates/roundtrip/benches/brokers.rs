@@ -182,8 +182,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    println!("| transport | detect p50 | detect p99 | ingest (msg/s, durable) |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "| transport | detect p50 | detect p99 | ingest (msg/s, durable) | listener drain \
+         (msg/s, durable) |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
     for (name, produce, listen, headers) in cases() {
         if !only.is_empty() && !only.iter().any(|o| name.starts_with(o.as_str())) {
             continue;
@@ -234,9 +237,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let detect = time_to_detect(&producer, &mut feed).await?;
         // Mosquitto queues at most 1,000 messages (and 20 in flight) per subscriber by
-        // default and drops beyond that: a producer with 256 in flight outruns a
-        // listener that acks only after a durable commit. 16 in flight stays within it.
-        let in_flight = if name.starts_with("mqtt") { 16 } else { 256 };
+        // default and drops beyond that: a producer with 16 or 256 in flight outruns a
+        // listener that acks only after a durable commit (seen). 4 in flight keeps within.
+        let in_flight = if name.starts_with("mqtt") { 4 } else { 256 };
         let rate = match ingest(in_flight, &producer, &mut feed, &store, &run_id).await {
             Ok(rate) => format!("{rate:.0} ({in_flight} in flight)"),
             Err(e) => format!("failed: {e}"),
@@ -245,14 +248,75 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .recorded
             .load(std::sync::atomic::Ordering::Relaxed);
         listener.stop().await;
+        // The listener alone: a backlog left in the broker while no listener ran, then
+        // drained by a restarted one (durable consumers, groups and queues only).
+        let drain = if DRAINABLE.iter().any(|d| name.starts_with(d)) {
+            let sink = ObservationSink::new(
+                Arc::clone(&store),
+                run_id.clone(),
+                "out",
+                Arc::new(Correlator::new(&rule)?),
+                registry::max_payload(&listen),
+            );
+            match drain(&producer, &listen, &ctx, sink, &mut feed).await {
+                Ok(rate) => format!("{rate:.0}"),
+                Err(e) => format!("failed: {e}"),
+            }
+        } else {
+            "—".to_owned()
+        };
         println!(
-            "| {name} | {} | {} | {rate} |",
+            "| {name} | {} | {} | {rate} | {drain} |",
             format_ns(detect.p50_ns),
             format_ns(detect.p99_ns)
         );
         eprintln!("{name}: {stats} recorded, gaps {:?}", listener_stats.gaps());
     }
     Ok(())
+}
+
+/// Transports whose broker keeps a backlog for a stopped listener.
+const DRAINABLE: &[&str] = &["jetstream", "redis_stream", "amqp", "kafka (group)"];
+
+/// Fills the broker with [`INGEST`] messages while no listener runs, then times a
+/// restarted listener from `start` to the last durable commit.
+async fn drain(
+    producer: &Arc<dyn Producer>,
+    listen: &ChannelSpec,
+    ctx: &DriverContext,
+    sink: ObservationSink,
+    feed: &mut tokio::sync::broadcast::Receiver<Arc<roundtrip::core::observation::Observation>>,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    futures_util::stream::iter(0..INGEST)
+        .for_each_concurrent(256, |seq| {
+            let producer = Arc::clone(producer);
+            async move {
+                if let Err(e) = producer.send(message(seq)).await {
+                    eprintln!("send failed: {e}");
+                }
+            }
+        })
+        .await;
+    while let Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) =
+        tokio::time::timeout(Duration::ZERO, feed.recv()).await
+    {}
+    let started = Instant::now();
+    let listener = registry::listener("out", listen, ctx)?.start(sink).await?;
+    let mut seen = 0usize;
+    while seen < INGEST {
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(10), feed.recv()).await else {
+            listener.stop().await;
+            return Err(format!("only {seen} of {INGEST} drained").into());
+        };
+        match next {
+            Ok(_) => seen += 1,
+            Err(RecvError::Lagged(n)) => seen += usize::try_from(n).unwrap_or(usize::MAX),
+            Err(RecvError::Closed) => return Err("the feed closed".into()),
+        }
+    }
+    let rate = INGEST as f64 / started.elapsed().as_secs_f64();
+    listener.stop().await;
+    Ok(rate)
 }
 
 async fn time_to_detect(

@@ -358,6 +358,8 @@ impl Offsets {
 struct GroupContext {
     assigned: watch::Sender<bool>,
     sink: ObservationSink,
+    /// Set when the listener stops: the revocation that closing causes is no gap.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for GroupContext {}
@@ -372,6 +374,7 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(tpl) if tpl.count() > 0 => {
                 let _ = self.assigned.send(true);
             }
+            Rebalance::Revoke(_) if self.stopping.load(std::sync::atomic::Ordering::Relaxed) => {}
             Rebalance::Revoke(tpl) if tpl.count() > 0 => self.sink.gap(format!(
                 "{} partitions revoked at {} by a group rebalance; they resume from the \
                  last committed offset",
@@ -435,6 +438,7 @@ impl Listener for KafkaListener {
                 .create_with_context(GroupContext {
                     assigned: assigned_tx,
                     sink: sink.clone(),
+                    stopping: std::sync::atomic::AtomicBool::new(false),
                 })
                 .map_err(|e| fail(format!("create the consumer: {e}")))?,
         );
@@ -532,6 +536,10 @@ impl Listener for KafkaListener {
                     offsets.recorded(position);
                 }
             }
+            consumer
+                .context()
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             if commits && !offsets.is_empty() {
                 let c = Arc::clone(&consumer);
                 let sink = sink.clone();

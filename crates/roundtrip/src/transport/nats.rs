@@ -136,7 +136,8 @@ fn record_event(
              messages; raise the channel's `buffer`",
             crate::clock::format_wall(crate::clock::wall_now())
         )),
-        Event::Closed => sink.gap("the connection was closed by the client or server"),
+        // `Closed` is the listener's own stop (the server closing a connection shows as
+        // `Disconnected`).
         _ => {}
     }
 }
