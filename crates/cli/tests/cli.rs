@@ -112,6 +112,10 @@ fn the_example_suite_passes_and_reports() {
     let xml = std::fs::read_to_string(&junit).expect("the JUnit report exists");
     assert_eq!(xml.matches("<testcase").count(), 3, "{xml}");
     assert!(!xml.contains("<failure"), "{xml}");
+    assert!(
+        xml.contains("listener processed (webhook, at-least-once): 101 recorded, 0 faults"),
+        "the listeners are in the suite's system-out: {xml}"
+    );
 
     // The run can be re-reported from the store alone, and listed.
     let again = roundtrip(&["report", "latest", "--store", &store]);

@@ -53,6 +53,12 @@ fn test_suite(summary: &RunSummary) -> TestSuite {
         suite.add_test_case(case);
     }
     suite.add_property(("run_id", summary.run_id.as_str()));
+    // What each listener recorded, its delivery guarantee, redeliveries and gaps: the
+    // context a CI reader needs to judge a loss.
+    let listeners = super::text::listener_lines(summary);
+    if !listeners.is_empty() {
+        suite.set_system_out(listeners);
+    }
     suite
 }
 

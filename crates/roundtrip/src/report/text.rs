@@ -168,6 +168,20 @@ pub fn run_report(summary: &RunSummary) -> String {
             out.push_str(&scenario_details(s));
         }
     }
+    out.push_str(&listener_lines(summary));
+    if summary.interrupted {
+        let _ = writeln!(out, "the run was interrupted");
+    }
+    if let Some(e) = &summary.harness_error {
+        let _ = writeln!(out, "harness error: {e}");
+    }
+    out
+}
+
+/// One line per listener (delivery guarantee, counts), with its redeliveries and gaps
+/// indented below it. Shared by the text and JUnit reports.
+pub fn listener_lines(summary: &RunSummary) -> String {
+    let mut out = String::new();
     for l in &summary.listeners {
         let _ = writeln!(
             out,
@@ -189,12 +203,6 @@ pub fn run_report(summary: &RunSummary) -> String {
         for gap in &l.gaps {
             let _ = writeln!(out, "  gap: {gap}");
         }
-    }
-    if summary.interrupted {
-        let _ = writeln!(out, "the run was interrupted");
-    }
-    if let Some(e) = &summary.harness_error {
-        let _ = writeln!(out, "harness error: {e}");
     }
     out
 }
