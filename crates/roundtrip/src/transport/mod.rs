@@ -232,8 +232,27 @@ impl ObservationSink {
     /// Records a gap in the subscription (shown in the report), e.g. `disconnected at
     /// 2026-11-26T10:00:00Z for 1.2s: connection reset`.
     pub fn gap(&self, what: impl Into<String>) {
-        if let Ok(mut gaps) = self.inner.stats.gaps.lock() {
-            gaps.push(what.into());
+        let _ = self.open_gap(what);
+    }
+
+    /// Records a gap that is still going on; returns its index for
+    /// [`ObservationSink::update_gap`], which completes it.
+    pub fn open_gap(&self, what: impl Into<String>) -> usize {
+        match self.inner.stats.gaps.lock() {
+            Ok(mut gaps) => {
+                gaps.push(what.into());
+                gaps.len() - 1
+            }
+            Err(_) => usize::MAX,
+        }
+    }
+
+    /// Rewrites a gap recorded earlier, e.g. with its length once the listener is back.
+    pub fn update_gap(&self, index: usize, what: impl Into<String>) {
+        if let Ok(mut gaps) = self.inner.stats.gaps.lock()
+            && let Some(gap) = gaps.get_mut(index)
+        {
+            *gap = what.into();
         }
     }
 

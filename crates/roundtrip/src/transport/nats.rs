@@ -91,7 +91,7 @@ impl NatsConn {
             }
         }
         if let Some(sink) = events {
-            let down: Arc<std::sync::Mutex<Option<(Instant, String)>>> = Arc::default();
+            let down: Arc<std::sync::Mutex<Option<(Instant, String, usize)>>> = Arc::default();
             options = options.event_callback(move |event| {
                 let sink = sink.clone();
                 let down = Arc::clone(&down);
@@ -111,24 +111,28 @@ impl NatsConn {
 /// slow-consumer drop.
 fn record_event(
     sink: &ObservationSink,
-    down: &std::sync::Mutex<Option<(Instant, String)>>,
+    down: &std::sync::Mutex<Option<(Instant, String, usize)>>,
     event: Event,
 ) {
     let Ok(mut down) = down.lock() else { return };
     match event {
+        // The gap is recorded at once, and completed with its length on reconnect: a
+        // report written while the listener is away still shows it.
         Event::Disconnected => {
-            *down = Some((
-                Instant::now(),
-                crate::clock::format_wall(crate::clock::wall_now()),
-            ));
+            let at = crate::clock::format_wall(crate::clock::wall_now());
+            let index = sink.open_gap(format!("disconnected at {at}; not reconnected yet"));
+            *down = Some((Instant::now(), at, index));
         }
         Event::Connected => {
-            if let Some((since, at)) = down.take() {
-                sink.gap(format!(
-                    "disconnected at {at} for {:?}; messages published meanwhile were not \
-                     delivered (at-most-once) or will be redelivered (JetStream)",
-                    since.elapsed()
-                ));
+            if let Some((since, at, index)) = down.take() {
+                sink.update_gap(
+                    index,
+                    format!(
+                        "disconnected at {at} for {:?}; messages published meanwhile were \
+                         not delivered (at-most-once) or will be redelivered (JetStream)",
+                        since.elapsed()
+                    ),
+                );
             }
         }
         Event::SlowConsumer(_) => sink.gap(format!(

@@ -899,3 +899,115 @@ async fn a_closed_amqp_connection_is_a_reported_gap_and_nothing_is_lost() {
     );
     listener.stop().await;
 }
+
+/// A private NATS server, for a test that kills and restarts it.
+#[cfg(feature = "nats")]
+struct PrivateNats {
+    port: u16,
+    child: tokio::process::Child,
+}
+
+#[cfg(feature = "nats")]
+impl PrivateNats {
+    /// Starts `nats-server` on `port` (0: a free one) and returns once it logged that it
+    /// is ready.
+    async fn start(port: u16) -> PrivateNats {
+        use tokio::io::AsyncBufReadExt as _;
+        let port = if port == 0 {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        } else {
+            port
+        };
+        let mut child = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh needs it too)");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let ready = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("Server is ready") {
+                    return true;
+                }
+            }
+            false
+        };
+        assert!(
+            tokio::time::timeout(checks::PATIENCE, ready).await == Ok(true),
+            "nats-server on port {port} did not become ready"
+        );
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        PrivateNats { port, child }
+    }
+
+    async fn kill(mut self) -> u16 {
+        self.child.kill().await.expect("kill nats-server");
+        self.port
+    }
+}
+
+/// The server goes away and comes back: the listener reconnects and resubscribes by
+/// itself, and the report shows how long it was gone.
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_restart_is_a_reported_gap() {
+    let server = PrivateNats::start(0).await;
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let subject = unique("conf.restart");
+    let case = Case {
+        producer: nats(&subject, &url),
+        listener: nats(&subject, &url),
+        ..nats_case().await
+    };
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, sink) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    producer
+        .send(checks::message("before", 0, None))
+        .await
+        .expect("send");
+    assert_eq!(
+        feed.recv().await.expect("feed").correlation_id.as_deref(),
+        Some("before")
+    );
+
+    let port = server.kill().await;
+    let _server = PrivateNats::start(port).await;
+    // Core NATS keeps nothing for an absent subscriber: send until the listener is back.
+    // (Sends fail while the producer's own client is still reconnecting.)
+    let deadline = tokio::time::Instant::now() + checks::PATIENCE;
+    let mut seq = 1;
+    let arrived = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never came back"
+        );
+        let _ = producer
+            .send(checks::message(&format!("after-{seq}"), seq, None))
+            .await;
+        seq += 1;
+        if let Ok(Ok(o)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), feed.recv()).await
+        {
+            break o;
+        }
+    };
+    assert!(
+        arrived
+            .correlation_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("after-"))
+    );
+    let gaps = sink.stats().gaps();
+    assert!(
+        gaps.iter().any(|g| g.starts_with("disconnected at ")),
+        "{gaps:?}"
+    );
+    listener.stop().await;
+}
