@@ -295,6 +295,47 @@ pub struct KafkaChannel {
     pub max_payload: Option<ByteSize>,
 }
 
+/// The connection options every broker channel has, whatever its transport.
+pub trait Connection {
+    /// The server's URL (for Kafka: the bootstrap servers).
+    fn url(&self) -> &str;
+    /// TLS options.
+    fn tls(&self) -> Option<&TlsOptions>;
+    /// Credentials, by environment variable.
+    fn auth(&self) -> Option<&AuthOptions>;
+    /// How long connecting may take.
+    fn connect_timeout(&self) -> Option<DurationSpec>;
+}
+
+macro_rules! connection {
+    ($($channel:ty => $url:ident),* $(,)?) => {$(
+        impl Connection for $channel {
+            fn url(&self) -> &str {
+                &self.$url
+            }
+            fn tls(&self) -> Option<&TlsOptions> {
+                self.tls.as_ref()
+            }
+            fn auth(&self) -> Option<&AuthOptions> {
+                self.auth.as_ref()
+            }
+            fn connect_timeout(&self) -> Option<DurationSpec> {
+                self.connect_timeout
+            }
+        }
+    )*};
+}
+
+connection!(
+    NatsChannel => url,
+    JetStreamChannel => url,
+    RedisStreamChannel => url,
+    RedisPubSubChannel => url,
+    AmqpChannel => url,
+    MqttChannel => url,
+    KafkaChannel => brokers,
+);
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

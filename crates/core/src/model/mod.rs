@@ -19,7 +19,7 @@ use serde_json::Value;
 mod brokers;
 
 pub use brokers::{
-    AmqpChannel, AuthOptions, JetStreamChannel, KafkaChannel, MqttChannel, MqttVersion,
+    AmqpChannel, AuthOptions, Connection, JetStreamChannel, KafkaChannel, MqttChannel, MqttVersion,
     NatsChannel, RedisPubSubChannel, RedisStreamChannel, TlsOptions,
 };
 

@@ -40,7 +40,7 @@ use serde_json_path::JsonPath;
 use super::diagnostic::Diagnostic;
 use super::locate::{Loc, SpanIndex, YamlPath};
 use crate::model::{
-    AuthOptions, ChannelSpec, DurationSpec, Expectation, Predicate, SendStep, Suite, TlsOptions,
+    ChannelSpec, Connection, DurationSpec, Expectation, Predicate, SendStep, Suite,
 };
 use crate::template::{EXPRESSIONS, Template, TemplateError};
 
@@ -222,14 +222,7 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
         }
         ChannelSpec::Nats(n) => {
             check_template(c, &opts.key("subject"), &n.subject);
-            check_connection(
-                c,
-                &opts,
-                n.tls.as_ref(),
-                n.auth.as_ref(),
-                n.connect_timeout,
-                false,
-            );
+            check_connection(c, &opts, n, false);
             if n.buffer == Some(0) {
                 c.value(
                     &opts.key("buffer"),
@@ -247,28 +240,14 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
             if let Some(t) = j.ack_wait {
                 positive(c, &opts.key("ack_wait"), t);
             }
-            check_connection(
-                c,
-                &opts,
-                j.tls.as_ref(),
-                j.auth.as_ref(),
-                j.connect_timeout,
-                false,
-            );
+            check_connection(c, &opts, j, false);
         }
         ChannelSpec::RedisStream(r) => {
             check_template(c, &opts.key("stream"), &r.stream);
             if let Some(g) = &r.group {
                 check_template(c, &opts.key("group"), g);
             }
-            check_connection(
-                c,
-                &opts,
-                r.tls.as_ref(),
-                r.auth.as_ref(),
-                r.connect_timeout,
-                true,
-            );
+            check_connection(c, &opts, r, true);
         }
         ChannelSpec::RedisPubSub(r) => {
             exactly_one(
@@ -287,14 +266,7 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     check_template(c, &opts.key(key), v);
                 }
             }
-            check_connection(
-                c,
-                &opts,
-                r.tls.as_ref(),
-                r.auth.as_ref(),
-                r.connect_timeout,
-                true,
-            );
+            check_connection(c, &opts, r, true);
         }
         ChannelSpec::Amqp(a) => {
             for (key, v) in [
@@ -313,14 +285,7 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     "leave it out for the default of 512 unacknowledged deliveries",
                 );
             }
-            check_connection(
-                c,
-                &opts,
-                a.tls.as_ref(),
-                a.auth.as_ref(),
-                a.connect_timeout,
-                false,
-            );
+            check_connection(c, &opts, a, false);
         }
         ChannelSpec::Mqtt(m) => {
             check_template(c, &opts.key("topic"), &m.topic);
@@ -331,14 +296,7 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     "use 1 (at least once) unless the SUT publishes with 0 or 2",
                 );
             }
-            check_connection(
-                c,
-                &opts,
-                m.tls.as_ref(),
-                m.auth.as_ref(),
-                m.connect_timeout,
-                false,
-            );
+            check_connection(c, &opts, m, false);
         }
         ChannelSpec::Kafka(k) => {
             check_template(c, &opts.key("topic"), &k.topic);
@@ -354,14 +312,7 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     "write the bootstrap servers, e.g. `127.0.0.1:9092`",
                 );
             }
-            check_connection(
-                c,
-                &opts,
-                k.tls.as_ref(),
-                k.auth.as_ref(),
-                k.connect_timeout,
-                false,
-            );
+            check_connection(c, &opts, k, false);
         }
     }
 }
@@ -371,12 +322,11 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
 fn check_connection(
     c: &mut Checker<'_>,
     opts: &YamlPath,
-    tls: Option<&TlsOptions>,
-    auth: Option<&AuthOptions>,
-    connect_timeout: Option<DurationSpec>,
+    channel: &dyn Connection,
     password_alone: bool,
 ) {
-    if let Some(t) = connect_timeout {
+    let (tls, auth) = (channel.tls(), channel.auth());
+    if let Some(t) = channel.connect_timeout() {
         positive(c, &opts.key("connect_timeout"), t);
     }
     if let Some(tls) = tls

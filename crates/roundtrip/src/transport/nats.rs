@@ -14,7 +14,7 @@ use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
 use async_nats::{Client, ConnectOptions, Event, HeaderMap};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use roundtrip_core::model::{JetStreamChannel, NatsChannel, TlsOptions};
+use roundtrip_core::model::{Connection, JetStreamChannel, NatsChannel};
 use tokio::sync::{OnceCell, oneshot};
 
 use super::conn::{self, Credentials, TlsFiles};
@@ -42,19 +42,16 @@ struct NatsConn {
 impl NatsConn {
     fn new(
         channel: &str,
-        url: &str,
-        tls: Option<&TlsOptions>,
-        auth: Option<&roundtrip_core::model::AuthOptions>,
-        timeout: Option<roundtrip_core::model::DurationSpec>,
+        spec: &dyn Connection,
         ctx: &DriverContext,
     ) -> Result<NatsConn, PlanError> {
         conn::ensure_crypto_provider();
         Ok(NatsConn {
             channel: channel.to_owned(),
-            url: url.to_owned(),
-            credentials: Credentials::from_env(channel, auth)?,
-            tls: TlsFiles::resolve(channel, tls, ctx)?,
-            timeout: conn::timeout(timeout),
+            url: spec.url().to_owned(),
+            credentials: Credentials::from_env(channel, spec.auth())?,
+            tls: TlsFiles::resolve(channel, spec.tls(), ctx)?,
+            timeout: conn::timeout(spec.connect_timeout()),
         })
     }
 
@@ -211,14 +208,7 @@ impl NatsProducer {
         ctx: &DriverContext,
     ) -> Result<NatsProducer, PlanError> {
         Ok(NatsProducer {
-            conn: NatsConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: NatsConn::new(channel, spec, ctx)?,
             subject: spec.subject.clone(),
             request: spec.request,
             client: OnceCell::new(),
@@ -284,14 +274,7 @@ impl NatsListener {
         ctx: &DriverContext,
     ) -> Result<NatsListener, PlanError> {
         Ok(NatsListener {
-            conn: NatsConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: NatsConn::new(channel, spec, ctx)?,
             subject: spec.subject.clone(),
             queue_group: spec.queue_group.clone(),
             buffer: spec.buffer.map_or(DEFAULT_BUFFER, |b| {
@@ -371,14 +354,7 @@ impl JetStreamProducer {
         ctx: &DriverContext,
     ) -> Result<JetStreamProducer, PlanError> {
         Ok(JetStreamProducer {
-            conn: NatsConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: NatsConn::new(channel, spec, ctx)?,
             stream: spec.stream.clone(),
             subject: spec.subject.clone(),
             create: spec.create,
@@ -490,14 +466,7 @@ impl JetStreamListener {
         ctx: &DriverContext,
     ) -> Result<JetStreamListener, PlanError> {
         Ok(JetStreamListener {
-            conn: NatsConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: NatsConn::new(channel, spec, ctx)?,
             stream: spec.stream.clone(),
             subject: spec.subject.clone(),
             create: spec.create,

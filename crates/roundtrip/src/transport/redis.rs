@@ -14,9 +14,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
-use roundtrip_core::model::{
-    AuthOptions, DurationSpec, RedisPubSubChannel, RedisStreamChannel, TlsOptions,
-};
+use roundtrip_core::model::{Connection, RedisPubSubChannel, RedisStreamChannel};
 use tokio::sync::{OnceCell, oneshot};
 
 use super::conn::{self, Backoff, Credentials, TlsFiles};
@@ -45,13 +43,12 @@ struct RedisConn {
 impl RedisConn {
     fn new(
         channel: &str,
-        url: &str,
-        tls: Option<&TlsOptions>,
-        auth: Option<&AuthOptions>,
-        timeout: Option<DurationSpec>,
+        spec: &dyn Connection,
         ctx: &DriverContext,
     ) -> Result<RedisConn, PlanError> {
         conn::ensure_crypto_provider();
+        let (url, tls, auth, timeout) =
+            (spec.url(), spec.tls(), spec.auth(), spec.connect_timeout());
         let invalid = |message: String| PlanError::Invalid {
             channel: channel.to_owned(),
             message,
@@ -145,14 +142,7 @@ impl StreamProducer {
         ctx: &DriverContext,
     ) -> Result<StreamProducer, PlanError> {
         Ok(StreamProducer {
-            conn: RedisConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: RedisConn::new(channel, spec, ctx)?,
             stream: spec.stream.clone(),
             connection: OnceCell::new(),
         })
@@ -216,14 +206,7 @@ impl StreamListener {
         ctx: &DriverContext,
     ) -> Result<StreamListener, PlanError> {
         Ok(StreamListener {
-            conn: RedisConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: RedisConn::new(channel, spec, ctx)?,
             stream: spec.stream.clone(),
             group: spec.group.clone(),
             consumer: spec
@@ -519,14 +502,7 @@ impl PubSubProducer {
             });
         };
         Ok(PubSubProducer {
-            conn: RedisConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: RedisConn::new(channel, spec, ctx)?,
             channel_name: name,
             connection: OnceCell::new(),
         })
@@ -573,14 +549,7 @@ impl PubSubListener {
         ctx: &DriverContext,
     ) -> Result<PubSubListener, PlanError> {
         Ok(PubSubListener {
-            conn: RedisConn::new(
-                channel,
-                &spec.url,
-                spec.tls.as_ref(),
-                spec.auth.as_ref(),
-                spec.connect_timeout,
-                ctx,
-            )?,
+            conn: RedisConn::new(channel, spec, ctx)?,
             channel_name: spec.channel.clone(),
             pattern: spec.pattern.clone(),
         })
