@@ -237,9 +237,10 @@ pub struct MqttChannel {
     /// The protocol version, `"5"` (default) or `"3.1.1"`.
     #[serde(default)]
     pub version: MqttVersion,
-    /// The client id; default `roundtrip-` and a unique suffix. With QoS ≥ 1 the listener
-    /// uses a persistent session under this id, so a restarted listener gets what it
-    /// missed.
+    /// The client id; default `roundtrip-` and a unique suffix. A listener at QoS ≥ 1
+    /// with a `client_id` uses a persistent session under it, so a restarted listener
+    /// gets what it missed (at-least-once); without one its session is clean
+    /// (at-most-once across reconnects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// TLS options (`mqtts://` URLs).

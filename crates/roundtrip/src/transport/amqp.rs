@@ -33,14 +33,25 @@ use super::{
 /// Unacknowledged deliveries in flight unless the channel says otherwise.
 const DEFAULT_PREFETCH: u16 = 512;
 
-/// How to reach the broker.
-#[derive(Debug, Clone)]
+/// How to reach the broker. `Debug` shows the redacted endpoint, never `uri`.
+#[derive(Clone)]
 struct AmqpConn {
     channel: String,
     uri: String,
     endpoint: String,
     tls: Option<TlsFiles>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for AmqpConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConn")
+            .field("channel", &self.channel)
+            .field("endpoint", &self.endpoint)
+            .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AmqpConn {
@@ -473,42 +484,46 @@ impl Listener for AmqpListener {
         let endpoint = format!("{} queue {}", self.conn.endpoint, first.queue);
         let (stop, mut stopped) = oneshot::channel::<()>();
         let in_flight = usize::from(self.prefetch);
-        let task = tokio::spawn(async move {
-            let mut current = first;
-            let mut backoff = Backoff::default();
-            loop {
-                let Consuming {
-                    connection,
-                    channel,
-                    consumer,
-                    ..
-                } = current;
-                record_deliveries(consumer, in_flight, &sink, &mut stopped).await;
-                if stopped.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
-                    let _ = channel
-                        .close(200, "roundtrip listener stopped".into())
-                        .await;
-                    let _ = connection
-                        .close(200, "roundtrip listener stopped".into())
-                        .await;
-                    return;
-                }
-                // The connection or channel closed under us: reconnect with backoff.
-                let (since, at) = (
-                    std::time::Instant::now(),
-                    crate::clock::format_wall(crate::clock::wall_now()),
-                );
-                current = loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = &mut stopped => return,
+        let task =
+            tokio::spawn(async move {
+                let mut current = first;
+                let mut backoff = Backoff::default();
+                loop {
+                    let Consuming {
+                        connection,
+                        channel,
+                        consumer,
+                        ..
+                    } = current;
+                    record_deliveries(consumer, in_flight, &sink, &mut stopped).await;
+                    if stopped.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
+                        let _ = channel
+                            .close(200, "roundtrip listener stopped".into())
+                            .await;
+                        let _ = connection
+                            .close(200, "roundtrip listener stopped".into())
+                            .await;
+                        return;
                     }
-                    if let Ok(c) = self.consume().await {
-                        break c;
-                    }
-                };
-                backoff.reset();
-                sink.gap(format!(
+                    // The connection or channel closed under us: reconnect with backoff.
+                    let (since, at) = (
+                        std::time::Instant::now(),
+                        crate::clock::format_wall(crate::clock::wall_now()),
+                    );
+                    let index = sink.open_gap(format!(
+                        "the AMQP connection was lost at {at}; not back yet"
+                    ));
+                    current = loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = &mut stopped => return,
+                        }
+                        if let Ok(c) = self.consume().await {
+                            break c;
+                        }
+                    };
+                    backoff.reset();
+                    sink.update_gap(index, format!(
                     "the AMQP connection was lost at {at} for {:?}; {}",
                     since.elapsed(),
                     if self.bind.is_some() {
@@ -517,8 +532,8 @@ impl Listener for AmqpListener {
                         "the queue kept what arrived meanwhile; unacked deliveries come again"
                     }
                 ));
-            }
-        });
+                }
+            });
         Ok(RunningListener::new(
             endpoint,
             "at-least-once",

@@ -109,18 +109,30 @@ impl TlsFiles {
     }
 }
 
-/// A URL without its password, for endpoints shown in logs and reports.
+/// A URL (or a comma-separated list of them) without secrets, for endpoints shown in
+/// logs and reports: a password becomes `***`, user info without a password (a token)
+/// becomes `***`, and a query string (where some clients take credentials) is dropped.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let url = url.split_once('?').map_or(url, |(before, _)| before);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{path}"),
+        None => format!("{authority}{path}"),
     }
 }
 
@@ -263,6 +275,12 @@ mod tests {
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact("127.0.0.1:9092"), "127.0.0.1:9092");
+        assert_eq!(redact("nats://s3cr3t-token@h:4222"), "nats://***@h:4222");
+        assert_eq!(
+            redact("nats://u:p1@a:4222,nats://u:p2@b:4222"),
+            "nats://u:***@a:4222,nats://u:***@b:4222"
+        );
+        assert_eq!(redact("redis://h:6379/0?password=p"), "redis://h:6379/0");
     }
 
     #[test]

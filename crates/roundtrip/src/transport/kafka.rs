@@ -37,8 +37,9 @@ use super::{
 /// Records recorded concurrently (offsets are still stored in arrival order).
 const IN_FLIGHT: usize = 512;
 
-/// The client settings shared by producer and listener.
-#[derive(Debug, Clone)]
+/// The client settings shared by producer and listener. `Debug` leaves out `config`,
+/// which holds the SASL password.
+#[derive(Clone)]
 struct KafkaConn {
     channel: String,
     brokers: String,
@@ -47,6 +48,17 @@ struct KafkaConn {
     timeout: Duration,
     /// Partitions to create the topic with when it is missing (`create: true`).
     create: Option<i32>,
+}
+
+impl std::fmt::Debug for KafkaConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConn")
+            .field("channel", &self.channel)
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KafkaConn {
@@ -316,17 +328,27 @@ impl Producer for KafkaProducer {
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 /// The next offset to commit per partition: one past the last recorded record. Records
-/// are recorded in arrival order, so this only moves forward.
+/// are taken back in arrival order, so this only moves forward; after a record the store
+/// failed to take, its partition's offset stops moving, so the record is read again after
+/// a restart rather than skipped.
 #[derive(Debug, Default)]
-struct Offsets(std::collections::BTreeMap<(String, i32), i64>);
+struct Offsets {
+    next: std::collections::BTreeMap<(String, i32), i64>,
+    frozen: std::collections::BTreeSet<(String, i32)>,
+}
 
 impl Offsets {
-    fn recorded(&mut self, (topic, partition, offset): (String, i32, i64)) {
-        self.0.insert((topic, partition), offset + 1);
+    fn taken_back(&mut self, committed: bool, (topic, partition, offset): (String, i32, i64)) {
+        let key = (topic, partition);
+        if !committed {
+            self.frozen.insert(key);
+        } else if !self.frozen.contains(&key) {
+            self.next.insert(key, offset + 1);
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.next.is_empty()
     }
 
     /// Commits and forgets what was recorded; a failed commit is a gap (the records come
@@ -338,7 +360,7 @@ impl Offsets {
         sink: &ObservationSink,
     ) {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in std::mem::take(&mut self.0) {
+        for ((topic, partition), next) in std::mem::take(&mut self.next) {
             if tpl
                 .add_partition_offset(&topic, partition, Offset::Offset(next))
                 .is_err()
@@ -484,75 +506,79 @@ impl Listener for KafkaListener {
             if !commits && let Some(r) = ready.take() {
                 let _ = r.send(());
             }
-            let stream = consumer.stream().take_until(stopped);
-            let mut stream = std::pin::pin!(stream);
-            let mut records = futures_util::stream::FuturesOrdered::new();
             let mut offsets = Offsets::default();
-            let mut tick = tokio::time::interval(COMMIT_EVERY);
-            loop {
-                tokio::select! {
-                    biased;
-                    Some((committed, position)) = records.next(), if !records.is_empty() => {
-                        if committed && commits {
-                            offsets.recorded(position);
-                        }
-                    }
-                    _ = tick.tick(), if commits && !offsets.is_empty() => {
-                        offsets.commit(&*consumer, CommitMode::Async, &sink);
-                    }
-                    changed = assigned.changed(), if ready.is_some() => {
-                        if changed.is_ok() && *assigned.borrow()
-                            && let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    next = stream.next(), if records.len() < IN_FLIGHT => {
-                        let Some(next) = next else { break };
-                        let message = match next {
-                            Ok(m) => m.detach(),
-                            Err(e) => {
-                                sink.gap(format!("consumer error at {}: {e}", crate::clock::format_wall(crate::clock::wall_now())));
-                                continue;
-                            }
-                        };
-                        let mut headers = Vec::new();
-                        if let Some(h) = message.headers() {
-                            for header in h.iter() {
-                                let value = header.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                                headers.push((header.key.to_owned(), value.unwrap_or_default()));
+            {
+                let stream = consumer.stream().take_until(stopped);
+                let mut stream = std::pin::pin!(stream);
+                let mut records = futures_util::stream::FuturesOrdered::new();
+                let mut tick = tokio::time::interval(COMMIT_EVERY);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some((committed, position)) = records.next(), if !records.is_empty() => {
+                            if commits {
+                                offsets.taken_back(committed, position);
                             }
                         }
-                        let mut received = Received::new(message.payload().unwrap_or_default().to_vec(), headers);
-                        received.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                        let position = (message.topic().to_owned(), message.partition(), message.offset());
-                        received.message_id = Some(format!("{}/{}/{}", position.0, position.1, position.2));
-                        let sink = sink.clone();
-                        records.push_back(async move { (sink.record(received).await.is_ok(), position) });
+                        _ = tick.tick(), if commits && !offsets.is_empty() => {
+                            offsets.commit(&*consumer, CommitMode::Async, &sink);
+                        }
+                        changed = assigned.changed(), if ready.is_some() => {
+                            if changed.is_ok() && *assigned.borrow()
+                                && let Some(r) = ready.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                        next = stream.next(), if records.len() < IN_FLIGHT => {
+                            let Some(next) = next else { break };
+                            let message = match next {
+                                Ok(m) => m.detach(),
+                                Err(e) => {
+                                    sink.gap(format!("consumer error at {}: {e}", crate::clock::format_wall(crate::clock::wall_now())));
+                                    continue;
+                                }
+                            };
+                            let mut headers = Vec::new();
+                            if let Some(h) = message.headers() {
+                                for header in h.iter() {
+                                    let value = header.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                    headers.push((header.key.to_owned(), value.unwrap_or_default()));
+                                }
+                            }
+                            let mut received = Received::new(message.payload().unwrap_or_default().to_vec(), headers);
+                            received.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                            let position = (message.topic().to_owned(), message.partition(), message.offset());
+                            received.message_id = Some(format!("{}/{}/{}", position.0, position.1, position.2));
+                            let sink = sink.clone();
+                            records.push_back(async move { (sink.record(received).await.is_ok(), position) });
+                        }
                     }
                 }
-            }
-            while let Some((committed, position)) = records.next().await {
-                if committed && commits {
-                    offsets.recorded(position);
+                while let Some((committed, position)) = records.next().await {
+                    if commits {
+                        offsets.taken_back(committed, position);
+                    }
                 }
             }
             consumer
                 .context()
                 .stopping
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            if commits && !offsets.is_empty() {
-                let c = Arc::clone(&consumer);
-                let sink = sink.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    offsets.commit(&*c, CommitMode::Sync, &sink);
-                })
-                .await;
-            }
+            // The final commit, and the consumer's close (librdkafka leaves the group,
+            // which can take a while), happen off the async workers, bounded.
+            let sink = sink.clone();
+            let closing = tokio::task::spawn_blocking(move || {
+                if commits && !offsets.is_empty() {
+                    offsets.commit(&*consumer, CommitMode::Sync, &sink);
+                }
+                drop(consumer);
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
         });
-        if tokio::time::timeout(self.conn.timeout * 3, ready_rx)
-            .await
-            .is_err()
-        {
+        if !matches!(
+            tokio::time::timeout(self.conn.timeout * 3, ready_rx).await,
+            Ok(Ok(()))
+        ) {
             task.abort();
             return Err(fail(format!(
                 "consumer group `{group}` got no partitions of `{topic}` within {:?}",

@@ -6,8 +6,9 @@
 //!   PUBACK for QoS 1, PUBCOMP for QoS 2.
 //! - The listener subscribes and is ready once the SUBACK grants the subscription. With
 //!   QoS ≥ 1 it uses manual acks, acknowledging each message (in order) only after the
-//!   store committed it, and a persistent session: a restarted listener with the same
-//!   `client_id` receives what it missed. A message the broker flags `dup` is recorded
+//!   store committed it, and, when the channel names a `client_id`, a persistent session:
+//!   a restarted listener with the same `client_id` receives what it missed (reported
+//!   at-least-once; without a `client_id`, at-most-once). A message the broker flags `dup` is recorded
 //!   as a redelivery. QoS 0 is at-most-once and reported so. The listener subscribes at
 //!   QoS 1 even when the channel says 2: it records at least once and counts duplicates
 //!   itself, and a QoS 2 handshake in flight cannot be resumed after a restart.
@@ -29,6 +30,8 @@ use super::{
     Receipt, Received, RunningListener,
 };
 
+/// The client's request queue (publishes, acks) between callers and the event loop.
+const REQUESTS: usize = 8192;
 /// Messages recorded concurrently (acks still go out in arrival order).
 const IN_FLIGHT: usize = 256;
 /// How long a persistent listener session outlives its connection on the broker (MQTT 5).
@@ -145,9 +148,9 @@ impl MqttConn {
         })
     }
 
-    /// A client and its event loop; `persistent` keeps the session on the broker and
-    /// turns on manual acks.
-    fn open(&self, persistent: bool) -> (Client, EventLoop) {
+    /// A client and its event loop; `persistent` keeps the session on the broker,
+    /// `manual_acks` leaves acknowledging each message to the caller.
+    fn open(&self, persistent: bool, manual_acks: bool) -> (Client, EventLoop) {
         let id = self.client_id.clone().unwrap_or_else(|| {
             format!(
                 "roundtrip-{}",
@@ -160,7 +163,7 @@ impl MqttConn {
                 let mut o = rumqttc::MqttOptions::new(id, &self.host, self.port);
                 o.set_keep_alive(Duration::from_secs(10))
                     .set_clean_session(!persistent)
-                    .set_manual_acks(persistent)
+                    .set_manual_acks(manual_acks)
                     .set_max_packet_size(16 << 20, 16 << 20)
                     .set_inflight(1000);
                 if let Some(user) = &c.username {
@@ -169,14 +172,14 @@ impl MqttConn {
                 if let Some(t) = &self.tls {
                     o.set_transport(t.transport());
                 }
-                let (client, events) = rumqttc::AsyncClient::new(o, 4096);
+                let (client, events) = rumqttc::AsyncClient::new(o, REQUESTS);
                 (Client::V3(client), EventLoop::V3(events))
             }
             MqttVersion::V5 => {
                 let mut o = rumqttc::v5::MqttOptions::new(id, &self.host, self.port);
                 o.set_keep_alive(Duration::from_secs(10))
                     .set_clean_start(!persistent)
-                    .set_manual_acks(persistent)
+                    .set_manual_acks(manual_acks)
                     .set_max_packet_size(Some(16 << 20));
                 if persistent {
                     o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
@@ -187,7 +190,7 @@ impl MqttConn {
                 if let Some(t) = &self.tls {
                     o.set_transport(t.transport());
                 }
-                let (client, events) = rumqttc::v5::AsyncClient::new(o, 4096);
+                let (client, events) = rumqttc::v5::AsyncClient::new(o, REQUESTS);
                 (Client::V5(client), EventLoop::V5(events))
             }
         }
@@ -325,11 +328,12 @@ impl EventLoop {
 }
 
 impl Client {
-    async fn publish(&self, topic: &str, qos: u8, message: &Outgoing) -> Result<(), String> {
+    /// Hands a publish to the client without waiting: a full request queue is an error
+    /// (the caller holds a lock that the event loop's driver needs).
+    fn try_publish(&self, topic: &str, qos: u8, message: &Outgoing) -> Result<(), String> {
         match self {
             Client::V3(c) => c
-                .publish(topic, qos3(qos), false, message.body.to_vec())
-                .await
+                .try_publish(topic, qos3(qos), false, message.body.to_vec())
                 .map_err(|e| e.to_string()),
             Client::V5(c) => {
                 let properties = p5::PublishProperties {
@@ -337,9 +341,14 @@ impl Client {
                     content_type: Some(message.content_type.to_owned()),
                     ..Default::default()
                 };
-                c.publish_with_properties(topic, qos5(qos), false, message.body.clone(), properties)
-                    .await
-                    .map_err(|e| e.to_string())
+                c.try_publish_with_properties(
+                    topic,
+                    qos5(qos),
+                    false,
+                    message.body.clone(),
+                    properties,
+                )
+                .map_err(|e| e.to_string())
             }
         }
     }
@@ -459,7 +468,7 @@ impl MqttProducer {
         let channel = &self.conn.channel;
         self.connected
             .get_or_try_init(|| async {
-                let (client, mut events) = self.conn.open(false);
+                let (client, mut events) = self.conn.open(false, false);
                 // The first event is the CONNACK, or the reason there is none.
                 let first = tokio::time::timeout(self.conn.timeout, events.poll()).await;
                 match first {
@@ -552,11 +561,13 @@ impl Producer for MqttProducer {
             pending.queued.push_back(tx);
             if let Err(e) = connected
                 .client
-                .publish(&self.topic, self.conn.qos, &message)
-                .await
+                .try_publish(&self.topic, self.conn.qos, &message)
             {
                 pending.queued.pop_back();
-                return Err(conn::unreachable(channel, e));
+                return Err(conn::unreachable(
+                    channel,
+                    format!("{e} ({REQUESTS} publishes already waiting for the broker)"),
+                ));
             }
         }
         match tokio::time::timeout(self.conn.timeout, rx).await {
@@ -600,8 +611,11 @@ impl Listener for MqttListener {
     async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
         let channel = self.conn.channel.clone();
         let self_timeout = self.conn.timeout;
-        let persistent = self.conn.qos > 0;
-        let (client, events) = self.conn.open(persistent);
+        // A persistent session needs a stable `client_id`: under a random one it would
+        // outlive the run on the broker, queueing messages for nobody.
+        let persistent = self.conn.qos > 0 && self.conn.client_id.is_some();
+        // Acks after commit at any QoS above 0, session or not.
+        let (client, events) = self.conn.open(persistent, self.conn.qos > 0);
         let (ready_tx, ready_rx) = oneshot::channel();
         let (messages_tx, messages_rx) = mpsc::channel::<Message>(IN_FLIGHT * 4);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -644,6 +658,16 @@ impl Listener for MqttListener {
             stop,
             task,
         ))
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -720,9 +744,11 @@ async fn drive_listener(
     mut stopped: oneshot::Receiver<()>,
     recorder: tokio::task::JoinHandle<()>,
 ) {
+    // If this task is aborted (a crash, in tests), the recorder goes with it.
+    let mut recorder = AbortOnDrop(recorder);
     let conn = &listener.conn;
     let mut backoff = Backoff::default();
-    let mut down: Option<(Instant, String, String)> = None;
+    let mut down: Option<(Instant, String, String, usize)> = None;
     let mut dropped = DroppedCounter::default();
     loop {
         let event = tokio::select! {
@@ -732,16 +758,19 @@ async fn drive_listener(
         match event {
             Ok(Ev::Connected { session_present }) => {
                 backoff.reset();
-                if let Some((since, at, why)) = down.take() {
-                    sink.gap(format!(
-                        "disconnected at {at} for {:?} ({why}); {}",
-                        since.elapsed(),
-                        if session_present {
-                            "the broker kept the session, QoS ≥ 1 messages were queued"
-                        } else {
-                            "the session was lost, messages published meanwhile were missed"
-                        }
-                    ));
+                if let Some((since, at, why, index)) = down.take() {
+                    sink.update_gap(
+                        index,
+                        format!(
+                            "disconnected at {at} for {:?} ({why}); {}",
+                            since.elapsed(),
+                            if session_present {
+                                "the broker kept the session, QoS ≥ 1 messages were queued"
+                            } else {
+                                "the session was lost, messages published meanwhile were missed"
+                            }
+                        ),
+                    );
                 }
                 // A listener subscribes at QoS 1 at most: it records at least once and
                 // counts duplicates itself, and a QoS 2 handshake cannot be resumed by a
@@ -780,11 +809,11 @@ async fn drive_listener(
                     return;
                 }
                 if down.is_none() {
-                    down = Some((
-                        Instant::now(),
-                        crate::clock::format_wall(crate::clock::wall_now()),
-                        e,
-                    ));
+                    let at = crate::clock::format_wall(crate::clock::wall_now());
+                    let why = e;
+                    let index =
+                        sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
+                    down = Some((Instant::now(), at, why, index));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -796,11 +825,10 @@ async fn drive_listener(
     // Stop: let the recorder commit and queue its acks, then keep polling so that they
     // reach the broker before the disconnect.
     drop(messages);
-    let mut recorder = recorder;
     let flushed = async {
         loop {
             tokio::select! {
-                _ = &mut recorder => break,
+                _ = &mut recorder.0 => break,
                 e = events.poll() => if e.is_err() { break },
             }
         }

@@ -555,6 +555,9 @@ impl Listener for JetStreamListener {
                     }
                 })
                 .await;
+            // Acks queued just before the stop must reach the server before the client
+            // goes: async-nats drops unsent commands when it is dropped.
+            let _ = tokio::time::timeout(Duration::from_secs(5), js.client().flush()).await;
             drop(js);
         });
         Ok(RunningListener::new(

@@ -28,6 +28,13 @@ use super::{
 const BATCH: usize = 1000;
 /// How long one blocking read waits before the loop checks for a stop.
 const BLOCK_MS: u64 = 500;
+/// A blocking read answers within `BLOCK_MS`; a connection that goes silent for longer
+/// than that plus the connect timeout is dead (a half-open TCP connection raises no
+/// error by itself).
+fn listener_response_timeout(connect: Duration) -> Duration {
+    Duration::from_millis(BLOCK_MS) + connect
+}
+
 /// The stream field that carries the payload.
 pub const BODY_FIELD: &str = "body";
 
@@ -236,7 +243,7 @@ impl Listener for StreamListener {
         let channel = self.conn.channel.clone();
         let mut connection = self
             .conn
-            .connect(None)
+            .connect(Some(listener_response_timeout(self.conn.timeout)))
             .await
             .map_err(|m| conn::start_error(&channel, m, "connect"))?;
         name_connection(&mut connection, &self.stream).await;
@@ -305,7 +312,7 @@ async fn read_stream(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut backoff = Backoff::default();
-    let mut down: Option<(Instant, String, String)> = None;
+    let mut down: Option<(Instant, String, String, usize)> = None;
     loop {
         let cmd = match &cursor {
             Cursor::After(id) => {
@@ -340,16 +347,19 @@ async fn read_stream(
         };
         let entries = match reply {
             Ok(reply) => {
-                if let Some((since, at, why)) = down.take() {
-                    sink.gap(format!(
-                        "connection lost at {at} for {:?} ({why}); {}",
-                        since.elapsed(),
-                        if matches!(cursor, Cursor::Group { .. }) {
-                            "the group kept the position, nothing was skipped"
-                        } else {
-                            "reading resumed after the last entry read"
-                        }
-                    ));
+                if let Some((since, at, why, index)) = down.take() {
+                    sink.update_gap(
+                        index,
+                        format!(
+                            "connection lost at {at} for {:?} ({why}); {}",
+                            since.elapsed(),
+                            if matches!(cursor, Cursor::Group { .. }) {
+                                "the group kept the position, nothing was skipped"
+                            } else {
+                                "reading resumed after the last entry read"
+                            }
+                        ),
+                    );
                 }
                 backoff.reset();
                 reply
@@ -358,17 +368,21 @@ async fn read_stream(
             }
             Err(e) => {
                 if down.is_none() {
-                    down = Some((
-                        Instant::now(),
-                        crate::clock::format_wall(crate::clock::wall_now()),
-                        e.to_string(),
-                    ));
+                    let at = crate::clock::format_wall(crate::clock::wall_now());
+                    let why = e.to_string();
+                    let index =
+                        sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
+                    down = Some((Instant::now(), at, why, index));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = &mut stopped => return,
                 }
-                if let Ok(mut fresh) = listener.conn.connect(None).await {
+                if let Ok(mut fresh) = listener
+                    .conn
+                    .connect(Some(listener_response_timeout(listener.conn.timeout)))
+                    .await
+                {
                     name_connection(&mut fresh, &listener.stream).await;
                     connection = fresh;
                 }
@@ -619,6 +633,9 @@ impl Listener for PubSubListener {
                 // The connection dropped: resubscribe, and say how long nothing was heard.
                 let since = Instant::now();
                 let at = crate::clock::format_wall(crate::clock::wall_now());
+                let index = sink.open_gap(format!(
+                    "unsubscribed at {at} after the connection dropped; not back yet"
+                ));
                 pubsub = loop {
                     tokio::select! {
                         () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -629,11 +646,14 @@ impl Listener for PubSubListener {
                     }
                 };
                 backoff.reset();
-                sink.gap(format!(
-                    "unsubscribed at {at} for {:?} after the connection dropped; messages \
-                     published meanwhile were lost (Pub/Sub keeps nothing)",
-                    since.elapsed()
-                ));
+                sink.update_gap(
+                    index,
+                    format!(
+                        "unsubscribed at {at} for {:?} after the connection dropped; \
+                         messages published meanwhile were lost (Pub/Sub keeps nothing)",
+                        since.elapsed()
+                    ),
+                );
             }
         });
         Ok(RunningListener::new(
