@@ -900,18 +900,19 @@ async fn a_closed_amqp_connection_is_a_reported_gap_and_nothing_is_lost() {
     listener.stop().await;
 }
 
-/// A private NATS server, for a test that kills and restarts it.
-#[cfg(feature = "nats")]
-struct PrivateNats {
+/// A private broker process, for tests that kill and restart it.
+#[cfg(any(feature = "nats", feature = "mqtt"))]
+struct PrivateServer {
+    program: &'static str,
     port: u16,
     child: tokio::process::Child,
 }
 
-#[cfg(feature = "nats")]
-impl PrivateNats {
-    /// Starts `nats-server` on `port` (0: a free one) and returns once it logged that it
-    /// is ready.
-    async fn start(port: u16) -> PrivateNats {
+#[cfg(any(feature = "nats", feature = "mqtt"))]
+impl PrivateServer {
+    /// Starts `program` on `port` (0: a free one) and returns once its log says it is
+    /// ready (`nats-server`: "Server is ready"; `mosquitto`: "running").
+    async fn start(program: &'static str, port: u16) -> PrivateServer {
         use tokio::io::AsyncBufReadExt as _;
         let port = if port == 0 {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -921,16 +922,28 @@ impl PrivateNats {
         } else {
             port
         };
-        let mut child = tokio::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        let (args, ready_text): (Vec<String>, &str) = match program {
+            "nats-server" => (
+                vec![
+                    "-a".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string(),
+                ],
+                "Server is ready",
+            ),
+            _ => (vec!["-p".into(), port.to_string()], " running"),
+        };
+        let mut child = tokio::process::Command::new(program)
+            .args(&args)
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("nats-server is installed (scripts/services.sh needs it too)");
+            .unwrap_or_else(|e| panic!("start {program} (scripts/services.sh needs it too): {e}"));
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
         let ready = async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("Server is ready") {
+                if line.contains(ready_text) {
                     return true;
                 }
             }
@@ -938,16 +951,49 @@ impl PrivateNats {
         };
         assert!(
             tokio::time::timeout(checks::PATIENCE, ready).await == Ok(true),
-            "nats-server on port {port} did not become ready"
+            "{program} on port {port} did not become ready"
         );
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        PrivateNats { port, child }
+        PrivateServer {
+            program,
+            port,
+            child,
+        }
     }
 
-    async fn kill(mut self) -> u16 {
-        self.child.kill().await.expect("kill nats-server");
-        self.port
+    /// Kills the server and starts a new one on the same port.
+    async fn restart(mut self) -> PrivateServer {
+        self.child.kill().await.expect("kill the server");
+        PrivateServer::start(self.program, self.port).await
+    }
+}
+
+/// Sends until a message sent after the restart arrives (nothing was kept for the
+/// absent subscriber, and sends fail while the producer itself reconnects).
+#[cfg(any(feature = "nats", feature = "mqtt"))]
+async fn send_until_one_arrives(
+    producer: &std::sync::Arc<dyn roundtrip::transport::Producer>,
+    feed: &mut tokio::sync::broadcast::Receiver<
+        std::sync::Arc<roundtrip::core::observation::Observation>,
+    >,
+) -> String {
+    let deadline = tokio::time::Instant::now() + checks::PATIENCE;
+    let mut seq = 1;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener never came back"
+        );
+        let _ = producer
+            .send(checks::message(&format!("after-{seq}"), seq, None))
+            .await;
+        seq += 1;
+        if let Ok(Ok(o)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), feed.recv()).await
+        {
+            return o.correlation_id.clone().unwrap_or_default();
+        }
     }
 }
 
@@ -956,7 +1002,7 @@ impl PrivateNats {
 #[cfg(feature = "nats")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_is_a_reported_gap() {
-    let server = PrivateNats::start(0).await;
+    let server = PrivateServer::start("nats-server", 0).await;
     let url = format!("nats://127.0.0.1:{}", server.port);
     let subject = unique("conf.restart");
     let case = Case {
@@ -977,36 +1023,50 @@ async fn a_nats_server_restart_is_a_reported_gap() {
         Some("before")
     );
 
-    let port = server.kill().await;
-    let _server = PrivateNats::start(port).await;
-    // Core NATS keeps nothing for an absent subscriber: send until the listener is back.
-    // (Sends fail while the producer's own client is still reconnecting.)
-    let deadline = tokio::time::Instant::now() + checks::PATIENCE;
-    let mut seq = 1;
-    let arrived = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the listener never came back"
-        );
-        let _ = producer
-            .send(checks::message(&format!("after-{seq}"), seq, None))
-            .await;
-        seq += 1;
-        if let Ok(Ok(o)) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), feed.recv()).await
-        {
-            break o;
-        }
-    };
-    assert!(
-        arrived
-            .correlation_id
-            .as_deref()
-            .is_some_and(|id| id.starts_with("after-"))
-    );
+    let _server = server.restart().await;
+    let arrived = send_until_one_arrives(&producer, &mut feed).await;
+    assert!(arrived.starts_with("after-"), "{arrived}");
     let gaps = sink.stats().gaps();
     assert!(
         gaps.iter().any(|g| g.starts_with("disconnected at ")),
+        "{gaps:?}"
+    );
+    listener.stop().await;
+}
+
+/// The MQTT broker goes away and comes back without the session (it keeps nothing on
+/// disk): the listener reconnects, subscribes again, and the report says the session was
+/// lost.
+#[cfg(feature = "mqtt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_broker_restart_is_a_reported_gap() {
+    let server = PrivateServer::start("mosquitto", 0).await;
+    let url = format!("mqtt://127.0.0.1:{}", server.port);
+    let topic = unique("conf/restart");
+    let case = Case {
+        producer: mqtt(&topic, MqttVersion::V5, 1, None, &url),
+        listener: mqtt(&topic, MqttVersion::V5, 1, Some(unique("rt-restart")), &url),
+        ..mqtt5_case().await
+    };
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, sink) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    producer
+        .send(checks::message("before", 0, None))
+        .await
+        .expect("send");
+    assert_eq!(
+        feed.recv().await.expect("feed").correlation_id.as_deref(),
+        Some("before")
+    );
+
+    let _server = server.restart().await;
+    let arrived = send_until_one_arrives(&producer, &mut feed).await;
+    assert!(arrived.starts_with("after-"), "{arrived}");
+    let gaps = sink.stats().gaps();
+    assert!(
+        gaps.iter().any(|g| g.contains("the session was lost")),
         "{gaps:?}"
     );
     listener.stop().await;
