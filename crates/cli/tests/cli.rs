@@ -454,7 +454,7 @@ fn an_unreachable_broker_is_a_harness_error() {
     assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
     assert!(
         stderr(&o).contains("NATS at nats://127.0.0.1:1")
-            && stderr(&o).contains("scripts/services.sh start"),
+            && stderr(&o).contains("is the server running and reachable from here?"),
         "{}",
         explain(&o)
     );

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use roundtrip::core::correlate::Correlator;
 use roundtrip::core::latency::{LatencySummary, format_ns};
 use roundtrip::core::model::*;
-use roundtrip::store::{RunRecord, Store};
+use roundtrip::store::RunRecord;
 use roundtrip::transport::{DriverContext, ObservationSink, Outgoing, Producer, registry};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -43,95 +43,57 @@ fn timeout() -> Option<DurationSpec> {
 
 /// (name, producer spec, listener spec, correlation by header)
 fn cases() -> Vec<(&'static str, ChannelSpec, ChannelSpec, bool)> {
-    let subject = unique("bench.nats");
     let nats = ChannelSpec::Nats(NatsChannel {
-        url: "nats://127.0.0.1:4222".into(),
-        subject,
-        request: false,
-        queue_group: None,
-        buffer: None,
-        tls: None,
-        auth: None,
         connect_timeout: timeout(),
-        max_payload: None,
+        ..NatsChannel::new("nats://127.0.0.1:4222", unique("bench.nats"))
     });
     let stream = unique("BENCH");
     let js = |durable: Option<String>| {
         ChannelSpec::JetStream(JetStreamChannel {
-            url: "nats://127.0.0.1:4222".into(),
-            stream: stream.clone(),
-            subject: format!("bench.js.{stream}"),
             create: true,
             durable,
-            ack_wait: None,
-            tls: None,
-            auth: None,
             connect_timeout: timeout(),
-            max_payload: None,
+            ..JetStreamChannel::new(
+                "nats://127.0.0.1:4222",
+                stream.clone(),
+                format!("bench.js.{stream}"),
+            )
         })
     };
     let rstream = unique("bench:stream");
     let redis_stream = |group: Option<&str>| {
         ChannelSpec::RedisStream(RedisStreamChannel {
-            url: "redis://127.0.0.1:6379".into(),
-            stream: rstream.clone(),
             group: group.map(str::to_owned),
-            consumer: None,
-            tls: None,
-            auth: None,
             connect_timeout: timeout(),
-            max_payload: None,
+            ..RedisStreamChannel::new("redis://127.0.0.1:6379", rstream.clone())
         })
     };
     let pubsub = ChannelSpec::RedisPubSub(RedisPubSubChannel {
-        url: "redis://127.0.0.1:6379".into(),
-        channel: Some(unique("bench:pubsub")),
-        pattern: None,
-        tls: None,
-        auth: None,
         connect_timeout: timeout(),
-        max_payload: None,
+        ..RedisPubSubChannel::new("redis://127.0.0.1:6379", unique("bench:pubsub"))
     });
-    let queue = unique("bench.amqp");
     let amqp = ChannelSpec::Amqp(AmqpChannel {
-        url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-        exchange: None,
-        routing_key: None,
-        queue: Some(queue),
+        queue: Some(unique("bench.amqp")),
         declare: true,
-        prefetch: None,
-        tls: None,
-        auth: None,
         connect_timeout: timeout(),
-        max_payload: None,
+        ..AmqpChannel::new("amqp://guest:guest@127.0.0.1:5672/%2f")
     });
     let topic = unique("bench/mqtt");
     let mqtt = |client_id: Option<String>| {
         ChannelSpec::Mqtt(MqttChannel {
-            url: "mqtt://127.0.0.1:1883".into(),
-            topic: topic.clone(),
-            qos: 1,
-            version: MqttVersion::V5,
             client_id,
-            tls: None,
-            auth: None,
             connect_timeout: timeout(),
-            max_payload: None,
+            ..MqttChannel::new("mqtt://127.0.0.1:1883", topic.clone())
         })
     };
     let ktopic = unique("bench-kafka");
     let kafka = |group: Option<String>| {
         ChannelSpec::Kafka(KafkaChannel {
-            brokers: "127.0.0.1:9092".into(),
-            topic: ktopic.clone(),
-            key: None,
             create: true,
             partitions: Some(3),
             group,
-            tls: None,
-            auth: None,
             connect_timeout: timeout(),
-            max_payload: None,
+            ..KafkaChannel::new("127.0.0.1:9092", ktopic.clone())
         })
     };
     vec![
@@ -240,7 +202,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // default and drops beyond that: a producer with 16 or 256 in flight outruns a
         // listener that acks only after a durable commit (seen). 4 in flight keeps within.
         let in_flight = if name.starts_with("mqtt") { 4 } else { 256 };
-        let rate = match ingest(in_flight, &producer, &mut feed, &store, &run_id).await {
+        let rate = match ingest(in_flight, &producer, &mut feed).await {
             Ok(rate) => format!("{rate:.0} ({in_flight} in flight)"),
             Err(e) => format!("failed: {e}"),
         };
@@ -344,8 +306,6 @@ async fn ingest(
     in_flight: usize,
     producer: &Arc<dyn Producer>,
     feed: &mut tokio::sync::broadcast::Receiver<Arc<roundtrip::core::observation::Observation>>,
-    _store: &Arc<dyn Store>,
-    _run_id: &str,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let sending = {

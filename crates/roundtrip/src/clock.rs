@@ -38,6 +38,11 @@ pub fn format_wall(t: UnixNanos) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + d).to_string()
 }
 
+/// The current wall-clock time, rendered as [`format_wall`] does (for gap messages).
+pub fn format_wall_now() -> String {
+    format_wall(wall_now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

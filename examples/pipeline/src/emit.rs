@@ -70,48 +70,22 @@ pub mod broker {
 
     /// Publish to a NATS subject.
     pub fn nats(url: &str, subject: &str) -> ChannelSpec {
-        ChannelSpec::Nats(NatsChannel {
-            url: url.to_owned(),
-            subject: subject.to_owned(),
-            request: false,
-            queue_group: None,
-            buffer: None,
-            tls: None,
-            auth: None,
-            connect_timeout: None,
-            max_payload: None,
-        })
+        ChannelSpec::Nats(NatsChannel::new(url, subject))
     }
 
     /// Publish to a queue through the default exchange.
     pub fn amqp(url: &str, queue: &str) -> ChannelSpec {
         ChannelSpec::Amqp(AmqpChannel {
-            url: url.to_owned(),
-            exchange: None,
             routing_key: Some(queue.to_owned()),
-            queue: None,
-            declare: false,
-            prefetch: None,
-            tls: None,
-            auth: None,
-            connect_timeout: None,
-            max_payload: None,
+            ..AmqpChannel::new(url)
         })
     }
 
     /// Produce to a Kafka topic (created if missing).
     pub fn kafka(brokers: &str, topic: &str) -> ChannelSpec {
         ChannelSpec::Kafka(KafkaChannel {
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            key: None,
             create: true,
-            partitions: None,
-            group: None,
-            tls: None,
-            auth: None,
-            connect_timeout: None,
-            max_payload: None,
+            ..KafkaChannel::new(brokers, topic)
         })
     }
 }

@@ -337,6 +337,133 @@ connection!(
     KafkaChannel => brokers,
 );
 
+// Constructors with every optional field at its default, as a suite file that names only
+// the required ones would give (checked in the tests below). Code that builds channels
+// (tests, benches, the example pipeline) sets what it needs with struct update syntax.
+
+impl NatsChannel {
+    /// A `nats` channel on `subject` at `url`.
+    pub fn new(url: impl Into<String>, subject: impl Into<String>) -> NatsChannel {
+        NatsChannel {
+            url: url.into(),
+            subject: subject.into(),
+            request: false,
+            queue_group: None,
+            buffer: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
+impl JetStreamChannel {
+    /// A `jetstream` channel on `subject` of `stream` at `url`.
+    pub fn new(
+        url: impl Into<String>,
+        stream: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> JetStreamChannel {
+        JetStreamChannel {
+            url: url.into(),
+            stream: stream.into(),
+            subject: subject.into(),
+            create: false,
+            durable: None,
+            ack_wait: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
+impl RedisStreamChannel {
+    /// A `redis_stream` channel on `stream` at `url`.
+    pub fn new(url: impl Into<String>, stream: impl Into<String>) -> RedisStreamChannel {
+        RedisStreamChannel {
+            url: url.into(),
+            stream: stream.into(),
+            group: None,
+            consumer: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
+impl RedisPubSubChannel {
+    /// A `redis_pubsub` channel on the Pub/Sub channel `channel` at `url`.
+    pub fn new(url: impl Into<String>, channel: impl Into<String>) -> RedisPubSubChannel {
+        RedisPubSubChannel {
+            url: url.into(),
+            channel: Some(channel.into()),
+            pattern: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
+impl AmqpChannel {
+    /// An `amqp` channel at `url`, with no exchange, routing key or queue yet.
+    pub fn new(url: impl Into<String>) -> AmqpChannel {
+        AmqpChannel {
+            url: url.into(),
+            exchange: None,
+            routing_key: None,
+            queue: None,
+            declare: false,
+            prefetch: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
+impl MqttChannel {
+    /// An `mqtt` channel on `topic` at `url`: MQTT 5, QoS 1.
+    pub fn new(url: impl Into<String>, topic: impl Into<String>) -> MqttChannel {
+        MqttChannel {
+            url: url.into(),
+            topic: topic.into(),
+            qos: default_qos(),
+            version: MqttVersion::default(),
+            client_id: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
+impl KafkaChannel {
+    /// A `kafka` channel on `topic` at `brokers`.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> KafkaChannel {
+        KafkaChannel {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            key: None,
+            create: false,
+            partitions: None,
+            group: None,
+            tls: None,
+            auth: None,
+            connect_timeout: None,
+            max_payload: None,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -363,4 +490,45 @@ fn default_kafka_brokers() -> String {
 
 fn default_qos() -> u8 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+
+    fn parsed<T: DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).expect("a valid channel")
+    }
+
+    #[test]
+    fn constructors_equal_a_suite_that_names_only_the_required_options() {
+        assert_eq!(
+            NatsChannel::new(default_nats_url(), "s"),
+            parsed(json!({ "subject": "s" }))
+        );
+        assert_eq!(
+            JetStreamChannel::new(default_nats_url(), "S", "s"),
+            parsed(json!({ "stream": "S", "subject": "s" }))
+        );
+        assert_eq!(
+            RedisStreamChannel::new(default_redis_url(), "k"),
+            parsed(json!({ "stream": "k" }))
+        );
+        assert_eq!(
+            RedisPubSubChannel::new(default_redis_url(), "c"),
+            parsed(json!({ "channel": "c" }))
+        );
+        assert_eq!(AmqpChannel::new(default_amqp_url()), parsed(json!({})));
+        assert_eq!(
+            MqttChannel::new(default_mqtt_url(), "t"),
+            parsed(json!({ "topic": "t" }))
+        );
+        assert_eq!(
+            KafkaChannel::new(default_kafka_brokers(), "t"),
+            parsed(json!({ "topic": "t" }))
+        );
+    }
 }

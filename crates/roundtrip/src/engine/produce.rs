@@ -112,3 +112,85 @@ pub(crate) fn build(
         key,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use roundtrip_core::model::{DirChannel, KafkaChannel};
+
+    use super::*;
+
+    fn step() -> SendStep {
+        SendStep {
+            to: "in".to_owned(),
+            body: Some(serde_json::json!({ "item": "widget" })),
+            text: None,
+            base64: None,
+            headers: Default::default(),
+            repeat: 1,
+            concurrency: 1,
+        }
+    }
+
+    fn ctx() -> EventContext<'static> {
+        EventContext {
+            run_id: "run-1",
+            correlation_id: "0192c0de-0000-7000-8000-000000000001",
+            seq: 7,
+        }
+    }
+
+    fn key_for(channel: &ChannelSpec) -> Option<String> {
+        build(&step(), channel, &CorrelationRule::default(), &ctx())
+            .expect("the message builds")
+            .key
+    }
+
+    #[test]
+    fn a_kafka_record_key_is_the_correlation_id_unless_a_template_says_otherwise() {
+        let plain = ChannelSpec::Kafka(KafkaChannel::new("b:9092", "t"));
+        assert_eq!(key_for(&plain).as_deref(), Some(ctx().correlation_id));
+        let templated = ChannelSpec::Kafka(KafkaChannel {
+            key: Some("order-{{ seq }}".to_owned()),
+            ..KafkaChannel::new("b:9092", "t")
+        });
+        assert_eq!(key_for(&templated).as_deref(), Some("order-7"));
+    }
+
+    #[test]
+    fn a_dir_file_name_defaults_to_the_correlation_id() {
+        let dir = ChannelSpec::Dir(DirChannel {
+            path: "out".to_owned(),
+            file_name: None,
+            suffix: None,
+            max_payload: None,
+        });
+        assert_eq!(
+            key_for(&dir),
+            Some(format!("{}.json", ctx().correlation_id))
+        );
+    }
+
+    #[test]
+    fn every_message_carries_the_correlation_run_and_traceparent_headers() {
+        let channel = ChannelSpec::Kafka(KafkaChannel::new("b:9092", "t"));
+        let message = build(&step(), &channel, &CorrelationRule::default(), &ctx())
+            .expect("the message builds");
+        let header = |name: &str| {
+            message
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            header("x-correlation-id").as_deref(),
+            Some(ctx().correlation_id)
+        );
+        assert_eq!(header(RUN_ID_HEADER).as_deref(), Some("run-1"));
+        let traceparent = header("traceparent").expect("a traceparent");
+        assert!(
+            traceparent.contains(&ctx().correlation_id.replace('-', "")),
+            "{traceparent}"
+        );
+    }
+}

@@ -449,10 +449,7 @@ async fn record_deliveries(
                 let delivery = match delivery {
                     Ok(d) => d,
                     Err(e) => {
-                        sink.gap(format!(
-                            "consumer error at {}: {e}",
-                            crate::clock::format_wall(crate::clock::wall_now())
-                        ));
+                        sink.consumer_error(e);
                         return;
                     }
                 };
@@ -506,10 +503,7 @@ impl Listener for AmqpListener {
                         return;
                     }
                     // The connection or channel closed under us: reconnect with backoff.
-                    let (since, at) = (
-                        std::time::Instant::now(),
-                        crate::clock::format_wall(crate::clock::wall_now()),
-                    );
+                    let (since, at) = (std::time::Instant::now(), crate::clock::format_wall_now());
                     let index = sink.open_gap(format!(
                         "the AMQP connection was lost at {at}; not back yet"
                     ));

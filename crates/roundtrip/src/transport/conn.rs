@@ -188,8 +188,9 @@ pub fn ensure_crypto_provider() {
 }
 
 /// The hint every connection failure ends with.
-pub const SERVICES_HINT: &str =
-    "is the server running? (`scripts/services.sh start` starts the local ones)";
+/// (The library does not know how the servers are run; this repository's
+/// `scripts/services.sh` is documented in the transport docs, not named here.)
+pub const SERVICES_HINT: &str = "is the server running and reachable from here?";
 
 /// A message for "could not connect": what, where, why, and, when nothing answered at
 /// all (rather than a TLS or credential refusal), the hint to start the servers.

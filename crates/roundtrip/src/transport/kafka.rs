@@ -178,8 +178,8 @@ impl KafkaConn {
         .map_err(|e| e.to_string())?;
         match result {
             Err(e) => Err(format!(
-                "read metadata from Kafka at {brokers}: {e}; is the broker running? \
-                 (`scripts/services.sh start` starts the local one)"
+                "read metadata from Kafka at {brokers}: {e}; {}",
+                conn::SERVICES_HINT
             )),
             Ok(Some((None, partitions))) if !partitions.is_empty() => Ok(partitions),
             Ok(_) => Err(format!(
@@ -401,7 +401,7 @@ impl ConsumerContext for GroupContext {
                 "{} partitions revoked at {} by a group rebalance; they resume from the \
                  last committed offset",
                 tpl.count(),
-                crate::clock::format_wall(crate::clock::wall_now())
+                crate::clock::format_wall_now()
             )),
             Rebalance::Error(e) => self.sink.gap(format!("rebalance error: {e}")),
             _ => {}
@@ -534,7 +534,7 @@ impl Listener for KafkaListener {
                             let message = match next {
                                 Ok(m) => m.detach(),
                                 Err(e) => {
-                                    sink.gap(format!("consumer error at {}: {e}", crate::clock::format_wall(crate::clock::wall_now())));
+                                    sink.consumer_error(e);
                                     continue;
                                 }
                             };

@@ -247,6 +247,15 @@ impl ObservationSink {
         }
     }
 
+    /// Records a client-side consumer error as a gap: the message it was about (if any)
+    /// was not recorded.
+    pub fn consumer_error(&self, error: impl std::fmt::Display) {
+        self.gap(format!(
+            "consumer error at {}: {error}",
+            crate::clock::format_wall_now()
+        ));
+    }
+
     /// Rewrites a gap recorded earlier, e.g. with its length once the listener is back.
     pub fn update_gap(&self, index: usize, what: impl Into<String>) {
         if let Ok(mut gaps) = self.inner.stats.gaps.lock()

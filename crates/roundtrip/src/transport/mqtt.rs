@@ -725,7 +725,7 @@ impl DroppedCounter {
                  max_queued_messages, default 1,000); messages for this listener may be \
                  among them",
                 now - before,
-                crate::clock::format_wall(crate::clock::wall_now())
+                crate::clock::format_wall_now()
             ));
         }
         self.last = Some(now);
@@ -809,7 +809,7 @@ async fn drive_listener(
                     return;
                 }
                 if down.is_none() {
-                    let at = crate::clock::format_wall(crate::clock::wall_now());
+                    let at = crate::clock::format_wall_now();
                     let why = e;
                     let index =
                         sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
@@ -836,4 +836,40 @@ async fn drive_listener(
         while events.poll().await.is_ok() {}
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use roundtrip_core::correlate::Correlator;
+    use roundtrip_core::model::CorrelationRule;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rise_in_the_brokers_dropped_counter_is_a_gap() {
+        let store = crate::store::open("sqlite::memory:")
+            .await
+            .expect("a store");
+        let sink = ObservationSink::new(
+            store,
+            "run",
+            "out",
+            Arc::new(Correlator::new(&CorrelationRule::default()).expect("a rule")),
+            1024,
+        );
+        let mut counter = DroppedCounter::default();
+        counter.observe(b"1200", &sink); // the baseline: drops before this run
+        counter.observe(b"1200", &sink);
+        counter.observe(b"not a number", &sink);
+        assert!(sink.stats().gaps().is_empty());
+        counter.observe(b"1203", &sink);
+        let gaps = sink.stats().gaps();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(
+            gaps[0].starts_with("the broker dropped 3 messages by "),
+            "{gaps:?}"
+        );
+    }
 }

@@ -116,7 +116,7 @@ fn record_event(
         // The gap is recorded at once, and completed with its length on reconnect: a
         // report written while the listener is away still shows it.
         Event::Disconnected => {
-            let at = crate::clock::format_wall(crate::clock::wall_now());
+            let at = crate::clock::format_wall_now();
             let index = sink.open_gap(format!("disconnected at {at}; not reconnected yet"));
             *down = Some((Instant::now(), at, index));
         }
@@ -135,7 +135,7 @@ fn record_event(
         Event::SlowConsumer(_) => sink.gap(format!(
             "slow consumer at {}: the client's subscription buffer was full and dropped \
              messages; raise the channel's `buffer`",
-            crate::clock::format_wall(crate::clock::wall_now())
+            crate::clock::format_wall_now()
         )),
         // `Closed` is the listener's own stop (the server closing a connection shows as
         // `Disconnected`).
@@ -533,10 +533,7 @@ impl Listener for JetStreamListener {
                         let msg = match msg {
                             Ok(msg) => msg,
                             Err(e) => {
-                                sink.gap(format!(
-                                    "consumer error at {}: {e}",
-                                    crate::clock::format_wall(crate::clock::wall_now())
-                                ));
+                                sink.consumer_error(e);
                                 return;
                             }
                         };

@@ -89,13 +89,10 @@ impl RedisConn {
     }
 
     /// A multiplexed connection; `response_timeout` bounds each command.
-    async fn connect(
-        &self,
-        response_timeout: Option<Duration>,
-    ) -> Result<MultiplexedConnection, String> {
+    async fn connect(&self, response_timeout: Duration) -> Result<MultiplexedConnection, String> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(response_timeout);
+            .set_response_timeout(Some(response_timeout));
         match tokio::time::timeout(
             self.timeout,
             self.client
@@ -160,7 +157,7 @@ async fn shared_connection<'c>(
     cell: &'c OnceCell<MultiplexedConnection>,
     conn: &RedisConn,
 ) -> Result<&'c MultiplexedConnection, ProduceError> {
-    cell.get_or_try_init(|| conn.connect(Some(conn.timeout)))
+    cell.get_or_try_init(|| conn.connect(conn.timeout))
         .await
         .map_err(|e| conn::unreachable(&conn.channel, e))
 }
@@ -243,7 +240,7 @@ impl Listener for StreamListener {
         let channel = self.conn.channel.clone();
         let mut connection = self
             .conn
-            .connect(Some(listener_response_timeout(self.conn.timeout)))
+            .connect(listener_response_timeout(self.conn.timeout))
             .await
             .map_err(|m| conn::start_error(&channel, m, "connect"))?;
         name_connection(&mut connection, &self.stream).await;
@@ -368,7 +365,7 @@ async fn read_stream(
             }
             Err(e) => {
                 if down.is_none() {
-                    let at = crate::clock::format_wall(crate::clock::wall_now());
+                    let at = crate::clock::format_wall_now();
                     let why = e.to_string();
                     let index =
                         sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
@@ -380,7 +377,7 @@ async fn read_stream(
                 }
                 if let Ok(mut fresh) = listener
                     .conn
-                    .connect(Some(listener_response_timeout(listener.conn.timeout)))
+                    .connect(listener_response_timeout(listener.conn.timeout))
                     .await
                 {
                     name_connection(&mut fresh, &listener.stream).await;
@@ -632,7 +629,7 @@ impl Listener for PubSubListener {
                 }
                 // The connection dropped: resubscribe, and say how long nothing was heard.
                 let since = Instant::now();
-                let at = crate::clock::format_wall(crate::clock::wall_now());
+                let at = crate::clock::format_wall_now();
                 let index = sink.open_gap(format!(
                     "unsubscribed at {at} after the connection dropped; not back yet"
                 ));

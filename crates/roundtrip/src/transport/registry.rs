@@ -297,18 +297,10 @@ mod tests {
     #[cfg(not(feature = "kafka"))]
     #[test]
     fn a_compiled_out_transport_names_its_feature() {
-        let kafka = ChannelSpec::Kafka(roundtrip_core::model::KafkaChannel {
-            brokers: "127.0.0.1:9092".into(),
-            topic: "t".into(),
-            key: None,
-            create: false,
-            partitions: None,
-            group: None,
-            tls: None,
-            auth: None,
-            connect_timeout: None,
-            max_payload: None,
-        });
+        let kafka = ChannelSpec::Kafka(roundtrip_core::model::KafkaChannel::new(
+            "127.0.0.1:9092",
+            "t",
+        ));
         let err = listener("audit", &kafka, &ctx()).expect_err("kafka is compiled out");
         assert_eq!(
             err.to_string(),

@@ -12,6 +12,11 @@ const RESTART: u64 = 2_000;
 #[cfg(feature = "mqtt")]
 const MQTT_RESTART: u64 = 800;
 
+/// Short, so that an unreachable server fails fast.
+fn connect_timeout() -> Option<DurationSpec> {
+    Some(DurationSpec(std::time::Duration::from_secs(2)))
+}
+
 /// A name unique to one test.
 fn unique(prefix: &str) -> String {
     format!(
@@ -72,15 +77,8 @@ macro_rules! conformance {
 #[cfg(feature = "nats")]
 fn nats(subject: &str, url: &str) -> ChannelSpec {
     ChannelSpec::Nats(NatsChannel {
-        url: url.to_owned(),
-        subject: subject.to_owned(),
-        request: false,
-        queue_group: None,
-        buffer: None,
-        tls: None,
-        auth: None,
-        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        max_payload: None,
+        connect_timeout: connect_timeout(),
+        ..NatsChannel::new(url, subject)
     })
 }
 
@@ -109,16 +107,11 @@ conformance!(nats_core, "nats", nats_case, unreachable: nats_unreachable, hint: 
 #[cfg(feature = "nats")]
 fn jetstream(stream: &str, subject: &str, durable: Option<String>, url: &str) -> ChannelSpec {
     ChannelSpec::JetStream(JetStreamChannel {
-        url: url.to_owned(),
-        stream: stream.to_owned(),
-        subject: subject.to_owned(),
         create: true,
         durable,
         ack_wait: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        tls: None,
-        auth: None,
-        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        max_payload: None,
+        connect_timeout: connect_timeout(),
+        ..JetStreamChannel::new(url, stream, subject)
     })
 }
 
@@ -155,14 +148,9 @@ conformance!(nats_jetstream, "nats", jetstream_case, unreachable: jetstream_unre
 #[cfg(feature = "redis")]
 fn redis_stream(stream: &str, group: Option<&str>, url: &str) -> ChannelSpec {
     ChannelSpec::RedisStream(RedisStreamChannel {
-        url: url.to_owned(),
-        stream: stream.to_owned(),
         group: group.map(str::to_owned),
-        consumer: None,
-        tls: None,
-        auth: None,
-        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        max_payload: None,
+        connect_timeout: connect_timeout(),
+        ..RedisStreamChannel::new(url, stream)
     })
 }
 
@@ -206,13 +194,8 @@ conformance!(redis_streams_xread, "redis", redis_stream_xread_case, unreachable:
 #[cfg(feature = "redis")]
 fn redis_pubsub(channel: &str, url: &str) -> ChannelSpec {
     ChannelSpec::RedisPubSub(RedisPubSubChannel {
-        url: url.to_owned(),
-        channel: Some(channel.to_owned()),
-        pattern: None,
-        tls: None,
-        auth: None,
-        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        max_payload: None,
+        connect_timeout: connect_timeout(),
+        ..RedisPubSubChannel::new(url, channel)
     })
 }
 
@@ -243,16 +226,10 @@ conformance!(redis_pubsub_, "redis", redis_pubsub_case, unreachable: redis_pubsu
 #[cfg(feature = "amqp")]
 fn amqp(queue: &str, url: &str) -> ChannelSpec {
     ChannelSpec::Amqp(AmqpChannel {
-        url: url.to_owned(),
-        exchange: None,
-        routing_key: None,
         queue: Some(queue.to_owned()),
         declare: true,
-        prefetch: None,
-        tls: None,
-        auth: None,
-        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        max_payload: None,
+        connect_timeout: connect_timeout(),
+        ..AmqpChannel::new(url)
     })
 }
 
@@ -289,15 +266,11 @@ fn mqtt(
     url: &str,
 ) -> ChannelSpec {
     ChannelSpec::Mqtt(MqttChannel {
-        url: url.to_owned(),
-        topic: topic.to_owned(),
         qos,
         version,
         client_id,
-        tls: None,
-        auth: None,
-        connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-        max_payload: None,
+        connect_timeout: connect_timeout(),
+        ..MqttChannel::new(url, topic)
     })
 }
 
@@ -373,16 +346,9 @@ pub const KAFKA_BROKERS: &str = "127.0.0.1:9092";
 #[cfg(feature = "kafka")]
 fn kafka(topic: &str, group: Option<String>, brokers: &str) -> ChannelSpec {
     ChannelSpec::Kafka(KafkaChannel {
-        brokers: brokers.to_owned(),
-        topic: topic.to_owned(),
-        key: None,
-        create: false,
-        partitions: None,
         group,
-        tls: None,
-        auth: None,
         connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(5))),
-        max_payload: None,
+        ..KafkaChannel::new(brokers, topic)
     })
 }
 
@@ -482,9 +448,15 @@ async fn redis_bad_credentials_are_a_clear_error() {
 #[cfg(feature = "nats")]
 async fn nats_wildcard_case() -> Case {
     let base = unique("conf.wild");
+    let url = "nats://127.0.0.1:4222";
     Case {
-        producer: nats(&format!("{base}.orders"), "nats://127.0.0.1:4222"),
-        listener: nats(&format!("{base}.*"), "nats://127.0.0.1:4222"),
+        producer: nats(&format!("{base}.orders"), url),
+        // A wildcard subscription, in a queue group.
+        listener: ChannelSpec::Nats(NatsChannel {
+            queue_group: Some("roundtrip".to_owned()),
+            connect_timeout: connect_timeout(),
+            ..NatsChannel::new(url, format!("{base}.*"))
+        }),
         ..nats_case().await
     }
 }
@@ -527,16 +499,11 @@ async fn amqp_bind_case() -> Case {
     let key = unique("conf.bind");
     let spec = |queue: Option<String>| {
         ChannelSpec::Amqp(AmqpChannel {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             exchange: Some("amq.topic".to_owned()),
             routing_key: Some(key.clone()),
             queue,
-            declare: false,
-            prefetch: None,
-            tls: None,
-            auth: None,
-            connect_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
-            max_payload: None,
+            connect_timeout: connect_timeout(),
+            ..AmqpChannel::new("amqp://guest:guest@127.0.0.1:5672/%2f")
         })
     };
     Case {
@@ -1070,4 +1037,100 @@ async fn an_mqtt_broker_restart_is_a_reported_gap() {
         "{gaps:?}"
     );
     listener.stop().await;
+}
+
+/// An entry another tool wrote, without a `body` field, is recorded as a JSON object of
+/// its fields, and correlated by one of them.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_entry_without_a_body_is_recorded_as_its_fields() {
+    let stream = unique("conf:fields");
+    let case = Case {
+        producer: redis_stream(&stream, None, "redis://127.0.0.1:6379"),
+        listener: redis_stream(&stream, Some("roundtrip"), "redis://127.0.0.1:6379"),
+        ..redis_stream_case().await
+    };
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, _) = bench.listen(&case.listener).await;
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("x-correlation-id")
+        .arg("fields-1")
+        .arg("status")
+        .arg("shipped")
+        .query_async(&mut connection)
+        .await
+        .expect("XADD");
+    let observed = tokio::time::timeout(checks::PATIENCE, feed.recv())
+        .await
+        .expect("the entry arrives")
+        .expect("feed");
+    assert_eq!(observed.correlation_id.as_deref(), Some("fields-1"));
+    assert_eq!(
+        observed.payload.json,
+        Some(serde_json::json!({ "x-correlation-id": "fields-1", "status": "shipped" }))
+    );
+    listener.stop().await;
+}
+
+/// A message no queue would take is a send error, not a silent loss (`mandatory` and
+/// publisher confirms).
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_amqp_message_is_a_send_error() {
+    let spec = ChannelSpec::Amqp(AmqpChannel {
+        exchange: Some("amq.topic".to_owned()),
+        routing_key: Some(unique("nobody.listens")),
+        connect_timeout: connect_timeout(),
+        ..AmqpChannel::new("amqp://guest:guest@127.0.0.1:5672/%2f")
+    });
+    let producer =
+        roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
+    producer.connect().await.expect("connect");
+    let err = producer
+        .send(checks::message("unroutable-1", 1, None))
+        .await
+        .expect_err("no queue is bound for the key");
+    assert!(err.to_string().contains("unroutable"), "{err}");
+}
+
+/// The JetStream message id is the correlation id: the server drops a retried send.
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_jetstream_send_is_deduplicated_by_the_server() {
+    let case = jetstream_case().await;
+    let producer = roundtrip::transport::registry::producer("in", &case.producer, &checks::ctx())
+        .expect("plan");
+    producer.connect().await.expect("connect");
+    let first = producer
+        .send(checks::message("dedup-1", 1, None))
+        .await
+        .expect("send");
+    let again = producer
+        .send(checks::message("dedup-1", 1, None))
+        .await
+        .expect("send again");
+    assert!(
+        !first
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("duplicate"),
+        "{first:?}"
+    );
+    assert!(
+        again
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("(duplicate)"),
+        "{again:?}"
+    );
 }
