@@ -157,6 +157,7 @@ bad_fixtures!(
     bad_schema,
     bad_templates,
     body_conflict,
+    aws_rules,
     broker_rules,
     correlate_conflict,
     correlate_json_not_plain,

@@ -135,6 +135,7 @@ fn message(seq: usize) -> Outgoing {
         headers: vec![("x-correlation-id".into(), id.clone())],
         correlation_id: id,
         key: None,
+        fifo: None,
     }
 }
 

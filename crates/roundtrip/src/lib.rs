@@ -8,6 +8,8 @@
 //! This crate is the engine behind the `roundtrip` command line, and a library for
 //! `#[tokio::test]`s. The pure model and logic live in [`roundtrip_core`].
 
+#[cfg(any(feature = "aws", feature = "dynamodb"))]
+pub mod aws;
 pub mod clock;
 pub mod engine;
 pub mod error;

@@ -333,6 +333,7 @@ impl Emitter {
             headers: delivery.map(|d| owned(&d.headers)).unwrap_or_default(),
             correlation_id: correlation_id.clone(),
             key: Some(correlation_id),
+            fifo: None,
         };
         if let Err(e) = producer.send(message).await {
             eprintln!("pipeline: failed to audit event {id}: {}", error_chain(&e));
@@ -410,6 +411,7 @@ impl Emitter {
                     headers,
                     correlation_id: delivery.file_stem.clone(),
                     key: Some(delivery.file_stem.clone()),
+                    fifo: None,
                 };
                 producer
                     .send(message)

@@ -16,8 +16,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod aws;
 mod brokers;
 
+pub use aws::{AwsEndpoint, EventBridgeChannel, S3Channel, SnsChannel, SqsChannel};
 pub use brokers::{
     AmqpChannel, AuthOptions, Connection, JetStreamChannel, KafkaChannel, MqttChannel, MqttVersion,
     NatsChannel, RedisPubSubChannel, RedisStreamChannel, TlsOptions,
@@ -177,6 +179,15 @@ pub enum ChannelSpec {
     Mqtt(MqttChannel),
     /// A Kafka-API topic.
     Kafka(KafkaChannel),
+    /// An S3 bucket: objects put (producer) or appearing (listener).
+    S3(S3Channel),
+    /// An SQS queue (deleted after commit: at-least-once).
+    Sqs(SqsChannel),
+    /// An SNS topic; the listener subscribes a queue of its own for the run.
+    Sns(SnsChannel),
+    /// An EventBridge bus; the listener routes the run's events to a queue of its own.
+    #[serde(rename = "eventbridge")]
+    EventBridge(EventBridgeChannel),
 }
 
 /// What a transport can do, for validation, planning and reports.
@@ -204,6 +215,10 @@ impl ChannelSpec {
             ChannelSpec::Amqp(_) => "amqp",
             ChannelSpec::Mqtt(_) => "mqtt",
             ChannelSpec::Kafka(_) => "kafka",
+            ChannelSpec::S3(_) => "s3",
+            ChannelSpec::Sqs(_) => "sqs",
+            ChannelSpec::Sns(_) => "sns",
+            ChannelSpec::EventBridge(_) => "eventbridge",
         }
     }
 
@@ -213,13 +228,16 @@ impl ChannelSpec {
             ChannelSpec::Http(_) => (true, false, true),
             ChannelSpec::Webhook(_) => (false, true, true),
             ChannelSpec::Dir(_) => (true, true, false),
-            ChannelSpec::RedisPubSub(_) => (true, true, false),
+            ChannelSpec::RedisPubSub(_) | ChannelSpec::EventBridge(_) => (true, true, false),
             ChannelSpec::Mqtt(m) => (true, true, m.version == MqttVersion::V5),
             ChannelSpec::Nats(_)
             | ChannelSpec::JetStream(_)
             | ChannelSpec::RedisStream(_)
             | ChannelSpec::Amqp(_)
-            | ChannelSpec::Kafka(_) => (true, true, true),
+            | ChannelSpec::Kafka(_)
+            | ChannelSpec::S3(_)
+            | ChannelSpec::Sqs(_)
+            | ChannelSpec::Sns(_) => (true, true, true),
         };
         Capabilities {
             produce,
@@ -241,6 +259,10 @@ impl ChannelSpec {
             ChannelSpec::Amqp(c) => c.max_payload,
             ChannelSpec::Mqtt(c) => c.max_payload,
             ChannelSpec::Kafka(c) => c.max_payload,
+            ChannelSpec::S3(c) => c.max_payload,
+            ChannelSpec::Sqs(c) => c.max_payload,
+            ChannelSpec::Sns(c) => c.max_payload,
+            ChannelSpec::EventBridge(c) => c.max_payload,
         }
     }
 }

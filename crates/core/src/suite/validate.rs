@@ -40,7 +40,7 @@ use serde_json_path::JsonPath;
 use super::diagnostic::Diagnostic;
 use super::locate::{Loc, SpanIndex, YamlPath};
 use crate::model::{
-    ChannelSpec, Connection, DurationSpec, Expectation, Predicate, SendStep, Suite,
+    AwsEndpoint, ChannelSpec, Connection, DurationSpec, Expectation, Predicate, SendStep, Suite,
 };
 use crate::template::{EXPRESSIONS, Template, TemplateError};
 
@@ -314,6 +314,124 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
             }
             check_connection(c, &opts, k, false);
         }
+        ChannelSpec::S3(s3) => {
+            check_template(c, &opts.key("bucket"), &s3.bucket);
+            for (key, v) in [
+                ("key", &s3.key),
+                ("prefix", &s3.prefix),
+                ("notifications", &s3.notifications),
+            ] {
+                if let Some(v) = v {
+                    check_template(c, &opts.key(key), v);
+                }
+            }
+            if let Some(d) = s3.poll_max {
+                positive(c, &opts.key("poll_max"), d);
+            }
+            check_aws(c, &opts, s3);
+        }
+        ChannelSpec::Sqs(q) => {
+            check_template(c, &opts.key("queue"), &q.queue);
+            for (key, v) in [("group_id", &q.group_id), ("dedup_id", &q.dedup_id)] {
+                if let Some(v) = v {
+                    check_template(c, &opts.key(key), v);
+                    if !q.is_fifo() {
+                        c.key(
+                            &opts.key(key),
+                            format!(
+                                "`{key}` is only for FIFO queues, and `{}` is not one",
+                                q.queue
+                            ),
+                            "remove it, or name a FIFO queue (its name ends in `.fifo`)",
+                        );
+                    }
+                }
+            }
+            if let Some(w) = q.wait {
+                if w.0 > Duration::from_secs(20) {
+                    c.value(
+                        &opts.key("wait"),
+                        format!("SQS waits at most 20 s per receive, not {w}"),
+                        "write `wait: 20s` or less (a message is returned as soon as it arrives)",
+                    );
+                }
+            }
+            if let Some(v) = q.visibility_timeout {
+                positive(c, &opts.key("visibility_timeout"), v);
+                if v.0 > Duration::from_secs(12 * 3600) {
+                    c.value(
+                        &opts.key("visibility_timeout"),
+                        format!("SQS allows a visibility timeout of at most 12 h, not {v}"),
+                        "write `visibility_timeout: 30s` or leave it out",
+                    );
+                }
+            }
+            check_aws(c, &opts, q);
+        }
+        ChannelSpec::Sns(t) => {
+            check_template(c, &opts.key("topic"), &t.topic);
+            if let Some(p) = &t.filter_policy {
+                json_object(
+                    c,
+                    &opts.key("filter_policy"),
+                    p,
+                    ("an SNS filter policy", "{ kind: [order] }"),
+                );
+            }
+            check_aws(c, &opts, t);
+        }
+        ChannelSpec::EventBridge(e) => {
+            check_template(c, &opts.key("bus"), &e.bus);
+            if let Some(p) = &e.pattern {
+                json_object(
+                    c,
+                    &opts.key("pattern"),
+                    p,
+                    ("an EventBridge event pattern", "{ source: [orders] }"),
+                );
+            }
+            if e.create && e.bus == "default" {
+                c.key(
+                    &opts.key("create"),
+                    "`create` cannot create the `default` event bus: every account has it",
+                    "remove `create`, or name a bus of your own in `bus`",
+                );
+            }
+            check_aws(c, &opts, e);
+        }
+    }
+}
+
+/// The region and endpoint every AWS channel may set.
+fn check_aws(c: &mut Checker<'_>, opts: &YamlPath, channel: &dyn AwsEndpoint) {
+    if let Some(region) = channel.region()
+        && (region.trim().is_empty() || region.contains(char::is_whitespace))
+    {
+        c.value(
+            &opts.key("region"),
+            format!("`{region}` is not an AWS region"),
+            "write a region such as `eu-west-1`, or leave it out to use `AWS_REGION`",
+        );
+    }
+    if let Some(endpoint) = channel.endpoint()
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        c.value(
+            &opts.key("endpoint"),
+            format!("the endpoint must be an http:// or https:// URL, not `{endpoint}`"),
+            "write it like `http://127.0.0.1:5055`, or leave it out to use `AWS_ENDPOINT_URL`",
+        );
+    }
+}
+
+/// `what`: the option's description and an example of it.
+fn json_object(c: &mut Checker<'_>, at: &YamlPath, v: &Value, what: (&str, &str)) {
+    if !v.is_object() {
+        c.value(
+            at,
+            format!("{} must be a JSON object", what.0),
+            format!("write it as a mapping, e.g. `{}`", what.1),
+        );
     }
 }
 
@@ -556,6 +674,21 @@ fn check_expect(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, e: &Expectati
             );
         } else {
             check_headerless(c, suite, &at.key("on"), &e.on, spec);
+            if let ChannelSpec::EventBridge(eb) = spec
+                && eb.source.is_none()
+                && eb.detail_type.is_none()
+                && eb.pattern.is_none()
+            {
+                c.value(
+                    &at.key("on"),
+                    format!(
+                        "the listener on EventBridge channel `{}` has nothing to match: it \
+                         needs `source`, `detail_type` or `pattern`",
+                        e.on
+                    ),
+                    "add `source: <the SUT's event source>` to the channel, or a `pattern`",
+                );
+            }
         }
     }
 

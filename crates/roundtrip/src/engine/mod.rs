@@ -416,8 +416,9 @@ fn render_argv(argv: &[String], run_id: &str) -> Result<Vec<String>, HarnessErro
 }
 
 /// Channel options that are templates (an `http` URL and headers, broker subjects,
-/// topics, streams, queues and groups) are rendered once per run, before the driver is
-/// built. A Kafka record `key` is rendered per event instead.
+/// topics, streams, queues, groups, buckets and buses) are rendered once per run, before
+/// the driver is built. A Kafka record `key`, an S3 object `key` and SQS FIFO ids are
+/// rendered per event instead.
 fn render_channel(
     name: &str,
     spec: &ChannelSpec,
@@ -466,6 +467,14 @@ fn render_channel(
             field(&mut k.topic, "the topic")?;
             optional(&mut k.group, "the group")?;
         }
+        ChannelSpec::S3(s3) => {
+            field(&mut s3.bucket, "the bucket")?;
+            optional(&mut s3.prefix, "the prefix")?;
+            optional(&mut s3.notifications, "the notifications queue")?;
+        }
+        ChannelSpec::Sqs(q) => field(&mut q.queue, "the queue")?,
+        ChannelSpec::Sns(t) => field(&mut t.topic, "the topic")?,
+        ChannelSpec::EventBridge(e) => field(&mut e.bus, "the bus")?,
     }
     Ok(spec)
 }

@@ -6,7 +6,7 @@ use roundtrip_core::model::{ChannelSpec, CorrelationRule, RUN_ID_HEADER, SendSte
 use roundtrip_core::template::{self, Template, TemplateContext};
 
 use crate::clock;
-use crate::transport::Outgoing;
+use crate::transport::{Fifo, Outgoing};
 
 /// The template context of one produced event.
 #[derive(Debug)]
@@ -102,6 +102,23 @@ pub(crate) fn build(
             Some(t) => render(t, ctx)?,
             None => ctx.correlation_id.to_owned(),
         }),
+        ChannelSpec::S3(s3) => Some(match &s3.key {
+            Some(t) => render(t, ctx)?,
+            None => ctx.correlation_id.to_owned(),
+        }),
+        _ => None,
+    };
+    let fifo = match channel {
+        ChannelSpec::Sqs(sqs) if sqs.is_fifo() => Some(Fifo {
+            group_id: match &sqs.group_id {
+                Some(t) => render(t, ctx)?,
+                None => ctx.run_id.to_owned(),
+            },
+            dedup_id: match &sqs.dedup_id {
+                Some(t) => render(t, ctx)?,
+                None => format!("{}-{}", ctx.correlation_id, ctx.seq),
+            },
+        }),
         _ => None,
     };
     Ok(Outgoing {
@@ -110,12 +127,13 @@ pub(crate) fn build(
         headers,
         correlation_id: ctx.correlation_id.to_owned(),
         key,
+        fifo,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use roundtrip_core::model::{DirChannel, KafkaChannel};
+    use roundtrip_core::model::{DirChannel, KafkaChannel, S3Channel, SqsChannel};
 
     use super::*;
 
@@ -154,6 +172,54 @@ mod tests {
             ..KafkaChannel::new("b:9092", "t")
         });
         assert_eq!(key_for(&templated).as_deref(), Some("order-7"));
+    }
+
+    #[test]
+    fn an_s3_object_key_is_the_correlation_id_unless_a_template_says_otherwise() {
+        let plain = ChannelSpec::S3(S3Channel::new("b"));
+        assert_eq!(key_for(&plain).as_deref(), Some(ctx().correlation_id));
+        let templated = ChannelSpec::S3(S3Channel {
+            key: Some("in/{{ correlation_id }}.txt".to_owned()),
+            ..S3Channel::new("b")
+        });
+        assert_eq!(
+            key_for(&templated),
+            Some(format!("in/{}.txt", ctx().correlation_id))
+        );
+    }
+
+    #[test]
+    fn fifo_ids_default_to_one_group_per_run_and_one_dedup_id_per_event() {
+        let fifo = |channel: SqsChannel| {
+            build(
+                &step(),
+                &ChannelSpec::Sqs(channel),
+                &CorrelationRule::default(),
+                &ctx(),
+            )
+            .expect("the message builds")
+            .fifo
+        };
+        assert_eq!(fifo(SqsChannel::new("orders")), None);
+        assert_eq!(
+            fifo(SqsChannel::new("orders.fifo")),
+            Some(Fifo {
+                group_id: "run-1".to_owned(),
+                dedup_id: format!("{}-7", ctx().correlation_id),
+            })
+        );
+        let templated = SqsChannel {
+            group_id: Some("g-{{ seq }}".to_owned()),
+            dedup_id: Some("d-{{ correlation_id }}".to_owned()),
+            ..SqsChannel::new("orders.fifo")
+        };
+        assert_eq!(
+            fifo(templated),
+            Some(Fifo {
+                group_id: "g-7".to_owned(),
+                dedup_id: format!("d-{}", ctx().correlation_id),
+            })
+        );
     }
 
     #[test]

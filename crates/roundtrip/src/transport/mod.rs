@@ -27,12 +27,15 @@ use crate::store::{Store, StoreError};
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(any(
     feature = "nats",
     feature = "redis",
     feature = "amqp",
     feature = "mqtt",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "aws"
 ))]
 pub mod conn;
 pub mod dir;
@@ -52,7 +55,7 @@ pub mod webhook;
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 
 /// One message to produce.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Outgoing {
     /// The body bytes.
     pub body: bytes::Bytes,
@@ -62,8 +65,20 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
     /// The correlation id stamped on the message.
     pub correlation_id: String,
-    /// A rendered key where the transport has one (the `dir` file name).
+    /// A rendered key where the transport has one (the `dir` file name, the S3 object
+    /// key, the Kafka record key).
     pub key: Option<String>,
+    /// The message group and deduplication id, for an SQS FIFO queue.
+    pub fifo: Option<Fifo>,
+}
+
+/// SQS FIFO ids of one message, rendered per event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fifo {
+    /// The message group: messages of one group are delivered in order.
+    pub group_id: String,
+    /// The deduplication id: a second send with the same id within 5 minutes is dropped.
+    pub dedup_id: String,
 }
 
 /// What a transport said when it accepted a message.
@@ -217,6 +232,11 @@ impl ObservationSink {
     /// The channel this sink records for.
     pub fn channel(&self) -> &str {
         &self.inner.channel
+    }
+
+    /// The run this sink records for.
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
     }
 
     /// This sink's counters (shared with the listener summary).

@@ -19,6 +19,10 @@
 //! | `amqp` | yes | yes | `amqp` |
 //! | `mqtt` | yes | yes | `mqtt` |
 //! | `kafka` | yes | yes | `kafka` |
+//! | `s3` | yes | yes | `aws` |
+//! | `sqs` | yes | yes | `aws` |
+//! | `sns` | yes | yes | `aws` |
+//! | `eventbridge` | yes | yes | `aws` |
 //!
 //! The `full` feature turns every transport on.
 
@@ -46,7 +50,8 @@ macro_rules! driver {
     feature = "redis",
     feature = "amqp",
     feature = "mqtt",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "aws"
 )))]
 fn disabled(channel: &str, spec: &ChannelSpec, feature: &'static str) -> PlanError {
     PlanError::FeatureDisabled {
@@ -161,6 +166,30 @@ pub fn producer(
             spec,
             super::kafka::KafkaProducer::new(channel, _c, ctx)
         ),
+        ChannelSpec::S3(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::S3Producer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Sqs(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::SqsProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Sns(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::SnsProducer::new(channel, _c, ctx)
+        ),
+        ChannelSpec::EventBridge(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::EventBridgeProducer::new(channel, _c, ctx)
+        ),
     }
 }
 
@@ -221,6 +250,30 @@ pub fn listener(
             channel,
             spec,
             super::kafka::KafkaListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::S3(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::S3Listener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Sqs(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::SqsListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::Sns(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::SnsListener::new(channel, _c, ctx)
+        ),
+        ChannelSpec::EventBridge(_c) => driver!(
+            "aws",
+            channel,
+            spec,
+            super::aws::EventBridgeListener::new(channel, _c, ctx)
         ),
     }
 }

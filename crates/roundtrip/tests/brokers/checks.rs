@@ -151,6 +151,7 @@ pub fn message(correlation_id: &str, seq: u64, body: Option<Vec<u8>>) -> Outgoin
         ],
         correlation_id: correlation_id.to_owned(),
         key: Some("one-key".to_owned()),
+        fifo: None,
     }
 }
 

@@ -78,6 +78,7 @@ fn outgoing(body: &[u8], correlation_id: &str, key: Option<&str>) -> Outgoing {
         ],
         correlation_id: correlation_id.to_owned(),
         key: key.map(str::to_owned),
+        fifo: None,
     }
 }
 

@@ -1,0 +1,439 @@
+//! `eventbridge`: put events on a bus; listen through a rule the harness creates for the
+//! run, which routes matching events to a queue of its own; both are removed when the
+//! listener stops.
+//!
+//! Events carry no headers. The producer sends the body as the event's `detail` (a JSON
+//! object); the listener records the `detail` as the body and the envelope's `source`,
+//! `detail-type`, `id` and `time` as `eventbridge-*` headers.
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
+use aws_sdk_sqs::types::{Message, QueueAttributeName};
+use roundtrip_core::model::EventBridgeChannel;
+use serde_json::Value;
+use tokio::sync::{OnceCell, oneshot};
+
+use super::queue::{self, Decode, Decoded, QueueSource};
+use super::sns::with_cleanup;
+use crate::aws::{describe_endpoint, error_code, load_config, owned_name, service_error};
+use crate::transport::conn::{rejected, start_error, unreachable};
+use crate::transport::registry::PlanError;
+use crate::transport::{
+    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
+    Receipt, Received, RunningListener,
+};
+
+/// The `source` of produced events when the channel sets none.
+pub const DEFAULT_SOURCE: &str = "roundtrip";
+/// The `detail-type` of produced events when the channel sets none.
+pub const DEFAULT_DETAIL_TYPE: &str = "roundtrip.event";
+
+/// Makes sure the bus exists: created when `create`, else described.
+async fn ensure_bus(client: &Client, bus: &str, create: bool) -> Result<(), String> {
+    if create {
+        return match client.create_event_bus().name(bus).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => Ok(()),
+            Err(e) => Err(format!("create event bus `{bus}`: {}", service_error(&e))),
+        };
+    }
+    client
+        .describe_event_bus()
+        .name(bus)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("event bus `{bus}`: {}", service_error(&e)))
+}
+
+/// Puts events on an EventBridge bus.
+#[derive(Debug)]
+pub struct EventBridgeProducer {
+    channel: String,
+    spec: EventBridgeChannel,
+    client: OnceCell<Client>,
+}
+
+impl EventBridgeProducer {
+    /// A producer for `spec` (connects on [`Producer::connect`] or the first send).
+    pub fn new(
+        channel: &str,
+        spec: &EventBridgeChannel,
+        _ctx: &DriverContext,
+    ) -> Result<Self, PlanError> {
+        Ok(EventBridgeProducer {
+            channel: channel.to_owned(),
+            spec: spec.clone(),
+            client: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&Client, ProduceError> {
+        self.client
+            .get_or_try_init(|| async {
+                let spec = &self.spec;
+                let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref()).await?;
+                let client = Client::new(&config);
+                ensure_bus(&client, &spec.bus, spec.create)
+                    .await
+                    .map_err(|e| format!("EventBridge at {}: {e}", describe_endpoint(&config)))?;
+                Ok(client)
+            })
+            .await
+            .map_err(|e: String| unreachable(&self.channel, e))
+    }
+}
+
+#[async_trait]
+impl Producer for EventBridgeProducer {
+    async fn connect(&self) -> Result<(), ProduceError> {
+        self.client().await.map(|_| ())
+    }
+
+    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
+        let client = self.client().await?;
+        let detail = match serde_json::from_slice::<Value>(&message.body) {
+            Ok(v @ Value::Object(_)) => v.to_string(),
+            _ => {
+                return Err(rejected(
+                    &self.channel,
+                    "an EventBridge event's detail must be a JSON object; send a `body:` \
+                     mapping",
+                ));
+            }
+        };
+        let entry = PutEventsRequestEntry::builder()
+            .event_bus_name(&self.spec.bus)
+            .source(self.spec.source.as_deref().unwrap_or(DEFAULT_SOURCE))
+            .detail_type(
+                self.spec
+                    .detail_type
+                    .as_deref()
+                    .unwrap_or(DEFAULT_DETAIL_TYPE),
+            )
+            .detail(detail)
+            .build();
+        let out = client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error().is_some() {
+                    rejected(&self.channel, service_error(&e))
+                } else {
+                    unreachable(&self.channel, service_error(&e))
+                }
+            })?;
+        let Some(result) = out.entries().first() else {
+            return Err(rejected(&self.channel, "EventBridge returned no result"));
+        };
+        if out.failed_entry_count() > 0 || result.error_code().is_some() {
+            return Err(rejected(
+                &self.channel,
+                format!(
+                    "EventBridge refused the event: {} {}",
+                    result.error_code().unwrap_or("(no code)"),
+                    result.error_message().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(Receipt {
+            detail: result.event_id().map(str::to_owned),
+        })
+    }
+}
+
+/// Routes the run's events on a bus to a harness-owned queue through a harness-owned
+/// rule.
+#[derive(Debug)]
+pub struct EventBridgeListener {
+    channel: String,
+    spec: EventBridgeChannel,
+}
+
+impl EventBridgeListener {
+    /// A listener for `spec`.
+    pub fn new(
+        channel: &str,
+        spec: &EventBridgeChannel,
+        _ctx: &DriverContext,
+    ) -> Result<Self, PlanError> {
+        Ok(EventBridgeListener {
+            channel: channel.to_owned(),
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// The rule's event pattern: the channel's `pattern`, or its `source` and `detail_type`.
+pub(crate) fn event_pattern(spec: &EventBridgeChannel) -> Value {
+    if let Some(pattern) = &spec.pattern {
+        return pattern.clone();
+    }
+    let mut pattern = serde_json::Map::new();
+    if let Some(source) = &spec.source {
+        pattern.insert("source".to_owned(), Value::from(vec![source.clone()]));
+    }
+    if let Some(detail_type) = &spec.detail_type {
+        pattern.insert(
+            "detail-type".to_owned(),
+            Value::from(vec![detail_type.clone()]),
+        );
+    }
+    Value::Object(pattern)
+}
+
+/// The event envelope of a queue message, as a received message: `detail` as the body.
+#[derive(Debug)]
+struct Envelope;
+
+impl Decode for Envelope {
+    async fn decode(&self, message: &Message) -> Decoded {
+        Decoded::Record(vec![envelope(message)])
+    }
+}
+
+fn envelope(message: &Message) -> Received {
+    let text = message.body().unwrap_or_default();
+    let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) else {
+        // Not an event envelope: recorded as it came.
+        return queue::plain(message);
+    };
+    let body = event
+        .get("detail")
+        .map_or_else(Vec::new, |d| serde_json::to_vec(d).unwrap_or_default());
+    let mut headers = Vec::new();
+    for field in ["source", "detail-type", "id", "time", "account", "region"] {
+        if let Some(Value::String(v)) = event.get(field) {
+            headers.push((format!("eventbridge-{field}"), v.clone()));
+        }
+    }
+    let mut received = Received::new(body, headers);
+    received.message_id = event.get("id").and_then(Value::as_str).map(str::to_owned);
+    received.redelivered = queue::redelivered(message);
+    received
+}
+
+#[derive(Debug)]
+struct Owned {
+    events: Client,
+    sqs: aws_sdk_sqs::Client,
+    bus: String,
+    rule: Option<String>,
+    queue_url: String,
+}
+
+impl Owned {
+    async fn remove(self) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some(rule) = &self.rule {
+            if let Err(e) = self
+                .events
+                .remove_targets()
+                .rule(rule)
+                .event_bus_name(&self.bus)
+                .ids(TARGET_ID)
+                .send()
+                .await
+            {
+                failures.push(format!(
+                    "remove the targets of rule {rule}: {}",
+                    service_error(&e)
+                ));
+            }
+            if let Err(e) = self
+                .events
+                .delete_rule()
+                .name(rule)
+                .event_bus_name(&self.bus)
+                .send()
+                .await
+            {
+                failures.push(format!("delete rule {rule}: {}", service_error(&e)));
+            }
+        }
+        if let Err(e) = queue::delete_queue(&self.sqs, &self.queue_url).await {
+            failures.push(e);
+        }
+        failures
+    }
+}
+
+const TARGET_ID: &str = "roundtrip-listener";
+
+#[async_trait]
+impl Listener for EventBridgeListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        let spec = &self.spec;
+        let fail = |e: String| start_error(&self.channel, e.clone(), e);
+        let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref())
+            .await
+            .map_err(fail)?;
+        let endpoint = describe_endpoint(&config);
+        let events = Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        ensure_bus(&events, &spec.bus, spec.create)
+            .await
+            .map_err(|e| fail(format!("EventBridge at {endpoint}: {e}")))?;
+        // Rule names are at most 64 characters; queue names 80.
+        let name = owned_name(sink.run_id(), &self.channel, 64);
+        let queue_url = queue::create_queue(&sqs, &name, Vec::new())
+            .await
+            .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
+        let mut owned = Owned {
+            events: events.clone(),
+            sqs: sqs.clone(),
+            bus: spec.bus.clone(),
+            rule: None,
+            queue_url: queue_url.clone(),
+        };
+        let routed = route(&events, &sqs, &name, &queue_url, spec, &mut owned).await;
+        if let Err(e) = routed {
+            let failures = owned.remove().await;
+            return Err(fail(with_cleanup(
+                format!("EventBridge at {endpoint}: {e}"),
+                failures,
+            )));
+        }
+        let source = QueueSource {
+            client: sqs,
+            url: queue_url,
+            wait_secs: 10,
+            visibility_secs: 30,
+        };
+        let (stop, stopped) = oneshot::channel();
+        let bus = spec.bus.clone();
+        let task = tokio::spawn(async move {
+            queue::consume(source, sink.clone(), Envelope, stopped).await;
+            for failure in owned.remove().await {
+                sink.gap(format!("cleanup: {failure}"));
+            }
+        });
+        Ok(RunningListener::new(
+            format!("{bus} rule {name}"),
+            "at-least-once",
+            false,
+            stop,
+            task,
+        ))
+    }
+}
+
+async fn route(
+    events: &Client,
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    queue_url: &str,
+    spec: &EventBridgeChannel,
+    owned: &mut Owned,
+) -> Result<(), String> {
+    let queue_arn = queue::queue_arn(sqs, queue_url).await?;
+    let rule_arn = events
+        .put_rule()
+        .name(name)
+        .event_bus_name(&spec.bus)
+        .event_pattern(event_pattern(spec).to_string())
+        .description(
+            "roundtrip listener: routes a run's events to its queue; removed when the run ends",
+        )
+        .send()
+        .await
+        .map_err(|e| format!("create rule {name}: {}", service_error(&e)))?
+        .rule_arn
+        .ok_or_else(|| format!("create rule {name}: EventBridge returned no ARN"))?;
+    owned.rule = Some(name.to_owned());
+    sqs.set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            queue::send_policy(&queue_arn, "events.amazonaws.com", &rule_arn),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "allow the rule to send to the listener's queue: {}",
+                service_error(&e)
+            )
+        })?;
+    let target = Target::builder()
+        .id(TARGET_ID)
+        .arn(&queue_arn)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let out = events
+        .put_targets()
+        .rule(name)
+        .event_bus_name(&spec.bus)
+        .targets(target)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "target rule {name} at the listener's queue: {}",
+                service_error(&e)
+            )
+        })?;
+    if out.failed_entry_count() > 0 {
+        return Err(format!(
+            "target rule {name} at the listener's queue: {:?}",
+            out.failed_entries()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_is_the_given_one_or_source_and_detail_type() {
+        let spec = EventBridgeChannel {
+            source: Some("orders".to_owned()),
+            detail_type: Some("OrderPlaced".to_owned()),
+            ..EventBridgeChannel::new()
+        };
+        assert_eq!(
+            event_pattern(&spec),
+            serde_json::json!({ "source": ["orders"], "detail-type": ["OrderPlaced"] })
+        );
+        let given = serde_json::json!({ "detail": { "tenant": ["t1"] } });
+        let spec = EventBridgeChannel {
+            pattern: Some(given.clone()),
+            ..spec
+        };
+        assert_eq!(event_pattern(&spec), given);
+    }
+
+    #[test]
+    fn the_detail_is_the_body_and_the_envelope_the_headers() {
+        let message = Message::builder()
+            .body(
+                serde_json::json!({
+                    "version": "0", "id": "e-1", "detail-type": "OrderPlaced",
+                    "source": "orders", "time": "2026-11-26T10:00:00Z",
+                    "detail": { "correlationId": "c-1", "n": 2 }
+                })
+                .to_string(),
+            )
+            .build();
+        let received = envelope(&message);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&received.body).expect("json"),
+            serde_json::json!({ "correlationId": "c-1", "n": 2 })
+        );
+        assert_eq!(received.message_id.as_deref(), Some("e-1"));
+        assert!(
+            received
+                .headers
+                .contains(&("eventbridge-source".to_owned(), "orders".to_owned()))
+        );
+        assert!(received.headers.contains(&(
+            "eventbridge-detail-type".to_owned(),
+            "OrderPlaced".to_owned()
+        )));
+    }
+}

@@ -1,0 +1,27 @@
+//! AWS transports (feature `aws`): `s3`, `sqs`, `sns` and `eventbridge`, with the AWS SDK
+//! for Rust.
+//!
+//! Region, endpoint and credentials come from the standard AWS configuration, with the
+//! channel's `region` and `endpoint` overriding the first two, so one suite runs against
+//! an emulator (`AWS_ENDPOINT_URL=http://127.0.0.1:5055`) and against a real account.
+//! Credentials are never read from a suite file and never printed.
+//!
+//! Every listener ends in an SQS queue consumed by one receive loop ([`queue`]): long
+//! polling (push-like: a message is returned as soon as it arrives) and deletion only
+//! after the store committed. `sns` and `eventbridge` listeners create that queue (and
+//! the subscription or rule feeding it) for the run and remove them when they stop; see
+//! [`crate::aws`] for how such harness-owned resources are named and swept.
+
+pub mod cleanup;
+mod eventbridge;
+mod queue;
+mod s3;
+mod sns;
+mod sqs;
+
+pub use eventbridge::{
+    DEFAULT_DETAIL_TYPE, DEFAULT_SOURCE, EventBridgeListener, EventBridgeProducer,
+};
+pub use s3::{DEFAULT_POLL_MAX, POLL_MIN, S3Listener, S3Producer};
+pub use sns::{SnsListener, SnsProducer};
+pub use sqs::{SqsListener, SqsProducer};

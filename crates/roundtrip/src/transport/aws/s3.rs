@@ -1,0 +1,519 @@
+//! `s3`: put objects into a bucket; observe objects appearing in one.
+//!
+//! The listener has two modes:
+//! - **notifications** (push): the bucket sends `ObjectCreated` event notifications to an
+//!   SQS queue (directly, or through an SNS topic); the listener consumes that queue,
+//!   reads each new object and deletes the notification after the store committed the
+//!   object: at-least-once, and as fast as S3 notifies.
+//! - **listing** (polling, reported as such): the listener notes the objects already
+//!   there when it starts, then lists the bucket again and again, reading every new or
+//!   rewritten object. It lists again at once after finding something and backs off,
+//!   with jitter, up to `poll_max` (default 1 s) while nothing comes. An object
+//!   rewritten twice between two listings is seen once: at-most-once.
+//!
+//! Object metadata carries the headers both ways (`x-amz-meta-*`), so the correlation id
+//! travels with the object; when the SUT writes a new object without it, the key (or
+//! its file stem) is the correlation fallback.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::Message;
+use roundtrip_core::model::S3Channel;
+use serde_json::Value;
+use tokio::sync::{OnceCell, oneshot};
+
+use super::queue::{self, Decode, Decoded, QueueSource};
+use crate::aws::{describe_endpoint, error_code, load_config, service_error};
+use crate::transport::conn::{rejected, start_error, unreachable};
+use crate::transport::registry::PlanError;
+use crate::transport::{
+    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
+    Receipt, Received, RunningListener,
+};
+
+/// The default longest wait between two listings.
+pub const DEFAULT_POLL_MAX: Duration = Duration::from_secs(1);
+/// The wait after a listing that found something.
+pub const POLL_MIN: Duration = Duration::from_millis(50);
+
+/// An S3 client; path-style addressing whenever an endpoint is configured (emulators
+/// do not resolve bucket subdomains).
+pub(crate) async fn client(spec: &S3Channel) -> Result<(Client, aws_config::SdkConfig), String> {
+    let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref()).await?;
+    let s3 = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    Ok((Client::from_conf(s3), config))
+}
+
+/// Makes sure the bucket exists: created when `create`, else checked.
+async fn ensure_bucket(
+    client: &Client,
+    config: &aws_config::SdkConfig,
+    bucket: &str,
+    create: bool,
+) -> Result<(), String> {
+    if create {
+        let mut request = client.create_bucket().bucket(bucket);
+        if let Some(region) = config.region().map(|r| r.as_ref().to_owned())
+            && region != "us-east-1"
+        {
+            request = request.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                        region.as_str(),
+                    ))
+                    .build(),
+            );
+        }
+        return match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(format!("create bucket `{bucket}`: {}", service_error(&e))),
+        };
+    }
+    client
+        .head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let why = service_error(&e);
+            if why == "NotFound" {
+                format!(
+                    "bucket `{bucket}` does not exist; create it, or set `create: true` on \
+                     the channel"
+                )
+            } else {
+                format!("bucket `{bucket}`: {why}")
+            }
+        })
+}
+
+/// Puts objects; headers become object metadata.
+#[derive(Debug)]
+pub struct S3Producer {
+    channel: String,
+    spec: S3Channel,
+    client: OnceCell<Client>,
+}
+
+impl S3Producer {
+    /// A producer for `spec` (connects on [`Producer::connect`] or the first send).
+    pub fn new(channel: &str, spec: &S3Channel, _ctx: &DriverContext) -> Result<Self, PlanError> {
+        Ok(S3Producer {
+            channel: channel.to_owned(),
+            spec: spec.clone(),
+            client: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&Client, ProduceError> {
+        self.client
+            .get_or_try_init(|| async {
+                let (client, config) = client(&self.spec).await?;
+                ensure_bucket(&client, &config, &self.spec.bucket, self.spec.create)
+                    .await
+                    .map_err(|e| format!("S3 at {}: {e}", describe_endpoint(&config)))?;
+                Ok(client)
+            })
+            .await
+            .map_err(|e: String| unreachable(&self.channel, e))
+    }
+}
+
+#[async_trait]
+impl Producer for S3Producer {
+    async fn connect(&self) -> Result<(), ProduceError> {
+        self.client().await.map(|_| ())
+    }
+
+    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
+        let client = self.client().await?;
+        let key = message
+            .key
+            .clone()
+            .unwrap_or_else(|| message.correlation_id.clone());
+        let mut request = client
+            .put_object()
+            .bucket(&self.spec.bucket)
+            .key(&key)
+            .content_type(message.content_type)
+            .body(ByteStream::from(message.body.clone()));
+        for (name, value) in &message.headers {
+            if name.eq_ignore_ascii_case("content-type") {
+                request = request.content_type(value);
+            } else {
+                request = request.metadata(name, value);
+            }
+        }
+        request.send().await.map_err(|e| {
+            if e.as_service_error().is_some() {
+                rejected(&self.channel, service_error(&e))
+            } else {
+                unreachable(&self.channel, service_error(&e))
+            }
+        })?;
+        Ok(Receipt {
+            detail: Some(format!("s3://{}/{key}", self.spec.bucket)),
+        })
+    }
+}
+
+/// Observes objects appearing in a bucket.
+#[derive(Debug)]
+pub struct S3Listener {
+    channel: String,
+    spec: S3Channel,
+}
+
+impl S3Listener {
+    /// A listener for `spec`.
+    pub fn new(channel: &str, spec: &S3Channel, _ctx: &DriverContext) -> Result<Self, PlanError> {
+        Ok(S3Listener {
+            channel: channel.to_owned(),
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// Which objects a listener observes.
+#[derive(Debug, Clone)]
+struct Filter {
+    bucket: String,
+    prefix: String,
+    suffix: String,
+}
+
+impl Filter {
+    fn matches(&self, bucket: &str, key: &str) -> bool {
+        bucket == self.bucket && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+    }
+}
+
+/// Reads an object into a received message: body, metadata as headers, key.
+async fn read_object(client: &Client, bucket: &str, key: &str) -> Result<Received, String> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| format!("read s3://{bucket}/{key}: {}", service_error(&e)))?;
+    let mut headers: Vec<(String, String)> = out
+        .metadata()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.sort();
+    if let Some(ct) = out.content_type() {
+        headers.push(("content-type".to_owned(), ct.to_owned()));
+    }
+    let etag = out.e_tag().map(str::to_owned);
+    let body = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| format!("read s3://{bucket}/{key}: {e}"))?
+        .into_bytes()
+        .to_vec();
+    let mut received = Received::new(body, headers);
+    received.key = Some(key.to_owned());
+    received.message_id = etag;
+    Ok(received)
+}
+
+#[async_trait]
+impl Listener for S3Listener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        let spec = &self.spec;
+        let fail = |e: String| start_error(&self.channel, e.clone(), e);
+        let (client, config) = client(spec).await.map_err(fail)?;
+        let endpoint = describe_endpoint(&config);
+        ensure_bucket(&client, &config, &spec.bucket, spec.create)
+            .await
+            .map_err(|e| fail(format!("S3 at {endpoint}: {e}")))?;
+        let filter = Filter {
+            bucket: spec.bucket.clone(),
+            prefix: spec.prefix.clone().unwrap_or_default(),
+            suffix: spec.suffix.clone().unwrap_or_default(),
+        };
+        let location = format!("s3://{}/{}", filter.bucket, filter.prefix);
+        let (stop, stopped) = oneshot::channel();
+        if let Some(queue_name) = &spec.notifications {
+            let sqs = aws_sdk_sqs::Client::new(&config);
+            let url = queue::queue_url(&sqs, queue_name, false)
+                .await
+                .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
+            let source = QueueSource {
+                client: sqs,
+                url,
+                wait_secs: 10,
+                visibility_secs: 30,
+            };
+            let decode = Notifications { client, filter };
+            let task = tokio::spawn(queue::consume(source, sink, decode, stopped));
+            return Ok(RunningListener::new(
+                location,
+                "at-least-once",
+                false,
+                stop,
+                task,
+            ));
+        }
+        let seen = list(&client, &filter)
+            .await
+            .map_err(|e| fail(format!("S3 at {endpoint}: {e}")))?;
+        let poll_max = spec.poll_max.map_or(DEFAULT_POLL_MAX, |d| d.0);
+        let task = tokio::spawn(poll(client, filter, seen, poll_max, sink, stopped));
+        Ok(RunningListener::new(
+            location,
+            "at-most-once",
+            true,
+            stop,
+            task,
+        ))
+    }
+}
+
+/// The bucket's objects under the filter, by key, with their ETags.
+async fn list(client: &Client, filter: &Filter) -> Result<HashMap<String, String>, String> {
+    let mut objects = HashMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(&filter.bucket)
+        .prefix(&filter.prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| format!("list s3://{}: {}", filter.bucket, service_error(&e)))?;
+        for object in page.contents() {
+            if let Some(key) = object.key()
+                && key.ends_with(&filter.suffix)
+            {
+                objects.insert(
+                    key.to_owned(),
+                    object.e_tag().unwrap_or_default().to_owned(),
+                );
+            }
+        }
+    }
+    Ok(objects)
+}
+
+async fn poll(
+    client: Client,
+    filter: Filter,
+    mut seen: HashMap<String, String>,
+    poll_max: Duration,
+    sink: ObservationSink,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut delay = POLL_MIN;
+    let mut outage: Option<(usize, std::time::Instant, String)> = None;
+    loop {
+        // Full jitter between half and all of the delay, so parallel runs spread out.
+        let wait = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let listed = match list(&client, &filter).await {
+            Ok(listed) => {
+                if let Some((gap, since, from)) = outage.take() {
+                    sink.update_gap(
+                        gap,
+                        format!("listing failed from {from} for {:.1?}", since.elapsed()),
+                    );
+                }
+                listed
+            }
+            Err(why) => {
+                if outage.is_none() {
+                    let from = crate::clock::format_wall_now();
+                    let gap =
+                        sink.open_gap(format!("listing failed from {from}: {why}; not back yet"));
+                    outage = Some((gap, std::time::Instant::now(), from));
+                }
+                delay = (delay * 2).min(poll_max);
+                continue;
+            }
+        };
+        let mut found = false;
+        let mut fresh: Vec<(String, String)> = listed
+            .into_iter()
+            .filter(|(key, etag)| seen.get(key) != Some(etag))
+            .collect();
+        fresh.sort();
+        for (key, etag) in fresh {
+            match read_object(&client, &filter.bucket, &key).await {
+                Ok(received) => {
+                    if sink.record(received).await.is_ok() {
+                        seen.insert(key, etag);
+                        found = true;
+                    }
+                }
+                Err(why) => sink.consumer_error(why),
+            }
+        }
+        delay = if found {
+            POLL_MIN
+        } else {
+            (delay * 2).min(poll_max)
+        };
+    }
+}
+
+/// S3 event notifications arriving on a queue, directly or wrapped by SNS.
+#[derive(Debug)]
+struct Notifications {
+    client: Client,
+    filter: Filter,
+}
+
+impl Decode for Notifications {
+    async fn decode(&self, message: &Message) -> Decoded {
+        let objects = match created_objects(message.body().unwrap_or_default()) {
+            Ok(objects) => objects,
+            Err(why) => return Decoded::Retry(why),
+        };
+        let mut received = Vec::new();
+        for (bucket, key) in objects {
+            if !self.filter.matches(&bucket, &key) {
+                continue;
+            }
+            match read_object(&self.client, &bucket, &key).await {
+                Ok(mut r) => {
+                    r.redelivered = queue::redelivered(message);
+                    received.push(r);
+                }
+                Err(why) => return Decoded::Retry(why),
+            }
+        }
+        if received.is_empty() {
+            Decoded::Skip
+        } else {
+            Decoded::Record(received)
+        }
+    }
+}
+
+/// The (bucket, key) of every `ObjectCreated` record in a notification; an S3 test event
+/// or another event type gives none. Keys arrive URL-encoded.
+fn created_objects(body: &str) -> Result<Vec<(String, String)>, String> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| format!("a notification that is not JSON ({e}): {body:.200}"))?;
+    // Through SNS, the S3 event is the envelope's `Message` string.
+    let value = match value.get("Message").and_then(Value::as_str) {
+        Some(inner) if value.get("Type").and_then(Value::as_str) == Some("Notification") => {
+            serde_json::from_str(inner)
+                .map_err(|e| format!("an SNS-wrapped notification that is not JSON: {e}"))?
+        }
+        _ => value,
+    };
+    let records = value
+        .get("Records")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(records
+        .iter()
+        .filter(|r| {
+            r.get("eventName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with("ObjectCreated:"))
+        })
+        .filter_map(|r| {
+            let s3 = r.get("s3")?;
+            let bucket = s3.get("bucket")?.get("name")?.as_str()?;
+            let key = s3.get("object")?.get("key")?.as_str()?;
+            Some((bucket.to_owned(), url_decode(key)))
+        })
+        .collect())
+}
+
+/// Decodes an S3 notification key: `+` is a space, `%XX` a byte.
+fn url_decode(key: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match (bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(&hi), Some(&lo)) if bytes[i] == b'%' => hex(hi).zip(hex(lo)),
+            _ => None,
+        };
+        match (bytes[i], escaped) {
+            (_, Some((hi, lo))) => {
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                i += 2;
+            }
+            (b'+', None) => out.push(b' '),
+            (b, None) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_keys_are_url_decoded() {
+        assert_eq!(url_decode("in/a+b%C3%A9.txt"), "in/a bé.txt");
+        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(url_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn created_objects_are_read_from_direct_and_sns_wrapped_notifications() {
+        let event = serde_json::json!({ "Records": [
+            { "eventName": "ObjectCreated:Put",
+              "s3": { "bucket": { "name": "out" }, "object": { "key": "a+b.txt" } } },
+            { "eventName": "ObjectRemoved:Delete",
+              "s3": { "bucket": { "name": "out" }, "object": { "key": "gone.txt" } } }
+        ]});
+        let expected = vec![("out".to_owned(), "a b.txt".to_owned())];
+        assert_eq!(
+            created_objects(&event.to_string()).expect("parses"),
+            expected
+        );
+        let wrapped = serde_json::json!({ "Type": "Notification", "Message": event.to_string() });
+        assert_eq!(
+            created_objects(&wrapped.to_string()).expect("parses"),
+            expected
+        );
+        let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"out"}"#;
+        assert_eq!(created_objects(test_event).expect("parses"), vec![]);
+        assert!(created_objects("not json").is_err());
+    }
+
+    #[test]
+    fn the_filter_takes_bucket_prefix_and_suffix() {
+        let f = Filter {
+            bucket: "out".to_owned(),
+            prefix: "in/".to_owned(),
+            suffix: ".txt".to_owned(),
+        };
+        assert!(f.matches("out", "in/x.txt"));
+        assert!(!f.matches("other", "in/x.txt"));
+        assert!(!f.matches("out", "x.txt"));
+        assert!(!f.matches("out", "in/x.csv"));
+    }
+}

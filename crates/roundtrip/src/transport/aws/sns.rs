@@ -1,0 +1,314 @@
+//! `sns`: publish to a topic; listen by subscribing a queue the harness creates for the
+//! run (raw message delivery, so message attributes arrive as headers), and remove the
+//! subscription and the queue when the listener stops.
+
+use async_trait::async_trait;
+use aws_sdk_sns::Client;
+use aws_sdk_sns::types::MessageAttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
+use roundtrip_core::model::SnsChannel;
+use tokio::sync::{OnceCell, oneshot};
+
+use super::queue::{self, Plain, QueueSource};
+use crate::aws::{describe_endpoint, load_config, owned_name, service_error};
+use crate::transport::conn::{rejected, start_error, unreachable};
+use crate::transport::registry::PlanError;
+use crate::transport::{
+    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
+    Receipt, RunningListener,
+};
+
+/// The ARN of `topic` (a name or an ARN), creating it when `create`.
+async fn topic_arn(client: &Client, topic: &str, create: bool) -> Result<String, String> {
+    if create {
+        let name = topic.rsplit(':').next().unwrap_or(topic);
+        let mut request = client.create_topic().name(name);
+        if name.ends_with(".fifo") {
+            request = request.attributes("FifoTopic", "true");
+        }
+        return request
+            .send()
+            .await
+            .map_err(|e| format!("create topic `{name}`: {}", service_error(&e)))?
+            .topic_arn
+            .ok_or_else(|| format!("create topic `{name}`: SNS returned no ARN"));
+    }
+    if topic.starts_with("arn:") {
+        client
+            .get_topic_attributes()
+            .topic_arn(topic)
+            .send()
+            .await
+            .map_err(|e| format!("topic {topic}: {}", service_error(&e)))?;
+        return Ok(topic.to_owned());
+    }
+    let suffix = format!(":{topic}");
+    let mut pages = client.list_topics().into_paginator().items().send();
+    while let Some(item) = pages.next().await {
+        let item = item.map_err(|e| format!("list topics: {}", service_error(&e)))?;
+        if let Some(arn) = item.topic_arn
+            && arn.ends_with(&suffix)
+        {
+            return Ok(arn);
+        }
+    }
+    Err(format!(
+        "topic `{topic}` does not exist; create it, or set `create: true` on the channel"
+    ))
+}
+
+#[derive(Debug)]
+struct Connected {
+    client: Client,
+    arn: String,
+}
+
+/// Publishes to an SNS topic; message attributes carry the headers.
+#[derive(Debug)]
+pub struct SnsProducer {
+    channel: String,
+    spec: SnsChannel,
+    connected: OnceCell<Connected>,
+}
+
+impl SnsProducer {
+    /// A producer for `spec` (connects on [`Producer::connect`] or the first send).
+    pub fn new(channel: &str, spec: &SnsChannel, _ctx: &DriverContext) -> Result<Self, PlanError> {
+        Ok(SnsProducer {
+            channel: channel.to_owned(),
+            spec: spec.clone(),
+            connected: OnceCell::new(),
+        })
+    }
+
+    async fn connected(&self) -> Result<&Connected, ProduceError> {
+        self.connected
+            .get_or_try_init(|| async {
+                let spec = &self.spec;
+                let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref()).await?;
+                let client = Client::new(&config);
+                let arn = topic_arn(&client, &spec.topic, spec.create)
+                    .await
+                    .map_err(|e| format!("SNS at {}: {e}", describe_endpoint(&config)))?;
+                Ok(Connected { client, arn })
+            })
+            .await
+            .map_err(|e: String| unreachable(&self.channel, e))
+    }
+}
+
+#[async_trait]
+impl Producer for SnsProducer {
+    async fn connect(&self) -> Result<(), ProduceError> {
+        self.connected().await.map(|_| ())
+    }
+
+    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
+        let connected = self.connected().await?;
+        let (body, base64) = queue::text_body(&message.body);
+        let attributes =
+            queue::attributes(&message.headers, base64).map_err(|e| rejected(&self.channel, e))?;
+        let mut request = connected
+            .client
+            .publish()
+            .topic_arn(&connected.arn)
+            .message(body);
+        for (name, value) in attributes {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| rejected(&self.channel, e.to_string()))?;
+            request = request.message_attributes(name, value);
+        }
+        if let Some(fifo) = &message.fifo {
+            request = request
+                .message_group_id(&fifo.group_id)
+                .message_deduplication_id(&fifo.dedup_id);
+        }
+        let sent = request.send().await.map_err(|e| {
+            if e.as_service_error().is_some() {
+                rejected(&self.channel, service_error(&e))
+            } else {
+                unreachable(&self.channel, service_error(&e))
+            }
+        })?;
+        Ok(Receipt {
+            detail: sent.message_id,
+        })
+    }
+}
+
+/// Subscribes a harness-owned queue to an SNS topic for the run.
+#[derive(Debug)]
+pub struct SnsListener {
+    channel: String,
+    spec: SnsChannel,
+}
+
+impl SnsListener {
+    /// A listener for `spec`.
+    pub fn new(channel: &str, spec: &SnsChannel, _ctx: &DriverContext) -> Result<Self, PlanError> {
+        Ok(SnsListener {
+            channel: channel.to_owned(),
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// What an SNS listener created, to remove when it stops.
+#[derive(Debug)]
+struct Owned {
+    sns: Client,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    subscription: Option<String>,
+}
+
+impl Owned {
+    async fn remove(self) -> Vec<String> {
+        let mut failures = Vec::new();
+        if let Some(arn) = &self.subscription
+            && let Err(e) = self.sns.unsubscribe().subscription_arn(arn).send().await
+        {
+            failures.push(format!("remove subscription {arn}: {}", service_error(&e)));
+        }
+        if let Err(e) = queue::delete_queue(&self.sqs, &self.queue_url).await {
+            failures.push(e);
+        }
+        failures
+    }
+}
+
+#[async_trait]
+impl Listener for SnsListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        let spec = &self.spec;
+        let fail = |e: String| start_error(&self.channel, e.clone(), e);
+        let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref())
+            .await
+            .map_err(fail)?;
+        let endpoint = describe_endpoint(&config);
+        let sns = Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let arn = topic_arn(&sns, &spec.topic, spec.create)
+            .await
+            .map_err(|e| fail(format!("SNS at {endpoint}: {e}")))?;
+        let fifo = arn.ends_with(".fifo");
+        let mut name = owned_name(sink.run_id(), &self.channel, if fifo { 75 } else { 80 });
+        if fifo {
+            name.push_str(".fifo");
+        }
+        let queue_url = queue::create_queue(&sqs, &name, Vec::new())
+            .await
+            .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
+        let mut owned = Owned {
+            sns: sns.clone(),
+            sqs: sqs.clone(),
+            queue_url: queue_url.clone(),
+            subscription: None,
+        };
+        let subscribed = subscribe(&sns, &sqs, &arn, &queue_url, spec).await;
+        match subscribed {
+            Ok(subscription) => owned.subscription = Some(subscription),
+            Err(e) => {
+                let failures = owned.remove().await;
+                return Err(fail(with_cleanup(
+                    format!("SNS at {endpoint}: {e}"),
+                    failures,
+                )));
+            }
+        }
+        let source = QueueSource {
+            client: sqs,
+            url: queue_url,
+            wait_secs: 10,
+            visibility_secs: 30,
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            queue::consume(source, sink.clone(), Plain, stopped).await;
+            for failure in owned.remove().await {
+                sink.gap(format!("cleanup: {failure}"));
+            }
+        });
+        Ok(RunningListener::new(
+            arn,
+            "at-least-once",
+            false,
+            stop,
+            task,
+        ))
+    }
+}
+
+async fn subscribe(
+    sns: &Client,
+    sqs: &aws_sdk_sqs::Client,
+    topic_arn: &str,
+    queue_url: &str,
+    spec: &SnsChannel,
+) -> Result<String, String> {
+    let queue_arn = queue::queue_arn(sqs, queue_url).await?;
+    sqs.set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            queue::send_policy(&queue_arn, "sns.amazonaws.com", topic_arn),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "allow the topic to send to the listener's queue: {}",
+                service_error(&e)
+            )
+        })?;
+    let mut request = sns
+        .subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .return_subscription_arn(true);
+    if let Some(policy) = &spec.filter_policy {
+        request = request.attributes("FilterPolicy", policy.to_string());
+    }
+    let subscription = request
+        .send()
+        .await
+        .map_err(|e| format!("subscribe the listener's queue: {}", service_error(&e)))?
+        .subscription_arn
+        .ok_or("subscribe the listener's queue: SNS returned no subscription ARN")?;
+    // SQS subscriptions in the same account are confirmed at once; one in another
+    // account would wait for a confirmation nobody gives.
+    let attributes = sns
+        .get_subscription_attributes()
+        .subscription_arn(&subscription)
+        .send()
+        .await
+        .map_err(|e| format!("read the subscription: {}", service_error(&e)))?;
+    if attributes
+        .attributes()
+        .and_then(|a| a.get("PendingConfirmation"))
+        .is_some_and(|p| p == "true")
+    {
+        return Err(format!(
+            "the subscription {subscription} awaits confirmation; roundtrip's queue must be \
+             in the topic's account"
+        ));
+    }
+    Ok(subscription)
+}
+
+/// An error, with what could not be removed after it.
+pub(crate) fn with_cleanup(error: String, failures: Vec<String>) -> String {
+    if failures.is_empty() {
+        error
+    } else {
+        format!(
+            "{error} (and cleanup failed: {}; `roundtrip aws-cleanup` removes leftovers)",
+            failures.join("; ")
+        )
+    }
+}
