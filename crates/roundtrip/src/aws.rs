@@ -83,6 +83,13 @@ pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
     }
     let text = parts.join(": ");
     let lower = text.to_lowercase();
+    if lower.contains("loading credentials") || lower.contains("no credentials") {
+        return format!(
+            "{text}; no AWS credentials were found: set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (any values for an emulator), AWS_PROFILE, or run with an \
+             instance role"
+        );
+    }
     if [
         "refused",
         "timed out",
@@ -206,5 +213,12 @@ mod tests {
         );
         let e = std::io::Error::other("AccessDenied");
         assert_eq!(describe_error(&e), "AccessDenied");
+        let e =
+            std::io::Error::other("dispatch failure: an error occurred while loading credentials");
+        assert!(
+            describe_error(&e).ends_with("AWS_PROFILE, or run with an instance role"),
+            "{}",
+            describe_error(&e)
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The store: a durable, append-only log of runs, sent events, observations and verdicts.
 //!
 //! One trait, [`Store`], with one backend per module ([`sqlite`] is the embedded default;
-//! Postgres and DynamoDB come later behind features). Every backend passes the same
+//! `dynamodb` is behind the feature of that name; Postgres comes later). Every backend passes the same
 //! conformance suite (`tests/it/store.rs`).
 //!
 //! ## The write path
@@ -24,6 +24,8 @@ use roundtrip_core::run::{RunSummary, ScenarioResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod sqlite;
 
 /// A run as listed by [`Store::runs`].
@@ -117,7 +119,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// Opens the store named by `url`:
 /// - `sqlite:PATH` or a plain path: an SQLite file (created, with parent directories);
 /// - `sqlite::memory:`: an in-memory SQLite store (tests);
-/// - `postgres://…`, `dynamodb://…`: backends that need a cargo feature (not built yet).
+/// - `dynamodb://TABLE?region=…&endpoint=…&ttl=30d&create=true`: a DynamoDB table
+///   (feature `dynamodb`; see [`dynamodb`]);
+/// - `postgres://…`: a backend that needs a cargo feature (not built yet).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let unsupported = |scheme: &str| StoreError::Open {
         location: url.to_owned(),
@@ -132,6 +136,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     if let Some(path) = url.strip_prefix("sqlite:") {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+    }
+    #[cfg(feature = "dynamodb")]
+    if url.starts_with("dynamodb://") {
+        return Ok(Arc::new(dynamodb::DynamoStore::open(url).await?));
     }
     for scheme in ["postgres", "postgresql", "dynamodb"] {
         if url.starts_with(&format!("{scheme}://")) {

@@ -549,6 +549,39 @@ macro_rules! conformance_suite {
 
 conformance_suite!(sqlite_memory, super::sqlite_memory);
 conformance_suite!(sqlite_file, super::sqlite_file);
+#[cfg(feature = "dynamodb")]
+conformance_suite!(dynamodb, super::dynamodb_table);
+
+/// A fresh table on the AWS emulator (`scripts/services.sh start` runs moto on
+/// 127.0.0.1:5055; `ROUNDTRIP_AWS_ENDPOINT` points elsewhere). Credentials come from
+/// the standard chain: moto accepts any, e.g. `AWS_ACCESS_KEY_ID=test
+/// AWS_SECRET_ACCESS_KEY=test`.
+#[cfg(feature = "dynamodb")]
+fn dynamodb_table(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>> {
+    use roundtrip::store::dynamodb::{DynamoOptions, DynamoStore};
+    Box::pin(async move {
+        let endpoint = std::env::var("ROUNDTRIP_AWS_ENDPOINT")
+            .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned());
+        let table = format!("conformance-{}", uuid::Uuid::new_v4().simple());
+        let options = DynamoOptions {
+            region: Some("us-east-1".to_owned()),
+            endpoint: Some(endpoint),
+            feed_capacity,
+            ..DynamoOptions::from_url(&format!("dynamodb://{table}")).expect("a valid URL")
+        };
+        let store = DynamoStore::open_with(&options).await.unwrap_or_else(|e| {
+            panic!(
+                "open a DynamoDB table on the emulator (is moto running, and are \
+                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set?): {}",
+                error_chain(&e)
+            )
+        });
+        TestStore {
+            store: Arc::new(store),
+            _guard: None,
+        }
+    })
+}
 
 /// The SQLite backend's own behaviour: files, schema versions, errors.
 mod sqlite {
