@@ -30,11 +30,39 @@ pub enum Command {
     Report(ReportArgs),
     /// List recent runs in the store.
     Runs(RunsArgs),
+    /// Remove AWS queues, rules and subscriptions that a killed run left behind
+    /// (`roundtrip-h-…`). Listeners remove their own when a run ends, also when it fails
+    /// or is interrupted; this is for a process that died. Exit code 3 if any removal
+    /// failed.
+    #[cfg(feature = "aws")]
+    AwsCleanup(AwsCleanupArgs),
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Args)]
+pub struct AwsCleanupArgs {
+    /// Only resources created longer ago than this (so that running runs keep theirs).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub older_than: std::time::Duration,
+    /// Only the resources of this run.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+    /// The AWS region (default: the standard configuration, e.g. AWS_REGION).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The endpoint URL, for an emulator (default: the standard configuration, e.g.
+    /// AWS_ENDPOINT_URL).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StoreArg {
-    /// The store: an SQLite file path, `sqlite:PATH` or `sqlite::memory:`.
+    /// The store: an SQLite file path, `sqlite:PATH`, `sqlite::memory:`, or (feature
+    /// `dynamodb`) `dynamodb://TABLE?region=…&endpoint=…&ttl=30d`.
     #[arg(
         long,
         env = "ROUNDTRIP_STORE",

@@ -7,7 +7,7 @@
 //! an EventBridge rule delivers to, the rule itself) create it when they start and
 //! remove it when they stop, whether the run passed, failed or was interrupted. A
 //! process that is killed cannot clean up, so every such resource is named
-//! `roundtrip-h-<unix seconds>-<run>-<channel>` ([`owned_name`]): recognisable at a
+//! `roundtrip-h-<unix seconds>-<run>-<salt>-<channel>` ([`owned_name`]): recognisable at a
 //! glance, and `roundtrip aws-cleanup` removes the ones older than an age.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -142,17 +142,14 @@ where
 }
 
 /// The name of a resource the harness creates for `run_id`'s listener on `channel`:
-/// `roundtrip-h-<unix seconds>-<last 8 of the run id>-<channel>`, at most `max`
+/// `roundtrip-h-<unix seconds>-<last 8 of the run id>-<4 random hex>-<channel>`, at most `max`
 /// characters of `[A-Za-z0-9_-]`, so that a leftover is recognisable and its age
 /// readable from the name alone.
 pub fn owned_name(run_id: &str, channel: &str, max: usize) -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let run: String = {
-        let alnum: Vec<char> = run_id.chars().filter(char::is_ascii_alphanumeric).collect();
-        alnum[alnum.len().saturating_sub(8)..].iter().collect()
-    };
+    let run = owned_run_tag(run_id);
     let channel: String = channel
         .chars()
         .map(|c| {
@@ -163,9 +160,18 @@ pub fn owned_name(run_id: &str, channel: &str, max: usize) -> String {
             }
         })
         .collect();
-    let mut name = format!("{OWNED_PREFIX}{secs}-{run}-{channel}");
+    // Four random hex digits keep two listeners of one run and channel apart.
+    let salt = rand::random::<u16>();
+    let mut name = format!("{OWNED_PREFIX}{secs}-{run}-{salt:04x}-{channel}");
     name.truncate(max);
     name
+}
+
+/// The part of a run id a harness-owned name carries: its last 8 letters and digits
+/// (the random end of a UUIDv7).
+pub fn owned_run_tag(run_id: &str) -> String {
+    let alnum: Vec<char> = run_id.chars().filter(char::is_ascii_alphanumeric).collect();
+    alnum[alnum.len().saturating_sub(8)..].iter().collect()
 }
 
 /// When a harness-owned resource was created, read from its name (`None` for a name
@@ -184,7 +190,9 @@ mod tests {
     fn owned_names_carry_their_age_run_and_channel() {
         let name = owned_name("019ac0de-1234-7abc-8def-0123456789ab", "orders.out", 80);
         assert!(name.starts_with(OWNED_PREFIX), "{name}");
-        assert!(name.ends_with("-456789ab-orders_out"), "{name}");
+        let (head, channel) = name.rsplit_once('-').expect("dashes");
+        assert_eq!(channel, "orders_out");
+        assert!(head[..head.len() - 5].ends_with("-456789ab"), "{name}");
         let age = SystemTime::now()
             .duration_since(owned_created_at(&name).expect("a timestamp"))
             .expect("in the past");

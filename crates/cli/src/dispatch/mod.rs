@@ -2,6 +2,8 @@
 
 use crate::args::{Cli, Command};
 
+#[cfg(feature = "aws")]
+mod aws_cleanup;
 mod check;
 mod report;
 mod run;
@@ -14,6 +16,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Check(args) => check::check(&args),
         Command::Report(args) => report::report(args).await,
         Command::Runs(args) => runs::runs(args).await,
+        #[cfg(feature = "aws")]
+        Command::AwsCleanup(args) => aws_cleanup::aws_cleanup(args).await,
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Listeners that need a queue of their own (SNS, EventBridge) create it for the run and
 //! remove it afterwards. Those harness-owned resources are named
-//! `roundtrip-h-<unix seconds>-<run>-<channel>` so that a leftover one (after a crash) is
+//! `roundtrip-h-<unix seconds>-<run>-<salt>-<channel>` so that a leftover one (after a crash) is
 //! recognisable, and `roundtrip aws-cleanup` removes it.
 
 use schemars::JsonSchema;

@@ -7,12 +7,35 @@ use roundtrip::core::model::*;
 use super::checks::{self, Case};
 
 /// Messages in the restart test, for brokers that keep everything for a listener.
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+))]
 const RESTART: u64 = 2_000;
+/// Messages in the volume test.
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+))]
+const MANY: u64 = 10_000;
 /// Mosquitto queues at most 1,000 messages for an offline client by default.
 #[cfg(feature = "mqtt")]
 const MQTT_RESTART: u64 = 800;
 
 /// Short, so that an unreachable server fails fast.
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt",
+    feature = "kafka"
+))]
 fn connect_timeout() -> Option<DurationSpec> {
     Some(DurationSpec(std::time::Duration::from_secs(2)))
 }
@@ -43,8 +66,8 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn ten_thousand_messages_none_lost_silently() {
-                checks::ten_thousand_none_lost($case().await).await;
+            async fn many_messages_none_lost_silently() {
+                checks::many_none_lost($case().await).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,6 +117,9 @@ async fn nats_case() -> Case {
         // The server's default max_payload is 1 MiB including headers.
         max_payload: (1 << 20) - 4096,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -132,6 +158,9 @@ async fn jetstream_case() -> Case {
         headers: true,
         max_payload: (1 << 20) - 4096,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -165,6 +194,9 @@ async fn redis_stream_case() -> Case {
         headers: true,
         max_payload: 1 << 20,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -186,6 +218,9 @@ async fn redis_stream_xread_case() -> Case {
         headers: true,
         max_payload: 1 << 20,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -210,6 +245,9 @@ async fn redis_pubsub_case() -> Case {
         headers: false,
         max_payload: 1 << 20,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -244,6 +282,9 @@ async fn amqp_case() -> Case {
         headers: true,
         max_payload: 1 << 20,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -291,6 +332,9 @@ async fn mqtt5_case() -> Case {
         headers: true,
         max_payload: 1 << 20,
         restart_messages: MQTT_RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -311,6 +355,9 @@ async fn mqtt311_case() -> Case {
         headers: false,
         max_payload: 1 << 20,
         restart_messages: MQTT_RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -325,6 +372,9 @@ async fn mqtt_qos0_case() -> Case {
         headers: true,
         max_payload: 1 << 20,
         restart_messages: MQTT_RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -386,6 +436,9 @@ async fn kafka_case() -> Case {
         headers: true,
         max_payload: 1 << 20,
         restart_messages: RESTART,
+        many: MANY,
+        json_only: false,
+        key_per_message: false,
     }
 }
 
@@ -1133,4 +1186,470 @@ async fn a_retried_jetstream_send_is_deduplicated_by_the_server() {
             .ends_with("(duplicate)"),
         "{again:?}"
     );
+}
+
+// -------------------------------------------------------------------------------------
+// AWS (against the emulator: moto on 127.0.0.1:5055 unless ROUNDTRIP_AWS_ENDPOINT says
+// otherwise; credentials from the standard chain, any values for moto)
+
+/// Messages in the AWS volume test: moto answers about 100 sends a second, slower as a
+/// queue fills.
+#[cfg(feature = "aws")]
+const AWS_MANY: u64 = 300;
+/// Messages in the AWS restart test.
+#[cfg(feature = "aws")]
+const AWS_RESTART: u64 = 120;
+/// SQS carries 256 KiB; a binary body travels base64 (4/3 larger).
+#[cfg(feature = "aws")]
+const SQS_PAYLOAD: usize = 150_000;
+
+#[cfg(feature = "aws")]
+pub fn aws_endpoint() -> String {
+    std::env::var("ROUNDTRIP_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned())
+}
+
+#[cfg(feature = "aws")]
+pub async fn aws_config() -> aws_config::SdkConfig {
+    roundtrip::aws::load_config(Some("us-east-1"), Some(&aws_endpoint()))
+        .await
+        .expect("AWS configuration (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; any values for moto)")
+}
+
+#[cfg(feature = "aws")]
+fn on_emulator<T>(mut spec: T) -> T
+where
+    T: AwsChannel,
+{
+    spec.set(Some("us-east-1".to_owned()), Some(aws_endpoint()));
+    spec
+}
+
+/// Points a channel at the emulator.
+#[cfg(feature = "aws")]
+trait AwsChannel {
+    fn set(&mut self, region: Option<String>, endpoint: Option<String>);
+}
+
+#[cfg(feature = "aws")]
+macro_rules! aws_channel {
+    ($($t:ty),*) => {$(
+        impl AwsChannel for $t {
+            fn set(&mut self, region: Option<String>, endpoint: Option<String>) {
+                self.region = region;
+                self.endpoint = endpoint;
+            }
+        }
+    )*};
+}
+
+#[cfg(feature = "aws")]
+aws_channel!(S3Channel, SqsChannel, SnsChannel, EventBridgeChannel);
+
+#[cfg(feature = "aws")]
+fn sqs(queue: &str) -> ChannelSpec {
+    ChannelSpec::Sqs(on_emulator(SqsChannel {
+        create: true,
+        wait: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        // Short, so that what a killed listener held comes back within the test.
+        visibility_timeout: Some(DurationSpec(std::time::Duration::from_secs(2))),
+        ..SqsChannel::new(queue)
+    }))
+}
+
+#[cfg(feature = "aws")]
+async fn sqs_case() -> Case {
+    let queue = unique("conf-sqs");
+    Case {
+        producer: sqs(&queue),
+        listener: sqs(&queue),
+        durable: true,
+        ordered: false,
+        headers: true,
+        max_payload: SQS_PAYLOAD,
+        restart_messages: AWS_RESTART,
+        many: AWS_MANY,
+        json_only: false,
+        key_per_message: false,
+    }
+}
+
+#[cfg(feature = "aws")]
+fn aws_unreachable() -> ChannelSpec {
+    ChannelSpec::Sqs(SqsChannel {
+        region: Some("us-east-1".to_owned()),
+        endpoint: Some("http://127.0.0.1:1".to_owned()),
+        ..SqsChannel::new("x")
+    })
+}
+
+conformance!(aws_sqs, "aws", sqs_case, unreachable: aws_unreachable, hint: "SQS at http://127.0.0.1:1");
+
+#[cfg(feature = "aws")]
+async fn sqs_fifo_case() -> Case {
+    let queue = format!("{}.fifo", unique("conf-fifo"));
+    Case {
+        ordered: true,
+        ..sqs_case().await
+    }
+    .with_both(sqs(&queue))
+}
+
+#[cfg(feature = "aws")]
+impl Case {
+    fn with_both(self, spec: ChannelSpec) -> Case {
+        Case {
+            producer: spec.clone(),
+            listener: spec,
+            ..self
+        }
+    }
+}
+
+conformance!(aws_sqs_fifo, "aws", sqs_fifo_case, unreachable: aws_unreachable, hint: "SQS at http://127.0.0.1:1");
+
+#[cfg(feature = "aws")]
+async fn sns_case() -> Case {
+    let topic = ChannelSpec::Sns(on_emulator(SnsChannel {
+        create: true,
+        ..SnsChannel::new(unique("conf-sns"))
+    }));
+    Case {
+        // The listener's queue is its own: a restarted listener gets a new one.
+        durable: false,
+        ..sqs_case().await
+    }
+    .with_both(topic)
+}
+
+#[cfg(feature = "aws")]
+fn sns_unreachable() -> ChannelSpec {
+    ChannelSpec::Sns(SnsChannel {
+        region: Some("us-east-1".to_owned()),
+        endpoint: Some("http://127.0.0.1:1".to_owned()),
+        ..SnsChannel::new("x")
+    })
+}
+
+conformance!(aws_sns, "aws", sns_case, unreachable: sns_unreachable, hint: "SNS at http://127.0.0.1:1");
+
+#[cfg(feature = "aws")]
+async fn eventbridge_case() -> Case {
+    let bus = ChannelSpec::EventBridge(on_emulator(EventBridgeChannel {
+        bus: unique("conf-bus"),
+        create: true,
+        source: Some("roundtrip.conformance".to_owned()),
+        ..EventBridgeChannel::new()
+    }));
+    Case {
+        durable: false,
+        headers: false,
+        json_only: true,
+        // EventBridge events are at most 256 KiB, envelope included.
+        max_payload: 200_000,
+        ..sqs_case().await
+    }
+    .with_both(bus)
+}
+
+#[cfg(feature = "aws")]
+fn eventbridge_unreachable() -> ChannelSpec {
+    ChannelSpec::EventBridge(EventBridgeChannel {
+        region: Some("us-east-1".to_owned()),
+        endpoint: Some("http://127.0.0.1:1".to_owned()),
+        source: Some("x".to_owned()),
+        ..EventBridgeChannel::new()
+    })
+}
+
+conformance!(aws_eventbridge, "aws", eventbridge_case, unreachable: eventbridge_unreachable, hint: "EventBridge at http://127.0.0.1:1");
+
+/// A bucket whose `ObjectCreated` notifications go to a queue; returns (bucket, queue).
+#[cfg(feature = "aws")]
+pub async fn notifying_bucket() -> (String, String) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    let config = aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let bucket = unique("conf-bucket");
+    let queue = unique("conf-notify");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create the bucket");
+    let url = sqs
+        .create_queue()
+        .queue_name(&queue)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "2",
+        )
+        .send()
+        .await
+        .expect("create the queue")
+        .queue_url
+        .expect("a queue URL");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("the queue's ARN")
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("an ARN");
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .expect("a queue configuration"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("configure the bucket's notifications");
+    (bucket, queue)
+}
+
+#[cfg(feature = "aws")]
+async fn s3_notifications_case() -> Case {
+    let (bucket, queue) = notifying_bucket().await;
+    let producer = ChannelSpec::S3(on_emulator(S3Channel::new(&bucket)));
+    let listener = ChannelSpec::S3(on_emulator(S3Channel {
+        notifications: Some(queue),
+        ..S3Channel::new(&bucket)
+    }));
+    Case {
+        producer,
+        listener,
+        durable: true,
+        ordered: false,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: AWS_RESTART,
+        many: AWS_MANY,
+        json_only: false,
+        key_per_message: true,
+    }
+}
+
+#[cfg(feature = "aws")]
+fn s3_unreachable() -> ChannelSpec {
+    ChannelSpec::S3(S3Channel {
+        region: Some("us-east-1".to_owned()),
+        endpoint: Some("http://127.0.0.1:1".to_owned()),
+        ..S3Channel::new("x")
+    })
+}
+
+conformance!(aws_s3_notifications, "aws", s3_notifications_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+
+#[cfg(feature = "aws")]
+async fn s3_listing_case() -> Case {
+    let bucket = ChannelSpec::S3(on_emulator(S3Channel {
+        create: true,
+        poll_max: Some(DurationSpec(std::time::Duration::from_millis(200))),
+        ..S3Channel::new(unique("conf-listing"))
+    }));
+    Case {
+        // A restarted lister starts from what is there: not durable.
+        durable: false,
+        ..s3_notifications_case().await
+    }
+    .with_both(bucket)
+}
+
+conformance!(aws_s3_listing, "aws", s3_listing_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+
+/// The harness-owned queues, rules and subscriptions of one run, by name.
+#[cfg(feature = "aws")]
+async fn owned_by(run_id: &str) -> Vec<String> {
+    let config = aws_config().await;
+    let tag = format!("-{}-", roundtrip::aws::owned_run_tag(run_id));
+    let mut found = Vec::new();
+    let queues = aws_sdk_sqs::Client::new(&config)
+        .list_queues()
+        .queue_name_prefix(roundtrip::aws::OWNED_PREFIX)
+        .send()
+        .await
+        .expect("list queues");
+    found.extend(
+        queues
+            .queue_urls()
+            .iter()
+            .filter(|u| u.contains(&tag))
+            .cloned(),
+    );
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    for bus in events
+        .list_event_buses()
+        .send()
+        .await
+        .expect("buses")
+        .event_buses()
+    {
+        let rules = events
+            .list_rules()
+            .event_bus_name(bus.name().expect("a name"))
+            .name_prefix(roundtrip::aws::OWNED_PREFIX)
+            .send()
+            .await
+            .expect("list rules");
+        found.extend(
+            rules
+                .rules()
+                .iter()
+                .filter_map(|r| r.name())
+                .filter(|n| n.contains(&tag))
+                .map(str::to_owned),
+        );
+    }
+    let subscriptions = aws_sdk_sns::Client::new(&config)
+        .list_subscriptions()
+        .send()
+        .await
+        .expect("list subscriptions");
+    found.extend(
+        subscriptions
+            .subscriptions()
+            .iter()
+            .filter(|s| s.endpoint().is_some_and(|e| e.contains(&tag)))
+            .filter_map(|s| s.subscription_arn().map(str::to_owned)),
+    );
+    found.sort();
+    found
+}
+
+/// An SNS and an EventBridge listener of one run.
+#[cfg(feature = "aws")]
+async fn owning_listeners() -> (checks::Bench, Vec<roundtrip::transport::RunningListener>) {
+    let sns = sns_case().await;
+    let bench = checks::Bench::new(&sns).await;
+    let eventbridge = eventbridge_case().await;
+    let (a, _) = bench.listen(&sns.listener).await;
+    let (b, _) = bench.listen(&eventbridge.listener).await;
+    (bench, vec![a, b])
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_and_eventbridge_listeners_remove_what_they_created_when_they_stop() {
+    let (bench, listeners) = owning_listeners().await;
+    let created = owned_by(&bench.run_id).await;
+    // Two queues, one rule, one subscription.
+    assert_eq!(created.len(), 4, "{created:?}");
+    for listener in listeners {
+        listener.stop().await;
+    }
+    assert_eq!(owned_by(&bench.run_id).await, Vec::<String>::new());
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_removes_what_a_killed_listener_left_and_nothing_younger() {
+    use roundtrip::transport::aws::cleanup::{SweepOptions, sweep};
+    let (bench, listeners) = owning_listeners().await;
+    for listener in listeners {
+        // A crash: no cleanup.
+        listener.abort().await;
+    }
+    let left = owned_by(&bench.run_id).await;
+    assert_eq!(left.len(), 4, "{left:?}");
+    let options = SweepOptions {
+        region: Some("us-east-1".to_owned()),
+        endpoint: Some(aws_endpoint()),
+        older_than: std::time::Duration::from_secs(3600),
+        run: Some(bench.run_id.clone()),
+        dry_run: false,
+    };
+    let young = sweep(&options).await.expect("sweep");
+    assert!(young.is_empty(), "an hour-old threshold took {young:?}");
+    let dry = sweep(&SweepOptions {
+        older_than: std::time::Duration::ZERO,
+        dry_run: true,
+        ..options.clone()
+    })
+    .await
+    .expect("sweep");
+    assert_eq!(dry.len(), 4, "{dry:?}");
+    assert_eq!(
+        owned_by(&bench.run_id).await,
+        left,
+        "a dry run removed something"
+    );
+    let swept = sweep(&SweepOptions {
+        older_than: std::time::Duration::ZERO,
+        ..options
+    })
+    .await
+    .expect("sweep");
+    let kinds: Vec<&str> = swept.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "sns subscription",
+            "eventbridge rule",
+            "sqs queue",
+            "sqs queue"
+        ]
+    );
+    assert!(
+        swept.iter().all(|s| s.outcome == Ok("removed")),
+        "{swept:?}"
+    );
+    assert_eq!(owned_by(&bench.run_id).await, Vec::<String>::new());
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_send_retried_with_its_dedup_id_is_delivered_once() {
+    use roundtrip::transport::Fifo;
+    let case = sqs_fifo_case().await;
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, _) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    let fifo = |dedup: &str| {
+        Some(Fifo {
+            group_id: "g".to_owned(),
+            dedup_id: dedup.to_owned(),
+        })
+    };
+    for _ in 0..2 {
+        let mut retry = checks::message("dup", 1, None);
+        retry.fifo = fifo("dup-1");
+        producer.send(retry).await.expect("send");
+    }
+    let mut marker = checks::message("marker", 2, None);
+    marker.fifo = fifo("marker-2");
+    producer.send(marker).await.expect("send");
+    // One group is delivered in order: once the marker is in, the duplicate would be too.
+    loop {
+        let o = tokio::time::timeout(checks::PATIENCE, feed.recv())
+            .await
+            .expect("the marker arrives")
+            .expect("feed open");
+        if o.correlation_id.as_deref() == Some("marker") {
+            break;
+        }
+    }
+    listener.stop().await;
+    let ids: Vec<Option<String>> = bench
+        .all()
+        .await
+        .into_iter()
+        .map(|o| o.correlation_id)
+        .collect();
+    assert_eq!(ids, [Some("dup".to_owned()), Some("marker".to_owned())]);
 }

@@ -22,7 +22,8 @@
     feature = "redis",
     feature = "amqp",
     feature = "mqtt",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "aws"
 ))]
 mod cases;
 #[cfg(any(
@@ -30,6 +31,7 @@ mod cases;
     feature = "redis",
     feature = "amqp",
     feature = "mqtt",
-    feature = "kafka"
+    feature = "kafka",
+    feature = "aws"
 ))]
 mod checks;

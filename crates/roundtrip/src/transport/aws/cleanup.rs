@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::aws::{OWNED_PREFIX, load_config, owned_created_at, service_error};
+use crate::aws::{OWNED_PREFIX, load_config, owned_created_at, owned_run_tag, service_error};
 
 /// What to sweep.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct SweepOptions {
     /// Only resources created longer ago than this (a running listener's resources are
     /// younger than its run).
     pub older_than: Duration,
+    /// Only the resources of this run (its id, as `roundtrip runs` lists it).
+    pub run: Option<String>,
     /// List what would be removed, remove nothing.
     pub dry_run: bool,
 }
@@ -39,11 +41,18 @@ pub struct Swept {
     pub outcome: Result<&'static str, String>,
 }
 
-fn old_enough(name: &str, older_than: Duration) -> Option<Duration> {
-    let age = SystemTime::now()
-        .duration_since(owned_created_at(name)?)
-        .unwrap_or_default();
-    (age >= older_than).then_some(age)
+impl SweepOptions {
+    /// The age of `name` when it is a harness-owned resource this sweep takes.
+    fn takes(&self, name: &str) -> Option<Duration> {
+        let age = SystemTime::now()
+            .duration_since(owned_created_at(name)?)
+            .unwrap_or_default();
+        let of_run = self
+            .run
+            .as_deref()
+            .is_none_or(|run| name.contains(&format!("-{}-", owned_run_tag(run))));
+        (age >= self.older_than && of_run).then_some(age)
+    }
 }
 
 /// Finds (and unless `dry_run`, removes) harness-owned resources older than
@@ -67,7 +76,7 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
             continue;
         };
         let queue = endpoint.rsplit(':').next().unwrap_or_default();
-        let Some(age) = old_enough(queue, options.older_than) else {
+        let Some(age) = options.takes(queue) else {
             continue;
         };
         let outcome = if options.dry_run {
@@ -104,7 +113,7 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
             .map_err(|e| format!("list EventBridge rules on `{bus}`: {}", service_error(&e)))?;
         for rule in rules.rules() {
             let Some(name) = rule.name() else { continue };
-            let Some(age) = old_enough(name, options.older_than) else {
+            let Some(age) = options.takes(name) else {
                 continue;
             };
             let outcome = if options.dry_run {
@@ -129,7 +138,7 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
         .map_err(|e| format!("list SQS queues: {}", service_error(&e)))?;
     for url in queues.queue_urls() {
         let name = url.rsplit('/').next().unwrap_or_default();
-        let Some(age) = old_enough(name, options.older_than) else {
+        let Some(age) = options.takes(name) else {
             continue;
         };
         let outcome = if options.dry_run {

@@ -90,10 +90,16 @@ impl Producer for SqsProducer {
                 .map_err(|e| rejected(&self.channel, e.to_string()))?;
             request = request.message_attributes(name, value);
         }
-        if let Some(fifo) = &message.fifo {
+        if self.spec.is_fifo() {
+            // The engine renders both per event; a message built elsewhere gets one
+            // ordered group and its correlation id as the deduplication id.
+            let (group, dedup) = match &message.fifo {
+                Some(fifo) => (fifo.group_id.as_str(), fifo.dedup_id.as_str()),
+                None => ("roundtrip", message.correlation_id.as_str()),
+            };
             request = request
-                .message_group_id(&fifo.group_id)
-                .message_deduplication_id(&fifo.dedup_id);
+                .message_group_id(group)
+                .message_deduplication_id(dedup);
         }
         let sent = request.send().await.map_err(|e| {
             if e.as_service_error().is_some() {
