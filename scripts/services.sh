@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Starts (or checks) every server roundtrip's broker-backed tests need, on loopback.
 #
-#   scripts/services.sh start    start whatever is down, install tansu if missing; idempotent
+#   scripts/services.sh start    start whatever is down, install tansu and moto if missing; idempotent
 #   scripts/services.sh check    report each server; exit 1 if any is down
+#   scripts/services.sh aws-env  print the environment for the AWS emulator:
+#                                eval "$(scripts/services.sh aws-env)"
 #
 # Servers: NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883),
 # and tansu, a Kafka-API broker (9092, in-memory storage). For the TLS tests, a second
@@ -10,10 +12,14 @@
 # certificates generated once into $ROUNDTRIP_TLS_DIR (default ~/.cache/roundtrip-tls). On Debian the first four come
 # from the packages nats-server, redis-server, rabbitmq-server and mosquitto; tansu is
 # built once with `cargo install tansu --locked --features dynostore` (about 13 minutes
-# on 2 cores) and then reused.
+# on 2 cores) and then reused. The AWS APIs (S3, SQS, SNS, EventBridge, DynamoDB) come from
+# moto's emulator (PyPI `moto[server]`, installed once with pip) on 127.0.0.1:5055; it
+# accepts any credentials.
 set -euo pipefail
 
 TANSU_LOG=${TANSU_LOG:-/tmp/roundtrip-tansu.log}
+MOTO_LOG=${MOTO_LOG:-/tmp/roundtrip-moto.log}
+MOTO_VERSION=5.2.1
 TLS_DIR=${ROUNDTRIP_TLS_DIR:-$HOME/.cache/roundtrip-tls}
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -25,6 +31,7 @@ SERVICES=(
   "rabbitmq 5672"
   "mosquitto 1883"
   "tansu 9092"
+  "moto 5055"
   "nats-tls 4223"
   "redis-tls 6390"
   "mosquitto-tls 8883"
@@ -75,6 +82,13 @@ start_one() {
       nohup "$bin" broker --listener-url tcp://127.0.0.1:9092 \
         --advertised-listener-url tcp://127.0.0.1:9092 \
         --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
+      ;;
+    moto)
+      if ! python3 -c "import moto.server" >/dev/null 2>&1; then
+        echo "installing moto[server]==$MOTO_VERSION (once per machine)…"
+        python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+      fi
+      nohup python3 -m moto.server -H 127.0.0.1 -p 5055 >"$MOTO_LOG" 2>&1 &
       ;;
     nats-tls)
       ensure_certs
@@ -142,6 +156,10 @@ case "${1:-start}" in
       if up "$port"; then echo "$name: up"; else echo "$name: DOWN (127.0.0.1:$port)"; failed=1; fi
     done
     exit $failed ;;
+  aws-env)
+    # moto accepts any credentials; the AWS SDKs and roundtrip read these.
+    echo "export AWS_ACCESS_KEY_ID=roundtrip AWS_SECRET_ACCESS_KEY=roundtrip"
+    echo "export AWS_REGION=us-east-1 AWS_ENDPOINT_URL=http://127.0.0.1:5055" ;;
   *)
-    echo "usage: $0 start|check" >&2; exit 2 ;;
+    echo "usage: $0 start|check|aws-env" >&2; exit 2 ;;
 esac

@@ -459,3 +459,71 @@ fn an_unreachable_broker_is_a_harness_error() {
         explain(&o)
     );
 }
+
+/// An unreachable AWS endpoint ends the run before anything is sent: exit 3, naming the
+/// endpoint.
+#[cfg(feature = "aws")]
+#[test]
+fn an_unreachable_aws_endpoint_is_a_harness_error() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "sqs.yaml",
+        "name: sqs\nchannels:\n  in: { sqs: { queue: q, region: us-east-1, endpoint: \"http://127.0.0.1:1\" } }\n  out: { dir: { path: out } }\nscenarios:\n  - name: s\n    send: [ { to: in, body: { a: 1 } } ]\n    expect: [ { on: out, none_within: 10ms } ]\n",
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("SQS at http://127.0.0.1:1")
+            && stderr(&o).contains("is the endpoint running and reachable from here?"),
+        "{}",
+        explain(&o)
+    );
+}
+
+/// `aws-cleanup` on an endpoint with nothing left over says so and exits 0; an
+/// unreachable endpoint is a harness error.
+#[cfg(feature = "aws")]
+#[test]
+fn aws_cleanup_reports_what_it_found() {
+    let endpoint = std::env::var("ROUNDTRIP_AWS_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned());
+    let o = roundtrip(&[
+        "aws-cleanup",
+        "--endpoint",
+        &endpoint,
+        "--region",
+        "us-east-1",
+        "--run",
+        "no-such-run",
+        "--older-than",
+        "0s",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(
+        last_line(&o),
+        "no harness-owned AWS resources older than 0s"
+    );
+    let o = roundtrip(&[
+        "aws-cleanup",
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(stderr(&o).contains("failed to sweep AWS resources"), "{}", explain(&o));
+}
+
+/// A DynamoDB store URL that names no valid table is refused before anything runs.
+#[cfg(feature = "dynamodb")]
+#[test]
+fn a_bad_dynamodb_store_url_is_refused_clearly() {
+    let o = roundtrip(&["runs", "--store", "dynamodb://a?ttl=forever"]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("open the store at dynamodb://a?ttl=forever")
+            && stderr(&o).contains("is not a DynamoDB table name"),
+        "{}",
+        explain(&o)
+    );
+}
