@@ -511,7 +511,11 @@ fn aws_cleanup_reports_what_it_found() {
         "us-east-1",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
-    assert!(stderr(&o).contains("failed to sweep AWS resources"), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("failed to sweep AWS resources"),
+        "{}",
+        explain(&o)
+    );
 }
 
 /// A DynamoDB store URL that names no valid table is refused before anything runs.

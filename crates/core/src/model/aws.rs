@@ -38,10 +38,18 @@ pub struct S3Channel {
     pub suffix: Option<String>,
     /// Listener: an SQS queue (name or URL) that receives the bucket's `ObjectCreated`
     /// event notifications. The listener consumes it (push, at-least-once) instead of
-    /// listing the bucket. A template.
+    /// listing the bucket; a queue has one consumer, so runs sharing it in parallel
+    /// would take each other's notifications (use `notifications_topic` for those).
+    /// A template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<String>,
-    /// Listener without `notifications`: the longest wait between two listings; the
+    /// Listener: an SNS topic (name or ARN) that receives the bucket's `ObjectCreated`
+    /// event notifications. The listener subscribes a queue of its own to it for the
+    /// run (removed afterwards), so any number of concurrent runs each see every
+    /// notification. A template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications_topic: Option<String>,
+    /// Listener without notifications: the longest wait between two listings; the
     /// listener lists again at once after finding objects and backs off (with jitter) up
     /// to this while nothing arrives. Default 1 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +208,7 @@ impl S3Channel {
             prefix: None,
             suffix: None,
             notifications: None,
+            notifications_topic: None,
             poll_max: None,
             create: false,
             region: None,

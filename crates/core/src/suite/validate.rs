@@ -320,10 +320,19 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                 ("key", &s3.key),
                 ("prefix", &s3.prefix),
                 ("notifications", &s3.notifications),
+                ("notifications_topic", &s3.notifications_topic),
             ] {
                 if let Some(v) = v {
                     check_template(c, &opts.key(key), v);
                 }
+            }
+            if s3.notifications.is_some() && s3.notifications_topic.is_some() {
+                c.key(
+                    &opts.key("notifications_topic"),
+                    "an `s3` channel has both `notifications` and `notifications_topic`",
+                    "keep one: `notifications` consumes a queue the bucket notifies, \
+                     `notifications_topic` subscribes a queue of the run's own to a topic it notifies",
+                );
             }
             if let Some(d) = s3.poll_max {
                 positive(c, &opts.key("poll_max"), d);

@@ -471,6 +471,7 @@ fn render_channel(
             field(&mut s3.bucket, "the bucket")?;
             optional(&mut s3.prefix, "the prefix")?;
             optional(&mut s3.notifications, "the notifications queue")?;
+            optional(&mut s3.notifications_topic, "the notifications topic")?;
         }
         ChannelSpec::Sqs(q) => field(&mut q.queue, "the queue")?,
         ChannelSpec::Sns(t) => field(&mut t.topic, "the topic")?,

@@ -1455,6 +1455,73 @@ fn s3_unreachable() -> ChannelSpec {
 
 conformance!(aws_s3_notifications, "aws", s3_notifications_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
 
+/// A bucket whose `ObjectCreated` notifications go to an SNS topic; returns (bucket,
+/// topic).
+#[cfg(feature = "aws")]
+pub async fn bucket_notifying_a_topic() -> (String, String) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
+    let config = aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("conf-fanout");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create the bucket");
+    let topic = aws_sdk_sns::Client::new(&config)
+        .create_topic()
+        .name(unique("conf-s3-events"))
+        .send()
+        .await
+        .expect("create the topic")
+        .topic_arn
+        .expect("an ARN");
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .topic_configurations(
+                    TopicConfiguration::builder()
+                        .topic_arn(&topic)
+                        .events(Event::S3ObjectCreated)
+                        .build()
+                        .expect("a topic configuration"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("configure the bucket's notifications");
+    (bucket, topic)
+}
+
+#[cfg(feature = "aws")]
+async fn s3_topic_case() -> Case {
+    let (bucket, topic) = bucket_notifying_a_topic().await;
+    Case {
+        producer: ChannelSpec::S3(on_emulator(S3Channel::new(&bucket))),
+        listener: ChannelSpec::S3(on_emulator(S3Channel {
+            notifications_topic: Some(topic),
+            ..S3Channel::new(&bucket)
+        })),
+        // The listener's queue is its own: a restarted listener gets a new one.
+        durable: false,
+        ordered: false,
+        headers: true,
+        max_payload: 1 << 20,
+        restart_messages: AWS_RESTART,
+        many: AWS_MANY,
+        json_only: false,
+        key_per_message: true,
+    }
+}
+
+conformance!(aws_s3_topic, "aws", s3_topic_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+
 #[cfg(feature = "aws")]
 async fn s3_listing_case() -> Case {
     let bucket = ChannelSpec::S3(on_emulator(S3Channel {
@@ -1465,7 +1532,7 @@ async fn s3_listing_case() -> Case {
     Case {
         // A restarted lister starts from what is there: not durable.
         durable: false,
-        ..s3_notifications_case().await
+        ..s3_topic_case().await
     }
     .with_both(bucket)
 }

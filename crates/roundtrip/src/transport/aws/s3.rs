@@ -2,9 +2,11 @@
 //!
 //! The listener has two modes:
 //! - **notifications** (push): the bucket sends `ObjectCreated` event notifications to an
-//!   SQS queue (directly, or through an SNS topic); the listener consumes that queue,
+//!   SQS queue (`notifications`) or an SNS topic (`notifications_topic`); the listener
+//!   consumes that queue, or a queue of its own subscribed to the topic for the run,
 //!   reads each new object and deletes the notification after the store committed the
-//!   object: at-least-once, and as fast as S3 notifies.
+//!   object: at-least-once, and as fast as S3 notifies. The topic form lets any number
+//!   of concurrent runs each see every notification.
 //! - **listing** (polling, reported as such): the listener notes the objects already
 //!   there when it starts, then lists the bucket again and again, reading every new or
 //!   rewritten object. It lists again at once after finding something and backs off,
@@ -266,6 +268,27 @@ impl Listener for S3Listener {
             };
             let decode = Notifications { client, filter };
             let task = tokio::spawn(queue::consume(source, sink, decode, stopped));
+            return Ok(RunningListener::new(
+                location,
+                "at-least-once",
+                false,
+                stop,
+                task,
+            ));
+        }
+        if let Some(topic) = &spec.notifications_topic {
+            let subscribed = super::sns::subscribe_owned_queue(
+                &config,
+                topic,
+                false,
+                None,
+                sink.run_id(),
+                &self.channel,
+            )
+            .await
+            .map_err(fail)?;
+            let decode = Notifications { client, filter };
+            let task = tokio::spawn(subscribed.consume(sink, decode, stopped));
             return Ok(RunningListener::new(
                 location,
                 "at-least-once",

@@ -188,52 +188,21 @@ impl Listener for SnsListener {
         let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref())
             .await
             .map_err(fail)?;
-        let endpoint = describe_endpoint(&config);
-        let sns = Client::new(&config);
-        let sqs = aws_sdk_sqs::Client::new(&config);
-        let arn = topic_arn(&sns, &spec.topic, spec.create)
-            .await
-            .map_err(|e| fail(format!("SNS at {endpoint}: {e}")))?;
-        let fifo = arn.ends_with(".fifo");
-        let mut name = owned_name(sink.run_id(), &self.channel, if fifo { 75 } else { 80 });
-        if fifo {
-            name.push_str(".fifo");
-        }
-        let queue_url = queue::create_queue(&sqs, &name, Vec::new())
-            .await
-            .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
-        let mut owned = Owned {
-            sns: sns.clone(),
-            sqs: sqs.clone(),
-            queue_url: queue_url.clone(),
-            subscription: None,
-        };
-        let subscribed = subscribe(&sns, &sqs, &arn, &queue_url, spec).await;
-        match subscribed {
-            Ok(subscription) => owned.subscription = Some(subscription),
-            Err(e) => {
-                let failures = owned.remove().await;
-                return Err(fail(with_cleanup(
-                    format!("SNS at {endpoint}: {e}"),
-                    failures,
-                )));
-            }
-        }
-        let source = QueueSource {
-            client: sqs,
-            url: queue_url,
-            wait_secs: 10,
-            visibility_secs: 30,
-        };
+        let subscribed = subscribe_owned_queue(
+            &config,
+            &spec.topic,
+            spec.create,
+            spec.filter_policy.as_ref(),
+            sink.run_id(),
+            &self.channel,
+        )
+        .await
+        .map_err(fail)?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            queue::consume(source, sink.clone(), Plain, stopped).await;
-            for failure in owned.remove().await {
-                sink.gap(format!("cleanup: {failure}"));
-            }
-        });
+        let endpoint = subscribed.topic_arn.clone();
+        let task = tokio::spawn(subscribed.consume(sink, Plain, stopped));
         Ok(RunningListener::new(
-            arn,
+            endpoint,
             "at-least-once",
             false,
             stop,
@@ -242,12 +211,85 @@ impl Listener for SnsListener {
     }
 }
 
+/// A harness-owned queue subscribed to a topic for one listener.
+#[derive(Debug)]
+pub(crate) struct Subscribed {
+    pub topic_arn: String,
+    source: QueueSource,
+    owned: Owned,
+}
+
+impl Subscribed {
+    /// Consumes the queue until `stop`, then removes the subscription and the queue
+    /// (failures to remove are reported as gaps).
+    pub(crate) async fn consume<D: queue::Decode>(
+        self,
+        sink: ObservationSink,
+        decode: D,
+        stop: oneshot::Receiver<()>,
+    ) {
+        queue::consume(self.source, sink.clone(), decode, stop).await;
+        for failure in self.owned.remove().await {
+            sink.gap(format!("cleanup: {failure}"));
+        }
+    }
+}
+
+/// Creates a queue of the listener's own and subscribes it to `topic` (raw delivery,
+/// with `filter_policy`); on failure removes whatever it created.
+pub(crate) async fn subscribe_owned_queue(
+    config: &aws_config::SdkConfig,
+    topic: &str,
+    create: bool,
+    filter_policy: Option<&serde_json::Value>,
+    run_id: &str,
+    channel: &str,
+) -> Result<Subscribed, String> {
+    let endpoint = describe_endpoint(config);
+    let sns = Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let arn = topic_arn(&sns, topic, create)
+        .await
+        .map_err(|e| format!("SNS at {endpoint}: {e}"))?;
+    let fifo = arn.ends_with(".fifo");
+    let mut name = owned_name(run_id, channel, if fifo { 75 } else { 80 });
+    if fifo {
+        name.push_str(".fifo");
+    }
+    let queue_url = queue::create_queue(&sqs, &name, Vec::new())
+        .await
+        .map_err(|e| format!("SQS at {endpoint}: {e}"))?;
+    let mut owned = Owned {
+        sns: sns.clone(),
+        sqs: sqs.clone(),
+        queue_url: queue_url.clone(),
+        subscription: None,
+    };
+    match subscribe(&sns, &sqs, &arn, &queue_url, filter_policy).await {
+        Ok(subscription) => owned.subscription = Some(subscription),
+        Err(e) => {
+            let failures = owned.remove().await;
+            return Err(with_cleanup(format!("SNS at {endpoint}: {e}"), failures));
+        }
+    }
+    Ok(Subscribed {
+        topic_arn: arn,
+        source: QueueSource {
+            client: sqs,
+            url: queue_url,
+            wait_secs: 10,
+            visibility_secs: 30,
+        },
+        owned,
+    })
+}
+
 async fn subscribe(
     sns: &Client,
     sqs: &aws_sdk_sqs::Client,
     topic_arn: &str,
     queue_url: &str,
-    spec: &SnsChannel,
+    filter_policy: Option<&serde_json::Value>,
 ) -> Result<String, String> {
     let queue_arn = queue::queue_arn(sqs, queue_url).await?;
     sqs.set_queue_attributes()
@@ -271,7 +313,7 @@ async fn subscribe(
         .endpoint(&queue_arn)
         .attributes("RawMessageDelivery", "true")
         .return_subscription_arn(true);
-    if let Some(policy) = &spec.filter_policy {
+    if let Some(policy) = filter_policy {
         request = request.attributes("FilterPolicy", policy.to_string());
     }
     let subscription = request
