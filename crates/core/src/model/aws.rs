@@ -49,12 +49,20 @@ pub struct S3Channel {
     /// notification. A template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications_topic: Option<String>,
+    /// Listener: an EventBridge bus (usually `default`) that receives the bucket's events
+    /// (the bucket's EventBridge notifications are on). The listener creates a rule of
+    /// its own for the run, matching `Object Created` events of this bucket under
+    /// `prefix`, that routes them to a queue of its own (both removed afterwards). With
+    /// a per-run prefix (`{{ run_id }}/`), each run receives only its own objects. A
+    /// template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications_bus: Option<String>,
     /// Listener without notifications: the longest wait between two listings; the
     /// listener lists again at once after finding objects and backs off (with jitter) up
     /// to this while nothing arrives. Default 1 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_max: Option<DurationSpec>,
-    /// Create the bucket when it does not exist.
+    /// Create the bucket (and the `notifications_topic`) when it does not exist.
     #[serde(default, skip_serializing_if = "is_false")]
     pub create: bool,
     /// The AWS region (default: the standard configuration).
@@ -209,6 +217,7 @@ impl S3Channel {
             suffix: None,
             notifications: None,
             notifications_topic: None,
+            notifications_bus: None,
             poll_max: None,
             create: false,
             region: None,

@@ -321,17 +321,29 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                 ("prefix", &s3.prefix),
                 ("notifications", &s3.notifications),
                 ("notifications_topic", &s3.notifications_topic),
+                ("notifications_bus", &s3.notifications_bus),
             ] {
                 if let Some(v) = v {
                     check_template(c, &opts.key(key), v);
                 }
             }
-            if s3.notifications.is_some() && s3.notifications_topic.is_some() {
+            let sources = [
+                ("notifications", s3.notifications.is_some()),
+                ("notifications_topic", s3.notifications_topic.is_some()),
+                ("notifications_bus", s3.notifications_bus.is_some()),
+            ];
+            if let [_, (second, _), ..] = sources
+                .iter()
+                .filter(|(_, set)| *set)
+                .copied()
+                .collect::<Vec<_>>()[..]
+            {
                 c.key(
-                    &opts.key("notifications_topic"),
-                    "an `s3` channel has both `notifications` and `notifications_topic`",
-                    "keep one: `notifications` consumes a queue the bucket notifies, \
-                     `notifications_topic` subscribes a queue of the run's own to a topic it notifies",
+                    &opts.key(second),
+                    "an `s3` channel takes its notifications from one place only",
+                    "keep one of `notifications` (a queue the bucket notifies), \
+                     `notifications_topic` (a topic it notifies) and `notifications_bus` (an \
+                     EventBridge bus it notifies)",
                 );
             }
             if let Some(d) = s3.poll_max {

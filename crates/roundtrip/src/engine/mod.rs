@@ -472,6 +472,7 @@ fn render_channel(
             optional(&mut s3.prefix, "the prefix")?;
             optional(&mut s3.notifications, "the notifications queue")?;
             optional(&mut s3.notifications_topic, "the notifications topic")?;
+            optional(&mut s3.notifications_bus, "the notifications bus")?;
         }
         ChannelSpec::Sqs(q) => field(&mut q.queue, "the queue")?,
         ChannelSpec::Sns(t) => field(&mut t.topic, "the topic")?,

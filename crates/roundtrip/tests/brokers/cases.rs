@@ -1523,6 +1523,45 @@ async fn s3_topic_case() -> Case {
 conformance!(aws_s3_topic, "aws", s3_topic_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
 
 #[cfg(feature = "aws")]
+async fn s3_eventbridge_case() -> Case {
+    use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
+    let config = aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("conf-bridged");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create the bucket");
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .event_bridge_configuration(EventBridgeConfiguration::builder().build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("turn the bucket's EventBridge notifications on");
+    Case {
+        producer: ChannelSpec::S3(on_emulator(S3Channel::new(&bucket))),
+        listener: ChannelSpec::S3(on_emulator(S3Channel {
+            notifications_bus: Some("default".to_owned()),
+            // The keys `Case::message` gives: the rule matches them by prefix.
+            prefix: Some("conformance/".to_owned()),
+            ..S3Channel::new(&bucket)
+        })),
+        ..s3_topic_case().await
+    }
+}
+
+conformance!(aws_s3_eventbridge, "aws", s3_eventbridge_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+
+#[cfg(feature = "aws")]
 async fn s3_listing_case() -> Case {
     let bucket = ChannelSpec::S3(on_emulator(S3Channel {
         create: true,
@@ -1719,4 +1758,29 @@ async fn a_fifo_send_retried_with_its_dedup_id_is_delivered_once() {
         .map(|o| o.correlation_id)
         .collect();
     assert_eq!(ids, [Some("dup".to_owned()), Some("marker".to_owned())]);
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventbridge_s3_listener_receives_only_its_prefix() {
+    let case = s3_eventbridge_case().await;
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (listener, _) = bench.listen(&case.listener).await;
+    let producer = bench.producer(&case.producer).await;
+    // Another run's object first: were it routed here, it would arrive first.
+    let mut other = checks::message("other", 1, None);
+    other.key = Some("another-run/other".to_owned());
+    producer.send(other).await.expect("send");
+    producer
+        .send(case.message("mine", 2, None))
+        .await
+        .expect("send");
+    let first = tokio::time::timeout(checks::PATIENCE, feed.recv())
+        .await
+        .expect("the object under the prefix arrives")
+        .expect("feed open");
+    listener.stop().await;
+    assert_eq!(first.key.as_deref(), Some("conformance/mine"));
+    assert_eq!(bench.all().await.len(), 1);
 }

@@ -271,48 +271,21 @@ impl Listener for EventBridgeListener {
         let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref())
             .await
             .map_err(fail)?;
-        let endpoint = describe_endpoint(&config);
-        let events = Client::new(&config);
-        let sqs = aws_sdk_sqs::Client::new(&config);
-        ensure_bus(&events, &spec.bus, spec.create)
-            .await
-            .map_err(|e| fail(format!("EventBridge at {endpoint}: {e}")))?;
-        // Rule names are at most 64 characters; queue names 80.
-        let name = owned_name(sink.run_id(), &self.channel, 64);
-        let queue_url = queue::create_queue(&sqs, &name, Vec::new())
-            .await
-            .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
-        let mut owned = Owned {
-            events: events.clone(),
-            sqs: sqs.clone(),
-            bus: spec.bus.clone(),
-            rule: None,
-            queue_url: queue_url.clone(),
-        };
-        let routed = route(&events, &sqs, &name, &queue_url, spec, &mut owned).await;
-        if let Err(e) = routed {
-            let failures = owned.remove().await;
-            return Err(fail(with_cleanup(
-                format!("EventBridge at {endpoint}: {e}"),
-                failures,
-            )));
-        }
-        let source = QueueSource {
-            client: sqs,
-            url: queue_url,
-            wait_secs: 10,
-            visibility_secs: 30,
-        };
+        let routed = route_to_owned_queue(
+            &config,
+            &spec.bus,
+            spec.create,
+            &event_pattern(spec),
+            sink.run_id(),
+            &self.channel,
+        )
+        .await
+        .map_err(fail)?;
+        let endpoint = format!("{} rule {}", spec.bus, routed.rule);
         let (stop, stopped) = oneshot::channel();
-        let bus = spec.bus.clone();
-        let task = tokio::spawn(async move {
-            queue::consume(source, sink.clone(), Envelope, stopped).await;
-            for failure in owned.remove().await {
-                sink.gap(format!("cleanup: {failure}"));
-            }
-        });
+        let task = tokio::spawn(routed.consume(sink, Envelope, stopped));
         Ok(RunningListener::new(
-            format!("{bus} rule {name}"),
+            endpoint,
             "at-least-once",
             false,
             stop,
@@ -321,20 +294,92 @@ impl Listener for EventBridgeListener {
     }
 }
 
+/// A harness-owned rule routing matching events to a harness-owned queue.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub rule: String,
+    source: QueueSource,
+    owned: Owned,
+}
+
+impl Routed {
+    /// Consumes the queue until `stop`, then removes the rule and the queue (failures to
+    /// remove are reported as gaps).
+    pub(crate) async fn consume<D: Decode>(
+        self,
+        sink: ObservationSink,
+        decode: D,
+        stop: oneshot::Receiver<()>,
+    ) {
+        queue::consume(self.source, sink.clone(), decode, stop).await;
+        for failure in self.owned.remove().await {
+            sink.gap(format!("cleanup: {failure}"));
+        }
+    }
+}
+
+/// Creates a queue and a rule of the listener's own on `bus` that routes events matching
+/// `pattern` to it; on failure removes whatever it created.
+pub(crate) async fn route_to_owned_queue(
+    config: &aws_config::SdkConfig,
+    bus: &str,
+    create: bool,
+    pattern: &Value,
+    run_id: &str,
+    channel: &str,
+) -> Result<Routed, String> {
+    let endpoint = describe_endpoint(config);
+    let events = Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    ensure_bus(&events, bus, create)
+        .await
+        .map_err(|e| format!("EventBridge at {endpoint}: {e}"))?;
+    // Rule names are at most 64 characters; queue names 80.
+    let name = owned_name(run_id, channel, 64);
+    let queue_url = queue::create_queue(&sqs, &name, Vec::new())
+        .await
+        .map_err(|e| format!("SQS at {endpoint}: {e}"))?;
+    let mut owned = Owned {
+        events: events.clone(),
+        sqs: sqs.clone(),
+        bus: bus.to_owned(),
+        rule: None,
+        queue_url: queue_url.clone(),
+    };
+    if let Err(e) = route(&events, &sqs, &name, &queue_url, bus, pattern, &mut owned).await {
+        let failures = owned.remove().await;
+        return Err(with_cleanup(
+            format!("EventBridge at {endpoint}: {e}"),
+            failures,
+        ));
+    }
+    Ok(Routed {
+        rule: name,
+        source: QueueSource {
+            client: sqs,
+            url: queue_url,
+            wait_secs: 10,
+            visibility_secs: 30,
+        },
+        owned,
+    })
+}
+
 async fn route(
     events: &Client,
     sqs: &aws_sdk_sqs::Client,
     name: &str,
     queue_url: &str,
-    spec: &EventBridgeChannel,
+    bus: &str,
+    pattern: &Value,
     owned: &mut Owned,
 ) -> Result<(), String> {
     let queue_arn = queue::queue_arn(sqs, queue_url).await?;
     let rule_arn = events
         .put_rule()
         .name(name)
-        .event_bus_name(&spec.bus)
-        .event_pattern(event_pattern(spec).to_string())
+        .event_bus_name(bus)
+        .event_pattern(pattern.to_string())
         .description(
             "roundtrip listener: routes a run's events to its queue; removed when the run ends",
         )
@@ -366,7 +411,7 @@ async fn route(
     let out = events
         .put_targets()
         .rule(name)
-        .event_bus_name(&spec.bus)
+        .event_bus_name(bus)
         .targets(target)
         .send()
         .await

@@ -2,11 +2,13 @@
 //!
 //! The listener has two modes:
 //! - **notifications** (push): the bucket sends `ObjectCreated` event notifications to an
-//!   SQS queue (`notifications`) or an SNS topic (`notifications_topic`); the listener
-//!   consumes that queue, or a queue of its own subscribed to the topic for the run,
+//!   SQS queue (`notifications`), an SNS topic (`notifications_topic`) or EventBridge
+//!   (`notifications_bus`); the listener consumes that queue, or a queue of its own
+//!   subscribed to the topic or routed to by a rule of its own for the run,
 //!   reads each new object and deletes the notification after the store committed the
 //!   object: at-least-once, and as fast as S3 notifies. The topic form lets any number
-//!   of concurrent runs each see every notification.
+//!   of concurrent runs each see every notification; the EventBridge form, with a
+//!   per-run `prefix`, gives each run only its own objects.
 //! - **listing** (polling, reported as such): the listener notes the objects already
 //!   there when it starts, then lists the bucket again and again, reading every new or
 //!   rewritten object. It lists again at once after finding something and backs off,
@@ -276,11 +278,32 @@ impl Listener for S3Listener {
                 task,
             ));
         }
+        if let Some(bus) = &spec.notifications_bus {
+            let routed = super::eventbridge::route_to_owned_queue(
+                &config,
+                bus,
+                false,
+                &object_created_pattern(&filter),
+                sink.run_id(),
+                &self.channel,
+            )
+            .await
+            .map_err(fail)?;
+            let decode = Notifications { client, filter };
+            let task = tokio::spawn(routed.consume(sink, decode, stopped));
+            return Ok(RunningListener::new(
+                location,
+                "at-least-once",
+                false,
+                stop,
+                task,
+            ));
+        }
         if let Some(topic) = &spec.notifications_topic {
             let subscribed = super::sns::subscribe_owned_queue(
                 &config,
                 topic,
-                false,
+                spec.create,
                 None,
                 sink.run_id(),
                 &self.channel,
@@ -310,6 +333,19 @@ impl Listener for S3Listener {
             task,
         ))
     }
+}
+
+/// The EventBridge pattern of a bucket's `Object Created` events under the prefix.
+fn object_created_pattern(filter: &Filter) -> Value {
+    let mut detail = serde_json::json!({ "bucket": { "name": [filter.bucket] } });
+    if !filter.prefix.is_empty() {
+        detail["object"] = serde_json::json!({ "key": [{ "prefix": filter.prefix }] });
+    }
+    serde_json::json!({
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": detail,
+    })
 }
 
 /// The bucket's objects under the filter, by key, with their ETags.
@@ -440,6 +476,23 @@ impl Decode for Notifications {
 fn created_objects(body: &str) -> Result<Vec<(String, String)>, String> {
     let value: Value = serde_json::from_str(body)
         .map_err(|e| format!("a notification that is not JSON ({e}): {body:.200}"))?;
+    // Through EventBridge: one object per event, its key as it is.
+    if value.get("source").and_then(Value::as_str) == Some("aws.s3") {
+        if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
+            return Ok(Vec::new());
+        }
+        let detail = value.get("detail");
+        let bucket = detail
+            .and_then(|d| d.pointer("/bucket/name"))
+            .and_then(Value::as_str);
+        let key = detail
+            .and_then(|d| d.pointer("/object/key"))
+            .and_then(Value::as_str);
+        return match (bucket, key) {
+            (Some(bucket), Some(key)) => Ok(vec![(bucket.to_owned(), key.to_owned())]),
+            _ => Err(format!("an S3 event without bucket or key: {body:.200}")),
+        };
+    }
     // Through SNS, the S3 event is the envelope's `Message` string.
     let value = match value.get("Message").and_then(Value::as_str) {
         Some(inner) if value.get("Type").and_then(Value::as_str) == Some("Notification") => {
@@ -522,9 +575,38 @@ mod tests {
             created_objects(&wrapped.to_string()).expect("parses"),
             expected
         );
+        let bridged = serde_json::json!({ "source": "aws.s3", "detail-type": "Object Created",
+            "detail": { "bucket": { "name": "out" }, "object": { "key": "a b.txt" } } });
+        assert_eq!(
+            created_objects(&bridged.to_string()).expect("parses"),
+            expected
+        );
+        let deleted = serde_json::json!({ "source": "aws.s3", "detail-type": "Object Deleted",
+            "detail": { "bucket": { "name": "out" }, "object": { "key": "a b.txt" } } });
+        assert_eq!(
+            created_objects(&deleted.to_string()).expect("parses"),
+            vec![]
+        );
         let test_event = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"out"}"#;
         assert_eq!(created_objects(test_event).expect("parses"), vec![]);
         assert!(created_objects("not json").is_err());
+    }
+
+    #[test]
+    fn the_eventbridge_pattern_names_the_bucket_and_the_prefix() {
+        let mut f = Filter {
+            bucket: "out".to_owned(),
+            prefix: "run-1/".to_owned(),
+            suffix: String::new(),
+        };
+        assert_eq!(
+            object_created_pattern(&f),
+            serde_json::json!({ "source": ["aws.s3"], "detail-type": ["Object Created"],
+                "detail": { "bucket": { "name": ["out"] },
+                            "object": { "key": [{ "prefix": "run-1/" }] } } })
+        );
+        f.prefix.clear();
+        assert!(object_created_pattern(&f)["detail"].get("object").is_none());
     }
 
     #[test]
