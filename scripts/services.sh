@@ -6,8 +6,8 @@
 #   scripts/services.sh aws-env  print the environment for the AWS emulator:
 #                                eval "$(scripts/services.sh aws-env)"
 #
-# Servers: NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883),
-# and tansu, a Kafka-API broker (9092, in-memory storage). For the TLS tests, a second
+# Servers: NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883, and
+# 1884 with no per-client queue limit), and tansu, a Kafka-API broker (9092, in-memory storage). For the TLS tests, a second
 # NATS (4223), Redis (6390) and Mosquitto (8883) that speak only mutual TLS, with a throwaway CA and
 # certificates generated once into $ROUNDTRIP_TLS_DIR (default ~/.cache/roundtrip-tls). On Debian the first four come
 # from the packages nats-server, redis-server, rabbitmq-server and mosquitto; tansu is
@@ -30,6 +30,7 @@ SERVICES=(
   "redis 6379"
   "rabbitmq 5672"
   "mosquitto 1883"
+  "mosquitto-roomy 1884"
   "tansu 9092"
   "moto 5055"
   "nats-tls 4223"
@@ -83,6 +84,19 @@ start_one() {
         --advertised-listener-url tcp://127.0.0.1:9092 \
         --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
       ;;
+    mosquitto-roomy)
+      # A Mosquitto configured as docs/transports/mqtt.md advises for at-least-once
+      # listeners: no limit on the messages queued per client (the default, 1,000, makes
+      # it drop messages for a subscriber that acks only after a durable commit).
+      mkdir -p "$TLS_DIR"
+      cat > "$TLS_DIR/mosquitto-roomy.conf" <<CONF
+listener 1884 127.0.0.1
+allow_anonymous true
+max_queued_messages 0
+persistence false
+user $(id -un)
+CONF
+      mosquitto -d -c "$TLS_DIR/mosquitto-roomy.conf" ;;
     moto)
       if ! python3 -c "import moto.server" >/dev/null 2>&1; then
         echo "installing moto[server]==$MOTO_VERSION (once per machine)…"
@@ -159,7 +173,7 @@ case "${1:-start}" in
   aws-env)
     # moto accepts any credentials; the AWS SDKs and roundtrip read these.
     echo "export AWS_ACCESS_KEY_ID=roundtrip AWS_SECRET_ACCESS_KEY=roundtrip"
-    echo "export AWS_REGION=us-east-1 AWS_ENDPOINT_URL=http://127.0.0.1:5055" ;;
+    echo "export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL=http://127.0.0.1:5055" ;;
   *)
     echo "usage: $0 start|check|aws-env" >&2; exit 2 ;;
 esac

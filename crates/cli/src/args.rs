@@ -106,6 +106,10 @@ pub struct CheckArgs {
 pub struct ReportArgs {
     /// The run id (see `roundtrip runs`); `latest` for the most recent run.
     pub run_id: String,
+    /// Also list every observation of the event with this correlation id: what it
+    /// caused, on every channel, in order of arrival.
+    #[arg(long, value_name = "ID")]
+    pub correlation: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]

@@ -130,6 +130,42 @@ fn the_example_suite_passes_and_reports() {
     let runs = roundtrip(&["runs", "--store", &store]);
     assert!(stdout(&runs).contains(run_id), "{}", explain(&runs));
     assert!(stdout(&runs).contains("passed"), "{}", explain(&runs));
+
+    // What one event caused, from the store: its sent event's correlation id.
+    let correlation_id = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            let store = roundtrip::store::open(&store)
+                .await
+                .expect("open the store");
+            let sent = store.sent_events(run_id).await.expect("sent events");
+            let first = sent
+                .iter()
+                .find(|e| e.scenario.starts_with("an event is processed"))
+                .expect("the first scenario's event");
+            first.correlation_id.clone()
+        });
+    let traced = roundtrip(&[
+        "report",
+        run_id,
+        "--store",
+        &store,
+        "--correlation",
+        &correlation_id,
+    ]);
+    assert_eq!(traced.status.code(), Some(0), "{}", explain(&traced));
+    let out = stdout(&traced);
+    let listing: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("observations of event"))
+        .collect();
+    assert_eq!(
+        listing.first().copied(),
+        Some(format!("observations of event {correlation_id}: 1").as_str()),
+        "{out}"
+    );
+    assert!(listing[1].contains(" on processed: "), "{out}");
+    assert!(listing[1].contains("\"WIDGET\""), "{out}");
 }
 
 #[test]
@@ -372,35 +408,50 @@ fn report_of_an_unknown_run_is_a_usage_error() {
     assert!(stderr(&o).contains("roundtrip runs"), "{}", explain(&o));
 }
 
-#[test]
-fn ctrl_c_stops_the_run_cleanly_and_the_store_keeps_it() {
+/// Starts `roundtrip run SUITE` and reads its output until `ready` says so; returns the
+/// process, the rest of its output, and the lines read.
+fn run_until(
+    suite: &str,
+    store: &str,
+    ready: impl Fn(&[String]) -> bool,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    Vec<String>,
+) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let s = Scratch::new();
-    let suite = s.write(
-        "long.yaml",
-        "name: long\nchannels:\n  in: { dir: { path: inbox } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: waits a minute\n    send: [ { to: in, text: hello } ]\n    expect: [ { on: out, none_within: 60s } ]\n",
-    );
-    let store = s.store();
     let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
-        .args(["run", &suite, "--store", &store])
+        .args(["run", suite, "--store", store])
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("roundtrip starts");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    // Wait until the listener is up: the run is under way.
     let mut seen = Vec::new();
     for line in lines.by_ref() {
-        let line = line.expect("a line");
-        let ready = line.contains("listening on out");
-        seen.push(line);
-        if ready {
+        seen.push(line.expect("a line"));
+        if ready(&seen) {
             break;
         }
     }
+    (child, lines, seen)
+}
+
+#[test]
+fn ctrl_c_stops_the_run_cleanly_and_the_store_keeps_it() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "long.yaml",
+        "name: long\nchannels:\n  in: { dir: { path: inbox } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: waits a minute\n    send: [ { to: in, text: hello } ]\n    expect: [ { on: out, none_within: 60s } ]\n",
+    );
+    let store = s.store();
+    // Wait until the listener is up: the run is under way.
+    let (mut child, lines, mut seen) = run_until(&suite, &store, |seen| {
+        seen.iter().any(|l| l.contains("listening on out"))
+    });
     let pid = child.id().to_string();
     let kill = Command::new("kill")
         .args(["-INT", &pid])
@@ -529,5 +580,68 @@ fn a_bad_dynamodb_store_url_is_refused_clearly() {
             && stderr(&o).contains("is not a DynamoDB table name"),
         "{}",
         explain(&o)
+    );
+}
+
+/// A run stopped by SIGTERM (a cancelled CI job) removes the queue, subscription and rule
+/// its AWS listeners created.
+#[cfg(feature = "aws")]
+#[test]
+fn a_terminated_run_removes_its_aws_resources() {
+    let endpoint = std::env::var("ROUNDTRIP_AWS_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned());
+    let s = Scratch::new();
+    let aws = format!("region: us-east-1, endpoint: \"{endpoint}\"");
+    let suite = s.write(
+        "aws.yaml",
+        &format!(
+            "name: aws\ncorrelate: {{ json: $.id }}\nchannels:\n  in: {{ dir: {{ path: inbox }} }}\n  topic: {{ sns: {{ topic: cli-interrupt, create: true, {aws} }} }}\n  bus: {{ eventbridge: {{ source: cli.interrupt, {aws} }} }}\nscenarios:\n  - name: waits a minute\n    send: [ {{ to: in, body: {{ a: 1 }} }} ]\n    expect:\n      - {{ on: topic, none_within: 60s }}\n      - {{ on: bus, none_within: 60s }}\n"
+        ),
+    );
+    let (mut child, lines, mut seen) = run_until(&suite, &s.store(), |seen| {
+        ["listening on topic", "listening on bus"]
+            .iter()
+            .all(|what| seen.iter().any(|l| l.contains(what)))
+    });
+    let run_id = seen
+        .iter()
+        .find_map(|l| l.split("· run ").nth(1)?.split_whitespace().next())
+        .expect("the run id is printed")
+        .to_owned();
+    let leftovers = || {
+        roundtrip(&[
+            "aws-cleanup",
+            "--endpoint",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--run",
+            &run_id,
+            "--older-than",
+            "0s",
+            "--dry-run",
+        ])
+    };
+    let during = leftovers();
+    assert_eq!(
+        stdout(&during).lines().count(),
+        4,
+        "a queue each, a rule and a subscription while the run is on: {}",
+        explain(&during)
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().expect("roundtrip exits");
+    assert_eq!(status.code(), Some(1), "{}", seen.join("\n"));
+    let after = leftovers();
+    assert_eq!(
+        last_line(&after),
+        "no harness-owned AWS resources older than 0s",
+        "{}",
+        explain(&after)
     );
 }

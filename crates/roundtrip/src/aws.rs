@@ -23,7 +23,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Loads the SDK configuration: the standard chain (environment, profile, instance
 /// role), with `region` and `endpoint` overriding it when given. Fails when no region
-/// or no credentials provider is configured, saying what to set.
+/// is configured, saying what to set; missing credentials show at the first request
+/// (see [`describe_error`]).
 pub async fn load_config(
     region: Option<&str>,
     endpoint: Option<&str>,
@@ -44,13 +45,6 @@ pub async fn load_config(
         return Err(
             "no AWS region is configured: set `region` on the channel (or in the \
                     store URL), or the AWS_REGION environment variable"
-                .to_owned(),
-        );
-    }
-    if config.credentials_provider().is_none() {
-        return Err(
-            "no AWS credentials provider is configured: set AWS_ACCESS_KEY_ID and \
-                    AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an instance role"
                 .to_owned(),
         );
     }

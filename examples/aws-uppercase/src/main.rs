@@ -198,6 +198,11 @@ impl Service {
                 .send()
                 .await
                 .with_context(|| format!("write s3://{}/{key}", self.destination))?;
+            // When each output was made: the benchmark measures time to verdict from it.
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            println!("wrote s3://{}/{key} at {at}", self.destination);
         }
         Ok(())
     }
@@ -233,8 +238,17 @@ async fn setup(
     sns: &aws_sdk_sns::Client,
     args: &Args,
 ) -> Result<()> {
+    let region = s3.config().region().map(|r| r.as_ref().to_owned());
     for bucket in [&args.source, &args.destination] {
-        if let Err(e) = s3.create_bucket().bucket(bucket).send().await {
+        let mut create = s3.create_bucket().bucket(bucket);
+        if let Some(region) = region.as_deref().filter(|r| *r != "us-east-1") {
+            create = create.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        if let Err(e) = create.send().await {
             let owned = e
                 .as_service_error()
                 .is_some_and(|e| e.is_bucket_already_owned_by_you());
@@ -260,6 +274,16 @@ async fn setup(
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .context("SQS returned no queue ARN")?;
+    // S3 may send the source bucket's notifications to the queue, and only those.
+    sqs.set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            allow_s3("sqs:SendMessage", &queue_arn, &args.source),
+        )
+        .send()
+        .await
+        .context("let S3 send to the queue")?;
     s3.put_bucket_notification_configuration()
         .bucket(&args.source)
         .notification_configuration(
@@ -283,13 +307,20 @@ async fn setup(
         .context("create the destination topic")?
         .topic_arn
         .context("SNS returned no topic ARN")?;
+    sns.set_topic_attributes()
+        .topic_arn(&topic_arn)
+        .attribute_name("Policy")
+        .attribute_value(allow_s3("sns:Publish", &topic_arn, &args.destination))
+        .send()
+        .await
+        .context("let S3 publish to the topic")?;
     s3.put_bucket_notification_configuration()
         .bucket(&args.destination)
         .notification_configuration(
             NotificationConfiguration::builder()
                 .topic_configurations(
                     TopicConfiguration::builder()
-                        .topic_arn(topic_arn)
+                        .topic_arn(&topic_arn)
                         .events(Event::S3ObjectCreated)
                         .build()?,
                 )
@@ -300,6 +331,21 @@ async fn setup(
         .await
         .context("send the destination bucket's notifications to the topic and EventBridge")?;
     Ok(())
+}
+
+/// A resource policy letting S3 do `action` on `resource` for events of `bucket` only.
+fn allow_s3(action: &str, resource: &str, bucket: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": { "Service": "s3.amazonaws.com" },
+            "Action": action,
+            "Resource": resource,
+            "Condition": { "ArnLike": { "aws:SourceArn": format!("arn:aws:s3:::{bucket}") } }
+        }]
+    })
+    .to_string()
 }
 
 #[cfg(test)]

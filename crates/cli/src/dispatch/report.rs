@@ -66,6 +66,29 @@ pub async fn report(args: ReportArgs) -> u8 {
         return exit::HARNESS;
     }
     out(&text::totals(std::slice::from_ref(&summary)));
+    if let Some(id) = &args.correlation {
+        match store.correlated(&run_id, id).await {
+            Ok(observations) => {
+                out(&format!(
+                    "observations of event {id}: {}",
+                    observations.len()
+                ));
+                for o in observations {
+                    out(&format!(
+                        "  #{} {} on {}: {}",
+                        o.seq,
+                        roundtrip::clock::format_wall(o.received_at),
+                        o.channel,
+                        o.payload.excerpt(100)
+                    ));
+                }
+            }
+            Err(e) => {
+                print_error(&e);
+                return exit::HARNESS;
+            }
+        }
+    }
     if summary.failed() > 0 || summary.harness_error.is_some() {
         exit::FAILED
     } else {

@@ -41,14 +41,15 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
 
-    // Ctrl-C stops the run cleanly: scenarios end, SUT and listeners stop, the store
-    // records what ran. A second Ctrl-C exits at once.
+    // Ctrl-C (or SIGTERM, as CI cancellations and `timeout` send) stops the run cleanly:
+    // scenarios end, SUT and listeners stop (removing what they created), the store
+    // records what ran. A second signal exits at once.
     let (cancel_tx, cancel) = watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: stopping the run (Ctrl-C again to exit at once)");
+        if let Some(signal) = interrupted().await {
+            eprintln!("\ninterrupted by {signal}: stopping the run (Ctrl-C again to exit at once)");
             cancel_tx.send_replace(true);
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupted().await.is_some() {
                 std::process::exit(130);
             }
         }
@@ -117,4 +118,23 @@ pub async fn run(args: RunArgs) -> u8 {
         out(&totals);
     }
     code
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM; `None` if signals cannot be watched.
+async fn interrupted() -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C");
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.ok().map(|()| "Ctrl-C"),
+            _ = term.recv() => Some("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
+    }
 }

@@ -368,14 +368,15 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
                     }
                 }
             }
-            if let Some(w) = q.wait {
-                if w.0 > Duration::from_secs(20) {
-                    c.value(
-                        &opts.key("wait"),
-                        format!("SQS waits at most 20 s per receive, not {w}"),
-                        "write `wait: 20s` or less (a message is returned as soon as it arrives)",
-                    );
-                }
+            if let Some(w) = q.wait
+                && !(Duration::from_secs(1)..=Duration::from_secs(20)).contains(&w.0)
+            {
+                c.value(
+                    &opts.key("wait"),
+                    format!("SQS long polling waits 1 s to 20 s per receive, not {w}"),
+                    "write `wait: 20s` or less, and at least `1s` (a message is returned as soon \
+                     as it arrives, so a longer wait costs nothing)",
+                );
             }
             if let Some(v) = q.visibility_timeout {
                 positive(c, &opts.key("visibility_timeout"), v);

@@ -119,6 +119,11 @@ pub(crate) fn build(
                 None => format!("{}-{}", ctx.correlation_id, ctx.seq),
             },
         }),
+        // A FIFO topic takes the same ids, at their defaults.
+        ChannelSpec::Sns(sns) if sns.topic.ends_with(".fifo") => Some(Fifo {
+            group_id: ctx.run_id.to_owned(),
+            dedup_id: format!("{}-{}", ctx.correlation_id, ctx.seq),
+        }),
         _ => None,
     };
     Ok(Outgoing {
@@ -133,7 +138,7 @@ pub(crate) fn build(
 
 #[cfg(test)]
 mod tests {
-    use roundtrip_core::model::{DirChannel, KafkaChannel, S3Channel, SqsChannel};
+    use roundtrip_core::model::{DirChannel, KafkaChannel, S3Channel, SnsChannel, SqsChannel};
 
     use super::*;
 
@@ -201,6 +206,21 @@ mod tests {
             .fifo
         };
         assert_eq!(fifo(SqsChannel::new("orders")), None);
+        let sns = |topic: &str| {
+            build(
+                &step(),
+                &ChannelSpec::Sns(SnsChannel::new(topic)),
+                &CorrelationRule::default(),
+                &ctx(),
+            )
+            .expect("the message builds")
+            .fifo
+        };
+        assert_eq!(sns("notices"), None);
+        assert_eq!(
+            sns("notices.fifo").map(|f| f.group_id),
+            Some("run-1".to_owned())
+        );
         assert_eq!(
             fifo(SqsChannel::new("orders.fifo")),
             Some(Fifo {

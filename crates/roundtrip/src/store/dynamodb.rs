@@ -175,7 +175,7 @@ struct Shared {
 #[derive(Debug)]
 enum Command {
     Record {
-        observation: NewObservation,
+        observation: Box<NewObservation>,
         reply: oneshot::Sender<Result<Arc<Observation>, StoreError>>,
     },
     Close(oneshot::Sender<Result<(), StoreError>>),
@@ -346,7 +346,7 @@ async fn ensure_table(client: &Client, table: &str, create: bool) -> Result<(), 
         .wait(Duration::from_secs(120))
         .await
         .map_err(|e| format!("wait for table `{table}`: {e}"))?;
-    client
+    let ttl = client
         .update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
@@ -357,9 +357,16 @@ async fn ensure_table(client: &Client, table: &str, create: bool) -> Result<(), 
                 .map_err(|e| e.to_string())?,
         )
         .send()
-        .await
-        .map_err(|e| format!("enable TTL on table `{table}`: {}", service_error(&e)))?;
-    Ok(())
+        .await;
+    match ttl {
+        Ok(_) => Ok(()),
+        // Another process enabled it meanwhile (DynamoDB refuses enabling it twice).
+        Err(e) if service_error(&e).contains("already enabled") => Ok(()),
+        Err(e) => Err(format!(
+            "enable TTL on table `{table}`: {}",
+            service_error(&e)
+        )),
+    }
 }
 
 impl Shared {
@@ -410,20 +417,37 @@ impl Shared {
         run_id: &str,
         from: &str,
         to: &str,
+        enough: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        self.query_where(run_id, from, to, None, enough).await
+    }
+
+    /// [`Shared::query`], keeping only the items of one correlation id when given.
+    async fn query_where(
+        &self,
+        run_id: &str,
+        from: &str,
+        to: &str,
+        correlation_id: Option<&str>,
         mut enough: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         let mut items = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let out = self
+            let mut request = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .consistent_read(true)
+                .set_filter_expression(correlation_id.map(|_| "cid = :cid".to_owned()))
                 .expression_attribute_values(":pk", s(run_pk(run_id)))
                 .expression_attribute_values(":from", s(from))
-                .expression_attribute_values(":to", s(to))
-                .consistent_read(true)
+                .expression_attribute_values(":to", s(to));
+            if let Some(cid) = correlation_id {
+                request = request.expression_attribute_values(":cid", s(cid));
+            }
+            let out = request
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -521,13 +545,18 @@ fn observation_items(
     item.insert("parts".to_owned(), n(rest.len()));
     let mut items = vec![item];
     for (i, part) in rest.into_iter().enumerate() {
-        items.push(HashMap::from([
+        let mut part = HashMap::from([
             ("pk".to_owned(), s(run_pk(&o.run_id))),
             ("sk".to_owned(), s(format!("{}#{}", obs_sk(o.seq), i + 1))),
             ("body".to_owned(), AttributeValue::B(Blob::new(part))),
             ("wid".to_owned(), s(write_id)),
             (TTL_ATTRIBUTE.to_owned(), expires_at.clone()),
-        ]));
+        ]);
+        // Parts carry the correlation too, so a filtered query returns them with it.
+        if let Some(cid) = &o.correlation_id {
+            part.insert("cid".to_owned(), s(cid));
+        }
+        items.push(part);
     }
     Ok(items)
 }
@@ -539,20 +568,45 @@ fn observations_from(
 ) -> Result<Vec<Observation>, StoreError> {
     const OP: &str = "read observations";
     let mut out: Vec<Observation> = Vec::new();
+    // The last observation's write id and its parts: (expected, joined).
+    let mut open: Option<(String, u64, u64)> = None;
+    let complete = |open: &Option<(String, u64, u64)>, o: Option<&Observation>| match (open, o) {
+        (Some((_, expected, joined)), Some(o)) if expected != joined => Err(io(
+            OP,
+            format!(
+                "observation {} has {joined} of its {expected} payload parts",
+                o.seq
+            ),
+        )),
+        _ => Ok(()),
+    };
     for item in items {
         let body = item
             .get("body")
             .and_then(|b| b.as_b().ok())
             .map(|b| b.as_ref().to_vec())
             .unwrap_or_default();
+        let wid = get_s(&item, "wid").unwrap_or_default().to_owned();
         let Some(seq) = get_n::<u64>(&item, "seq") else {
-            // A payload part: it follows its observation.
-            match out.last_mut() {
-                Some(o) => o.payload.bytes.extend_from_slice(&body),
-                None => return Err(io(OP, "a payload part without its observation")),
+            // A payload part, `obs#<seq>#<n>`: it belongs to the observation before it
+            // only if that one has its seq and was the same write. Parts whose
+            // observation is not (yet) visible, written ahead of it or left by a write
+            // that lost its key to another writer, are not part of anything.
+            let part_seq = get_s(&item, "sk")
+                .and_then(|sk| sk.strip_prefix("obs#"))
+                .and_then(|rest| rest.split('#').next())
+                .and_then(|seq| seq.parse::<u64>().ok());
+            if let (Some(o), Some((owner, _, joined))) = (out.last_mut(), open.as_mut())
+                && Some(o.seq) == part_seq
+                && *owner == wid
+            {
+                o.payload.bytes.extend_from_slice(&body);
+                *joined += 1;
             }
             continue;
         };
+        complete(&open, out.last())?;
+        open = Some((wid, get_n(&item, "parts").unwrap_or(0), 0));
         let headers: Vec<(String, String)> = decode(&item, "hdr", OP)?;
         let flag = |name: &str| item.get(name).and_then(|v| v.as_bool().ok()).copied();
         out.push(Observation {
@@ -576,6 +630,7 @@ fn observations_from(
             received_mono: get_n(&item, "mono"),
         });
     }
+    complete(&open, out.last())?;
     for o in &mut out {
         if o.payload.json.is_some() {
             o.payload.json = serde_json::from_slice(&o.payload.bytes).ok();
@@ -634,7 +689,7 @@ impl Writer {
                     }
                     items += parts;
                     bytes += size;
-                    batch.push((observation, reply));
+                    batch.push((*observation, reply));
                 }
             }
         }
@@ -783,7 +838,7 @@ impl Store for DynamoStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         self.check_open()?;
         let shared = &self.shared;
-        shared
+        let created = shared
             .client
             .put_item()
             .table_name(&shared.table)
@@ -795,17 +850,21 @@ impl Store for DynamoStore {
             .item(TTL_ATTRIBUTE, shared.expires_at())
             .condition_expression("attribute_not_exists(pk)")
             .send()
-            .await
-            .map_err(|e| {
-                if error_code(&e) == Some("ConditionalCheckFailedException") {
-                    io(
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                // The same record is this very call retried after a lost answer.
+                let existing = shared.read_run(&run.run_id).await?;
+                if existing.as_ref().map(run_record).transpose()?.as_ref() != Some(run) {
+                    return Err(io(
                         "create a run",
                         format!("run `{}` already exists", run.run_id),
-                    )
-                } else {
-                    io("create a run", service_error(&e))
+                    ));
                 }
-            })?;
+            }
+            Err(e) => return Err(io("create a run", service_error(&e))),
+        }
         shared.lock_runs().insert(run.run_id.clone());
         Ok(())
     }
@@ -814,6 +873,7 @@ impl Store for DynamoStore {
         self.check_open()?;
         let shared = &self.shared;
         let order = shared.order.fetch_add(1, Ordering::Relaxed);
+        let write_id = uuid::Uuid::new_v4().to_string();
         shared
             .client
             .put_item()
@@ -821,8 +881,11 @@ impl Store for DynamoStore {
             .item("pk", s(run_pk(&event.run_id)))
             .item("sk", s(format!("sent#{order:020}")))
             .item("event", s(encode(event, "encode a sent event")?))
+            .item("wid", s(&write_id))
             .item(TTL_ATTRIBUTE, shared.expires_at())
-            .condition_expression("attribute_not_exists(sk)")
+            // Idempotent like observations: a retried put is the same write.
+            .condition_expression("attribute_not_exists(sk) OR wid = :wid")
+            .expression_attribute_values(":wid", s(&write_id))
             .send()
             .await
             .map_err(|e| io("record a sent event", service_error(&e)))?;
@@ -833,7 +896,10 @@ impl Store for DynamoStore {
         self.check_open()?;
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Record { observation, reply })
+            .send(Command::Record {
+                observation: Box::new(observation),
+                reply,
+            })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -870,6 +936,20 @@ impl Store for DynamoStore {
         if count > limit {
             items.pop();
         }
+        observations_from(run_id, items)
+    }
+
+    /// Filtered by DynamoDB (`cid = :cid`), so only the event's items travel.
+    async fn correlated(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+    ) -> Result<Vec<Observation>, StoreError> {
+        self.check_open()?;
+        let items = self
+            .shared
+            .query_where(run_id, "obs#", "obs$", Some(correlation_id), |_| false)
+            .await?;
         observations_from(run_id, items)
     }
 
@@ -1040,15 +1120,14 @@ mod tests {
     fn bad_urls_say_what_to_write() {
         let err = |url: &str| DynamoOptions::from_url(url).expect_err(url);
         assert!(err("dynamodb://a b").contains("not a DynamoDB table name"));
-        assert!(err("dynamodb://t1?ttl=forever").contains("write e.g. `ttl=30d`"));
-        assert!(err("dynamodb://t1?colour=red").contains("unknown store URL parameter `colour`"));
-        assert!(err("dynamodb://t1?create=yes").contains("`true` or `false`"));
+        assert!(err("dynamodb://tbl?ttl=forever").contains("write e.g. `ttl=30d`"));
+        assert!(err("dynamodb://tbl?colour=red").contains("unknown store URL parameter `colour`"));
+        assert!(err("dynamodb://tbl?create=yes").contains("`true` or `false`"));
     }
 
     #[test]
     fn large_payloads_are_split_and_joined() {
-        let body: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
-        let o = NewObservation {
+        let new = |body: Vec<u8>| NewObservation {
             run_id: "r".to_owned(),
             channel: "c".to_owned(),
             correlation_id: Some("id".to_owned()),
@@ -1058,10 +1137,26 @@ mod tests {
             key: Some("k".to_owned()),
             received_at: 7,
             received_mono: Some(9),
-        }
-        .committed(42);
+        };
+        let o = new((0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect()).committed(42);
         let items = observation_items(&o, "w", &n(1)).expect("items");
         assert_eq!(items.len(), 3, "1 MiB in 350 KiB parts");
-        assert_eq!(observations_from("r", items).expect("joined"), vec![o]);
+        assert_eq!(
+            observations_from("r", items.clone()).expect("joined"),
+            vec![o.clone()]
+        );
+
+        // Parts of a write not visible yet (its main item comes later) are nothing.
+        let next = new(vec![7; PART_BYTES + 1]).committed(43);
+        let mut next_items = observation_items(&next, "w2", &n(1)).expect("items");
+        let mut read = items.clone();
+        read.push(next_items.remove(1));
+        assert_eq!(observations_from("r", read).expect("read"), vec![o.clone()]);
+
+        // A part of another write at the same key is not joined.
+        let mut foreign = items.clone();
+        foreign[1].insert("wid".to_owned(), s("someone else"));
+        let err = observations_from("r", foreign).expect_err("a part is missing");
+        assert!(err.to_string().contains("read observations"), "{err}");
     }
 }

@@ -92,6 +92,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Observation>, StoreError>;
+    /// A run's observations that carry `correlation_id`, in sequence order: what one sent
+    /// event caused. This scans the run (the engine matches from the feed and needs no
+    /// index on correlation ids); a backend with a cheaper query overrides it.
+    async fn correlated(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+    ) -> Result<Vec<Observation>, StoreError> {
+        let mut found = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.observations(run_id, after, 4096).await?;
+            let Some(last) = page.last() else {
+                return Ok(found);
+            };
+            after = last.seq;
+            found.extend(
+                page.into_iter()
+                    .filter(|o| o.correlation_id.as_deref() == Some(correlation_id)),
+            );
+        }
+    }
     /// A run's sent events, in send order.
     async fn sent_events(&self, run_id: &str) -> Result<Vec<SentEvent>, StoreError>;
     /// Records one scenario's result (may be called again for the same scenario; the

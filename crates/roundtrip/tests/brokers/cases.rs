@@ -298,6 +298,14 @@ conformance!(amqp_queue, "amqp", amqp_case, unreachable: amqp_unreachable, hint:
 // -------------------------------------------------------------------------------------
 // MQTT
 
+/// A Mosquitto configured as docs/transports/mqtt.md advises for at-least-once
+/// listeners (`max_queued_messages 0`; `scripts/services.sh` runs it). With the default
+/// limit of 1,000 queued messages per client, a producer faster than a listener that acks
+/// after each durable commit makes Mosquitto drop messages (it did here: 165 to 343 of
+/// 10,000), which the listener reports as a gap but cannot prevent.
+#[cfg(feature = "mqtt")]
+const MQTT_ROOMY: &str = "mqtt://127.0.0.1:1884";
+
 #[cfg(feature = "mqtt")]
 fn mqtt(
     topic: &str,
@@ -319,13 +327,13 @@ fn mqtt(
 async fn mqtt5_case() -> Case {
     let topic = unique("conf/mqtt5");
     Case {
-        producer: mqtt(&topic, MqttVersion::V5, 1, None, "mqtt://127.0.0.1:1883"),
+        producer: mqtt(&topic, MqttVersion::V5, 1, None, MQTT_ROOMY),
         listener: mqtt(
             &topic,
             MqttVersion::V5,
             1,
             Some(unique("rt-listener")),
-            "mqtt://127.0.0.1:1883",
+            MQTT_ROOMY,
         ),
         durable: true,
         ordered: true,
@@ -342,13 +350,13 @@ async fn mqtt5_case() -> Case {
 async fn mqtt311_case() -> Case {
     let topic = unique("conf/mqtt311");
     Case {
-        producer: mqtt(&topic, MqttVersion::V311, 1, None, "mqtt://127.0.0.1:1883"),
+        producer: mqtt(&topic, MqttVersion::V311, 1, None, MQTT_ROOMY),
         listener: mqtt(
             &topic,
             MqttVersion::V311,
             1,
             Some(unique("rt-listener")),
-            "mqtt://127.0.0.1:1883",
+            MQTT_ROOMY,
         ),
         durable: true,
         ordered: true,
@@ -574,13 +582,13 @@ conformance!(amqp_bound_to_exchange, "amqp", amqp_bind_case, unreachable: amqp_u
 async fn mqtt_qos2_case() -> Case {
     let topic = unique("conf/mqtt2");
     Case {
-        producer: mqtt(&topic, MqttVersion::V5, 2, None, "mqtt://127.0.0.1:1883"),
+        producer: mqtt(&topic, MqttVersion::V5, 2, None, MQTT_ROOMY),
         listener: mqtt(
             &topic,
             MqttVersion::V5,
             2,
             Some(unique("rt-listener")),
-            "mqtt://127.0.0.1:1883",
+            MQTT_ROOMY,
         ),
         ..mqtt5_case().await
     }
@@ -1363,31 +1371,45 @@ fn eventbridge_unreachable() -> ChannelSpec {
 
 conformance!(aws_eventbridge, "aws", eventbridge_case, unreachable: eventbridge_unreachable, hint: "EventBridge at http://127.0.0.1:1");
 
-/// A bucket whose `ObjectCreated` notifications go to a queue; returns (bucket, queue).
+/// An S3 client on the emulator, and a new bucket whose notifications go where
+/// `notifications` says.
 #[cfg(feature = "aws")]
-pub async fn notifying_bucket() -> (String, String) {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+async fn bucket_notifying(
+    prefix: &str,
+    notifications: aws_sdk_s3::types::NotificationConfiguration,
+) -> String {
     let config = aws_config().await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(true)
             .build(),
     );
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let bucket = unique("conf-bucket");
-    let queue = unique("conf-notify");
+    let bucket = unique(prefix);
     s3.create_bucket()
         .bucket(&bucket)
         .send()
         .await
         .expect("create the bucket");
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(notifications)
+        .send()
+        .await
+        .expect("configure the bucket's notifications");
+    bucket
+}
+
+/// A bucket whose `ObjectCreated` notifications go to a queue; returns (bucket, queue).
+#[cfg(feature = "aws")]
+pub async fn notifying_bucket() -> (String, String) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let sqs = aws_sdk_sqs::Client::new(&aws_config().await);
+    let queue = unique("conf-notify");
     let url = sqs
         .create_queue()
         .queue_name(&queue)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "2",
-        )
+        .attributes(QueueAttributeName::VisibilityTimeout, "2")
         .send()
         .await
         .expect("create the queue")
@@ -1396,44 +1418,31 @@ pub async fn notifying_bucket() -> (String, String) {
     let arn = sqs
         .get_queue_attributes()
         .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
         .expect("the queue's ARN")
         .attributes
-        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .expect("an ARN");
-    s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(arn)
-                        .events(Event::S3ObjectCreated)
-                        .build()
-                        .expect("a queue configuration"),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("configure the bucket's notifications");
-    (bucket, queue)
+    let to_queue = QueueConfiguration::builder()
+        .queue_arn(arn)
+        .events(Event::S3ObjectCreated)
+        .build()
+        .expect("a queue configuration");
+    let notifications = NotificationConfiguration::builder()
+        .queue_configurations(to_queue)
+        .build();
+    (bucket_notifying("conf-bucket", notifications).await, queue)
 }
 
+/// An S3 case: objects put by `producer`, observed by `listener`.
 #[cfg(feature = "aws")]
-async fn s3_notifications_case() -> Case {
-    let (bucket, queue) = notifying_bucket().await;
-    let producer = ChannelSpec::S3(on_emulator(S3Channel::new(&bucket)));
-    let listener = ChannelSpec::S3(on_emulator(S3Channel {
-        notifications: Some(queue),
-        ..S3Channel::new(&bucket)
-    }));
+fn s3_case(producer: S3Channel, listener: S3Channel, durable: bool) -> Case {
     Case {
-        producer,
-        listener,
-        durable: true,
+        producer: ChannelSpec::S3(on_emulator(producer)),
+        listener: ChannelSpec::S3(on_emulator(listener)),
+        durable,
         ordered: false,
         headers: true,
         max_payload: 1 << 20,
@@ -1442,6 +1451,16 @@ async fn s3_notifications_case() -> Case {
         json_only: false,
         key_per_message: true,
     }
+}
+
+#[cfg(feature = "aws")]
+async fn s3_notifications_case() -> Case {
+    let (bucket, queue) = notifying_bucket().await;
+    let listener = S3Channel {
+        notifications: Some(queue),
+        ..S3Channel::new(&bucket)
+    };
+    s3_case(S3Channel::new(&bucket), listener, true)
 }
 
 #[cfg(feature = "aws")]
@@ -1460,19 +1479,7 @@ conformance!(aws_s3_notifications, "aws", s3_notifications_case, unreachable: s3
 #[cfg(feature = "aws")]
 pub async fn bucket_notifying_a_topic() -> (String, String) {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
-    let config = aws_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = unique("conf-fanout");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create the bucket");
-    let topic = aws_sdk_sns::Client::new(&config)
+    let topic = aws_sdk_sns::Client::new(&aws_config().await)
         .create_topic()
         .name(unique("conf-s3-events"))
         .send()
@@ -1480,44 +1487,26 @@ pub async fn bucket_notifying_a_topic() -> (String, String) {
         .expect("create the topic")
         .topic_arn
         .expect("an ARN");
-    s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .topic_configurations(
-                    TopicConfiguration::builder()
-                        .topic_arn(&topic)
-                        .events(Event::S3ObjectCreated)
-                        .build()
-                        .expect("a topic configuration"),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("configure the bucket's notifications");
-    (bucket, topic)
+    let to_topic = TopicConfiguration::builder()
+        .topic_arn(&topic)
+        .events(Event::S3ObjectCreated)
+        .build()
+        .expect("a topic configuration");
+    let notifications = NotificationConfiguration::builder()
+        .topic_configurations(to_topic)
+        .build();
+    (bucket_notifying("conf-fanout", notifications).await, topic)
 }
 
 #[cfg(feature = "aws")]
 async fn s3_topic_case() -> Case {
     let (bucket, topic) = bucket_notifying_a_topic().await;
-    Case {
-        producer: ChannelSpec::S3(on_emulator(S3Channel::new(&bucket))),
-        listener: ChannelSpec::S3(on_emulator(S3Channel {
-            notifications_topic: Some(topic),
-            ..S3Channel::new(&bucket)
-        })),
-        // The listener's queue is its own: a restarted listener gets a new one.
-        durable: false,
-        ordered: false,
-        headers: true,
-        max_payload: 1 << 20,
-        restart_messages: AWS_RESTART,
-        many: AWS_MANY,
-        json_only: false,
-        key_per_message: true,
-    }
+    let listener = S3Channel {
+        notifications_topic: Some(topic),
+        ..S3Channel::new(&bucket)
+    };
+    // The listener's queue is its own: a restarted listener gets a new one.
+    s3_case(S3Channel::new(&bucket), listener, false)
 }
 
 conformance!(aws_s3_topic, "aws", s3_topic_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
@@ -1525,55 +1514,30 @@ conformance!(aws_s3_topic, "aws", s3_topic_case, unreachable: s3_unreachable, hi
 #[cfg(feature = "aws")]
 async fn s3_eventbridge_case() -> Case {
     use aws_sdk_s3::types::{EventBridgeConfiguration, NotificationConfiguration};
-    let config = aws_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = unique("conf-bridged");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create the bucket");
-    s3.put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .event_bridge_configuration(EventBridgeConfiguration::builder().build())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("turn the bucket's EventBridge notifications on");
-    Case {
-        producer: ChannelSpec::S3(on_emulator(S3Channel::new(&bucket))),
-        listener: ChannelSpec::S3(on_emulator(S3Channel {
-            notifications_bus: Some("default".to_owned()),
-            // The keys `Case::message` gives: the rule matches them by prefix.
-            prefix: Some("conformance/".to_owned()),
-            ..S3Channel::new(&bucket)
-        })),
-        ..s3_topic_case().await
-    }
+    let notifications = NotificationConfiguration::builder()
+        .event_bridge_configuration(EventBridgeConfiguration::builder().build())
+        .build();
+    let bucket = bucket_notifying("conf-bridged", notifications).await;
+    let listener = S3Channel {
+        notifications_bus: Some("default".to_owned()),
+        // The keys `Case::message` gives: the rule matches them by prefix.
+        prefix: Some("conformance/".to_owned()),
+        ..S3Channel::new(&bucket)
+    };
+    s3_case(S3Channel::new(&bucket), listener, false)
 }
 
 conformance!(aws_s3_eventbridge, "aws", s3_eventbridge_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
 
 #[cfg(feature = "aws")]
 async fn s3_listing_case() -> Case {
-    let bucket = ChannelSpec::S3(on_emulator(S3Channel {
+    let bucket = S3Channel {
         create: true,
         poll_max: Some(DurationSpec(std::time::Duration::from_millis(200))),
         ..S3Channel::new(unique("conf-listing"))
-    }));
-    Case {
-        // A restarted lister starts from what is there: not durable.
-        durable: false,
-        ..s3_topic_case().await
-    }
-    .with_both(bucket)
+    };
+    // A restarted lister starts from what is there: not durable.
+    s3_case(bucket.clone(), bucket, false)
 }
 
 conformance!(aws_s3_listing, "aws", s3_listing_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");

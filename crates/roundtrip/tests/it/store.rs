@@ -393,6 +393,47 @@ pub mod conformance {
         assert_eq!(stored[4].header("x-dup"), Some("1"));
     }
 
+    /// `correlated` returns one event's observations, whole, in sequence order.
+    pub async fn correlated_returns_one_events_observations(open: Open) {
+        let t = open(FEED).await;
+        new_run(&*t.store, "run-a").await;
+        new_run(&*t.store, "run-b").await;
+        let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        let mut wanted = Vec::new();
+        for (run, n, bytes) in [
+            ("run-a", 1, b"first".to_vec()),
+            ("run-a", 2, b"other event".to_vec()),
+            ("run-b", 1, b"other run".to_vec()),
+            ("run-a", 1, big),
+        ] {
+            let committed = t
+                .store
+                .record(observation(run, n, bytes))
+                .await
+                .expect("record");
+            if run == "run-a" && n == 1 {
+                wanted.push((*committed).clone());
+            }
+        }
+        let found = t.store.correlated("run-a", "corr-1").await.expect("read");
+        assert_eq!(found, wanted);
+        assert_eq!(found[1].payload.bytes.len(), 1 << 20);
+        assert!(
+            t.store
+                .correlated("run-a", "corr-9")
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        assert!(
+            t.store
+                .correlated("run-c", "corr-1")
+                .await
+                .expect("read")
+                .is_empty()
+        );
+    }
+
     /// Sent events come back in send order, per run.
     pub async fn sent_events_round_trip(open: Open) {
         let t = open(FEED).await;
@@ -539,6 +580,7 @@ macro_rules! conformance_suite {
             lagged_subscriber_catches_up,
             concurrent_records_all_commit,
             payloads_and_headers_round_trip,
+            correlated_returns_one_events_observations,
             sent_events_round_trip,
             results_and_summary_round_trip,
             runs_newest_first,

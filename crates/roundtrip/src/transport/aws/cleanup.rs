@@ -97,29 +97,17 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
         });
     }
 
-    let buses = events
-        .list_event_buses()
-        .send()
-        .await
-        .map_err(|e| format!("list EventBridge buses: {}", service_error(&e)))?;
-    for bus in buses.event_buses() {
-        let Some(bus) = bus.name() else { continue };
-        let rules = events
-            .list_rules()
-            .event_bus_name(bus)
-            .name_prefix(OWNED_PREFIX)
-            .send()
-            .await
-            .map_err(|e| format!("list EventBridge rules on `{bus}`: {}", service_error(&e)))?;
-        for rule in rules.rules() {
-            let Some(name) = rule.name() else { continue };
-            let Some(age) = options.takes(name) else {
+    for bus in event_buses(&events).await? {
+        for name in owned_rules(&events, &bus).await? {
+            let Some(age) = options.takes(&name) else {
                 continue;
             };
             let outcome = if options.dry_run {
                 Ok(done(true))
             } else {
-                remove_rule(&events, bus, name).await.map(|()| done(false))
+                remove_rule(&events, &bus, &name)
+                    .await
+                    .map(|()| done(false))
             };
             swept.push(Swept {
                 kind: "eventbridge rule",
@@ -130,13 +118,18 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
         }
     }
 
-    let queues = sqs
+    let mut pages = sqs
         .list_queues()
         .queue_name_prefix(OWNED_PREFIX)
-        .send()
-        .await
-        .map_err(|e| format!("list SQS queues: {}", service_error(&e)))?;
-    for url in queues.queue_urls() {
+        .max_results(1000)
+        .into_paginator()
+        .send();
+    let mut urls = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| format!("list SQS queues: {}", service_error(&e)))?;
+        urls.extend(page.queue_urls().iter().cloned());
+    }
+    for url in urls {
         let name = url.rsplit('/').next().unwrap_or_default();
         let Some(age) = options.takes(name) else {
             continue;
@@ -145,7 +138,7 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
             Ok(done(true))
         } else {
             sqs.delete_queue()
-                .queue_url(url)
+                .queue_url(&url)
                 .send()
                 .await
                 .map(|_| done(false))
@@ -153,12 +146,63 @@ pub async fn sweep(options: &SweepOptions) -> Result<Vec<Swept>, String> {
         };
         swept.push(Swept {
             kind: "sqs queue",
-            name: url.clone(),
+            name: url,
             age,
             outcome,
         });
     }
     Ok(swept)
+}
+
+/// Every event bus's name, all pages.
+async fn event_buses(events: &aws_sdk_eventbridge::Client) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = events
+            .list_event_buses()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| format!("list EventBridge buses: {}", service_error(&e)))?;
+        names.extend(
+            page.event_buses()
+                .iter()
+                .filter_map(|b| b.name().map(str::to_owned)),
+        );
+        match page.next_token {
+            Some(next) if !next.is_empty() => token = Some(next),
+            _ => return Ok(names),
+        }
+    }
+}
+
+/// The names of the harness-owned rules on `bus`, all pages.
+async fn owned_rules(
+    events: &aws_sdk_eventbridge::Client,
+    bus: &str,
+) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = events
+            .list_rules()
+            .event_bus_name(bus)
+            .name_prefix(OWNED_PREFIX)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| format!("list EventBridge rules on `{bus}`: {}", service_error(&e)))?;
+        names.extend(
+            page.rules()
+                .iter()
+                .filter_map(|r| r.name().map(str::to_owned)),
+        );
+        match page.next_token {
+            Some(next) if !next.is_empty() => token = Some(next),
+            _ => return Ok(names),
+        }
+    }
 }
 
 async fn remove_rule(

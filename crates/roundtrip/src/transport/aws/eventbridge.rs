@@ -4,7 +4,7 @@
 //!
 //! Events carry no headers. The producer sends the body as the event's `detail` (a JSON
 //! object); the listener records the `detail` as the body and the envelope's `source`,
-//! `detail-type`, `id` and `time` as `eventbridge-*` headers.
+//! `detail-type`, `id`, `time`, `account` and `region` as `eventbridge-*` headers.
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
@@ -14,7 +14,7 @@ use roundtrip_core::model::EventBridgeChannel;
 use serde_json::Value;
 use tokio::sync::{OnceCell, oneshot};
 
-use super::queue::{self, Decode, Decoded, QueueSource};
+use super::queue::{self, Decode, Decoded, OwnedQueue, QueueSource, Teardown as _};
 use super::sns::with_cleanup;
 use crate::aws::{describe_endpoint, error_code, load_config, owned_name, service_error};
 use crate::transport::conn::{rejected, start_error, unreachable};
@@ -119,13 +119,7 @@ impl Producer for EventBridgeProducer {
             .entries(entry)
             .send()
             .await
-            .map_err(|e| {
-                if e.as_service_error().is_some() {
-                    rejected(&self.channel, service_error(&e))
-                } else {
-                    unreachable(&self.channel, service_error(&e))
-                }
-            })?;
+            .map_err(|e| super::send_error(&self.channel, &e))?;
         let Some(result) = out.entries().first() else {
             return Err(rejected(&self.channel, "EventBridge returned no result"));
         };
@@ -191,7 +185,7 @@ struct Envelope;
 
 impl Decode for Envelope {
     async fn decode(&self, message: &Message) -> Decoded {
-        Decoded::Record(vec![envelope(message)])
+        Decoded::Record(vec![envelope(message)], Vec::new())
     }
 }
 
@@ -217,7 +211,7 @@ fn envelope(message: &Message) -> Received {
 }
 
 #[derive(Debug)]
-struct Owned {
+pub(crate) struct Owned {
     events: Client,
     sqs: aws_sdk_sqs::Client,
     bus: String,
@@ -225,7 +219,7 @@ struct Owned {
     queue_url: String,
 }
 
-impl Owned {
+impl queue::Teardown for Owned {
     async fn remove(self) -> Vec<String> {
         let mut failures = Vec::new();
         if let Some(rule) = &self.rule {
@@ -271,7 +265,7 @@ impl Listener for EventBridgeListener {
         let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref())
             .await
             .map_err(fail)?;
-        let routed = route_to_owned_queue(
+        let (rule, routed) = route_to_owned_queue(
             &config,
             &spec.bus,
             spec.create,
@@ -281,7 +275,7 @@ impl Listener for EventBridgeListener {
         )
         .await
         .map_err(fail)?;
-        let endpoint = format!("{} rule {}", spec.bus, routed.rule);
+        let endpoint = format!("{} rule {rule}", spec.bus);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(routed.consume(sink, Envelope, stopped));
         Ok(RunningListener::new(
@@ -294,32 +288,9 @@ impl Listener for EventBridgeListener {
     }
 }
 
-/// A harness-owned rule routing matching events to a harness-owned queue.
-#[derive(Debug)]
-pub(crate) struct Routed {
-    pub rule: String,
-    source: QueueSource,
-    owned: Owned,
-}
-
-impl Routed {
-    /// Consumes the queue until `stop`, then removes the rule and the queue (failures to
-    /// remove are reported as gaps).
-    pub(crate) async fn consume<D: Decode>(
-        self,
-        sink: ObservationSink,
-        decode: D,
-        stop: oneshot::Receiver<()>,
-    ) {
-        queue::consume(self.source, sink.clone(), decode, stop).await;
-        for failure in self.owned.remove().await {
-            sink.gap(format!("cleanup: {failure}"));
-        }
-    }
-}
-
 /// Creates a queue and a rule of the listener's own on `bus` that routes events matching
-/// `pattern` to it; on failure removes whatever it created.
+/// `pattern` to it; on failure removes whatever it created. Returns the rule's name and
+/// the queue.
 pub(crate) async fn route_to_owned_queue(
     config: &aws_config::SdkConfig,
     bus: &str,
@@ -327,7 +298,7 @@ pub(crate) async fn route_to_owned_queue(
     pattern: &Value,
     run_id: &str,
     channel: &str,
-) -> Result<Routed, String> {
+) -> Result<(String, OwnedQueue<Owned>), String> {
     let endpoint = describe_endpoint(config);
     let events = Client::new(config);
     let sqs = aws_sdk_sqs::Client::new(config);
@@ -353,16 +324,13 @@ pub(crate) async fn route_to_owned_queue(
             failures,
         ));
     }
-    Ok(Routed {
-        rule: name,
-        source: QueueSource {
-            client: sqs,
-            url: queue_url,
-            wait_secs: 10,
-            visibility_secs: 30,
-        },
-        owned,
-    })
+    let source = QueueSource {
+        client: sqs,
+        url: queue_url,
+        wait_secs: 10,
+        visibility_secs: 30,
+    };
+    Ok((name, OwnedQueue { source, owned }))
 }
 
 async fn route(

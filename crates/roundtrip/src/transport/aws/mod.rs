@@ -25,3 +25,21 @@ pub use eventbridge::{
 pub use s3::{DEFAULT_POLL_MAX, POLL_MIN, S3Listener, S3Producer};
 pub use sns::{SnsListener, SnsProducer};
 pub use sqs::{SqsListener, SqsProducer};
+
+/// A failed send: a refusal when the service answered (rejected: a bad message, a missing
+/// queue), unreachable otherwise (connection, timeout, credentials).
+pub(crate) fn send_error<E, R>(
+    channel: &str,
+    error: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> crate::transport::ProduceError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let why = crate::aws::service_error(error);
+    if error.as_service_error().is_some() {
+        crate::transport::conn::rejected(channel, why)
+    } else {
+        crate::transport::conn::unreachable(channel, why)
+    }
+}

@@ -44,10 +44,15 @@ pub(crate) struct QueueSource {
 /// What one queue message becomes.
 #[derive(Debug)]
 pub(crate) enum Decoded {
-    /// Messages to record; the queue message is deleted once all are committed.
-    Record(Vec<Received>),
+    /// Messages to record; the queue message is deleted once all are committed. The
+    /// strings are gaps to report beside them (an object of the same notification that
+    /// was deleted before it could be read).
+    Record(Vec<Received>, Vec<String>),
     /// Not for this listener (an S3 test event, another bucket's object): deleted.
     Skip,
+    /// Can never be recorded (a notification that is not JSON, an object deleted before
+    /// it was read): reported as a gap and deleted, rather than retried forever.
+    Drop(String),
     /// Could not be decoded now (an object that could not be read): reported as a gap
     /// and left on the queue to come back.
     Retry(String),
@@ -65,7 +70,7 @@ pub(crate) struct Plain;
 
 impl Decode for Plain {
     async fn decode(&self, message: &Message) -> Decoded {
-        Decoded::Record(vec![plain(message)])
+        Decoded::Record(vec![plain(message)], Vec::new())
     }
 }
 
@@ -110,6 +115,36 @@ pub(crate) fn redelivered(message: &Message) -> bool {
         .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|n| n.parse::<u32>().ok())
         .is_some_and(|n| n > 1)
+}
+
+/// What a listener created for itself besides its queue (a subscription, a rule), and
+/// the queue: removed when the listener stops.
+pub(crate) trait Teardown: Send + 'static {
+    /// Removes everything; returns what could not be removed.
+    fn remove(self) -> impl Future<Output = Vec<String>> + Send;
+}
+
+/// A queue of the listener's own, with what feeds it.
+#[derive(Debug)]
+pub(crate) struct OwnedQueue<T> {
+    pub source: QueueSource,
+    pub owned: T,
+}
+
+impl<T: Teardown> OwnedQueue<T> {
+    /// Consumes the queue until `stop`, then removes what the listener created (failures
+    /// to remove are reported as gaps, and `roundtrip aws-cleanup` finds them later).
+    pub(crate) async fn consume<D: Decode>(
+        self,
+        sink: ObservationSink,
+        decode: D,
+        stop: oneshot::Receiver<()>,
+    ) {
+        consume(self.source, sink.clone(), decode, stop).await;
+        for failure in self.owned.remove().await {
+            sink.gap(format!("cleanup: {failure}"));
+        }
+    }
 }
 
 /// Receives from `source` until `stop` fires, recording into `sink`.
@@ -172,7 +207,10 @@ pub(crate) async fn consume<D: Decode>(
                 continue;
             };
             match decode.decode(message).await {
-                Decoded::Record(items) => {
+                Decoded::Record(items, gaps) => {
+                    for gap in gaps {
+                        sink.consumer_error(gap);
+                    }
                     let mut all = true;
                     // Recorded one after the other: the store assigns sequence numbers
                     // in arrival order.
@@ -187,6 +225,10 @@ pub(crate) async fn consume<D: Decode>(
                     }
                 }
                 Decoded::Skip => done.push(handle.to_owned()),
+                Decoded::Drop(why) => {
+                    sink.consumer_error(why);
+                    done.push(handle.to_owned());
+                }
                 Decoded::Retry(why) => sink.consumer_error(why),
             }
         }

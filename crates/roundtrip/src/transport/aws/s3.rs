@@ -32,7 +32,7 @@ use tokio::sync::{OnceCell, oneshot};
 
 use super::queue::{self, Decode, Decoded, QueueSource};
 use crate::aws::{describe_endpoint, error_code, load_config, service_error};
-use crate::transport::conn::{rejected, start_error, unreachable};
+use crate::transport::conn::{start_error, unreachable};
 use crate::transport::registry::PlanError;
 use crate::transport::{
     DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
@@ -163,13 +163,10 @@ impl Producer for S3Producer {
                 request = request.metadata(name, value);
             }
         }
-        request.send().await.map_err(|e| {
-            if e.as_service_error().is_some() {
-                rejected(&self.channel, service_error(&e))
-            } else {
-                unreachable(&self.channel, service_error(&e))
-            }
-        })?;
+        request
+            .send()
+            .await
+            .map_err(|e| super::send_error(&self.channel, &e))?;
         Ok(Receipt {
             detail: Some(format!("s3://{}/{key}", self.spec.bucket)),
         })
@@ -207,15 +204,31 @@ impl Filter {
     }
 }
 
+/// Why an object could not be read.
+#[derive(Debug)]
+enum ReadError {
+    /// It no longer exists: deleted before the listener read it.
+    Gone(String),
+    /// Anything else (worth retrying).
+    Failed(String),
+}
+
 /// Reads an object into a received message: body, metadata as headers, key.
-async fn read_object(client: &Client, bucket: &str, key: &str) -> Result<Received, String> {
+async fn read_object(client: &Client, bucket: &str, key: &str) -> Result<Received, ReadError> {
     let out = client
         .get_object()
         .bucket(bucket)
         .key(key)
         .send()
         .await
-        .map_err(|e| format!("read s3://{bucket}/{key}: {}", service_error(&e)))?;
+        .map_err(|e| {
+            let why = format!("read s3://{bucket}/{key}: {}", service_error(&e));
+            if error_code(&e) == Some("NoSuchKey") {
+                ReadError::Gone(format!("{why} (deleted before it was read; not recorded)"))
+            } else {
+                ReadError::Failed(why)
+            }
+        })?;
     let mut headers: Vec<(String, String)> = out
         .metadata()
         .into_iter()
@@ -231,7 +244,7 @@ async fn read_object(client: &Client, bucket: &str, key: &str) -> Result<Receive
         .body
         .collect()
         .await
-        .map_err(|e| format!("read s3://{bucket}/{key}: {e}"))?
+        .map_err(|e| ReadError::Failed(format!("read s3://{bucket}/{key}: {e}")))?
         .into_bytes()
         .to_vec();
     let mut received = Received::new(body, headers);
@@ -279,7 +292,7 @@ impl Listener for S3Listener {
             ));
         }
         if let Some(bus) = &spec.notifications_bus {
-            let routed = super::eventbridge::route_to_owned_queue(
+            let (_, routed) = super::eventbridge::route_to_owned_queue(
                 &config,
                 bus,
                 false,
@@ -300,7 +313,7 @@ impl Listener for S3Listener {
             ));
         }
         if let Some(topic) = &spec.notifications_topic {
-            let subscribed = super::sns::subscribe_owned_queue(
+            let (_, subscribed) = super::sns::subscribe_owned_queue(
                 &config,
                 topic,
                 spec.create,
@@ -426,7 +439,12 @@ async fn poll(
                         found = true;
                     }
                 }
-                Err(why) => sink.consumer_error(why),
+                // Listed, then deleted before it was read: nothing to come back for.
+                Err(ReadError::Gone(why)) => {
+                    seen.insert(key, etag);
+                    sink.consumer_error(why);
+                }
+                Err(ReadError::Failed(why)) => sink.consumer_error(why),
             }
         }
         delay = if found {
@@ -448,9 +466,9 @@ impl Decode for Notifications {
     async fn decode(&self, message: &Message) -> Decoded {
         let objects = match created_objects(message.body().unwrap_or_default()) {
             Ok(objects) => objects,
-            Err(why) => return Decoded::Retry(why),
+            Err(why) => return Decoded::Drop(why),
         };
-        let mut received = Vec::new();
+        let (mut received, mut gone) = (Vec::new(), Vec::new());
         for (bucket, key) in objects {
             if !self.filter.matches(&bucket, &key) {
                 continue;
@@ -460,13 +478,14 @@ impl Decode for Notifications {
                     r.redelivered = queue::redelivered(message);
                     received.push(r);
                 }
-                Err(why) => return Decoded::Retry(why),
+                Err(ReadError::Gone(why)) => gone.push(why),
+                Err(ReadError::Failed(why)) => return Decoded::Retry(why),
             }
         }
-        if received.is_empty() {
-            Decoded::Skip
-        } else {
-            Decoded::Record(received)
+        match (received.is_empty(), gone.is_empty()) {
+            (true, true) => Decoded::Skip,
+            (true, false) => Decoded::Drop(gone.join("; ")),
+            (false, _) => Decoded::Record(received, gone),
         }
     }
 }

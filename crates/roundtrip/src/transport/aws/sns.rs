@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use roundtrip_core::model::SnsChannel;
 use tokio::sync::{OnceCell, oneshot};
 
-use super::queue::{self, Plain, QueueSource};
+use super::queue::{self, OwnedQueue, Plain, QueueSource, Teardown as _};
 use crate::aws::{describe_endpoint, load_config, owned_name, service_error};
 use crate::transport::conn::{rejected, start_error, unreachable};
 use crate::transport::registry::PlanError;
@@ -121,18 +121,21 @@ impl Producer for SnsProducer {
                 .map_err(|e| rejected(&self.channel, e.to_string()))?;
             request = request.message_attributes(name, value);
         }
-        if let Some(fifo) = &message.fifo {
+        if connected.arn.ends_with(".fifo") {
+            // As for SQS: the engine renders both; a message built elsewhere gets one
+            // ordered group and its correlation id as the deduplication id.
+            let (group, dedup) = match &message.fifo {
+                Some(fifo) => (fifo.group_id.as_str(), fifo.dedup_id.as_str()),
+                None => ("roundtrip", message.correlation_id.as_str()),
+            };
             request = request
-                .message_group_id(&fifo.group_id)
-                .message_deduplication_id(&fifo.dedup_id);
+                .message_group_id(group)
+                .message_deduplication_id(dedup);
         }
-        let sent = request.send().await.map_err(|e| {
-            if e.as_service_error().is_some() {
-                rejected(&self.channel, service_error(&e))
-            } else {
-                unreachable(&self.channel, service_error(&e))
-            }
-        })?;
+        let sent = request
+            .send()
+            .await
+            .map_err(|e| super::send_error(&self.channel, &e))?;
         Ok(Receipt {
             detail: sent.message_id,
         })
@@ -158,14 +161,14 @@ impl SnsListener {
 
 /// What an SNS listener created, to remove when it stops.
 #[derive(Debug)]
-struct Owned {
+pub(crate) struct Owned {
     sns: Client,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     subscription: Option<String>,
 }
 
-impl Owned {
+impl queue::Teardown for Owned {
     async fn remove(self) -> Vec<String> {
         let mut failures = Vec::new();
         if let Some(arn) = &self.subscription
@@ -188,7 +191,7 @@ impl Listener for SnsListener {
         let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref())
             .await
             .map_err(fail)?;
-        let subscribed = subscribe_owned_queue(
+        let (arn, subscribed) = subscribe_owned_queue(
             &config,
             &spec.topic,
             spec.create,
@@ -199,10 +202,9 @@ impl Listener for SnsListener {
         .await
         .map_err(fail)?;
         let (stop, stopped) = oneshot::channel();
-        let endpoint = subscribed.topic_arn.clone();
         let task = tokio::spawn(subscribed.consume(sink, Plain, stopped));
         Ok(RunningListener::new(
-            endpoint,
+            arn,
             "at-least-once",
             false,
             stop,
@@ -211,32 +213,9 @@ impl Listener for SnsListener {
     }
 }
 
-/// A harness-owned queue subscribed to a topic for one listener.
-#[derive(Debug)]
-pub(crate) struct Subscribed {
-    pub topic_arn: String,
-    source: QueueSource,
-    owned: Owned,
-}
-
-impl Subscribed {
-    /// Consumes the queue until `stop`, then removes the subscription and the queue
-    /// (failures to remove are reported as gaps).
-    pub(crate) async fn consume<D: queue::Decode>(
-        self,
-        sink: ObservationSink,
-        decode: D,
-        stop: oneshot::Receiver<()>,
-    ) {
-        queue::consume(self.source, sink.clone(), decode, stop).await;
-        for failure in self.owned.remove().await {
-            sink.gap(format!("cleanup: {failure}"));
-        }
-    }
-}
-
 /// Creates a queue of the listener's own and subscribes it to `topic` (raw delivery,
-/// with `filter_policy`); on failure removes whatever it created.
+/// with `filter_policy`); on failure removes whatever it created. Returns the topic's
+/// ARN and the queue.
 pub(crate) async fn subscribe_owned_queue(
     config: &aws_config::SdkConfig,
     topic: &str,
@@ -244,7 +223,7 @@ pub(crate) async fn subscribe_owned_queue(
     filter_policy: Option<&serde_json::Value>,
     run_id: &str,
     channel: &str,
-) -> Result<Subscribed, String> {
+) -> Result<(String, OwnedQueue<Owned>), String> {
     let endpoint = describe_endpoint(config);
     let sns = Client::new(config);
     let sqs = aws_sdk_sqs::Client::new(config);
@@ -272,16 +251,13 @@ pub(crate) async fn subscribe_owned_queue(
             return Err(with_cleanup(format!("SNS at {endpoint}: {e}"), failures));
         }
     }
-    Ok(Subscribed {
-        topic_arn: arn,
-        source: QueueSource {
-            client: sqs,
-            url: queue_url,
-            wait_secs: 10,
-            visibility_secs: 30,
-        },
-        owned,
-    })
+    let source = QueueSource {
+        client: sqs,
+        url: queue_url,
+        wait_secs: 10,
+        visibility_secs: 30,
+    };
+    Ok((arn, OwnedQueue { source, owned }))
 }
 
 async fn subscribe(

@@ -8,7 +8,7 @@ use roundtrip_core::model::SqsChannel;
 use tokio::sync::{OnceCell, oneshot};
 
 use super::queue::{self, Plain, QueueSource};
-use crate::aws::{describe_endpoint, load_config, service_error};
+use crate::aws::{describe_endpoint, load_config};
 use crate::transport::conn::{rejected, start_error, unreachable};
 use crate::transport::registry::PlanError;
 use crate::transport::{
@@ -101,13 +101,10 @@ impl Producer for SqsProducer {
                 .message_group_id(group)
                 .message_deduplication_id(dedup);
         }
-        let sent = request.send().await.map_err(|e| {
-            if e.as_service_error().is_some() {
-                rejected(&self.channel, service_error(&e))
-            } else {
-                unreachable(&self.channel, service_error(&e))
-            }
-        })?;
+        let sent = request
+            .send()
+            .await
+            .map_err(|e| super::send_error(&self.channel, &e))?;
         Ok(Receipt {
             detail: sent.message_id,
         })
@@ -140,7 +137,10 @@ pub(crate) fn timings(
         i32::try_from(d.0.as_secs().max(1)).unwrap_or(i32::MAX)
     };
     (
-        wait.map_or(10, |w| i32::try_from(w.0.as_secs().min(20)).unwrap_or(20)),
+        // At least 1 s: 0 would be short polling, a loop that never waits.
+        wait.map_or(10, |w| {
+            i32::try_from(w.0.as_secs().clamp(1, 20)).unwrap_or(20)
+        }),
         visibility.map_or(30, secs),
     )
 }
