@@ -107,7 +107,7 @@ pub struct ReportArgs {
     /// The run id (see `roundtrip runs`); `latest` for the most recent run.
     pub run_id: String,
     /// Also list every observation of the event with this correlation id: what it
-    /// caused, on every channel, in order of arrival.
+    /// caused, on every channel, in the store's sequence order.
     #[arg(long, value_name = "ID")]
     pub correlation: Option<String>,
     #[command(flatten)]

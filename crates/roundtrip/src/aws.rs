@@ -77,7 +77,14 @@ pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
     }
     let text = parts.join(": ");
     let lower = text.to_lowercase();
-    if lower.contains("loading credentials") || lower.contains("no credentials") {
+    if [
+        "loading credentials",
+        "no credentials",
+        "provided credentials",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
         return format!(
             "{text}; no AWS credentials were found: set AWS_ACCESS_KEY_ID and \
              AWS_SECRET_ACCESS_KEY (any values for an emulator), AWS_PROFILE, or run with an \
@@ -215,6 +222,11 @@ mod tests {
         );
         let e = std::io::Error::other("AccessDenied");
         assert_eq!(describe_error(&e), "AccessDenied");
+        let e = std::io::Error::other(
+            "dispatch failure: the credential provider was not enabled: no providers in chain \
+             provided credentials",
+        );
+        assert!(describe_error(&e).contains("no AWS credentials were found"));
         let e =
             std::io::Error::other("dispatch failure: an error occurred while loading credentials");
         assert!(

@@ -8,8 +8,9 @@
 //! Bucket, prefix, queue, topic and bus options are templates rendered once per run; an
 //! S3 object `key` and the SQS FIFO `group_id`/`dedup_id` are rendered per event.
 //!
-//! Listeners that need a queue of their own (SNS, EventBridge) create it for the run and
-//! remove it afterwards. Those harness-owned resources are named
+//! Listeners that need a queue of their own (SNS, EventBridge, and S3 with
+//! `notifications_topic` or `notifications_bus`) create it, with the subscription or rule
+//! that feeds it, for the run and remove them afterwards. Those harness-owned resources are named
 //! `roundtrip-h-<unix seconds>-<run>-<salt>-<channel>` so that a leftover one (after a crash) is
 //! recognisable, and `roundtrip aws-cleanup` removes it.
 
@@ -96,7 +97,7 @@ pub struct SqsChannel {
     /// twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_id: Option<String>,
-    /// Listener: how long one receive call waits for messages (long polling, at most
+    /// Listener: how long one receive call waits for messages (long polling, 1 s to
     /// 20 s; default 10 s). Not a poll interval: a message is returned the moment it
     /// arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]

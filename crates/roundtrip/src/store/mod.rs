@@ -142,7 +142,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// - `sqlite:PATH` or a plain path: an SQLite file (created, with parent directories);
 /// - `sqlite::memory:`: an in-memory SQLite store (tests);
 /// - `dynamodb://TABLE?region=…&endpoint=…&ttl=30d&create=true`: a DynamoDB table
-///   (feature `dynamodb`; see [`dynamodb`]);
+///   (feature `dynamodb`; see the `store::dynamodb` module);
 /// - `postgres://…`: a backend that needs a cargo feature (not built yet).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let unsupported = |scheme: &str| StoreError::Open {

@@ -397,6 +397,27 @@ pub(crate) fn attributes(
     Ok(all)
 }
 
+/// A message as SQS or SNS carry it: the body as text (base64 when it is not) and the
+/// headers as string attributes; refused when there are too many.
+pub(crate) fn text_message(
+    channel: &str,
+    message: &crate::transport::Outgoing,
+) -> Result<(String, Vec<(String, String)>), crate::transport::ProduceError> {
+    let (body, base64) = text_body(&message.body);
+    let attributes = attributes(&message.headers, base64)
+        .map_err(|e| crate::transport::conn::rejected(channel, e))?;
+    Ok((body, attributes))
+}
+
+/// The FIFO group and deduplication ids of a message: the ones the engine rendered, or,
+/// for a message built elsewhere, one ordered group and its correlation id.
+pub(crate) fn fifo_ids(message: &crate::transport::Outgoing) -> (&str, &str) {
+    match &message.fifo {
+        Some(fifo) => (fifo.group_id.as_str(), fifo.dedup_id.as_str()),
+        None => ("roundtrip", message.correlation_id.as_str()),
+    }
+}
+
 /// A body as SQS/SNS text: as it is when it is text SQS accepts, else base64 (and
 /// `true`).
 pub(crate) fn text_body(body: &[u8]) -> (String, bool) {

@@ -11,7 +11,7 @@
 //!   per-run `prefix`, gives each run only its own objects.
 //! - **listing** (polling, reported as such): the listener notes the objects already
 //!   there when it starts, then lists the bucket again and again, reading every new or
-//!   rewritten object. It lists again at once after finding something and backs off,
+//!   rewritten object. It lists again 50 ms after finding something and backs off,
 //!   with jitter, up to `poll_max` (default 1 s) while nothing comes. An object
 //!   rewritten twice between two listings is seen once: at-most-once.
 //!

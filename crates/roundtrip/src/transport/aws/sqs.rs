@@ -74,9 +74,7 @@ impl Producer for SqsProducer {
 
     async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
         let connected = self.connected().await?;
-        let (body, base64) = queue::text_body(&message.body);
-        let attributes =
-            queue::attributes(&message.headers, base64).map_err(|e| rejected(&self.channel, e))?;
+        let (body, attributes) = queue::text_message(&self.channel, &message)?;
         let mut request = connected
             .client
             .send_message()
@@ -91,12 +89,7 @@ impl Producer for SqsProducer {
             request = request.message_attributes(name, value);
         }
         if self.spec.is_fifo() {
-            // The engine renders both per event; a message built elsewhere gets one
-            // ordered group and its correlation id as the deduplication id.
-            let (group, dedup) = match &message.fifo {
-                Some(fifo) => (fifo.group_id.as_str(), fifo.dedup_id.as_str()),
-                None => ("roundtrip", message.correlation_id.as_str()),
-            };
+            let (group, dedup) = queue::fifo_ids(&message);
             request = request
                 .message_group_id(group)
                 .message_deduplication_id(dedup);
