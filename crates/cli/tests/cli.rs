@@ -491,23 +491,35 @@ fn a_compiled_out_transport_is_a_usage_error_naming_the_feature() {
     );
 }
 
+/// Runs a suite that names an unreachable endpoint: exit 3 before anything is sent, with
+/// an error naming `endpoint` and ending in `hint`.
+#[cfg(any(feature = "nats", feature = "aws"))]
+fn assert_unreachable(channels: &str, endpoint: &str, hint: &str) {
+    let s = Scratch::new();
+    let suite = s.write(
+        "unreachable.yaml",
+        &format!(
+            "name: unreachable\nchannels:\n{channels}\nscenarios:\n  - name: s\n    send: [ {{ to: in, body: {{ a: 1 }} }} ]\n    expect: [ {{ on: out, none_within: 10ms }} ]\n"
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains(endpoint) && stderr(&o).contains(hint),
+        "{}",
+        explain(&o)
+    );
+}
+
 /// An unreachable broker ends the run before anything is sent: exit 3, naming the
 /// endpoint and how to start the local servers.
 #[cfg(feature = "nats")]
 #[test]
 fn an_unreachable_broker_is_a_harness_error() {
-    let s = Scratch::new();
-    let suite = s.write(
-        "nats.yaml",
-        "name: nats\nchannels:\n  out: { nats: { url: \"nats://127.0.0.1:1\", subject: s, connect_timeout: 2s } }\nscenarios:\n  - name: s\n    send: []\n    expect: [ { on: out, none_within: 10ms } ]\n",
-    );
-    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
-    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
-    assert!(
-        stderr(&o).contains("NATS at nats://127.0.0.1:1")
-            && stderr(&o).contains("is the server running and reachable from here?"),
-        "{}",
-        explain(&o)
+    assert_unreachable(
+        "  in: { dir: { path: inbox } }\n  out: { nats: { url: \"nats://127.0.0.1:1\", subject: s, connect_timeout: 2s } }",
+        "NATS at nats://127.0.0.1:1",
+        "is the server running and reachable from here?",
     );
 }
 
@@ -516,19 +528,17 @@ fn an_unreachable_broker_is_a_harness_error() {
 #[cfg(feature = "aws")]
 #[test]
 fn an_unreachable_aws_endpoint_is_a_harness_error() {
-    let s = Scratch::new();
-    let suite = s.write(
-        "sqs.yaml",
-        "name: sqs\nchannels:\n  in: { sqs: { queue: q, region: us-east-1, endpoint: \"http://127.0.0.1:1\" } }\n  out: { dir: { path: out } }\nscenarios:\n  - name: s\n    send: [ { to: in, body: { a: 1 } } ]\n    expect: [ { on: out, none_within: 10ms } ]\n",
+    assert_unreachable(
+        "  in: { sqs: { queue: q, region: us-east-1, endpoint: \"http://127.0.0.1:1\" } }\n  out: { dir: { path: out } }",
+        "SQS at http://127.0.0.1:1",
+        "is the endpoint running and reachable from here?",
     );
-    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
-    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
-    assert!(
-        stderr(&o).contains("SQS at http://127.0.0.1:1")
-            && stderr(&o).contains("is the endpoint running and reachable from here?"),
-        "{}",
-        explain(&o)
-    );
+}
+
+/// The AWS emulator the tests use (`scripts/services.sh start`).
+#[cfg(feature = "aws")]
+fn aws_endpoint() -> String {
+    std::env::var("ROUNDTRIP_AWS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned())
 }
 
 /// `aws-cleanup` on an endpoint with nothing left over says so and exits 0; an
@@ -536,8 +546,7 @@ fn an_unreachable_aws_endpoint_is_a_harness_error() {
 #[cfg(feature = "aws")]
 #[test]
 fn aws_cleanup_reports_what_it_found() {
-    let endpoint = std::env::var("ROUNDTRIP_AWS_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned());
+    let endpoint = aws_endpoint();
     let o = roundtrip(&[
         "aws-cleanup",
         "--endpoint",
@@ -588,8 +597,7 @@ fn a_bad_dynamodb_store_url_is_refused_clearly() {
 #[cfg(feature = "aws")]
 #[test]
 fn a_terminated_run_removes_its_aws_resources() {
-    let endpoint = std::env::var("ROUNDTRIP_AWS_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned());
+    let endpoint = aws_endpoint();
     let s = Scratch::new();
     let aws = format!("region: us-east-1, endpoint: \"{endpoint}\"");
     let suite = s.write(

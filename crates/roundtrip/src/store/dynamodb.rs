@@ -905,10 +905,7 @@ impl Store for DynamoStore {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Observation>> {
-        match self.feed.upgrade() {
-            Some(feed) => feed.subscribe(),
-            None => broadcast::channel(1).1,
-        }
+        super::follow(&self.feed)
     }
 
     async fn observations(

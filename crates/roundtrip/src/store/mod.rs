@@ -138,6 +138,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn close(&self) -> Result<(), StoreError>;
 }
 
+/// A receiver on a backend's feed; once the backend's writer stopped (the feed's only
+/// sender is gone), a feed that is already over.
+pub(crate) fn follow(
+    feed: &broadcast::WeakSender<Arc<Observation>>,
+) -> broadcast::Receiver<Arc<Observation>> {
+    match feed.upgrade() {
+        Some(feed) => feed.subscribe(),
+        None => broadcast::channel(1).1,
+    }
+}
+
 /// Opens the store named by `url`:
 /// - `sqlite:PATH` or a plain path: an SQLite file (created, with parent directories);
 /// - `sqlite::memory:`: an in-memory SQLite store (tests);

@@ -344,11 +344,7 @@ impl Store for SqliteStore {
     /// [`Store::observations`] from the last sequence number seen; after
     /// [`Store::close`] the receiver reports `RecvError::Closed`.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Observation>> {
-        match self.feed.upgrade() {
-            Some(feed) => feed.subscribe(),
-            // The writer has stopped: a feed that is already over.
-            None => broadcast::channel(1).1,
-        }
+        super::follow(&self.feed)
     }
 
     async fn observations(

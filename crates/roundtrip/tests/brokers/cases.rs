@@ -1761,3 +1761,34 @@ async fn aws_eventbridge_s3_listener_receives_only_its_prefix() {
     assert_eq!(first.key.as_deref(), Some("conformance/mine"));
     assert_eq!(bench.all().await.len(), 1);
 }
+
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_sns_filter_policy_lets_only_matching_messages_through() {
+    let case = sns_case().await;
+    let ChannelSpec::Sns(topic) = &case.listener else {
+        unreachable!("an SNS case")
+    };
+    let listener = ChannelSpec::Sns(SnsChannel {
+        filter_policy: Some(serde_json::json!({ "x-custom": ["seq-2"] })),
+        ..topic.clone()
+    });
+    let bench = checks::Bench::new(&case).await;
+    let mut feed = bench.store.subscribe();
+    let (running, _) = bench.listen(&listener).await;
+    let producer = bench.producer(&case.producer).await;
+    // `x-custom` is `seq-<n>`: the first does not match the policy, the second does.
+    for (id, seq) in [("filtered-out", 1), ("let-through", 2)] {
+        producer
+            .send(checks::message(id, seq, None))
+            .await
+            .expect("send");
+    }
+    let first = tokio::time::timeout(checks::PATIENCE, feed.recv())
+        .await
+        .expect("the matching message arrives")
+        .expect("feed open");
+    running.stop().await;
+    assert_eq!(first.correlation_id.as_deref(), Some("let-through"));
+    assert_eq!(bench.all().await.len(), 1);
+}

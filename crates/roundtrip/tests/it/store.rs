@@ -594,35 +594,179 @@ conformance_suite!(sqlite_file, super::sqlite_file);
 #[cfg(feature = "dynamodb")]
 conformance_suite!(dynamodb, super::dynamodb_table);
 
-/// A fresh table on the AWS emulator (`scripts/services.sh start` runs moto on
+/// Options for `table` on the AWS emulator (`scripts/services.sh start` runs moto on
 /// 127.0.0.1:5055; `ROUNDTRIP_AWS_ENDPOINT` points elsewhere). Credentials come from
 /// the standard chain: moto accepts any, e.g. `AWS_ACCESS_KEY_ID=test
 /// AWS_SECRET_ACCESS_KEY=test`.
 #[cfg(feature = "dynamodb")]
-fn dynamodb_table(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>> {
-    use roundtrip::store::dynamodb::{DynamoOptions, DynamoStore};
-    Box::pin(async move {
-        let endpoint = std::env::var("ROUNDTRIP_AWS_ENDPOINT")
-            .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned());
-        let table = format!("conformance-{}", uuid::Uuid::new_v4().simple());
-        let options = DynamoOptions {
-            region: Some("us-east-1".to_owned()),
-            endpoint: Some(endpoint),
-            feed_capacity,
-            ..DynamoOptions::from_url(&format!("dynamodb://{table}")).expect("a valid URL")
-        };
-        let store = DynamoStore::open_with(&options).await.unwrap_or_else(|e| {
+fn emulated_table(table: &str) -> roundtrip::store::dynamodb::DynamoOptions {
+    roundtrip::store::dynamodb::DynamoOptions {
+        region: Some("us-east-1".to_owned()),
+        endpoint: Some(
+            std::env::var("ROUNDTRIP_AWS_ENDPOINT")
+                .unwrap_or_else(|_| "http://127.0.0.1:5055".to_owned()),
+        ),
+        ..roundtrip::store::dynamodb::DynamoOptions::from_url(&format!("dynamodb://{table}"))
+            .expect("a valid URL")
+    }
+}
+
+#[cfg(feature = "dynamodb")]
+async fn open_dynamo(
+    options: &roundtrip::store::dynamodb::DynamoOptions,
+) -> roundtrip::store::dynamodb::DynamoStore {
+    roundtrip::store::dynamodb::DynamoStore::open_with(options)
+        .await
+        .unwrap_or_else(|e| {
             panic!(
                 "open a DynamoDB table on the emulator (is moto running, and are \
                  AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set?): {}",
                 error_chain(&e)
             )
-        });
+        })
+}
+
+/// A fresh table on the emulator.
+#[cfg(feature = "dynamodb")]
+fn dynamodb_table(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>> {
+    Box::pin(async move {
+        let table = format!("conformance-{}", uuid::Uuid::new_v4().simple());
+        let options = roundtrip::store::dynamodb::DynamoOptions {
+            feed_capacity,
+            ..emulated_table(&table)
+        };
         TestStore {
-            store: Arc::new(store),
+            store: Arc::new(open_dynamo(&options).await),
             _guard: None,
         }
     })
+}
+
+/// The DynamoDB backend's own behaviour: TTL, several writers on one table.
+#[cfg(feature = "dynamodb")]
+mod dynamodb_backend {
+    use super::*;
+    use aws_sdk_dynamodb::types::TimeToLiveStatus;
+    use roundtrip::store::dynamodb::TTL_ATTRIBUTE;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_item_expires_after_the_configured_lifetime() {
+        let table = format!("ttl-{}", uuid::Uuid::new_v4().simple());
+        let options = roundtrip::store::dynamodb::DynamoOptions {
+            ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+            ..emulated_table(&table)
+        };
+        let store = open_dynamo(&options).await;
+        new_run(&store, "run-a").await;
+        let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        store
+            .record(observation("run-a", 1, big))
+            .await
+            .expect("record");
+        store
+            .record_sent(&SentEvent {
+                run_id: "run-a".to_owned(),
+                scenario: "s".to_owned(),
+                index: 0,
+                channel: "in".to_owned(),
+                correlation_id: "corr-1".to_owned(),
+                sent_at: 1,
+                sent_mono: 1,
+                size: 1,
+                error: None,
+            })
+            .await
+            .expect("record sent");
+
+        let config =
+            roundtrip::aws::load_config(options.region.as_deref(), options.endpoint.as_deref())
+                .await
+                .expect("configuration");
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        let ttl = client
+            .describe_time_to_live()
+            .table_name(&table)
+            .send()
+            .await
+            .expect("describe TTL")
+            .time_to_live_description
+            .expect("a TTL description");
+        assert_eq!(ttl.time_to_live_status, Some(TimeToLiveStatus::Enabled));
+        assert_eq!(ttl.attribute_name.as_deref(), Some(TTL_ATTRIBUTE));
+
+        // Every page: a scan stops at 1 MB, and the payload parts are 350 KiB each.
+        let items: Vec<_> = client
+            .scan()
+            .table_name(&table)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .expect("scan");
+        let keys: Vec<&str> = items
+            .iter()
+            .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str))
+            .collect();
+        // The run, the sent event, the observation and its two payload parts.
+        assert_eq!(items.len(), 5, "{keys:?}");
+        let in_a_week = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            + 7 * 24 * 3600;
+        for item in &items {
+            let expires: u64 = item
+                .get(TTL_ATTRIBUTE)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("an item without a numeric {TTL_ATTRIBUTE}: {keys:?}"));
+            assert!(
+                expires.abs_diff(in_a_week) < 120,
+                "expires at {expires}, not in a week ({in_a_week})"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_recording_into_one_run_lose_nothing() {
+        let table = format!("writers-{}", uuid::Uuid::new_v4().simple());
+        let options = emulated_table(&table);
+        let first = Arc::new(open_dynamo(&options).await);
+        let second = Arc::new(open_dynamo(&options).await);
+        new_run(&*first, "run-a").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (w, store) in [(0u64, Arc::clone(&first)), (1, Arc::clone(&second))] {
+            for i in 0..100u64 {
+                let store = Arc::clone(&store);
+                tasks.spawn(async move {
+                    store
+                        .record(json_observation("run-a", w * 1000 + i))
+                        .await
+                        .expect("record")
+                        .seq
+                });
+            }
+        }
+        let seqs: HashSet<u64> = tasks.join_all().await.into_iter().collect();
+        assert_eq!(
+            seqs.len(),
+            200,
+            "two writers were given the same sequence number"
+        );
+        for reader in [&first, &second] {
+            let stored = reader
+                .observations("run-a", 0, usize::MAX)
+                .await
+                .expect("read");
+            let ids: HashSet<String> = stored
+                .iter()
+                .filter_map(|o| o.correlation_id.clone())
+                .collect();
+            assert_eq!((stored.len(), ids.len()), (200, 200));
+            assert_eq!(stored.iter().map(|o| o.seq).collect::<HashSet<_>>(), seqs);
+        }
+    }
 }
 
 /// The SQLite backend's own behaviour: files, schema versions, errors.

@@ -12,7 +12,7 @@ use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use roundtrip_core::model::EventBridgeChannel;
 use serde_json::Value;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
 use super::queue::{self, Decode, Decoded, OwnedQueue, QueueSource, Teardown as _};
 use super::sns::with_cleanup;
@@ -276,15 +276,7 @@ impl Listener for EventBridgeListener {
         .await
         .map_err(fail)?;
         let endpoint = format!("{} rule {rule}", spec.bus);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(routed.consume(sink, Envelope, stopped));
-        Ok(RunningListener::new(
-            endpoint,
-            "at-least-once",
-            false,
-            stop,
-            task,
-        ))
+        Ok(routed.listen(endpoint, sink, Envelope))
     }
 }
 
@@ -324,12 +316,7 @@ pub(crate) async fn route_to_owned_queue(
             failures,
         ));
     }
-    let source = QueueSource {
-        client: sqs,
-        url: queue_url,
-        wait_secs: 10,
-        visibility_secs: 30,
-    };
+    let source = QueueSource::new(sqs, queue_url);
     Ok((name, OwnedQueue { source, owned }))
 }
 

@@ -41,6 +41,18 @@ pub(crate) struct QueueSource {
     pub visibility_secs: i32,
 }
 
+impl QueueSource {
+    /// A queue consumed with the listeners' defaults: 10 s long polls, 30 s visibility.
+    pub(crate) fn new(client: Client, url: String) -> QueueSource {
+        QueueSource {
+            client,
+            url,
+            wait_secs: 10,
+            visibility_secs: 30,
+        }
+    }
+}
+
 /// What one queue message becomes.
 #[derive(Debug)]
 pub(crate) enum Decoded {
@@ -131,7 +143,26 @@ pub(crate) struct OwnedQueue<T> {
     pub owned: T,
 }
 
+/// A queue the listener does not own (the user's): nothing to remove.
+impl Teardown for () {
+    async fn remove(self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 impl<T: Teardown> OwnedQueue<T> {
+    /// Starts consuming (at-least-once: deleted after commit) and wraps the task.
+    pub(crate) fn listen<D: Decode>(
+        self,
+        endpoint: String,
+        sink: ObservationSink,
+        decode: D,
+    ) -> crate::transport::RunningListener {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(self.consume(sink, decode, stopped));
+        crate::transport::RunningListener::new(endpoint, "at-least-once", false, stop, task)
+    }
+
     /// Consumes the queue until `stop`, then removes what the listener created (failures
     /// to remove are reported as gaps, and `roundtrip aws-cleanup` finds them later).
     pub(crate) async fn consume<D: Decode>(

@@ -30,7 +30,7 @@ use roundtrip_core::model::S3Channel;
 use serde_json::Value;
 use tokio::sync::{OnceCell, oneshot};
 
-use super::queue::{self, Decode, Decoded, QueueSource};
+use super::queue::{self, Decode, Decoded, OwnedQueue, QueueSource};
 use crate::aws::{describe_endpoint, error_code, load_config, service_error};
 use crate::transport::conn::{start_error, unreachable};
 use crate::transport::registry::PlanError;
@@ -269,27 +269,21 @@ impl Listener for S3Listener {
             suffix: spec.suffix.clone().unwrap_or_default(),
         };
         let location = format!("s3://{}/{}", filter.bucket, filter.prefix);
-        let (stop, stopped) = oneshot::channel();
+        let decode = Notifications {
+            client: client.clone(),
+            filter: filter.clone(),
+        };
         if let Some(queue_name) = &spec.notifications {
             let sqs = aws_sdk_sqs::Client::new(&config);
             let url = queue::queue_url(&sqs, queue_name, false)
                 .await
                 .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
-            let source = QueueSource {
-                client: sqs,
-                url,
-                wait_secs: 10,
-                visibility_secs: 30,
+            // The user's queue: nothing of the listener's own to remove.
+            let queue = OwnedQueue {
+                source: QueueSource::new(sqs, url),
+                owned: (),
             };
-            let decode = Notifications { client, filter };
-            let task = tokio::spawn(queue::consume(source, sink, decode, stopped));
-            return Ok(RunningListener::new(
-                location,
-                "at-least-once",
-                false,
-                stop,
-                task,
-            ));
+            return Ok(queue.listen(location, sink, decode));
         }
         if let Some(bus) = &spec.notifications_bus {
             let (_, routed) = super::eventbridge::route_to_owned_queue(
@@ -302,15 +296,7 @@ impl Listener for S3Listener {
             )
             .await
             .map_err(fail)?;
-            let decode = Notifications { client, filter };
-            let task = tokio::spawn(routed.consume(sink, decode, stopped));
-            return Ok(RunningListener::new(
-                location,
-                "at-least-once",
-                false,
-                stop,
-                task,
-            ));
+            return Ok(routed.listen(location, sink, decode));
         }
         if let Some(topic) = &spec.notifications_topic {
             let (_, subscribed) = super::sns::subscribe_owned_queue(
@@ -323,16 +309,9 @@ impl Listener for S3Listener {
             )
             .await
             .map_err(fail)?;
-            let decode = Notifications { client, filter };
-            let task = tokio::spawn(subscribed.consume(sink, decode, stopped));
-            return Ok(RunningListener::new(
-                location,
-                "at-least-once",
-                false,
-                stop,
-                task,
-            ));
+            return Ok(subscribed.listen(location, sink, decode));
         }
+        let (stop, stopped) = oneshot::channel();
         let seen = list(&client, &filter)
             .await
             .map_err(|e| fail(format!("S3 at {endpoint}: {e}")))?;

@@ -7,7 +7,7 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use roundtrip_core::model::SnsChannel;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
 use super::queue::{self, OwnedQueue, Plain, QueueSource, Teardown as _};
 use crate::aws::{describe_endpoint, load_config, owned_name, service_error};
@@ -194,15 +194,7 @@ impl Listener for SnsListener {
         )
         .await
         .map_err(fail)?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(subscribed.consume(sink, Plain, stopped));
-        Ok(RunningListener::new(
-            arn,
-            "at-least-once",
-            false,
-            stop,
-            task,
-        ))
+        Ok(subscribed.listen(arn, sink, Plain))
     }
 }
 
@@ -244,12 +236,7 @@ pub(crate) async fn subscribe_owned_queue(
             return Err(with_cleanup(format!("SNS at {endpoint}: {e}"), failures));
         }
     }
-    let source = QueueSource {
-        client: sqs,
-        url: queue_url,
-        wait_secs: 10,
-        visibility_secs: 30,
-    };
+    let source = QueueSource::new(sqs, queue_url);
     Ok((arn, OwnedQueue { source, owned }))
 }
 

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use roundtrip_core::model::SqsChannel;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
-use super::queue::{self, Plain, QueueSource};
+use super::queue::{self, OwnedQueue, Plain, QueueSource};
 use crate::aws::{describe_endpoint, load_config};
 use crate::transport::conn::{rejected, start_error, unreachable};
 use crate::transport::registry::PlanError;
@@ -147,7 +147,6 @@ impl Listener for SqsListener {
             .map_err(|e| start_error(&self.channel, e.clone(), e))?;
         let url = queue::queue_url(&client, &spec.queue, spec.create)
             .await
-            .map(|u| u.to_owned())
             .map_err(|e| {
                 let message = format!("SQS at {endpoint}: {e}");
                 start_error(&self.channel, message.clone(), message)
@@ -159,14 +158,7 @@ impl Listener for SqsListener {
             wait_secs,
             visibility_secs,
         };
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(queue::consume(source, sink, Plain, stopped));
-        Ok(RunningListener::new(
-            url,
-            "at-least-once",
-            false,
-            stop,
-            task,
-        ))
+        let queue = OwnedQueue { source, owned: () };
+        Ok(queue.listen(url, sink, Plain))
     }
 }
