@@ -401,6 +401,45 @@ fn an_unwritable_store_is_a_harness_error() {
 }
 
 #[test]
+fn an_expectation_whose_event_was_never_sent_is_not_sent_never_passed() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "unsent.yaml",
+        r#"
+name: unsent
+channels:
+  in: { http: { url: "http://127.0.0.1:1/events" } }
+  out: { webhook: { listen: "127.0.0.1:0", path: /out } }
+scenarios:
+  - name: the send fails
+    send: [ { to: in, body: { a: 1 }, repeat: 3 } ]
+    expect:
+      - { on: out, none_within: 10ms }
+      - { on: out, within: 10ms }
+"#,
+    );
+    let json = s.path("report.json");
+    let o = roundtrip(&["run", &suite, "--store", &s.store(), "--json", &json]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(!out.contains('✓'), "nothing passed: {}", explain(&o));
+    assert!(out.contains("[not-sent]"), "{}", explain(&o));
+    assert!(
+        out.contains("not-sent on 3 of 3 events (#0, #1 and #2)"),
+        "{}",
+        explain(&o)
+    );
+    let report = json_report(&json);
+    let scenario = &report["runs"][0]["scenarios"][0];
+    assert_eq!(scenario["status"], "error", "{report:#}");
+    for e in scenario["expectations"].as_array().expect("expectations") {
+        assert_eq!(e["outcome"]["status"], "failed", "{report:#}");
+        assert_eq!(e["outcome"]["kind"], "not-sent", "{report:#}");
+        assert_eq!(e["outcome"]["events"][0]["count"], 3, "{report:#}");
+    }
+}
+
+#[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();
     let o = roundtrip(&["report", "0190-no-such-run", "--store", &s.store()]);

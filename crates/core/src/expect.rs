@@ -19,27 +19,37 @@
 //!
 //! # Semantics (per sent event, the SLA measured from that event's send)
 //!
+//! Every event gets a standing of its own (satisfied, or failed with one kind); the
+//! expectation is decided once sends are complete and every event has its standing. A
+//! failure then accounts for every event: one clause per kind (`lost on 15 of 20 events
+//! (#5, #6, …)`), in the order lost, too-few, sla-exceeded, duplicate, reordered,
+//! unexpected-arrival, not-sent, the first naming the verdict's kind, and a
+//! [`KindTally`] per kind with the events' indices.
+//!
 //! - **`at_least: M`** (default 1) with `within: W`: a matching observation arriving at
 //!   or before `s + W` is in time. An event is satisfied by M in-time matches; the
 //!   expectation passes as soon as sends are complete and every event is satisfied.
-//! - **`count: N`** with `within: W`: like `at_least`, but an (N+1)th matching
-//!   observation of one event (in time or in the grace period) fails at once with
-//!   [`FailureKind::Duplicate`], and passing waits until every event's window has
-//!   ended (whole-window semantics). `count: 0` is an absence check.
+//! - **`count: N`** with `within: W`: like `at_least`, but exactly-once holds after the
+//!   SLA too: matching arrivals are counted until the grace period ends (`s + W + G`),
+//!   an (N+1)th fails the event as [`FailureKind::Duplicate`], and an event is
+//!   satisfied only when its grace period is over. `count: 0` is an absence check.
 //! - **Grace** `G` (`grace`, default `W` capped at 10 s): an event still unsatisfied when
 //!   its window ends is given until `s + W + G`. A late arrival in that period fails the
-//!   expectation at once ([`FailureKind::SlaExceeded`], "exceeded by X"); at the end of
-//!   the grace period the event fails as [`FailureKind::TooFew`] (some, not enough, in
-//!   time) or [`FailureKind::Lost`] (nothing). Arrivals after the grace period are
-//!   ignored.
-//! - **`none_within: W`**: a matching observation arriving at or before `s + W` fails at
-//!   once ([`FailureKind::UnexpectedArrival`]); the expectation passes once sends are
-//!   complete and every window has ended.
+//!   event ([`FailureKind::SlaExceeded`], "exceeded by X"); at the end of the grace
+//!   period an unsatisfied event fails as [`FailureKind::TooFew`] (some, not enough, in
+//!   time) or [`FailureKind::Lost`] (nothing). Arrivals after the grace period do not
+//!   count; while the expectation is still undecided, a lost event's first one is named
+//!   with how late it was.
+//! - **`none_within: W`**: a matching observation arriving at or before `s + W` fails the
+//!   event ([`FailureKind::UnexpectedArrival`]); an event is satisfied when its window
+//!   has ended. Arrivals after the window are not failures.
 //! - **`ordered_by: PATH`**: matching observations are grouped by the JSON value at PATH
 //!   (observations without it are not ordered); within a group, arrivals must follow the
-//!   events' send order (index). A later-sent event's output arriving strictly before an
-//!   earlier-sent event's output fails with [`FailureKind::Reordered`]; equal arrival
-//!   times are not a violation.
+//!   events' send order (index). An earlier-sent event whose output arrives strictly
+//!   after a later-sent event's fails as [`FailureKind::Reordered`]; equal arrival times
+//!   are not a violation.
+//! - An event whose send failed ([`ExpectationMachine::on_not_sent`]) fails as
+//!   [`FailureKind::NotSent`]: nothing can be expected of it, so it never passes.
 //! - Zero events with sends complete: presence and absence checks both pass.
 //!
 //! Observations whose correlation id was not registered with
@@ -56,21 +66,24 @@ use std::time::Duration;
 
 use serde_json_path::JsonPath;
 
+use crate::escape::escape_text;
 use crate::latency::format_ns;
 use crate::matcher::{Matcher, MatcherError, short_json};
 use crate::model::Expectation;
 use crate::observation::{MonoNanos, Observation, UnixNanos};
 use crate::verdict::{
-    Evidence, ExpectationVerdict, Failure, FailureKind, FieldDiff, NearMiss, ObservationBrief,
-    Outcome,
+    Evidence, ExpectationVerdict, Failure, FailureKind, FieldDiff, KindTally, NearMiss,
+    ObservationBrief, Outcome,
 };
 
 /// How many of the most recent observations a failure shows.
 const LAST_KEPT: usize = 5;
 /// How many characters of a payload an evidence brief shows.
 const EXCERPT_CHARS: usize = 160;
-/// How many correlation ids a message names before "and N more".
-const IDS_NAMED: usize = 3;
+/// How many event indices a message names before "and N more".
+const EVENTS_NAMED: usize = 10;
+/// How many event indices a failure's tally keeps per kind (the count is always exact).
+const TALLY_KEPT: usize = 10_000;
 /// How many offending observations a failure lists at most.
 const OFFENDING_KEPT: usize = 20;
 /// The default grace period is the SLA, at most this.
@@ -111,16 +124,41 @@ impl Mode {
     }
 }
 
+/// Where one event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Not decided yet.
+    Open,
+    /// Everything expected of it happened.
+    Satisfied,
+    /// It failed, for this reason.
+    Failed(FailureKind),
+}
+
 #[derive(Debug)]
 struct EventState {
     correlation_id: String,
     index: u64,
     sent_mono: MonoNanos,
     sent_at: UnixNanos,
+    standing: Standing,
     /// Matching arrivals in time.
     in_time: u32,
-    /// Matching arrivals in time or in the grace period, for duplicate evidence.
+    /// Matching arrivals in time or in the grace period (duplicate evidence), at most
+    /// `need + OFFENDING_KEPT`.
     counted: Vec<ObservationBrief>,
+    /// Matching arrivals in time or in the grace period, all of them.
+    counted_total: u64,
+    /// The latency of the arrival that decided a failure (late, unexpected), if any.
+    failed_latency: Option<u64>,
+    /// The observations that explain its failure.
+    offending: Vec<ObservationBrief>,
+    /// The first matching arrival after the grace period (for a lost event: how late).
+    after_grace: Option<u64>,
+    /// The explanation of a reordering, which involves a second event.
+    detail: Option<String>,
+    /// The time at which its standing is decided at the latest (`deadlines` key).
+    deadline: Option<MonoNanos>,
 }
 
 impl EventState {
@@ -165,12 +203,10 @@ pub struct ExpectationMachine {
     sends_complete: bool,
     /// The latest time given to `on_tick`.
     clock: MonoNanos,
-    /// Presence: events with fewer than `need` in-time matches.
-    unsatisfied: usize,
-    /// Presence: `(s + W + G + 1, slot)` of each unsatisfied event.
-    grace_ends: BTreeSet<(MonoNanos, usize)>,
-    /// The latest window end (inclusive) over all events.
-    last_window_end: Option<MonoNanos>,
+    /// Events whose standing is still open.
+    open: usize,
+    /// `(time, slot)`: when each open event is decided at the latest.
+    deadlines: BTreeSet<(MonoNanos, usize)>,
     order_marks: HashMap<String, OrderMark>,
 
     matched: u64,
@@ -247,9 +283,8 @@ impl ExpectationMachine {
             by_id: HashMap::new(),
             sends_complete: false,
             clock: 0,
-            unsatisfied: 0,
-            grace_ends: BTreeSet::new(),
-            last_window_end: None,
+            open: 0,
+            deadlines: BTreeSet::new(),
             order_marks: HashMap::new(),
             matched: 0,
             latencies: Vec::new(),
@@ -266,6 +301,24 @@ impl ExpectationMachine {
         Ok(m)
     }
 
+    fn new_event(&self, correlation_id: &str, index: u64) -> EventState {
+        EventState {
+            correlation_id: correlation_id.to_owned(),
+            index,
+            sent_mono: 0,
+            sent_at: 0,
+            standing: Standing::Open,
+            in_time: 0,
+            counted: Vec::new(),
+            counted_total: 0,
+            failed_latency: None,
+            offending: Vec::new(),
+            after_grace: None,
+            detail: None,
+            deadline: None,
+        }
+    }
+
     /// Registers a sent event: from now on, observations with its correlation id are
     /// judged against its send time. A correlation id registered twice is ignored.
     pub fn on_sent(&mut self, sent: SentRef<'_>) {
@@ -273,32 +326,45 @@ impl ExpectationMachine {
             return;
         }
         let slot = self.events.len();
-        let ev = EventState {
-            correlation_id: sent.correlation_id.to_owned(),
-            index: sent.index,
-            sent_mono: sent.sent_mono,
-            sent_at: sent.sent_at,
-            in_time: 0,
-            counted: Vec::new(),
-        };
+        let mut ev = self.new_event(sent.correlation_id, sent.index);
+        ev.sent_mono = sent.sent_mono;
+        ev.sent_at = sent.sent_at;
         let end = ev.window_end(self.mode);
-        self.last_window_end = Some(self.last_window_end.map_or(end, |e| e.max(end)));
-        if let Mode::Presence { grace, need, .. } = self.mode
-            && need > 0
-        {
-            self.unsatisfied += 1;
-            self.grace_ends
-                .insert((end.saturating_add(grace).saturating_add(1), slot));
+        // The last instant at which an arrival still counts, plus one.
+        let decided_at = match self.mode {
+            Mode::Presence { grace, .. } => end.saturating_add(grace).saturating_add(1),
+            Mode::Absence { .. } => end.saturating_add(1),
+        };
+        let satisfied_at_once = matches!(self.mode, Mode::Presence { need: 0, .. });
+        if satisfied_at_once {
+            ev.standing = Standing::Satisfied;
+        } else {
+            ev.deadline = Some(decided_at);
+            self.deadlines.insert((decided_at, slot));
+            self.open += 1;
         }
         self.by_id.insert(ev.correlation_id.clone(), slot);
         self.events.push(ev);
     }
 
+    /// Registers an event whose send failed: nothing can be expected of it, so it counts
+    /// as [`FailureKind::NotSent`], never as passed.
+    pub fn on_not_sent(&mut self, correlation_id: &str, index: u64) {
+        if self.verdict.is_some() || self.by_id.contains_key(correlation_id) {
+            return;
+        }
+        let mut ev = self.new_event(correlation_id, index);
+        ev.standing = Standing::Failed(FailureKind::NotSent);
+        self.by_id
+            .insert(ev.correlation_id.clone(), self.events.len());
+        self.events.push(ev);
+    }
+
     /// No more events will be sent. `now` is not used to judge deadlines (see the module
-    /// docs); an `at_least` expectation whose events are all satisfied passes here.
+    /// docs); an expectation whose events are all decided is decided here.
     pub fn sends_complete(&mut self, _now: MonoNanos) {
         self.sends_complete = true;
-        self.try_pass();
+        self.try_decide();
     }
 
     /// Takes in one observation on the expectation's channel: correlated with one of the
@@ -311,14 +377,15 @@ impl ExpectationMachine {
         let slot = obs
             .correlation_id
             .as_deref()
-            .and_then(|id| self.by_id.get(id).copied());
+            .and_then(|id| self.by_id.get(id).copied())
+            .filter(|&s| self.events[s].standing != Standing::Failed(FailureKind::NotSent));
         let timing = slot.map(|s| {
             let (arrival, wall) = self.events[s].arrival(obs);
             (s, arrival, wall)
         });
         let brief = ObservationBrief {
             seq: obs.seq,
-            correlation_id: obs.correlation_id.clone(),
+            correlation_id: obs.correlation_id.as_deref().map(escape_text),
             received_at: obs.received_at,
             after_send_ns: timing
                 .map(|(s, arrival, _)| arrival.saturating_sub(self.events[s].sent_mono)),
@@ -350,6 +417,7 @@ impl ExpectationMachine {
             Mode::Absence { .. } => self.absent_arrival(slot, arrival, brief),
             Mode::Presence { .. } => self.present_arrival(obs, slot, arrival, wall, brief),
         }
+        self.try_decide();
     }
 
     /// Advances the machine's clock to `now` and takes every decision due by then.
@@ -358,18 +426,14 @@ impl ExpectationMachine {
             return;
         }
         self.clock = self.clock.max(now);
-        let mut expired = Vec::new();
-        while let Some(&(at, slot)) = self.grace_ends.first()
+        while let Some(&(at, slot)) = self.deadlines.first()
             && at <= self.clock
         {
-            self.grace_ends.pop_first();
-            expired.push(slot);
+            self.deadlines.pop_first();
+            self.events[slot].deadline = None;
+            self.close_at_deadline(slot);
         }
-        if !expired.is_empty() {
-            self.fail_unsatisfied(&expired);
-            return;
-        }
-        self.try_pass();
+        self.try_decide();
     }
 
     /// When the machine next needs [`ExpectationMachine::on_tick`]; `None` once decided
@@ -378,17 +442,7 @@ impl ExpectationMachine {
         if self.verdict.is_some() {
             return None;
         }
-        let grace = self.grace_ends.first().map(|&(at, _)| at);
-        let window = match self.mode {
-            Mode::Presence { exact: false, .. } => None,
-            Mode::Presence { exact: true, .. } if self.unsatisfied > 0 => None,
-            _ if !self.sends_complete => None,
-            _ => self.last_window_end.map(|end| end.saturating_add(1)),
-        };
-        match (grace, window) {
-            (Some(g), Some(w)) => Some(g.min(w)),
-            (g, w) => g.or(w),
-        }
+        self.deadlines.first().map(|&(at, _)| at)
     }
 
     /// The verdict, once decided; it never changes afterwards.
@@ -456,22 +510,48 @@ impl ExpectationMachine {
         }
     }
 
-    fn absent_arrival(&mut self, slot: usize, arrival: MonoNanos, brief: ObservationBrief) {
-        let ev = &self.events[slot];
-        if arrival > ev.window_end(self.mode) {
+    /// Gives an open event its final standing.
+    fn close(&mut self, slot: usize, standing: Standing) {
+        let ev = &mut self.events[slot];
+        if ev.standing != Standing::Open {
             return;
         }
-        let message = format!(
-            "an {} arrived on `{}` {} after send, inside the absence window of {} (event #{}, \
-             correlation {})",
-            self.what(false),
-            self.channel,
-            format_ns(arrival.saturating_sub(ev.sent_mono)),
-            format_ns(self.mode.window()),
-            ev.index,
-            ev.correlation_id
-        );
-        self.fail(FailureKind::UnexpectedArrival, message, vec![brief]);
+        ev.standing = standing;
+        if let Some(at) = ev.deadline.take() {
+            self.deadlines.remove(&(at, slot));
+        }
+        self.open -= 1;
+    }
+
+    /// An open event's deadline passed: its window (absence) or its grace period
+    /// (presence) is over.
+    fn close_at_deadline(&mut self, slot: usize) {
+        let standing = match self.mode {
+            Mode::Absence { .. } => Standing::Satisfied,
+            Mode::Presence { need, .. } => {
+                let ev = &self.events[slot];
+                if ev.in_time >= need {
+                    Standing::Satisfied
+                } else if ev.in_time == 0 {
+                    Standing::Failed(FailureKind::Lost)
+                } else {
+                    let ev = &mut self.events[slot];
+                    ev.offending = ev.counted.clone();
+                    Standing::Failed(FailureKind::TooFew)
+                }
+            }
+        };
+        self.close(slot, standing);
+    }
+
+    fn absent_arrival(&mut self, slot: usize, arrival: MonoNanos, brief: ObservationBrief) {
+        let ev = &mut self.events[slot];
+        if ev.standing != Standing::Open || arrival > ev.window_end(self.mode) {
+            return;
+        }
+        ev.failed_latency = Some(arrival.saturating_sub(ev.sent_mono));
+        ev.offending = vec![brief];
+        self.close(slot, Standing::Failed(FailureKind::UnexpectedArrival));
     }
 
     fn present_arrival(
@@ -483,38 +563,33 @@ impl ExpectationMachine {
         brief: ObservationBrief,
     ) {
         let Mode::Presence {
-            within,
-            grace,
-            need,
-            exact,
+            grace, need, exact, ..
         } = self.mode
         else {
             return;
         };
         let ev = &mut self.events[slot];
         let window_end = ev.window_end(self.mode);
-        if arrival > window_end.saturating_add(grace) {
-            return; // after the grace period: ignored
-        }
         let latency = arrival.saturating_sub(ev.sent_mono);
+        if arrival > window_end.saturating_add(grace) {
+            // After the grace period: it does not count, but a lost event says how late
+            // its output was.
+            if ev.after_grace.is_none() && ev.in_time == 0 {
+                ev.after_grace = Some(latency);
+            }
+            return;
+        }
+        if ev.standing != Standing::Open {
+            return;
+        }
         self.wall_clock |= wall;
-        ev.counted.push(brief.clone());
-        if exact && ev.counted.len() > need as usize {
-            let offending = ev.counted.clone();
-            let (index, id) = (ev.index, ev.correlation_id.clone());
-            let times: Vec<String> = offending
-                .iter()
-                .map(|b| format_ns(b.after_send_ns.unwrap_or(0)))
-                .collect();
-            let message = format!(
-                "{} {} arrived on `{}` for one event, expected exactly {need} (event #{index}, \
-                 correlation {id}): at {} after send",
-                offending.len(),
-                self.what(true),
-                self.channel,
-                join_and(&times)
-            );
-            self.fail(FailureKind::Duplicate, message, offending);
+        ev.counted_total += 1;
+        if ev.counted.len() < need as usize + OFFENDING_KEPT {
+            ev.counted.push(brief.clone());
+        }
+        if exact && ev.counted_total > u64::from(need) {
+            ev.offending = ev.counted.clone();
+            self.close(slot, Standing::Failed(FailureKind::Duplicate));
             return;
         }
         if self.check_order(obs, slot, arrival, &brief) {
@@ -526,34 +601,19 @@ impl ExpectationMachine {
             if ev.in_time <= need {
                 self.latencies.push(latency);
             }
-            if ev.in_time == need {
-                let grace_end = window_end.saturating_add(grace).saturating_add(1);
-                self.grace_ends.remove(&(grace_end, slot));
-                self.unsatisfied -= 1;
-                self.try_pass();
+            // `count` keeps watching for duplicates until the grace period ends.
+            if ev.in_time == need && !exact {
+                self.close(slot, Standing::Satisfied);
             }
         } else if ev.in_time < need {
-            let (index, id, in_time) = (ev.index, ev.correlation_id.clone(), ev.in_time);
             self.latencies.push(latency);
-            let mut message = format!(
-                "an {} on `{}` arrived {} after send; SLA {}, exceeded by {} (event #{index}, \
-                 correlation {id})",
-                self.what(false),
-                self.channel,
-                format_ns(latency),
-                format_ns(within),
-                format_ns(latency.saturating_sub(within)),
-            );
-            if need > 1 {
-                message.push_str(&format!(
-                    "; {in_time} of the {need} required arrived in time"
-                ));
-            }
-            self.fail(FailureKind::SlaExceeded, message, vec![brief]);
+            ev.failed_latency = Some(latency);
+            ev.offending = vec![brief];
+            self.close(slot, Standing::Failed(FailureKind::SlaExceeded));
         }
     }
 
-    /// Checks `ordered_by`; true when it failed the expectation.
+    /// Checks `ordered_by`; true when the arrival failed its event as reordered.
     fn check_order(
         &mut self,
         obs: &Observation,
@@ -573,11 +633,12 @@ impl ExpectationMachine {
         else {
             return false;
         };
+        let key = escape_text(&key);
         let index = self.events[slot].index;
         match self.order_marks.get(&key) {
             Some(mark) if self.events[mark.slot].index > index && mark.arrival < arrival => {
                 let (later, earlier) = (&self.events[mark.slot], &self.events[slot]);
-                let message = format!(
+                let detail = format!(
                     "{} on `{}` with {path} = {key} arrived out of send order: the output of \
                      event #{} (correlation {}) arrived {} after its send, before that of \
                      event #{} (correlation {}), sent earlier, which arrived {} after its send",
@@ -591,7 +652,10 @@ impl ExpectationMachine {
                     format_ns(arrival.saturating_sub(earlier.sent_mono)),
                 );
                 let offending = vec![mark.brief.clone(), brief.clone()];
-                self.fail(FailureKind::Reordered, message, offending);
+                let ev = &mut self.events[slot];
+                ev.detail = Some(detail);
+                ev.offending = offending;
+                self.close(slot, Standing::Failed(FailureKind::Reordered));
                 true
             }
             Some(mark) if self.events[mark.slot].index >= index => false,
@@ -607,102 +671,208 @@ impl ExpectationMachine {
         }
     }
 
-    /// Fails the events whose grace period ended unsatisfied: lost or too few.
-    fn fail_unsatisfied(&mut self, slots: &[usize]) {
-        let Mode::Presence { need, exact, .. } = self.mode else {
+    /// Decides the verdict once sends are complete and every event has its standing.
+    fn try_decide(&mut self) {
+        if self.verdict.is_some() || !self.sends_complete || self.open > 0 {
+            return;
+        }
+        let mut failed: Vec<(FailureKind, Vec<usize>)> = Vec::new();
+        let mut order: Vec<usize> = (0..self.events.len()).collect();
+        order.sort_by_key(|&s| self.events[s].index);
+        for kind in KIND_ORDER {
+            let slots: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&s| self.events[s].standing == Standing::Failed(kind))
+                .collect();
+            if !slots.is_empty() {
+                failed.push((kind, slots));
+            }
+        }
+        let Some((kind, _)) = failed.first().map(|(k, s)| (*k, s.len())) else {
+            self.decide(Outcome::Passed);
             return;
         };
-        let (lost, few): (Vec<&EventState>, Vec<&EventState>) = slots
-            .iter()
-            .map(|&s| &self.events[s])
-            .partition(|ev| ev.in_time == 0);
         let total = self.events.len();
-        let window = self.window_text();
-        let mut parts = Vec::new();
-        if !lost.is_empty() {
-            let ids: Vec<&str> = lost.iter().map(|e| e.correlation_id.as_str()).collect();
-            parts.push(format!(
-                "no {} on `{}` {window} for {} of {total} event{} (correlation {})",
+        let mut clauses = Vec::new();
+        let mut tally = Vec::new();
+        let mut offending = Vec::new();
+        for (kind, slots) in &failed {
+            clauses.push(self.clause(*kind, slots, total));
+            tally.push(KindTally {
+                kind: *kind,
+                count: slots.len() as u64,
+                events: slots
+                    .iter()
+                    .take(TALLY_KEPT)
+                    .map(|&s| self.events[s].index)
+                    .collect(),
+            });
+            for &s in slots {
+                offending.extend(self.events[s].offending.iter().cloned());
+            }
+        }
+        let mut message = clauses.join("; ");
+        if failed
+            .iter()
+            .any(|(k, _)| matches!(k, FailureKind::Lost | FailureKind::TooFew))
+        {
+            message.push_str(&format!(
+                "; the channel saw {} observation{} for this scenario ({} correlated, {} not)",
+                self.seen,
+                if self.seen == 1 { "" } else { "s" },
+                self.seen_correlated,
+                self.seen - self.seen_correlated
+            ));
+            if self.uncorrelated_matching > 0 {
+                message.push_str(&format!(
+                    "; {} matching observation{} arrived without one of this scenario's \
+                     correlation ids",
+                    self.uncorrelated_matching,
+                    if self.uncorrelated_matching == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                ));
+            }
+        }
+        self.fail(kind, message, offending, tally);
+    }
+
+    /// One sentence for the events that failed with `kind`: how many of all, which, and
+    /// the first (or worst) one in detail.
+    fn clause(&self, kind: FailureKind, slots: &[usize], total: usize) -> String {
+        let first = &self.events[slots[0]];
+        let head = format!(
+            "{kind} on {} of {total} event{} ({})",
+            slots.len(),
+            if total == 1 { "" } else { "s" },
+            name_events(slots.iter().map(|&s| self.events[s].index))
+        );
+        let (need, exact, within) = match self.mode {
+            Mode::Presence {
+                need,
+                exact,
+                within,
+                ..
+            } => (need, exact, within),
+            Mode::Absence { window } => (0, false, window),
+        };
+        let quantity = if exact { "exactly" } else { "at least" };
+        let first_named = format!(
+            "event #{}, correlation {}",
+            first.index, first.correlation_id
+        );
+        match kind {
+            FailureKind::Lost => {
+                let mut text = format!(
+                    "{head}: no {} on `{}` {}; first: {first_named}",
+                    self.what(false),
+                    self.channel,
+                    self.window_text()
+                );
+                let late: Vec<&EventState> = slots
+                    .iter()
+                    .map(|&s| &self.events[s])
+                    .filter(|e| e.after_grace.is_some())
+                    .collect();
+                if let Some(e) = late.first() {
+                    let latency = e.after_grace.unwrap_or(0);
+                    let limit = match self.mode {
+                        Mode::Presence { within, grace, .. } => within.saturating_add(grace),
+                        Mode::Absence { window } => window,
+                    };
+                    text.push_str(&format!(
+                        "; {} of them matched after the grace period (event #{}: {} after \
+                         send, {} past the grace period)",
+                        late.len(),
+                        e.index,
+                        format_ns(latency),
+                        format_ns(latency.saturating_sub(limit))
+                    ));
+                }
+                text
+            }
+            FailureKind::TooFew => format!(
+                "{head}: expected {quantity} {need} {} on `{}` {} per event, fewer arrived in \
+                 time; first: {first_named}, {} in time",
+                self.what(need != 1),
+                self.channel,
+                self.window_text(),
+                first.in_time
+            ),
+            FailureKind::SlaExceeded => {
+                let worst = slots
+                    .iter()
+                    .map(|&s| &self.events[s])
+                    .max_by_key(|e| e.failed_latency)
+                    .unwrap_or(first);
+                let latency = worst.failed_latency.unwrap_or(0);
+                let mut text = format!(
+                    "{head}: an {} on `{}` arrived after the SLA of {}; worst: event #{}, \
+                     correlation {}, {} after send, exceeded by {}",
+                    self.what(false),
+                    self.channel,
+                    format_ns(within),
+                    worst.index,
+                    worst.correlation_id,
+                    format_ns(latency),
+                    format_ns(latency.saturating_sub(within))
+                );
+                if need > 1 {
+                    text.push_str(&format!(
+                        ", {} of the {need} required in time",
+                        worst.in_time
+                    ));
+                }
+                text
+            }
+            FailureKind::Duplicate => {
+                let times: Vec<String> = first
+                    .counted
+                    .iter()
+                    .map(|b| format_ns(b.after_send_ns.unwrap_or(0)))
+                    .collect();
+                format!(
+                    "{head}: more than {need} {} on `{}` for one event, expected exactly \
+                     {need} by the end of the grace period; first: {first_named}, {} arrivals \
+                     at {} after send",
+                    self.what(need != 1),
+                    self.channel,
+                    first.counted_total,
+                    join_and(&times)
+                )
+            }
+            FailureKind::Reordered => format!(
+                "{head}: {}",
+                first
+                    .detail
+                    .as_deref()
+                    .unwrap_or("arrived out of send order")
+            ),
+            FailureKind::UnexpectedArrival => format!(
+                "{head}: an {} arrived on `{}` inside the absence window of {}; first: \
+                 {first_named}, {} after send",
                 self.what(false),
                 self.channel,
-                lost.len(),
-                if total == 1 { "" } else { "s" },
-                name_ids(&ids)
-            ));
-        }
-        if !few.is_empty() {
-            let ids: Vec<String> = few
-                .iter()
-                .map(|e| format!("{}: {}", e.correlation_id, e.in_time))
-                .collect();
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let prefix = if lost.is_empty() {
-                format!(
-                    "too few {} on `{}` {window}: ",
-                    self.what(true),
-                    self.channel
-                )
-            } else {
-                "too few ".to_owned()
-            };
-            parts.push(format!(
-                "{prefix}expected {} {need} per event, fewer arrived in time for {} of {total} \
-                 event{} (correlation {})",
-                if exact { "exactly" } else { "at least" },
-                few.len(),
-                if total == 1 { "" } else { "s" },
-                name_ids(&ids)
-            ));
-        }
-        let mut message = parts.join("; ");
-        message.push_str(&format!(
-            "; the channel saw {} observation{} for this scenario ({} correlated, {} not)",
-            self.seen,
-            if self.seen == 1 { "" } else { "s" },
-            self.seen_correlated,
-            self.seen - self.seen_correlated
-        ));
-        if self.uncorrelated_matching > 0 {
-            message.push_str(&format!(
-                "; {} matching observation{} arrived without one of this scenario's \
-                 correlation ids",
-                self.uncorrelated_matching,
-                if self.uncorrelated_matching == 1 {
-                    ""
-                } else {
-                    "s"
-                }
-            ));
-        }
-        let kind = if lost.is_empty() {
-            FailureKind::TooFew
-        } else {
-            FailureKind::Lost
-        };
-        let offending: Vec<ObservationBrief> = few
-            .iter()
-            .flat_map(|e| e.counted.iter().cloned())
-            .take(OFFENDING_KEPT)
-            .collect();
-        self.fail(kind, message, offending);
-    }
-
-    fn try_pass(&mut self) {
-        if self.verdict.is_some() || !self.sends_complete {
-            return;
-        }
-        let windows_over = self.last_window_end.is_none_or(|end| self.clock > end);
-        let done = match self.mode {
-            Mode::Presence { exact: false, .. } => self.unsatisfied == 0,
-            Mode::Presence { exact: true, .. } => self.unsatisfied == 0 && windows_over,
-            Mode::Absence { .. } => windows_over,
-        };
-        if done {
-            self.decide(Outcome::Passed);
+                format_ns(within),
+                format_ns(first.failed_latency.unwrap_or(0))
+            ),
+            FailureKind::NotSent => format!(
+                "{head}: the send failed, so nothing could be expected of {}",
+                if slots.len() == 1 { "it" } else { "them" }
+            ),
         }
     }
 
-    fn fail(&mut self, kind: FailureKind, message: String, mut offending: Vec<ObservationBrief>) {
+    fn fail(
+        &mut self,
+        kind: FailureKind,
+        message: String,
+        mut offending: Vec<ObservationBrief>,
+        events: Vec<KindTally>,
+    ) {
         offending.truncate(OFFENDING_KEPT);
         let evidence = Evidence {
             near_miss: self
@@ -710,14 +880,16 @@ impl ExpectationMachine {
                 .clone()
                 .or_else(|| self.near_uncorrelated.clone()),
             channel_observations: self.seen,
+            correlated_observations: self.seen_correlated,
             last: self.last.iter().cloned().collect(),
             offending,
         };
-        self.decide(Outcome::Failed(Failure {
+        self.decide(Outcome::Failed(Box::new(Failure {
             kind,
             message,
             evidence,
-        }));
+            events,
+        })));
     }
 
     fn decide(&mut self, outcome: Outcome) {
@@ -736,6 +908,18 @@ impl ExpectationMachine {
     }
 }
 
+/// The order in which failure kinds are reported; the first one present names the
+/// verdict.
+const KIND_ORDER: [FailureKind; 7] = [
+    FailureKind::Lost,
+    FailureKind::TooFew,
+    FailureKind::SlaExceeded,
+    FailureKind::Duplicate,
+    FailureKind::Reordered,
+    FailureKind::UnexpectedArrival,
+    FailureKind::NotSent,
+];
+
 /// Keeps the candidate with the fewest diffs (the first one on ties).
 fn keep_nearest(best: &mut Option<NearMiss>, observation: ObservationBrief, diffs: Vec<FieldDiff>) {
     if best.as_ref().is_none_or(|b| diffs.len() < b.diffs.len()) {
@@ -752,17 +936,16 @@ fn join_and(items: &[String]) -> String {
     }
 }
 
-/// The first few ids, then `and N more`.
-fn name_ids(ids: &[&str]) -> String {
-    let named = ids
-        .iter()
-        .take(IDS_NAMED)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    match ids.len().saturating_sub(IDS_NAMED) {
-        0 => named,
-        more => format!("{named} and {more} more"),
+/// `#3, #10, #12 and 4 more`: the first few event indices.
+fn name_events(indices: impl ExactSizeIterator<Item = u64>) -> String {
+    let total = indices.len();
+    let named: Vec<String> = indices
+        .take(EVENTS_NAMED)
+        .map(|i| format!("#{i}"))
+        .collect();
+    match total.saturating_sub(EVENTS_NAMED) {
+        0 => join_and(&named),
+        more => format!("{} and {more} more", named.join(", ")),
     }
 }
 
@@ -826,7 +1009,7 @@ mod tests {
 
     /// Ticks at each deadline until decided (or nothing is pending).
     fn settle(m: &mut ExpectationMachine) {
-        for _ in 0..1000 {
+        for _ in 0..100_000 {
             match m.next_deadline() {
                 Some(at) => m.on_tick(at),
                 None => return,
@@ -886,9 +1069,18 @@ mod tests {
         assert_eq!(f.kind, FailureKind::Lost);
         assert_eq!(
             f.message,
-            r#"no observation matching {"item":"WIDGET"} on `orders_out` within 2s (+2s grace) for 1 of 2 events (correlation c1); the channel saw 2 observations for this scenario (1 correlated, 1 not)"#
+            r#"lost on 1 of 2 events (#1): no observation matching {"item":"WIDGET"} on `orders_out` within 2s (+2s grace); first: event #1, correlation c1; the channel saw 2 observations for this scenario (1 correlated, 1 not)"#
+        );
+        assert_eq!(
+            f.events,
+            vec![KindTally {
+                kind: FailureKind::Lost,
+                count: 1,
+                events: vec![1]
+            }]
         );
         assert_eq!(f.evidence.channel_observations, 2);
+        assert_eq!(f.evidence.correlated_observations, 1);
         assert_eq!(f.evidence.last.len(), 2);
         assert!(f.evidence.offending.is_empty());
         let near = f
@@ -914,7 +1106,7 @@ mod tests {
         m.on_tick(S + 1);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Lost);
-        assert!(f.message.starts_with("no observation on `orders_out` within 1s (no grace) for 1 of 2 events (correlation c1)"), "{}", f.message);
+        assert!(f.message.starts_with("lost on 1 of 2 events (#1): no observation on `orders_out` within 1s (no grace); first: event #1, correlation c1"), "{}", f.message);
 
         let mut m = machine(json!({"within": "1s", "grace": "0s"}));
         send(&mut m, 0, 0);
@@ -927,12 +1119,13 @@ mod tests {
     fn a_late_arrival_exceeds_the_sla_at_once() {
         let mut m = machine(json!({"match": {"item": "WIDGET"}, "within": "2s"}));
         send(&mut m, 0, 5 * S);
+        m.sends_complete(5 * S);
         m.on_observation(&obs(1, 0, widget(), 5 * S + 3_210 * MS), 9 * S);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::SlaExceeded);
         assert_eq!(
             f.message,
-            r#"an observation matching {"item":"WIDGET"} on `orders_out` arrived 3.21s after send; SLA 2s, exceeded by 1.21s (event #0, correlation c0)"#
+            r#"sla-exceeded on 1 of 1 event (#0): an observation matching {"item":"WIDGET"} on `orders_out` arrived after the SLA of 2s; worst: event #0, correlation c0, 3.21s after send, exceeded by 1.21s"#
         );
         assert_eq!(f.evidence.offending.len(), 1);
         assert_eq!(f.evidence.offending[0].after_send_ns, Some(3_210 * MS));
@@ -947,10 +1140,12 @@ mod tests {
         let mut m = machine(json!({"within": "1s"}));
         send(&mut m, 0, 0);
         send(&mut m, 1, 0);
+        m.sends_complete(0);
         m.on_observation(&obs(1, 0, json!(1), 1_500 * MS), 1_500 * MS);
-        let decided = m.verdict().cloned().expect("decided");
+        assert!(m.verdict().is_none(), "event 1 is still open");
         m.on_observation(&obs(2, 1, json!(1), 500 * MS), 1_600 * MS);
-        m.sends_complete(1_700 * MS);
+        let decided = m.verdict().cloned().expect("decided");
+        m.on_observation(&obs(3, 0, json!(1), 500 * MS), 1_600 * MS);
         m.on_tick(100 * S);
         assert_eq!(m.verdict(), Some(&decided));
         assert_eq!(failure(&m).kind, FailureKind::SlaExceeded);
@@ -985,7 +1180,7 @@ mod tests {
         assert_eq!(f.kind, FailureKind::TooFew);
         assert_eq!(
             f.message,
-            "too few observations on `orders_out` within 1s (+1s grace): expected at least 2 per event, fewer arrived in time for 1 of 2 events (correlation c1: 1); the channel saw 3 observations for this scenario (3 correlated, 0 not)"
+            "too-few on 1 of 2 events (#1): expected at least 2 observations on `orders_out` within 1s (+1s grace) per event, fewer arrived in time; first: event #1, correlation c1, 1 in time; the channel saw 3 observations for this scenario (3 correlated, 0 not)"
         );
         assert_eq!(f.evidence.offending.len(), 1);
         assert_eq!(f.evidence.offending[0].seq, 3);
@@ -1018,17 +1213,22 @@ mod tests {
         assert_eq!(f.kind, FailureKind::Lost);
         assert!(
             f.message.starts_with(
-                "no observation on `orders_out` within 1s (no grace) for 5 of 6 events \
-                 (correlation c1, c2, c3 and 2 more); too few expected at least 2 per event, \
-                 fewer arrived in time for 1 of 6 events (correlation c0: 1)"
+                "lost on 5 of 6 events (#1, #2, #3, #4 and #5): no observation on `orders_out` \
+                 within 1s (no grace); first: event #1, correlation c1; too-few on 1 of 6 \
+                 events (#0): expected at least 2 observations"
             ),
             "{}",
             f.message
         );
+        let tally: Vec<(FailureKind, u64)> = f.events.iter().map(|t| (t.kind, t.count)).collect();
+        assert_eq!(
+            tally,
+            vec![(FailureKind::Lost, 5), (FailureKind::TooFew, 1)]
+        );
     }
 
     #[test]
-    fn count_fails_at_once_on_a_duplicate_and_lists_the_arrivals() {
+    fn count_fails_on_a_duplicate_and_lists_the_arrivals() {
         let mut m = machine(json!({"match": {"item": "WIDGET"}, "count": 1, "within": "2s"}));
         assert!(
             m.description()
@@ -1043,7 +1243,7 @@ mod tests {
         assert_eq!(f.kind, FailureKind::Duplicate);
         assert_eq!(
             f.message,
-            r#"2 observations matching {"item":"WIDGET"} arrived on `orders_out` for one event, expected exactly 1 (event #0, correlation c0): at 120ms and 340ms after send"#
+            r#"duplicate on 1 of 1 event (#0): more than 1 observation matching {"item":"WIDGET"} on `orders_out` for one event, expected exactly 1 by the end of the grace period; first: event #0, correlation c0, 2 arrivals at 120ms and 340ms after send"#
         );
         let after: Vec<_> = f
             .evidence
@@ -1062,14 +1262,166 @@ mod tests {
     fn count_treats_a_late_extra_as_a_duplicate() {
         let mut m = machine(json!({"count": 1, "within": "1s"}));
         send(&mut m, 0, 0);
+        m.sends_complete(0);
         m.on_observation(&obs(1, 0, json!(1), 500 * MS), 500 * MS);
         m.on_observation(&obs(2, 0, json!(1), 1_500 * MS), 1_500 * MS);
         assert_eq!(failure(&m).kind, FailureKind::Duplicate);
     }
 
+    /// The newcomer's case: `count: 1, within: 500ms`, a duplicate 700 ms after the
+    /// first result, past the SLA: exactly-once holds until the grace period ends.
     #[test]
-    fn count_passes_only_after_every_window_has_ended() {
-        let mut m = machine(json!({"count": 2, "within": "1s"}));
+    fn count_keeps_counting_after_the_sla_until_the_grace_period_ends() {
+        let mut m = machine(json!({"count": 1, "within": "500ms"}));
+        for i in 0..50 {
+            send(&mut m, i, 0);
+        }
+        m.sends_complete(0);
+        for i in 0..50 {
+            m.on_observation(&obs(i, i, json!(1), 100 * MS), 100 * MS);
+        }
+        m.on_tick(501 * MS);
+        assert!(
+            m.verdict().is_none(),
+            "the SLA passed, the grace period did not"
+        );
+        for (seq, i) in [3u64, 10, 11, 20, 29, 33, 41].into_iter().enumerate() {
+            let at = 800 * MS;
+            m.on_observation(&obs(100 + seq as u64, i, json!(1), at), at);
+        }
+        settle(&mut m);
+        let f = failure(&m);
+        assert_eq!(f.kind, FailureKind::Duplicate);
+        assert!(
+            f.message.starts_with(
+                "duplicate on 7 of 50 events (#3, #10, #11, #20, #29, #33 and #41): more than 1"
+            ),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.ends_with(
+                "first: event #3, correlation c3, 2 arrivals at 100ms and 800ms after send"
+            ),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.events[0].events, vec![3, 10, 11, 20, 29, 33, 41]);
+        assert_eq!(f.evidence.offending.len(), 14);
+
+        // An extra arrival after the grace period does not count.
+        let mut m = machine(json!({"count": 1, "within": "500ms", "grace": "100ms"}));
+        send(&mut m, 0, 0);
+        m.sends_complete(0);
+        m.on_observation(&obs(1, 0, json!(1), 100 * MS), 100 * MS);
+        m.on_observation(&obs(2, 0, json!(1), 601 * MS), 601 * MS);
+        settle(&mut m);
+        assert!(m.verdict().is_some_and(ExpectationVerdict::passed));
+    }
+
+    /// Every event's outcome is reported, not only those due when the first failed.
+    #[test]
+    fn a_failure_accounts_for_every_event() {
+        let mut m = machine(json!({"within": "1s", "grace": "0s"}));
+        for i in 0..20 {
+            send(&mut m, i, i * 10 * MS);
+        }
+        m.sends_complete(200 * MS);
+        // Five arrive; the SUT crashes; fifteen are lost, due at different times.
+        for i in 0..5 {
+            m.on_observation(&obs(i, i, json!(1), i * 10 * MS + 5 * MS), 0);
+        }
+        m.on_tick(S + 1);
+        assert!(m.verdict().is_none(), "event 5's window is still open");
+        settle(&mut m);
+        let f = failure(&m);
+        assert_eq!(f.kind, FailureKind::Lost);
+        assert!(
+            f.message.starts_with(
+                "lost on 15 of 20 events (#5, #6, #7, #8, #9, #10, #11, #12, #13, #14 and 5 more)"
+            ),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.events[0].count, 15);
+        assert_eq!(f.events[0].events, (5..20).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn kinds_are_summarised_side_by_side_and_a_late_match_is_named() {
+        let mut m = machine(json!({"count": 1, "within": "1s", "grace": "1s"}));
+        for i in 0..4 {
+            send(&mut m, i, 0);
+        }
+        m.sends_complete(0);
+        m.on_observation(&obs(1, 0, json!(1), 10 * MS), 10 * MS);
+        m.on_observation(&obs(2, 0, json!(1), 20 * MS), 20 * MS); // duplicate
+        m.on_observation(&obs(3, 1, json!(1), 1_500 * MS), 1_500 * MS); // late
+        m.on_observation(&obs(4, 2, json!(1), 30 * MS), 30 * MS); // fine
+        m.on_observation(&obs(5, 3, json!(1), 2_500 * MS), 2_500 * MS); // after the grace
+        settle(&mut m);
+        let f = failure(&m);
+        assert_eq!(f.kind, FailureKind::Lost);
+        let kinds: Vec<FailureKind> = f.events.iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                FailureKind::Lost,
+                FailureKind::SlaExceeded,
+                FailureKind::Duplicate
+            ]
+        );
+        assert!(
+            f.message.contains("1 of them matched after the grace period (event #3: 2.5s after send, 500ms past the grace period)"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("; sla-exceeded on 1 of 4 events (#1)"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("; duplicate on 1 of 4 events (#0)"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn an_event_that_was_not_sent_never_passes() {
+        for e in [
+            json!({"within": "1s"}),
+            json!({"none_within": "1s"}),
+            json!({"count": 1, "within": "1s"}),
+        ] {
+            let mut m = machine(e.clone());
+            m.on_not_sent("c0", 0);
+            send(&mut m, 1, 0);
+            m.sends_complete(0);
+            // An observation carrying the unsent event's id is not its output.
+            m.on_observation(&obs(1, 0, json!(1), 10 * MS), 10 * MS);
+            m.on_observation(&obs(2, 1, json!(1), 10 * MS), 10 * MS);
+            settle(&mut m);
+            let f = failure(&m);
+            let kinds: Vec<FailureKind> = f.events.iter().map(|t| t.kind).collect();
+            assert_eq!(*kinds.last().expect("a kind"), FailureKind::NotSent, "{e}");
+            assert!(
+                f.message
+                    .contains("not-sent on 1 of 2 events (#0): the send failed"),
+                "{e}: {}",
+                f.message
+            );
+        }
+        let mut m = machine(json!({"within": "1s"}));
+        m.on_not_sent("c0", 0);
+        m.sends_complete(0);
+        assert_eq!(failure(&m).kind, FailureKind::NotSent);
+    }
+
+    #[test]
+    fn count_passes_only_after_every_grace_period_has_ended() {
+        let mut m = machine(json!({"count": 2, "within": "1s", "grace": "500ms"}));
         send(&mut m, 0, 0);
         send(&mut m, 1, 200 * MS);
         for (seq, (i, at)) in [(0, 10), (0, 20), (1, 210), (1, 1_200)]
@@ -1078,12 +1430,17 @@ mod tests {
         {
             m.on_observation(&obs(seq as u64, i, json!(1), at * MS), at * MS);
         }
-        assert_eq!(m.next_deadline(), None, "sends are not complete");
         m.sends_complete(1_200 * MS);
-        assert_eq!(m.next_deadline(), Some(1_200 * MS + 1));
-        m.on_tick(1_200 * MS);
-        assert!(m.verdict().is_none(), "event 1's window includes 1.2s");
-        m.on_tick(1_200 * MS + 1);
+        assert_eq!(m.next_deadline(), Some(1_500 * MS + 1));
+        m.on_tick(1_500 * MS + 1);
+        assert!(
+            m.verdict().is_none(),
+            "event 1's grace period includes 1.7s"
+        );
+        assert_eq!(m.next_deadline(), Some(1_700 * MS + 1));
+        m.on_tick(1_700 * MS);
+        assert!(m.verdict().is_none());
+        m.on_tick(1_700 * MS + 1);
         let v = m.verdict().expect("decided");
         assert!(v.passed());
         assert_eq!(v.latencies_ns, vec![10 * MS, 20 * MS, 10 * MS, 1_000 * MS]);
@@ -1098,7 +1455,13 @@ mod tests {
         assert_eq!(m.next_deadline(), Some(2 * S + 1));
         settle(&mut m);
         assert_eq!(failure(&m).kind, FailureKind::TooFew);
-        assert!(failure(&m).message.contains("expected exactly 2 per event"));
+        assert!(
+            failure(&m).message.contains(
+                "expected exactly 2 observations on `orders_out` within 1s (+1s grace) per event"
+            ),
+            "{}",
+            failure(&m).message
+        );
     }
 
     #[test]
@@ -1112,11 +1475,13 @@ mod tests {
         m.on_observation(&obs(1, 0, json!({"item": "OTHER"}), 10 * MS), 10 * MS);
         assert!(m.verdict().is_none(), "not matching");
         m.on_observation(&obs(2, 0, widget(), S), S);
+        assert!(m.verdict().is_none(), "sends are not complete");
+        m.sends_complete(S);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::UnexpectedArrival);
         assert_eq!(
             f.message,
-            r#"an observation matching {"item":"WIDGET"} arrived on `orders_out` 1s after send, inside the absence window of 1s (event #0, correlation c0)"#
+            r#"unexpected-arrival on 1 of 1 event (#0): an observation matching {"item":"WIDGET"} arrived on `orders_out` inside the absence window of 1s; first: event #0, correlation c0, 1s after send"#
         );
         assert_eq!(f.evidence.offending[0].seq, 2);
         assert_eq!(f.evidence.offending[0].after_send_ns, Some(S));
@@ -1131,7 +1496,7 @@ mod tests {
         send(&mut m, 1, 500 * MS);
         m.on_observation(&obs(1, 0, json!(1), S + 1), S + 1);
         assert!(m.verdict().is_none(), "after event 0's window");
-        assert_eq!(m.next_deadline(), None, "sends are not complete");
+        assert_eq!(m.next_deadline(), Some(S + 1), "event 0's window ends");
         m.on_tick(10 * S);
         assert!(m.verdict().is_none(), "sends are not complete");
         m.sends_complete(10 * S);
@@ -1152,6 +1517,7 @@ mod tests {
     fn count_zero_is_an_absence_check() {
         let mut m = machine(json!({"count": 0, "within": "1s"}));
         send(&mut m, 0, 0);
+        m.sends_complete(0);
         m.on_observation(&obs(1, 0, json!(1), 5 * MS), 5 * MS);
         assert_eq!(failure(&m).kind, FailureKind::UnexpectedArrival);
     }
@@ -1264,11 +1630,12 @@ mod tests {
         m.on_observation(&obs(1, 2, json!({"customer": "a"}), 100 * MS), 100 * MS);
         m.on_observation(&obs(2, 1, json!({"customer": "b"}), 110 * MS), 110 * MS);
         m.on_observation(&obs(3, 0, json!({"customer": "a"}), 120 * MS), 120 * MS);
+        m.sends_complete(120 * MS);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Reordered);
         assert_eq!(
             f.message,
-            r#"observations on `orders_out` with $.customer = "a" arrived out of send order: the output of event #2 (correlation c2) arrived 98ms after its send, before that of event #0 (correlation c0), sent earlier, which arrived 120ms after its send"#
+            r#"reordered on 1 of 3 events (#0): observations on `orders_out` with $.customer = "a" arrived out of send order: the output of event #2 (correlation c2) arrived 98ms after its send, before that of event #0 (correlation c0), sent earlier, which arrived 120ms after its send"#
         );
         let seqs: Vec<u64> = f.evidence.offending.iter().map(|b| b.seq).collect();
         assert_eq!(seqs, vec![1, 3]);

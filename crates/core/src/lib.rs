@@ -9,6 +9,7 @@
 //! with observations and the clock, and render what it decides.
 
 pub mod correlate;
+pub mod escape;
 pub mod expect;
 pub mod latency;
 pub mod matcher;

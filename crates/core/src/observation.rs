@@ -48,6 +48,7 @@ impl Payload {
     }
 
     /// A short, printable excerpt: the JSON, the text, or a note that it is binary.
+    /// Control characters are escaped ([`crate::escape`]), so it is safe to print.
     pub fn excerpt(&self, max_chars: usize) -> String {
         let text = match (&self.json, std::str::from_utf8(&self.bytes)) {
             (Some(v), _) => v.to_string(),
@@ -55,7 +56,8 @@ impl Payload {
             (None, Ok(s)) => s.to_owned(),
             (None, Err(_)) => format!("({} bytes, not UTF-8)", self.size),
         };
-        let mut out: String = text.chars().take(max_chars).collect();
+        let shown: String = text.chars().take(max_chars).collect();
+        let mut out = crate::escape::escape_text(&shown);
         if text.chars().count() > max_chars || self.truncated {
             out.push('…');
         }

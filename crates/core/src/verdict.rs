@@ -87,8 +87,12 @@ pub struct Evidence {
     /// The closest near-miss on the channel (timeouts and too-few).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub near_miss: Option<NearMiss>,
-    /// How many observations the channel recorded for this run so far.
+    /// How many observations on the channel reached this scenario before its verdict:
+    /// those correlated with its events and the uncorrelated ones (evidence).
     pub channel_observations: u64,
+    /// How many of them were correlated with this scenario's events.
+    #[serde(default)]
+    pub correlated_observations: u64,
     /// The last few observations on the channel for this run.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub last: Vec<ObservationBrief>,
@@ -107,6 +111,20 @@ pub struct Failure {
     pub message: String,
     /// Supporting evidence.
     pub evidence: Evidence,
+    /// Every event that failed, per kind, in report order (the kind above first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<KindTally>,
+}
+
+/// The events of one expectation that failed with one kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindTally {
+    /// The failure kind.
+    pub kind: FailureKind,
+    /// How many events failed so (exact).
+    pub count: u64,
+    /// Their indices in send order (the first 10,000).
+    pub events: Vec<u64>,
 }
 
 /// The outcome of one expectation.
@@ -116,7 +134,7 @@ pub enum Outcome {
     /// Everything expected happened.
     Passed,
     /// It did not; see the failure.
-    Failed(Failure),
+    Failed(Box<Failure>),
 }
 
 /// The verdict on one expectation of one scenario.

@@ -125,6 +125,9 @@ pub(crate) async fn run(
                 Some(SendNote::Failed(ev)) => {
                     sent += 1;
                     send_errors += 1;
+                    for m in &mut machines {
+                        m.on_not_sent(&ev.correlation_id, ev.index);
+                    }
                     early.remove(&ev.correlation_id);
                     if first_error.is_none() {
                         first_error = ev.error.clone();

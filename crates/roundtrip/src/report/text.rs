@@ -99,8 +99,12 @@ pub fn expectation(v: &ExpectationVerdict) -> String {
             }
             let _ = writeln!(
                 out,
-                "      the channel recorded {} observation(s) for this run",
+                "      the channel saw {} observation(s) for this scenario before the verdict \
+                 ({} correlated with its events, {} uncorrelated)",
+                e.channel_observations,
+                e.correlated_observations,
                 e.channel_observations
+                    .saturating_sub(e.correlated_observations)
             );
             if !e.last.is_empty() {
                 let _ = writeln!(out, "      last on the channel:");
