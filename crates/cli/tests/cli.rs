@@ -439,6 +439,145 @@ scenarios:
     }
 }
 
+/// Everything a terminal shows that roundtrip did not write: no raw control character.
+fn assert_no_control_characters(text: &str, o: &Output) {
+    assert!(
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || matches!(c, '\u{202a}'..='\u{202e}')),
+        "a control character reached the terminal: {}",
+        explain(o)
+    );
+}
+
+#[test]
+fn payloads_and_sut_output_reach_the_terminal_escaped() {
+    let s = Scratch::new();
+    let port = 47185;
+    let suite = s.write(
+        "escapes.yaml",
+        &format!(
+            r#"
+name: escapes
+channels:
+  in: {{ http: {{ url: "http://127.0.0.1:{port}/out" }} }}
+  out: {{ webhook: {{ listen: "127.0.0.1:{port}", path: /out }} }}
+scenarios:
+  - name: a hostile payload
+    send: [ {{ to: in, text: "\e[2J\e[HPASS forged\r\e]0;title\a\e]52;c;aGk=\a\u202Eevil" }} ]
+    expect: [ {{ on: out, match: {{ a: 1 }}, within: 100ms, grace: 0s }} ]
+"#
+        ),
+    );
+    let json = s.path("report.json");
+    let o = roundtrip(&["run", &suite, "--store", &s.store(), "--json", &json]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    assert_no_control_characters(&out, &o);
+    assert!(
+        out.contains(r"\x1b[2J\x1b[HPASS forged\r\x1b]0;title\x07"),
+        "the payload is shown, escaped: {}",
+        explain(&o)
+    );
+    assert!(out.contains(r"\u{202e}evil"), "{}", explain(&o));
+
+    // The same observation through `report --correlation`.
+    let report = json_report(&json);
+    let id = report["runs"][0]["scenarios"][0]["expectations"][0]["outcome"]["evidence"]["last"][0]
+        ["correlation_id"]
+        .as_str()
+        .expect("the observation is correlated")
+        .to_owned();
+    let o = roundtrip(&[
+        "report",
+        "latest",
+        "--store",
+        &s.store(),
+        "--correlation",
+        &id,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert_no_control_characters(&stdout(&o), &o);
+    assert!(stdout(&o).contains(r"\x1b[2J"), "{}", explain(&o));
+
+    // A SUT's output, shown when it fails to start.
+    let suite = s.write(
+        "sut.yaml",
+        &format!(
+            "name: sut output\nsut:\n  start: [sh, -c, \"printf '\\\\033[2Jforged PASS\\\\r\\\\n'; printf '\\\\377\\\\376 not utf-8\\\\n'; exit 1\"]\n  ready: {{ tcp: \"127.0.0.1:9\", within: 30s }}\n{}",
+            LISTEN_ONLY.replace("PORT", "0")
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert_no_control_characters(&stderr(&o), &o);
+    assert!(
+        stderr(&o).contains(r"\x1b[2Jforged PASS"),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        stderr(&o).contains("not utf-8"),
+        "output that is not UTF-8 is still read: {}",
+        explain(&o)
+    );
+}
+
+#[test]
+fn secrets_in_urls_never_reach_output_reports_or_the_store() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "secret.yaml",
+        r#"
+name: secrets
+channels:
+  in: { http: { url: "http://someone:hunter2@127.0.0.1:1/events?token=SECRET-TOKEN&x=1" } }
+  out: { webhook: { listen: "127.0.0.1:0", path: /out } }
+scenarios:
+  - name: the send fails
+    send: [ { to: in, body: { a: 1 } } ]
+    expect: [ { on: out, within: 10ms } ]
+"#,
+    );
+    let (json, junit) = (s.path("r.json"), s.path("r.xml"));
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        "--store",
+        &s.store(),
+        "--json",
+        &json,
+        "--junit",
+        &junit,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("token=***"),
+        "the URL is shown, masked: {}",
+        explain(&o)
+    );
+    let mut store_bytes = std::fs::read(s.path("store.sqlite")).expect("the store");
+    if let Ok(wal) = std::fs::read(s.path("store.sqlite-wal")) {
+        store_bytes.extend(wal);
+    }
+    let store_text = String::from_utf8_lossy(&store_bytes);
+    let junit_text = std::fs::read_to_string(&junit).expect("the JUnit report");
+    let json_text = std::fs::read_to_string(&json).expect("the JSON report");
+    let reported = roundtrip(&["report", "latest", "--store", &s.store()]);
+    for (what, text) in [
+        ("stdout", stdout(&o)),
+        ("stderr", stderr(&o)),
+        ("the JUnit report", junit_text),
+        ("the JSON report", json_text),
+        ("the store", store_text.into_owned()),
+        ("roundtrip report", stdout(&reported)),
+    ] {
+        for secret in ["hunter2", "SECRET-TOKEN"] {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
+}
+
 #[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();

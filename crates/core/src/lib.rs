@@ -15,6 +15,7 @@ pub mod latency;
 pub mod matcher;
 pub mod model;
 pub mod observation;
+pub mod redact;
 pub mod run;
 pub mod suite;
 pub mod template;

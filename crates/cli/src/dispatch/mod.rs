@@ -23,5 +23,10 @@ pub async fn dispatch(cli: Cli) -> u8 {
 
 /// Prints an error and its sources on stderr: `error: failed to …: cause`.
 pub fn print_error(e: &dyn std::error::Error) {
-    eprintln!("error: {}", roundtrip::engine::error_chain(e));
+    eprintln!(
+        "error: {}",
+        roundtrip_core::escape::escape_lines(&roundtrip_core::redact::text(
+            &roundtrip::engine::error_chain(e)
+        ))
+    );
 }

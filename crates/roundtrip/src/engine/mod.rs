@@ -127,7 +127,7 @@ impl Session {
                 event.sent_at = clock::wall_now();
                 event.sent_mono = clock::mono_now();
                 if let Err(e) = producer.send(message).await {
-                    event.error = Some(error_chain(&e));
+                    event.error = Some(shown_error(&e));
                 }
             }
             (Err(e), _) => event.error = Some(e),
@@ -143,6 +143,13 @@ impl Session {
         }
         event
     }
+}
+
+/// An error as it may be shown, reported and stored: its chain on one line, URLs'
+/// secrets masked ([`roundtrip_core::redact`]), control characters escaped (it may
+/// quote the SUT's answer).
+pub fn shown_error(e: &dyn std::error::Error) -> String {
+    roundtrip_core::escape::escape_lines(&roundtrip_core::redact::text(&error_chain(e)))
 }
 
 /// Renders an error with its sources: `a: b: c`.
@@ -369,7 +376,7 @@ pub async fn run_suite(
     dispatcher.abort();
 
     summary.finished_at = clock::wall_now();
-    summary.harness_error = failure.as_ref().map(|e| error_chain(e));
+    summary.harness_error = failure.as_ref().map(|e| shown_error(e));
     let status = if failure.is_some() {
         "error"
     } else if summary.interrupted {

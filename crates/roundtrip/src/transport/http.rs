@@ -192,7 +192,8 @@ fn excerpt(body: &[u8]) -> String {
     if text.is_empty() {
         return " (empty body)".to_owned();
     }
-    let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
+    let shown: String = text.chars().take(EXCERPT_CHARS).collect();
+    let mut out = roundtrip_core::escape::escape_text(&shown);
     if text.chars().nth(EXCERPT_CHARS).is_some() {
         out.push('…');
     }

@@ -1,0 +1,125 @@
+//! Hiding secrets that URLs carry (`user:password@`, `?token=…`) before a URL, or an error
+//! message that quotes one, is printed, reported or stored.
+//!
+//! Suite files keep secrets out of URLs where they can (credentials come from environment
+//! variables a channel names), but a URL may still hold one: an `http` channel's
+//! `?api_key=` or a broker URL with a password, both often rendered from `env()`. Client
+//! libraries quote the URL in their errors ("error sending request for url (…)"), so
+//! every send error and harness error passes through [`text`] before it is shown or
+//! recorded.
+
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+
+/// The URL with its password (or a lone userinfo, often a token) and every query value
+/// masked: `amqp://guest:***@host/vhost`, `https://h/p?token=***&v=***`. A text without
+/// `://` is treated as an authority and path (`user:pw@host:port`).
+pub fn url(url: &str) -> String {
+    let (url, fragment) = match url.split_once('#') {
+        Some((u, f)) => (u, Some(f)),
+        None => (url, None),
+    };
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:{MASK}@{host}"),
+            None => format!("{MASK}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let mut out = match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{path}"),
+        None => format!("{authority}{path}"),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) => format!("{key}={MASK}"),
+                None if pair.is_empty() => String::new(),
+                None => MASK.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if fragment.is_some() {
+        out.push('#');
+        out.push_str(MASK);
+    }
+    out
+}
+
+/// `text` with every URL in it (`scheme://…`, up to whitespace, a quote, a bracket or
+/// `>`) passed through [`url`].
+pub fn text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let scheme_start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let tail = &rest[at + 3..];
+        let end = tail
+            .find(|c: char| {
+                c.is_whitespace()
+                    || matches!(c, '"' | '\'' | ')' | '(' | '<' | '>' | '`' | ']' | '[')
+            })
+            .unwrap_or(tail.len());
+        let whole = at + 3 + end;
+        if scheme_start == at {
+            // `://` without a scheme: not a URL; keep it and go on.
+            out.push_str(&rest[..at + 3]);
+            rest = &rest[at + 3..];
+            continue;
+        }
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&url(&rest[scheme_start..whole]));
+        rest = &rest[whole..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_tokens_and_query_values_are_masked() {
+        assert_eq!(
+            url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(url("nats://s3cr3t-token@h:4222"), "nats://***@h:4222");
+        assert_eq!(
+            url("https://h/p?token=abc&v=2&flag"),
+            "https://h/p?token=***&v=***&***"
+        );
+        assert_eq!(url("http://h/p#k=v"), "http://h/p#***");
+        assert_eq!(url("u:pw@h:1"), "u:***@h:1");
+    }
+
+    #[test]
+    fn every_url_in_a_message_is_masked() {
+        assert_eq!(
+            text("error sending request for url (http://u:pw@127.0.0.1:1/e?token=SECRET): refused"),
+            "error sending request for url (http://u:***@127.0.0.1:1/e?token=***): refused"
+        );
+        assert_eq!(
+            text("a https://x/?k=1 and \"redis://:p@h/0\" end"),
+            "a https://x/?k=*** and \"redis://:***@h/0\" end"
+        );
+        assert_eq!(text("no url :// here"), "no url :// here");
+        assert_eq!(text("plain"), "plain");
+    }
+}
