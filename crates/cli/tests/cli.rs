@@ -579,6 +579,33 @@ scenarios:
 }
 
 #[test]
+fn one_path_for_both_reports_is_refused_before_anything_runs() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "ok.yaml",
+        &format!("name: paths\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    let same = s.path("report.out");
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        "--store",
+        &s.store(),
+        "--json",
+        &same,
+        "--junit",
+        &same,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("--json and --junit both name"),
+        "{}",
+        explain(&o)
+    );
+    assert!(!Path::new(&s.path("store.sqlite")).exists(), "nothing ran");
+}
+
+#[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();
     let o = roundtrip(&["report", "0190-no-such-run", "--store", &s.store()]);

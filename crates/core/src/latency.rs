@@ -119,14 +119,14 @@ pub fn format_ns(ns: u64) -> String {
     const MINUTE: u64 = 60_000_000_000;
     const HOUR: u64 = 60 * MINUTE;
     if ns >= HOUR {
-        let minutes = (ns + MINUTE / 2) / MINUTE;
+        let minutes = ns.saturating_add(MINUTE / 2) / MINUTE;
         return match minutes % 60 {
             0 => format!("{}h", minutes / 60),
             m => format!("{}h {m}m", minutes / 60),
         };
     }
     if ns >= MINUTE {
-        let seconds = (ns + 500_000_000) / 1_000_000_000;
+        let seconds = ns.saturating_add(500_000_000) / 1_000_000_000;
         return match seconds % 60 {
             0 => format!("{}m", seconds / 60),
             s => format!("{}m {s}s", seconds / 60),
@@ -184,6 +184,12 @@ impl fmt::Display for LatencySummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_durations_format_without_overflow() {
+        assert_eq!(format_ns(u64::MAX), "5124095h 34m");
+        assert_eq!(format_ns(u64::MAX - 1), "5124095h 34m");
+    }
 
     #[test]
     fn formats_with_three_significant_digits() {

@@ -154,6 +154,8 @@ macro_rules! bad_fixtures {
 
 bad_fixtures!(
     bad_duration,
+    bounds,
+    huge_numbers,
     bad_schema,
     bad_templates,
     body_conflict,

@@ -30,3 +30,25 @@ pub fn print_error(e: &dyn std::error::Error) {
         ))
     );
 }
+
+/// Refuses `--json` and `--junit` naming the same file: one would silently overwrite
+/// the other.
+pub fn check_outputs(output: &crate::args::OutputArgs) -> Result<(), u8> {
+    let (Some(json), Some(junit)) = (&output.json, &output.junit) else {
+        return Ok(());
+    };
+    let same = json == junit
+        || matches!(
+            (std::fs::canonicalize(json), std::fs::canonicalize(junit)),
+            (Ok(a), Ok(b)) if a == b
+        );
+    if same {
+        eprintln!(
+            "error: --json and --junit both name {}: one report would overwrite the other; \
+             give each its own file",
+            json.display()
+        );
+        return Err(crate::exit::USAGE);
+    }
+    Ok(())
+}

@@ -9,6 +9,9 @@ use crate::display::out;
 use crate::exit;
 
 pub async fn report(args: ReportArgs) -> u8 {
+    if let Err(code) = super::check_outputs(&args.output) {
+        return code;
+    }
     let store = match roundtrip::store::open(&args.store.store).await {
         Ok(s) => s,
         Err(e) => {

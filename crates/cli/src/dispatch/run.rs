@@ -15,6 +15,9 @@ use crate::display::{self, out};
 use crate::exit;
 
 pub async fn run(args: RunArgs) -> u8 {
+    if let Err(code) = super::check_outputs(&args.output) {
+        return code;
+    }
     let mut loaded: Vec<LoadedSuite> = Vec::new();
     let mut invalid = false;
     for path in &args.suites {

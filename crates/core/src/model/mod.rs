@@ -462,16 +462,24 @@ impl Serialize for DurationSpec {
     }
 }
 
+/// The longest duration a suite may write anywhere. Keys that bound a run (`within`,
+/// `none_within`, `grace`) have a lower limit, checked by validation.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl<'de> Deserialize<'de> for DurationSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(s.trim())
-            .map(DurationSpec)
-            .map_err(|e| {
-                serde::de::Error::custom(format_args!(
-                    "invalid duration `{s}`: {e}; write it like `500ms`, `2s` or `1m 30s`"
-                ))
-            })
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format_args!(
+                "invalid duration `{s}`: {e}; write it like `500ms`, `2s` or `1m 30s`"
+            ))
+        })?;
+        if d > MAX_DURATION {
+            return Err(serde::de::Error::custom(format_args!(
+                "the duration `{s}` is longer than 30 days, the longest a suite may write"
+            )));
+        }
+        Ok(DurationSpec(d))
     }
 }
 

@@ -22,7 +22,9 @@
 //! - templates parse (`sut.start`, `http` URLs and headers, `dir` file names, send
 //!   bodies, texts and headers);
 //! - deadlines (`within`, `none_within`, `sut.ready.within`, `http` timeouts) are
-//!   longer than zero (`grace` and `stop_grace` may be zero);
+//!   longer than zero (`grace` and `stop_grace` may be zero); `within`, `none_within`
+//!   and `grace` are at most 24 h (any duration at most 30 days, at parse time);
+//!   `repeat` at most 1,000,000, `concurrency` 10,000, `count` and `at_least` 1,000,000;
 //! - a `webhook` channel listens on `host:port`;
 //! - broker channels: subjects, topics, streams, queues and keys are valid templates;
 //!   MQTT QoS is 0, 1 or 2; a `redis_pubsub` channel has exactly one of `channel` and
@@ -669,12 +671,24 @@ fn check_send(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, step: &SendStep
     for (name, value) in &step.headers {
         check_template(c, &at.key("headers").key(name), value);
     }
-    for (key, n) in [("repeat", step.repeat), ("concurrency", step.concurrency)] {
+    for (key, n, max) in [
+        ("repeat", step.repeat, MAX_REPEAT),
+        ("concurrency", step.concurrency, MAX_CONCURRENCY),
+    ] {
         if n == 0 {
             c.value(
                 &at.key(key),
                 format!("`{key}` must be at least 1"),
                 format!("write `{key}: 1` or more, or leave it out (the default is 1)"),
+            );
+        } else if n > max {
+            c.value(
+                &at.key(key),
+                format!("`{key}` is {n}; a send step allows at most {max}"),
+                format!(
+                    "every event is tracked until its expectations are decided: split the \
+                     load into steps or scenarios of at most {max}"
+                ),
             );
         }
     }
@@ -734,9 +748,13 @@ fn check_expect(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, e: &Expectati
             "keep `within` to require matches by a deadline, or `none_within` to require that \
              none arrive: write two expectations for both",
         ),
-        (Some(d), None) => positive(c, &at.key("within"), d),
+        (Some(d), None) => {
+            positive(c, &at.key("within"), d);
+            at_most(c, &at.key("within"), d, MAX_WINDOW);
+        }
         (None, Some(d)) => {
             positive(c, &at.key("none_within"), d);
+            at_most(c, &at.key("none_within"), d, MAX_WINDOW);
             for (key, set) in [
                 ("count", e.count.is_some()),
                 ("at_least", e.at_least.is_some()),
@@ -755,6 +773,18 @@ fn check_expect(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, e: &Expectati
         }
     }
 
+    if let Some(g) = e.grace {
+        at_most(c, &at.key("grace"), g, MAX_WINDOW);
+    }
+    for (key, n) in [("count", e.count), ("at_least", e.at_least)] {
+        if let Some(n) = n.filter(|&n| n > MAX_COUNT) {
+            c.value(
+                &at.key(key),
+                format!("`{key}` is {n}; at most {MAX_COUNT} is allowed"),
+                "write the number of observations each event must cause",
+            );
+        }
+    }
     for (k, p) in e.predicates.iter().enumerate() {
         check_predicate(c, &at.key("where").index(k), p);
     }
@@ -913,6 +943,29 @@ fn check_schema(c: &mut Checker<'_>, at: &YamlPath, schema: &Value) {
             format!("`schema` is not a valid JSON Schema: {e}"),
             "fix the schema (draft 2020-12 unless `$schema` says otherwise); \
              https://json-schema.org/understanding-json-schema explains the keywords",
+        );
+    }
+}
+
+/// The longest `within`, `none_within` and `grace`: a scenario waits this long per event.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The most events one send step produces.
+const MAX_REPEAT: u32 = 1_000_000;
+/// The most events of one step in flight at once.
+const MAX_CONCURRENCY: u32 = 10_000;
+/// The largest `count` or `at_least`.
+const MAX_COUNT: u32 = 1_000_000;
+
+fn at_most(c: &mut Checker<'_>, at: &YamlPath, d: DurationSpec, max: Duration) {
+    if d.0 > max {
+        let key = match at.0.last() {
+            Some(super::locate::Seg::Key(k)) => k.as_str(),
+            _ => "the duration",
+        };
+        c.value(
+            at,
+            format!("`{key}` is {d}; at most {} is allowed", DurationSpec(max)),
+            "a scenario waits this long for each event: write a shorter duration",
         );
     }
 }

@@ -53,9 +53,24 @@ pub fn write(summaries: &[RunSummary], path: &Path) -> std::io::Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Writes a file atomically (temporary file in the same directory, then rename), so a
-/// reader never sees half a report.
+/// Writes a report to `path`. A new path or a regular file is written atomically (a
+/// temporary file in the same directory, then a rename), so a reader never sees half a
+/// report. Anything else is written through and never replaced: a symlink keeps
+/// pointing where it pointed (its target gets the report), and a device or FIFO
+/// (`/dev/stdout`, a pipe made with `mkfifo`) receives the bytes; renaming over one
+/// would replace it with a regular file.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(meta) if meta.file_type().is_dir() => {
+            return Err(std::io::Error::other(
+                "it is a directory; give a file path for the report",
+            ));
+        }
+        Ok(_) => return write_through(path, bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -65,5 +80,74 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_else(|| "report".into());
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Writes into what `path` is or points to, truncating a regular file.
+fn write_through(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let target_is_file = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_file());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(target_is_file)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.flush()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_file_or_a_new_path_is_replaced_atomically() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("sub/report.json");
+        write_atomic(&path, b"one").expect("a new path");
+        write_atomic(&path, b"two").expect("an existing file");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("list")
+            .collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
+        let err = write_atomic(dir.path(), b"x").expect_err("a directory");
+        assert!(err.to_string().contains("directory"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_is_written_through_and_kept() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let target = dir.path().join("target.json");
+        std::fs::write(&target, b"a much longer old content").expect("write");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        write_atomic(&link, b"new").expect("through the link");
+        let meta = std::fs::symlink_metadata(&link).expect("stat");
+        assert!(meta.file_type().is_symlink(), "the link is still a link");
+        assert_eq!(std::fs::read(&target).expect("read"), b"new");
+    }
+
+    #[test]
+    fn a_fifo_receives_the_report_and_is_not_replaced() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+        };
+        write_atomic(&fifo, b"{\"ok\":true}").expect("into the fifo");
+        assert_eq!(reader.join().expect("the reader"), b"{\"ok\":true}");
+        let meta = std::fs::symlink_metadata(&fifo).expect("stat");
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()),
+            "still a FIFO"
+        );
+    }
 }
