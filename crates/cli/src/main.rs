@@ -15,6 +15,9 @@ mod exit;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // Processes the SUT leaves behind (a wrapper's children) are reparented to us and
+    // swept when the run stops, instead of going to PID 1.
+    roundtrip::engine::become_subreaper();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

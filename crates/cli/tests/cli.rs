@@ -678,6 +678,125 @@ fn ctrl_c_stops_the_run_cleanly_and_the_store_keeps_it() {
     assert!(stdout(&runs).contains("interrupted"), "{}", explain(&runs));
 }
 
+/// Whether a process is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn read_pid(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .expect("the SUT wrote its pid")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_sut_started_through_a_wrapper_stops_with_the_run() {
+    let s = Scratch::new();
+    let pid_file = s.path("grandchild.pid");
+    let suite = s.write(
+        "wrapper.yaml",
+        &format!(
+            "name: wrapper\nsut:\n  start: [sh, -c, \"sleep 300 & echo $! > {pid_file}; echo ready; wait\"]\n  ready: {{ log: ready, within: 10s }}\n  stop_grace: 5s\n{}",
+            LISTEN_ONLY.replace("PORT", "0")
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let pid = read_pid(&pid_file);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the wrapper's child {pid} was stopped and reaped with the run"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_roundtrip_takes_its_sut_down() {
+    let s = Scratch::new();
+    let pid_file = s.path("sut.pid");
+    let suite = s.write(
+        "orphan.yaml",
+        &format!(
+            "name: orphan\nsut:\n  start: [sh, -c, \"echo $$ > {pid_file}; echo ready; exec sleep 300\"]\n  ready: {{ log: ready, within: 10s }}\nchannels:\n  out: {{ webhook: {{ listen: \"127.0.0.1:0\", path: /out }} }}\nscenarios:\n  - name: waits\n    send: []\n    expect: [ {{ on: out, none_within: 60s }} ]\n"
+        ),
+    );
+    let (mut child, _lines, _) = run_until(&suite, &s.store(), |seen| {
+        seen.iter().any(|l| l.contains("system under test ready"))
+    });
+    let pid = read_pid(&pid_file);
+    assert!(!process_gone(&pid), "the SUT runs");
+    child.kill().expect("SIGKILL roundtrip");
+    child.wait().expect("reaped");
+    // The kernel delivers the parent-death signal when roundtrip dies; the SUT's exit is
+    // not an event this test can wait on, so it checks until a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !process_gone(&pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(process_gone(&pid), "the SUT {pid} outlived a SIGKILLed roundtrip");
+}
+
+#[test]
+fn a_second_ctrl_c_hurries_the_stop_and_the_run_is_still_recorded() {
+    use std::io::{BufRead, BufReader};
+    let s = Scratch::new();
+    let suite = s.write(
+        "stubborn.yaml",
+        "name: stubborn\nsut:\n  start: [sh, -c, \"trap '' TERM; echo ready; while :; do sleep 1; done\"]\n  ready: { log: ready, within: 10s }\n  stop_grace: 10m\nchannels:\n  in: { dir: { path: inbox } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: waits\n    send: [ { to: in, text: hello } ]\n    expect: [ { on: out, none_within: 60s } ]\n",
+    );
+    let store = s.store();
+    let (mut child, lines, mut seen) = run_until(&suite, &store, |seen| {
+        seen.iter().any(|l| l.contains("system under test ready"))
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let pid = child.id().to_string();
+    let interrupt = || {
+        let kill = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(kill.expect("kill runs").success());
+    };
+    let wait_for = |text: &str| loop {
+        let line = rx.recv().expect("roundtrip says what it does");
+        if line.contains(text) {
+            break;
+        }
+    };
+    interrupt();
+    wait_for("interrupted by Ctrl-C");
+    interrupt();
+    wait_for("stopping faster");
+    // The SUT ignores SIGTERM and has a 10-minute stop grace: only the hurried stop
+    // ends the run. A guard, so that a regression fails instead of hanging CI.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("roundtrip is waitable") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the second Ctrl-C did not hurry the stop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    seen.extend(lines.map_while(Result::ok));
+    let out = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert_eq!(seen.last().map(String::as_str), Some("0 passed, 1 failed"), "{out}");
+    let runs = roundtrip(&["runs", "--store", &store]);
+    assert!(stdout(&runs).contains("interrupted"), "{}", explain(&runs));
+}
+
 /// A broker suite on a build without that transport is a usage error naming the feature.
 #[cfg(not(feature = "kafka"))]
 #[test]

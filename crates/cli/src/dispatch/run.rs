@@ -46,14 +46,25 @@ pub async fn run(args: RunArgs) -> u8 {
 
     // Ctrl-C (or SIGTERM, as CI cancellations and `timeout` send) stops the run cleanly:
     // scenarios end, SUT and listeners stop (removing what they created), the store
-    // records what ran. A second signal exits at once.
+    // records what ran. A second signal hurries the stop (the SUT's process group is
+    // killed at once) and the run is still recorded as interrupted; only a third exits
+    // at once, leaving the run unfinished in the store.
     let (cancel_tx, cancel) = watch::channel(false);
+    let (hurry_tx, hurry) = watch::channel(false);
     tokio::spawn(async move {
         if let Some(signal) = interrupted().await {
-            eprintln!("\ninterrupted by {signal}: stopping the run (Ctrl-C again to exit at once)");
+            eprintln!(
+                "\ninterrupted by {signal}: stopping the run (again to stop faster, a third \
+                 time to exit at once)"
+            );
             cancel_tx.send_replace(true);
             if interrupted().await.is_some() {
-                std::process::exit(130);
+                eprintln!("stopping faster: killing the system under test; the run is still recorded");
+                hurry_tx.send_replace(true);
+                if interrupted().await.is_some() {
+                    eprintln!("exiting at once: the run stays unfinished in the store");
+                    std::process::exit(130);
+                }
             }
         }
     });
@@ -72,6 +83,7 @@ pub async fn run(args: RunArgs) -> u8 {
         opts.concurrency = args.concurrency as usize;
         opts.events = Some(tx);
         opts.cancel = cancel.clone();
+        opts.hurry = hurry.clone();
         let result = engine::run_suite(suite, Arc::clone(&store), opts).await;
         let _ = printer.await;
         match result {

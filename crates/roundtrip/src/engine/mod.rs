@@ -38,7 +38,7 @@ mod sut;
 
 pub use event::RunEvent;
 pub use scenario::COMMIT_SLACK;
-pub use sut::SutProcess;
+pub use sut::{SutProcess, become_subreaper};
 
 use router::Router;
 
@@ -52,6 +52,10 @@ pub struct RunOptions {
     /// Set to `true` to stop the run early (Ctrl-C): unfinished scenarios become errors,
     /// the SUT and listeners are stopped, the store stays consistent.
     pub cancel: watch::Receiver<bool>,
+    /// Set to `true` to hurry a stop already under way (a second Ctrl-C): the SUT's
+    /// process group is killed at once instead of being given its stop grace. The run
+    /// is still recorded as interrupted.
+    pub hurry: watch::Receiver<bool>,
 }
 
 impl RunOptions {
@@ -60,10 +64,12 @@ impl RunOptions {
         // Nobody holds the sender: a closed channel means "never cancelled" (see
         // [`cancelled`]).
         let (_, cancel) = watch::channel(false);
+        let (_, hurry) = watch::channel(false);
         RunOptions {
             concurrency: 16,
             events: None,
             cancel,
+            hurry,
         }
     }
 }
@@ -357,7 +363,7 @@ pub async fn run_suite(
     // Teardown: the SUT first (so it stops emitting), then the listeners, which finish
     // committing whatever they accepted.
     if let Some(mut process) = sut {
-        summary.sut_log = process.stop().await;
+        summary.sut_log = process.stop_or_hurry(opts.hurry.clone()).await;
     }
     for l in started {
         let (delivery, polling) = (l.running.delivery, l.running.polling);

@@ -1,6 +1,16 @@
 //! The system under test as a child process: start it, probe it until ready, keep the
 //! tail of its output for the report, stop it (SIGTERM, then SIGKILL after the grace),
 //! and reap it.
+//!
+//! On Unix the SUT runs in a process group of its own and every signal goes to the
+//! group, so a SUT started through a wrapper (`sh -c "service & wait"`) stops with it;
+//! after the leader exits, members still in the group get the rest of the grace period,
+//! then SIGKILL. On Linux the SUT also gets a parent-death signal (SIGKILL), so a
+//! roundtrip that is itself killed does not leave it running. That signal reaches the
+//! direct child only: a wrapper's own children survive a SIGKILLed roundtrip (write
+//! `exec service` in wrappers). The CLI also makes itself a child subreaper
+//! ([`become_subreaper`]), so members of the group that outlive their parent are
+//! reparented to roundtrip and reaped here rather than left to PID 1.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -29,6 +39,18 @@ pub struct SutProcess {
     log: Arc<Mutex<VecDeque<String>>>,
     stop_grace: Duration,
     ready_after: Duration,
+    /// True once `stop` has reaped the leader and swept the group.
+    stopped: bool,
+}
+
+impl Drop for SutProcess {
+    fn drop(&mut self) {
+        // A run that ends without `stop` (a panic, an aborted task) still takes the
+        // whole group down, not only the leader (`kill_on_drop`).
+        if !self.stopped {
+            group::signal(self.pid, group::Sig::Kill);
+        }
+    }
 }
 
 impl SutProcess {
@@ -60,6 +82,10 @@ impl SutProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        #[cfg(unix)]
+        command.process_group(0);
+        #[cfg(target_os = "linux")]
+        group::die_with_parent(&mut command);
         let spawned_at = Instant::now();
         let mut child = command.spawn().map_err(|e| HarnessError::Sut {
             message: format!(
@@ -101,6 +127,7 @@ impl SutProcess {
             log,
             stop_grace: spec.stop_grace.0,
             ready_after: Duration::ZERO,
+            stopped: false,
         };
         let deadline = tokio::time::Instant::from_std(spawned_at + spec.ready.within.0);
         let probe = probe(readiness.clone(), seen_rx);
@@ -172,17 +199,56 @@ impl SutProcess {
         out
     }
 
-    /// Stops the process: SIGTERM, then SIGKILL after the grace period; reaps it and
-    /// returns the tail of its output.
+    /// Stops the process and its group: SIGTERM, then SIGKILL after the grace period;
+    /// reaps it and returns the tail of its output.
     pub async fn stop(&mut self) -> Vec<String> {
+        let (_, never) = watch::channel(false);
+        self.stop_or_hurry(never).await
+    }
+
+    /// [`SutProcess::stop`], cut short when `hurry` turns true (a second Ctrl-C): the
+    /// group gets SIGKILL at once.
+    pub async fn stop_or_hurry(&mut self, mut hurry: watch::Receiver<bool>) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + self.stop_grace;
+        let hurried = async move {
+            if hurry.wait_for(|h| *h).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(hurried);
+        let mut hurry_now = false;
         if matches!(self.child.try_wait(), Ok(None)) {
-            terminate(self.pid);
-            let graceful = tokio::time::timeout(self.stop_grace, self.child.wait()).await;
-            if graceful.is_err() {
-                let _ = self.child.kill().await;
+            group::signal(self.pid, group::Sig::Term);
+            tokio::select! {
+                _ = self.child.wait() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = &mut hurried => hurry_now = true,
             }
         }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            group::signal(self.pid, group::Sig::Kill);
+            let _ = self.child.kill().await;
+        }
         let _ = self.child.wait().await;
+        // Members of the group that outlived the leader (a wrapper's children) get what
+        // is left of the grace period. A poll, bounded by the grace: processes that are
+        // not our children give no event to wait on.
+        loop {
+            group::reap(self.pid);
+            if !group::alive(self.pid) {
+                break;
+            }
+            if hurry_now || tokio::time::Instant::now() >= deadline {
+                group::signal(self.pid, group::Sig::Kill);
+                group::reap(self.pid);
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                () = &mut hurried => hurry_now = true,
+            }
+        }
+        self.stopped = true;
         self.log_tail()
     }
 }
@@ -199,17 +265,101 @@ fn resolve_program(program: &str, base_dir: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Makes this process a child subreaper (Linux): processes orphaned below it are
+/// reparented to it instead of PID 1, so the SUT's group can be swept and reaped when
+/// a run stops. For programs that own their process (the CLI); a library user's test
+/// process is left alone. Returns false where it is not supported.
+pub fn become_subreaper() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_child_subreaper(true).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// The SUT's process group: its id is the leader's pid (`process_group(0)`).
 #[cfg(unix)]
-fn terminate(pid: u32) {
-    use nix::sys::signal::{Signal, kill};
+mod group {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     use nix::unistd::Pid;
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Sig {
+        Term,
+        Kill,
+    }
+
+    fn pgid(pid: u32) -> Option<Pid> {
+        i32::try_from(pid).ok().filter(|&p| p > 0).map(Pid::from_raw)
+    }
+
+    pub(super) fn signal(pid: u32, sig: Sig) {
+        let sig = match sig {
+            Sig::Term => Signal::SIGTERM,
+            Sig::Kill => Signal::SIGKILL,
+        };
+        if let Some(g) = pgid(pid) {
+            let _ = killpg(g, sig);
+        }
+    }
+
+    /// Whether any process (a zombie included) is still in the group.
+    pub(super) fn alive(pid: u32) -> bool {
+        pgid(pid).is_some_and(|g| killpg(g, None).is_ok())
+    }
+
+    /// Reaps the group's members that are our children (reparented to us as subreaper)
+    /// and have exited. Only this group's: other children are left to their owners.
+    pub(super) fn reap(pid: u32) {
+        let Some(g) = pgid(pid) else { return };
+        let group = Pid::from_raw(-g.as_raw());
+        while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+
+    /// Asks the kernel to SIGKILL the SUT when the thread that spawned it exits (in
+    /// practice, when roundtrip dies: the runtime's worker threads live as long as it).
+    #[cfg(target_os = "linux")]
+    pub(super) fn die_with_parent(command: &mut tokio::process::Command) {
+        let parent = nix::unistd::getpid();
+        // SAFETY: the closure runs in the forked child before exec and only makes two
+        // async-signal-safe system calls (prctl, getppid); it allocates nothing and
+        // takes no lock.
+        #[expect(unsafe_code, reason = "pre_exec is the only way to set a parent-death signal")]
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The parent may have died between fork and prctl: then nobody would
+                // send the signal.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("roundtrip exited while starting the SUT"));
+                }
+                Ok(())
+            });
+        }
     }
 }
 
 #[cfg(not(unix))]
-fn terminate(_pid: u32) {}
+mod group {
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Sig {
+        Term,
+        Kill,
+    }
+    pub(super) fn signal(_pid: u32, _sig: Sig) {}
+    pub(super) fn alive(_pid: u32) -> bool {
+        false
+    }
+    pub(super) fn reap(_pid: u32) {}
+}
 
 async fn pump(
     stream: impl AsyncRead + Unpin,
