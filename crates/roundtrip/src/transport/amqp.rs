@@ -465,7 +465,7 @@ async fn record_deliveries(
                 if sink.record(received).await.is_ok()
                     && delivery.ack(BasicAckOptions::default()).await.is_err()
                 {
-                    sink.gap("an ack was not delivered; the broker will redeliver");
+                    sink.gap_counted("an ack was not delivered; the broker will redeliver", 0);
                 }
             }
         })

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use roundtrip_core::correlate::Correlator;
-use roundtrip_core::observation::{NewObservation, Observation, Payload};
+use roundtrip_core::observation::{NewObservation, Observation, Payload, UnixNanos};
 
 use crate::clock;
 use crate::store::{Store, StoreError};
@@ -182,6 +182,8 @@ pub struct ListenerStats {
     pub redelivered: AtomicU64,
     /// Gaps in the subscription: disconnects, slow-consumer drops.
     pub gaps: std::sync::Mutex<Vec<String>>,
+    /// When each gap (same index) was, and what it may have lost.
+    pub spans: std::sync::Mutex<Vec<GapSpan>>,
 }
 
 impl ListenerStats {
@@ -189,6 +191,24 @@ impl ListenerStats {
     pub fn gaps(&self) -> Vec<String> {
         self.gaps.lock().map(|g| g.clone()).unwrap_or_default()
     }
+
+    /// When the gaps were and what they may have lost, in the order of [`Self::gaps`].
+    pub fn spans(&self) -> Vec<GapSpan> {
+        self.spans.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// The time and extent of one gap, for accounting for a loss: a message missing from
+/// an at-most-once listener must be covered by a gap's count or fall in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapSpan {
+    /// When it began (wall clock).
+    pub from: UnixNanos,
+    /// When it ended; `None` while it goes on.
+    pub to: Option<UnixNanos>,
+    /// How many messages it lost, when the transport says (`Some(0)`: none, e.g. an
+    /// ack that failed and will be redelivered); `None` when it cannot know.
+    pub lost: Option<u64>,
 }
 
 /// Where a listener hands what it receives: correlates, truncates, timestamps, and
@@ -249,21 +269,54 @@ impl ObservationSink {
         self.inner.stats.faults.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a gap in the subscription (shown in the report), e.g. `disconnected at
-    /// 2026-11-26T10:00:00Z for 1.2s: connection reset`.
+    /// Records a gap in the subscription (shown in the report) that may have lost an
+    /// unknown number of messages, e.g. `slow consumer at …: dropped messages`.
     pub fn gap(&self, what: impl Into<String>) {
-        let _ = self.open_gap(what);
+        let now = clock::wall_now();
+        self.push_gap(
+            what.into(),
+            GapSpan {
+                from: now,
+                to: Some(now),
+                lost: None,
+            },
+        );
     }
 
-    /// Records a gap that is still going on; returns its index for
+    /// Records a gap that lost exactly `lost` messages (a broker's drop counter), or
+    /// none (`0`: an ack that failed, so the message comes again).
+    pub fn gap_counted(&self, what: impl Into<String>, lost: u64) {
+        let now = clock::wall_now();
+        self.push_gap(
+            what.into(),
+            GapSpan {
+                from: now,
+                to: Some(now),
+                lost: Some(lost),
+            },
+        );
+    }
+
+    /// Records a gap that is still going on (a disconnect); returns its index for
     /// [`ObservationSink::update_gap`], which completes it.
     pub fn open_gap(&self, what: impl Into<String>) -> usize {
-        match self.inner.stats.gaps.lock() {
-            Ok(mut gaps) => {
-                gaps.push(what.into());
+        let span = GapSpan {
+            from: clock::wall_now(),
+            to: None,
+            lost: None,
+        };
+        self.push_gap(what.into(), span)
+    }
+
+    fn push_gap(&self, what: String, span: GapSpan) -> usize {
+        let stats = &self.inner.stats;
+        match (stats.gaps.lock(), stats.spans.lock()) {
+            (Ok(mut gaps), Ok(mut spans)) => {
+                gaps.push(what);
+                spans.push(span);
                 gaps.len() - 1
             }
-            Err(_) => usize::MAX,
+            _ => usize::MAX,
         }
     }
 
@@ -276,12 +329,18 @@ impl ObservationSink {
         ));
     }
 
-    /// Rewrites a gap recorded earlier, e.g. with its length once the listener is back.
+    /// Rewrites a gap recorded earlier, e.g. with its length once the listener is back;
+    /// its window ends now.
     pub fn update_gap(&self, index: usize, what: impl Into<String>) {
         if let Ok(mut gaps) = self.inner.stats.gaps.lock()
             && let Some(gap) = gaps.get_mut(index)
         {
             *gap = what.into();
+        }
+        if let Ok(mut spans) = self.inner.stats.spans.lock()
+            && let Some(span) = spans.get_mut(index)
+        {
+            span.to = Some(clock::wall_now());
         }
     }
 

@@ -689,7 +689,7 @@ async fn record_in_order(messages: mpsc::Receiver<Message>, client: Client, sink
                 if let (true, Some(ack)) = (committed, ack)
                     && client.ack(&ack).await.is_err()
                 {
-                    sink.gap("an ack could not be queued; the broker will redeliver");
+                    sink.gap_counted("an ack could not be queued; the broker will redeliver", 0);
                 }
             }
         })
@@ -719,14 +719,17 @@ impl DroppedCounter {
         if let Some(before) = self.last
             && now > before
         {
-            sink.gap(format!(
-                "the broker dropped {} messages by {} (server-wide `{DROPPED_TOPIC}`): a \
-                 subscriber fell behind the broker's queue limit (Mosquitto: \
-                 max_queued_messages, default 1,000); messages for this listener may be \
-                 among them",
+            sink.gap_counted(
+                format!(
+                    "the broker dropped {} messages by {} (server-wide `{DROPPED_TOPIC}`): a \
+                     subscriber fell behind the broker's queue limit (Mosquitto: \
+                     max_queued_messages, default 1,000); messages for this listener may \
+                     be among them",
+                    now - before,
+                    crate::clock::format_wall_now()
+                ),
                 now - before,
-                crate::clock::format_wall_now()
-            ));
+            );
         }
         self.last = Some(now);
     }

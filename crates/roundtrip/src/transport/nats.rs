@@ -547,7 +547,10 @@ impl Listener for JetStreamListener {
                         // Ack only what the store holds; an unacked message is redelivered
                         // after `ack_wait`.
                         if sink.record(received).await.is_ok() && msg.ack().await.is_err() {
-                            sink.gap("an ack was not delivered; the message will come again");
+                            sink.gap_counted(
+                                "an ack was not delivered; the message will come again",
+                                0,
+                            );
                         }
                     }
                 })

@@ -428,10 +428,13 @@ async fn read_stream(
                     .query_async(&mut connection)
                     .await;
                 if let Err(e) = acked {
-                    sink.gap(format!(
-                        "XACK of {} entries failed ({e}); they will be read again",
-                        recorded.len()
-                    ));
+                    sink.gap_counted(
+                        format!(
+                            "XACK of {} entries failed ({e}); they will be read again",
+                            recorded.len()
+                        ),
+                        0,
+                    );
                 }
             }
             Cursor::Group { .. } => {}

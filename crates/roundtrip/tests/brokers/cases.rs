@@ -48,16 +48,31 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Generates the conformance tests for one driver.
+/// Expands the items only when the flag is `true`.
+macro_rules! when {
+    (true, $($item:item)*) => { $($item)* };
+    (false, $($item:item)*) => {};
+}
+
+/// Generates the conformance tests for one driver: only those that apply. `durable`
+/// and `ordered` must agree with the case (the first test checks that), so a test
+/// that does not apply is not generated rather than passing without asserting.
 macro_rules! conformance {
-    ($module:ident, $feature:literal, $case:path, unreachable: $unreachable:path, hint: $hint:literal) => {
+    ($module:ident, $feature:literal, $case:path, unreachable: $unreachable:path, hint: $hint:literal,
+     durable: $durable:tt, ordered: $ordered:tt) => {
         #[cfg(feature = $feature)]
         mod $module {
             use super::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn round_trip_is_correlated_and_keeps_headers() {
-                checks::round_trip($case().await).await;
+                let case = $case().await;
+                assert_eq!(
+                    (case.durable, case.ordered),
+                    ($durable, $ordered),
+                    "the conformance! flags (durable, ordered) disagree with the case"
+                );
+                checks::round_trip(case).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,21 +85,21 @@ macro_rules! conformance {
                 checks::many_none_lost($case().await).await;
             }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_killed_and_restarted_listener_loses_nothing() {
-                let case = $case().await;
-                if case.durable {
-                    checks::restart_loses_nothing(case).await;
+            when!(
+                $durable,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_killed_and_restarted_listener_loses_nothing() {
+                    checks::restart_loses_nothing($case().await).await;
                 }
-            }
+            );
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn messages_arrive_in_order_where_promised() {
-                let case = $case().await;
-                if case.ordered {
-                    checks::ordered_per_key(case).await;
+            when!(
+                $ordered,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn messages_arrive_in_order_where_promised() {
+                    checks::ordered_per_key($case().await).await;
                 }
-            }
+            );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_unreachable_server_is_a_clear_error() {
@@ -128,7 +143,7 @@ fn nats_unreachable() -> ChannelSpec {
     nats("x", "nats://127.0.0.1:1")
 }
 
-conformance!(nats_core, "nats", nats_case, unreachable: nats_unreachable, hint: "NATS at nats://127.0.0.1:1");
+conformance!(nats_core, "nats", nats_case, unreachable: nats_unreachable, hint: "NATS at nats://127.0.0.1:1", durable: false, ordered: true);
 
 #[cfg(feature = "nats")]
 fn jetstream(stream: &str, subject: &str, durable: Option<String>, url: &str) -> ChannelSpec {
@@ -169,7 +184,7 @@ fn jetstream_unreachable() -> ChannelSpec {
     jetstream("S", "s", None, "nats://127.0.0.1:1")
 }
 
-conformance!(nats_jetstream, "nats", jetstream_case, unreachable: jetstream_unreachable, hint: "NATS at nats://127.0.0.1:1");
+conformance!(nats_jetstream, "nats", jetstream_case, unreachable: jetstream_unreachable, hint: "NATS at nats://127.0.0.1:1", durable: true, ordered: true);
 
 // -------------------------------------------------------------------------------------
 // Redis
@@ -205,7 +220,7 @@ fn redis_stream_unreachable() -> ChannelSpec {
     redis_stream("s", None, "redis://127.0.0.1:1")
 }
 
-conformance!(redis_streams, "redis", redis_stream_case, unreachable: redis_stream_unreachable, hint: "Redis at redis://127.0.0.1:1");
+conformance!(redis_streams, "redis", redis_stream_case, unreachable: redis_stream_unreachable, hint: "Redis at redis://127.0.0.1:1", durable: true, ordered: true);
 
 #[cfg(feature = "redis")]
 async fn redis_stream_xread_case() -> Case {
@@ -224,7 +239,7 @@ async fn redis_stream_xread_case() -> Case {
     }
 }
 
-conformance!(redis_streams_xread, "redis", redis_stream_xread_case, unreachable: redis_stream_unreachable, hint: "Redis at redis://127.0.0.1:1");
+conformance!(redis_streams_xread, "redis", redis_stream_xread_case, unreachable: redis_stream_unreachable, hint: "Redis at redis://127.0.0.1:1", durable: false, ordered: true);
 
 #[cfg(feature = "redis")]
 fn redis_pubsub(channel: &str, url: &str) -> ChannelSpec {
@@ -256,7 +271,7 @@ fn redis_pubsub_unreachable() -> ChannelSpec {
     redis_pubsub("c", "redis://127.0.0.1:1")
 }
 
-conformance!(redis_pubsub_, "redis", redis_pubsub_case, unreachable: redis_pubsub_unreachable, hint: "Redis at redis://127.0.0.1:1");
+conformance!(redis_pubsub_, "redis", redis_pubsub_case, unreachable: redis_pubsub_unreachable, hint: "Redis at redis://127.0.0.1:1", durable: false, ordered: true);
 
 // -------------------------------------------------------------------------------------
 // AMQP
@@ -293,7 +308,7 @@ fn amqp_unreachable() -> ChannelSpec {
     amqp("q", "amqp://127.0.0.1:1/%2f")
 }
 
-conformance!(amqp_queue, "amqp", amqp_case, unreachable: amqp_unreachable, hint: "AMQP broker at amqp://127.0.0.1:1");
+conformance!(amqp_queue, "amqp", amqp_case, unreachable: amqp_unreachable, hint: "AMQP broker at amqp://127.0.0.1:1", durable: true, ordered: true);
 
 // -------------------------------------------------------------------------------------
 // MQTT
@@ -391,9 +406,9 @@ fn mqtt_unreachable() -> ChannelSpec {
     mqtt("t", MqttVersion::V5, 1, None, "mqtt://127.0.0.1:1")
 }
 
-conformance!(mqtt_v5, "mqtt", mqtt5_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
-conformance!(mqtt_v311, "mqtt", mqtt311_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
-conformance!(mqtt_qos0, "mqtt", mqtt_qos0_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
+conformance!(mqtt_v5, "mqtt", mqtt5_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1", durable: true, ordered: true);
+conformance!(mqtt_v311, "mqtt", mqtt311_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1", durable: true, ordered: true);
+conformance!(mqtt_qos0, "mqtt", mqtt_qos0_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1", durable: false, ordered: true);
 
 // -------------------------------------------------------------------------------------
 // Kafka API (tansu)
@@ -455,7 +470,7 @@ fn kafka_unreachable() -> ChannelSpec {
     kafka("t", None, "127.0.0.1:1")
 }
 
-conformance!(kafka_group, "kafka", kafka_case, unreachable: kafka_unreachable, hint: "Kafka at 127.0.0.1:1");
+conformance!(kafka_group, "kafka", kafka_case, unreachable: kafka_unreachable, hint: "Kafka at 127.0.0.1:1", durable: true, ordered: true);
 
 // -------------------------------------------------------------------------------------
 // Bad credentials: the servers that enforce them here.
@@ -522,7 +537,7 @@ async fn nats_wildcard_case() -> Case {
     }
 }
 
-conformance!(nats_wildcard, "nats", nats_wildcard_case, unreachable: nats_unreachable, hint: "NATS at nats://127.0.0.1:1");
+conformance!(nats_wildcard, "nats", nats_wildcard_case, unreachable: nats_unreachable, hint: "NATS at nats://127.0.0.1:1", durable: false, ordered: true);
 
 #[cfg(feature = "nats")]
 async fn jetstream_ephemeral_case() -> Case {
@@ -536,7 +551,7 @@ async fn jetstream_ephemeral_case() -> Case {
     }
 }
 
-conformance!(nats_jetstream_ephemeral, "nats", jetstream_ephemeral_case, unreachable: jetstream_unreachable, hint: "NATS at nats://127.0.0.1:1");
+conformance!(nats_jetstream_ephemeral, "nats", jetstream_ephemeral_case, unreachable: jetstream_unreachable, hint: "NATS at nats://127.0.0.1:1", durable: false, ordered: true);
 
 #[cfg(feature = "redis")]
 async fn redis_pattern_case() -> Case {
@@ -553,7 +568,7 @@ async fn redis_pattern_case() -> Case {
     }
 }
 
-conformance!(redis_psubscribe, "redis", redis_pattern_case, unreachable: redis_pubsub_unreachable, hint: "Redis at redis://127.0.0.1:1");
+conformance!(redis_psubscribe, "redis", redis_pattern_case, unreachable: redis_pubsub_unreachable, hint: "Redis at redis://127.0.0.1:1", durable: false, ordered: true);
 
 #[cfg(feature = "amqp")]
 async fn amqp_bind_case() -> Case {
@@ -576,7 +591,7 @@ async fn amqp_bind_case() -> Case {
     }
 }
 
-conformance!(amqp_bound_to_exchange, "amqp", amqp_bind_case, unreachable: amqp_unreachable, hint: "AMQP broker at amqp://127.0.0.1:1");
+conformance!(amqp_bound_to_exchange, "amqp", amqp_bind_case, unreachable: amqp_unreachable, hint: "AMQP broker at amqp://127.0.0.1:1", durable: false, ordered: true);
 
 #[cfg(feature = "mqtt")]
 async fn mqtt_qos2_case() -> Case {
@@ -594,7 +609,7 @@ async fn mqtt_qos2_case() -> Case {
     }
 }
 
-conformance!(mqtt_qos2, "mqtt", mqtt_qos2_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1");
+conformance!(mqtt_qos2, "mqtt", mqtt_qos2_case, unreachable: mqtt_unreachable, hint: "MQTT broker at mqtt://127.0.0.1:1", durable: true, ordered: true);
 
 #[cfg(feature = "kafka")]
 async fn kafka_assigned_case() -> Case {
@@ -609,7 +624,7 @@ async fn kafka_assigned_case() -> Case {
     }
 }
 
-conformance!(kafka_assigned, "kafka", kafka_assigned_case, unreachable: kafka_unreachable, hint: "Kafka at 127.0.0.1:1");
+conformance!(kafka_assigned, "kafka", kafka_assigned_case, unreachable: kafka_unreachable, hint: "Kafka at 127.0.0.1:1", durable: false, ordered: true);
 
 /// NATS request/reply: the producer waits for the reply, which becomes the receipt.
 #[cfg(feature = "nats")]
@@ -1290,7 +1305,7 @@ fn aws_unreachable() -> ChannelSpec {
     })
 }
 
-conformance!(aws_sqs, "aws", sqs_case, unreachable: aws_unreachable, hint: "SQS at http://127.0.0.1:1");
+conformance!(aws_sqs, "aws", sqs_case, unreachable: aws_unreachable, hint: "SQS at http://127.0.0.1:1", durable: true, ordered: false);
 
 #[cfg(feature = "aws")]
 async fn sqs_fifo_case() -> Case {
@@ -1313,7 +1328,7 @@ impl Case {
     }
 }
 
-conformance!(aws_sqs_fifo, "aws", sqs_fifo_case, unreachable: aws_unreachable, hint: "SQS at http://127.0.0.1:1");
+conformance!(aws_sqs_fifo, "aws", sqs_fifo_case, unreachable: aws_unreachable, hint: "SQS at http://127.0.0.1:1", durable: true, ordered: true);
 
 #[cfg(feature = "aws")]
 async fn sns_case() -> Case {
@@ -1338,7 +1353,7 @@ fn sns_unreachable() -> ChannelSpec {
     })
 }
 
-conformance!(aws_sns, "aws", sns_case, unreachable: sns_unreachable, hint: "SNS at http://127.0.0.1:1");
+conformance!(aws_sns, "aws", sns_case, unreachable: sns_unreachable, hint: "SNS at http://127.0.0.1:1", durable: false, ordered: false);
 
 #[cfg(feature = "aws")]
 async fn eventbridge_case() -> Case {
@@ -1369,7 +1384,7 @@ fn eventbridge_unreachable() -> ChannelSpec {
     })
 }
 
-conformance!(aws_eventbridge, "aws", eventbridge_case, unreachable: eventbridge_unreachable, hint: "EventBridge at http://127.0.0.1:1");
+conformance!(aws_eventbridge, "aws", eventbridge_case, unreachable: eventbridge_unreachable, hint: "EventBridge at http://127.0.0.1:1", durable: false, ordered: false);
 
 /// An S3 client on the emulator, and a new bucket whose notifications go where
 /// `notifications` says.
@@ -1472,7 +1487,7 @@ fn s3_unreachable() -> ChannelSpec {
     })
 }
 
-conformance!(aws_s3_notifications, "aws", s3_notifications_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+conformance!(aws_s3_notifications, "aws", s3_notifications_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1", durable: true, ordered: false);
 
 /// A bucket whose `ObjectCreated` notifications go to an SNS topic; returns (bucket,
 /// topic).
@@ -1509,7 +1524,7 @@ async fn s3_topic_case() -> Case {
     s3_case(S3Channel::new(&bucket), listener, false)
 }
 
-conformance!(aws_s3_topic, "aws", s3_topic_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+conformance!(aws_s3_topic, "aws", s3_topic_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1", durable: false, ordered: false);
 
 #[cfg(feature = "aws")]
 async fn s3_eventbridge_case() -> Case {
@@ -1527,7 +1542,7 @@ async fn s3_eventbridge_case() -> Case {
     s3_case(S3Channel::new(&bucket), listener, false)
 }
 
-conformance!(aws_s3_eventbridge, "aws", s3_eventbridge_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+conformance!(aws_s3_eventbridge, "aws", s3_eventbridge_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1", durable: false, ordered: false);
 
 #[cfg(feature = "aws")]
 async fn s3_listing_case() -> Case {
@@ -1540,7 +1555,7 @@ async fn s3_listing_case() -> Case {
     s3_case(bucket.clone(), bucket, false)
 }
 
-conformance!(aws_s3_listing, "aws", s3_listing_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1");
+conformance!(aws_s3_listing, "aws", s3_listing_case, unreachable: s3_unreachable, hint: "S3 at http://127.0.0.1:1", durable: false, ordered: false);
 
 /// The harness-owned queues, rules and subscriptions of one run, by name.
 #[cfg(feature = "aws")]

@@ -173,7 +173,7 @@ impl<T: Teardown> OwnedQueue<T> {
     ) {
         consume(self.source, sink.clone(), decode, stop).await;
         for failure in self.owned.remove().await {
-            sink.gap(format!("cleanup: {failure}"));
+            sink.gap_counted(format!("cleanup: {failure}"), 0);
         }
     }
 }
