@@ -8,8 +8,12 @@ use crate::display::out;
 use crate::exit;
 
 pub async fn runs(args: RunsArgs) -> u8 {
-    let store = match roundtrip::store::open(&args.store.store).await {
+    let store = match roundtrip::store::open_existing(&args.store.store).await {
         Ok(s) => s,
+        Err(e @ roundtrip::store::StoreError::Missing { .. }) => {
+            print_error(&e);
+            return exit::USAGE;
+        }
         Err(e) => {
             print_error(&e);
             return exit::HARNESS;

@@ -72,6 +72,15 @@ pub enum StoreError {
     /// No such run.
     #[error("find run `{0}` in the store")]
     NoSuchRun(String),
+    /// A command that only reads found no store where it was told to look.
+    #[error(
+        "open the store at {location}: there is no store there (check `--store` or \
+         ROUNDTRIP_STORE; `roundtrip run` creates one)"
+    )]
+    Missing {
+        /// The path, as given.
+        location: String,
+    },
 }
 
 /// The durable log behind a run. Object-safe: the engine holds an `Arc<dyn Store>`.
@@ -154,14 +163,20 @@ pub(crate) fn follow(
 /// - `sqlite::memory:`: an in-memory SQLite store (tests);
 /// - `dynamodb://TABLE?region=…&endpoint=…&ttl=30d&create=true`: a DynamoDB table
 ///   (feature `dynamodb`; see the `store::dynamodb` module);
-/// - `postgres://…`: a backend that needs a cargo feature (not built yet).
+/// - `postgres://…`: a backend roundtrip does not have yet.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let unsupported = |scheme: &str| StoreError::Open {
         location: url.to_owned(),
-        source: format!(
-            "the `{scheme}` store backend is not compiled into this build of roundtrip; \
-             rebuild with `--features {scheme}` or use an SQLite path"
-        )
+        source: if scheme == "postgres" {
+            "roundtrip has no Postgres store yet; use an SQLite path, or (with the cargo \
+             feature `dynamodb`) a DynamoDB table"
+                .to_owned()
+        } else {
+            format!(
+                "the `{scheme}` store backend is not compiled into this build of roundtrip; \
+                 rebuild with `--features {scheme}` or use an SQLite path"
+            )
+        }
         .into(),
     };
     if url == "sqlite::memory:" {
@@ -192,4 +207,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         });
     }
     Ok(Arc::new(sqlite::SqliteStore::open(url)?))
+}
+
+/// [`open`], for commands that only read (`runs`, `report`): an SQLite path where no
+/// file exists is [`StoreError::Missing`], not a new empty store.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let path = url.strip_prefix("sqlite:").unwrap_or(url);
+    let is_path = url.strip_prefix("sqlite:").is_some() || !url.contains("://");
+    if is_path && path != ":memory:" && !std::path::Path::new(path).exists() {
+        return Err(StoreError::Missing {
+            location: path.to_owned(),
+        });
+    }
+    open(url).await
 }

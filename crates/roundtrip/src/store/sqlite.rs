@@ -177,14 +177,18 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(file, flags).map_err(|e| open_error(Box::new(e)))?;
-        schema::configure_writer(
-            &conn,
-            options.busy_timeout,
-            options.synchronous.pragma(),
-            true,
-        )
-        .and_then(|()| schema::migrate(&conn))
-        .map_err(|e| open_error(Box::new(e)))?;
+        schema::configure_common(&conn, options.busy_timeout)
+            .and_then(|()| schema::inspect(&conn))
+            .and_then(|()| {
+                schema::configure_writer(
+                    &conn,
+                    options.busy_timeout,
+                    options.synchronous.pragma(),
+                    true,
+                )
+            })
+            .and_then(|()| schema::migrate(&conn))
+            .map_err(|e| open_error(Box::new(e)))?;
         let readers = Readers {
             path: file.to_path_buf(),
             busy_timeout: options.busy_timeout,

@@ -1007,6 +1007,29 @@ mod sqlite {
         let err = roundtrip::store::open("postgres://db/roundtrip")
             .await
             .expect_err("no pg");
-        assert!(error_chain(&err).contains("--features postgres"), "{err}");
+        // No feature builds a Postgres store yet: the hint must not name one.
+        let text = error_chain(&err);
+        assert!(text.contains("no Postgres store yet"), "{text}");
+        assert!(!text.contains("--features postgres"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn reading_commands_open_only_an_existing_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = path_in(&dir, "typo/store.sqlite");
+        let err = roundtrip::store::open_existing(&format!("sqlite:{path}"))
+            .await
+            .expect_err("no store there");
+        assert!(
+            matches!(err, roundtrip::store::StoreError::Missing { .. }),
+            "{err}"
+        );
+        assert!(!std::path::Path::new(&path_in(&dir, "typo")).exists());
+        let store = roundtrip::store::open(&path).await.expect("create");
+        store.close().await.expect("close");
+        let store = roundtrip::store::open_existing(&path)
+            .await
+            .expect("it exists now");
+        store.close().await.expect("close");
     }
 }

@@ -102,8 +102,17 @@ pub enum SchemaError {
         supported: i64,
     },
     /// The file is an SQLite database that some other program owns.
-    #[error("the file is an SQLite database, but not a roundtrip store")]
+    #[error(
+        "the file is an SQLite database, but not a roundtrip store; it was not changed \
+         (give `--store` a new path)"
+    )]
     Foreign,
+    /// SQLite's integrity check found damage.
+    #[error(
+        "the store is damaged (SQLite's integrity check: {0}); nothing was written to it: \
+         keep it for inspection and give `--store` a new path"
+    )]
+    Corrupt(String),
     /// A step of the schema setup failed.
     #[error("{step}")]
     Sqlite {
@@ -125,6 +134,41 @@ pub(super) fn configure_common(conn: &Connection, busy: Duration) -> Result<(), 
         .map_err(step("set the busy timeout"))?;
     // The writer caches its few statements; readers a few more.
     conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Checks, before anything is written, that the file is empty or a roundtrip store of a
+/// version this build reads, and (for a store that has data) that SQLite's quick
+/// integrity check passes. A foreign database is refused unchanged: it is not switched
+/// to WAL, nor marked.
+pub(super) fn inspect(conn: &Connection) -> Result<(), SchemaError> {
+    let pragma = |name: &'static str| {
+        conn.pragma_query_value(None, name, |row| row.get::<_, i64>(0))
+            .map_err(step("read the store's header"))
+    };
+    let application_id = pragma("application_id")?;
+    let version = pragma("user_version")?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(step("inspect the database"))?;
+    if application_id != i64::from(APPLICATION_ID) {
+        if application_id != 0 || tables > 0 || version != 0 {
+            return Err(SchemaError::Foreign);
+        }
+        return Ok(()); // a new, empty file
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SchemaError::TooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(step("check the store's integrity"))?;
+    if verdict != "ok" {
+        return Err(SchemaError::Corrupt(verdict));
+    }
     Ok(())
 }
 
@@ -173,21 +217,22 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), SchemaError> {
     };
     let version = pragma("user_version")?;
     let application_id = pragma("application_id")?;
+    // Whose file it is comes first: another program's `user_version` means nothing here.
+    if application_id != i64::from(APPLICATION_ID) {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(step("inspect the database"))?;
+        if application_id != 0 || tables > 0 || version != 0 {
+            return Err(SchemaError::Foreign);
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(step("mark the file as a roundtrip store"))?;
+    }
     if version > SCHEMA_VERSION {
         return Err(SchemaError::TooNew {
             found: version,
             supported: SCHEMA_VERSION,
         });
-    }
-    if application_id != i64::from(APPLICATION_ID) {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-            .map_err(step("inspect the database"))?;
-        if application_id != 0 || tables > 0 {
-            return Err(SchemaError::Foreign);
-        }
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(step("mark the file as a roundtrip store"))?;
     }
     let start = usize::try_from(version).unwrap_or(0);
     for sql in &MIGRATIONS[start..] {
@@ -230,6 +275,13 @@ mod tests {
     fn refuses_a_foreign_database() {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (x)").expect("table");
+        assert!(matches!(migrate(&conn), Err(SchemaError::Foreign)));
+        assert!(matches!(inspect(&conn), Err(SchemaError::Foreign)));
+        // Another program's version number is not ours to judge.
+        let conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "user_version", 42)
+            .expect("version");
+        assert!(matches!(inspect(&conn), Err(SchemaError::Foreign)));
         assert!(matches!(migrate(&conn), Err(SchemaError::Foreign)));
     }
 }
