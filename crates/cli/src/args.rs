@@ -36,6 +36,28 @@ pub enum Command {
     /// failed.
     #[cfg(feature = "aws")]
     AwsCleanup(AwsCleanupArgs),
+    /// Print a shell completion script: `roundtrip completions bash > /etc/bash_completion.d/roundtrip`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Variables for `{{ env("NAME") }}`. Precedence, highest first: `--var`, the process
+/// environment, `--env-file` (a later file overrides an earlier one).
+#[derive(Debug, Args)]
+pub struct VarsArgs {
+    /// Set a variable for `env("NAME")`; overrides the environment. Repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read `NAME=VALUE` lines for `env("NAME")` from a file; the environment overrides
+    /// them. Repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
 }
 
 #[cfg(feature = "aws")]
@@ -93,6 +115,23 @@ pub struct RunArgs {
     /// How many scenarios run at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
+    /// Run only the scenarios whose name contains TEXT, or matches it as a glob (`*`,
+    /// `?`) when it has one. Repeatable: a scenario runs when any filter selects it.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Vec<String>,
+    /// Print the scenarios that would run (after `--filter`) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Start no further scenario, and no further suite file, once one has failed; those
+    /// not started are reported as skipped. Scenarios already running finish (with
+    /// `--concurrency 1`, nothing runs after the first failure).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Print only failures, errors and the final line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub vars: VarsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +139,8 @@ pub struct CheckArgs {
     /// Suite files (YAML).
     #[arg(required = true, value_name = "SUITE")]
     pub suites: Vec<PathBuf>,
+    #[command(flatten)]
+    pub vars: VarsArgs,
 }
 
 #[derive(Debug, Args)]

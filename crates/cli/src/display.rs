@@ -41,8 +41,9 @@ fn paint(code: &str, s: &str) -> String {
     }
 }
 
-/// Prints run events until the stream ends.
-pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>) {
+/// Prints run events until the stream ends. `quiet`: only failures, errors and what
+/// went wrong with listeners.
+pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>, quiet: bool) {
     let mut bar: Option<ProgressBar> = None;
     let print = |bar: &Option<ProgressBar>, line: &str| match bar {
         Some(b) => b.suspend(|| out(line)),
@@ -56,11 +57,13 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>) {
                 scenarios,
                 ..
             } => {
-                out(&format!(
-                    "{} {suite} · run {run_id} · {scenarios} scenario(s)",
-                    paint("1", "▶")
-                ));
-                if std::io::stderr().is_terminal() {
+                if !quiet {
+                    out(&format!(
+                        "{} {suite} · run {run_id} · {scenarios} scenario(s)",
+                        paint("1", "▶")
+                    ));
+                }
+                if !quiet && std::io::stderr().is_terminal() {
                     let b = ProgressBar::new(scenarios as u64);
                     if let Ok(style) =
                         ProgressStyle::with_template("  {bar:30} {pos}/{len} scenarios {elapsed}")
@@ -70,6 +73,7 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>) {
                     bar = Some(b);
                 }
             }
+            RunEvent::ListenerReady { .. } | RunEvent::SutReady { .. } if quiet => {}
             RunEvent::ListenerReady {
                 channel,
                 transport,
@@ -89,11 +93,23 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>) {
                 ),
             ),
             RunEvent::ScenarioStarted { .. } => {}
+            RunEvent::ScenarioFinished(result)
+                if quiet
+                    && matches!(
+                        result.status,
+                        ScenarioStatus::Passed | ScenarioStatus::Skipped
+                    ) =>
+            {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+            }
             RunEvent::ScenarioFinished(result) => {
                 let mark = match result.status {
                     ScenarioStatus::Passed => paint("32", "PASS "),
                     ScenarioStatus::Failed => paint("31", "FAIL "),
                     ScenarioStatus::Error => paint("35", "ERROR"),
+                    ScenarioStatus::Skipped => paint("33", "SKIP "),
                 };
                 let mut line = format!(
                     "{mark} {} [{}] {}",
@@ -101,7 +117,10 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>) {
                     format_ns(result.duration_ns),
                     text::headline(&result)
                 );
-                if result.status != ScenarioStatus::Passed {
+                if matches!(
+                    result.status,
+                    ScenarioStatus::Failed | ScenarioStatus::Error
+                ) {
                     line.push('\n');
                     line.push_str(text::scenario_details(&result).trim_end());
                 }

@@ -606,8 +606,326 @@ fn one_path_for_both_reports_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_foreign_database_is_refused_unchanged() {
+    let s = Scratch::new();
+    let path = s.path("theirs.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create a foreign database");
+        conn.execute_batch("CREATE TABLE accounts (id INTEGER); PRAGMA user_version = 42;")
+            .expect("their schema");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let suite = s.write(
+        "ok.yaml",
+        &format!("name: foreign\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    for args in [
+        vec!["run", suite.as_str(), "--store", path.as_str()],
+        vec!["runs", "--store", path.as_str()],
+    ] {
+        let o = roundtrip(&args);
+        assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+        assert!(
+            stderr(&o).contains("not a roundtrip store"),
+            "{}",
+            explain(&o)
+        );
+        assert!(!stderr(&o).contains("upgrade"), "{}", explain(&o));
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "the file is unchanged"
+    );
+    assert!(
+        !Path::new(&format!("{path}-wal")).exists(),
+        "not switched to WAL"
+    );
+}
+
+#[test]
+fn a_damaged_store_is_refused_before_anything_is_written() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "ok.yaml",
+        &format!("name: damaged\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let path = s.path("store.sqlite");
+    let mut bytes = std::fs::read(&path).expect("read the store");
+    let page = 4096;
+    assert!(bytes.len() >= 3 * page, "the store has several pages");
+    // Damage the second page (the first table's root): its b-tree header.
+    for b in &mut bytes[page..page + 64] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, &bytes).expect("write the damage");
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(stderr(&o).contains("damaged"), "{}", explain(&o));
+}
+
+#[test]
+fn reading_commands_do_not_create_a_store() {
+    let s = Scratch::new();
+    let missing = s.path("typo/store.sqlite");
+    for args in [
+        vec!["runs", "--store", missing.as_str()],
+        vec!["report", "latest", "--store", missing.as_str()],
+    ] {
+        let o = roundtrip(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+        assert!(
+            stderr(&o).contains("there is no store there"),
+            "{}",
+            explain(&o)
+        );
+    }
+    assert!(!Path::new(&s.path("typo")).exists(), "nothing was created");
+}
+
+#[test]
+fn sending_stops_after_ten_connection_failures_in_a_row() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "closed.yaml",
+        r#"
+name: closed port
+channels:
+  in: { http: { url: "http://127.0.0.1:1/events" } }
+  out: { webhook: { listen: "127.0.0.1:0", path: /out } }
+scenarios:
+  - name: a million sends to a closed port
+    send: [ { to: in, body: { a: 1 }, repeat: 1000000 } ]
+    expect: [ { on: out, within: 10ms } ]
+"#,
+    );
+    let json = s.path("report.json");
+    let o = roundtrip(&["run", &suite, "--store", &s.store(), "--json", &json]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains(
+            "sending stopped after 10 connection failures in a row: 999990 more event(s) were not attempted"
+        ),
+        "{}",
+        explain(&o)
+    );
+    let report = json_report(&json);
+    assert_eq!(report["runs"][0]["scenarios"][0]["sent"], 10, "{report:#}");
+}
+
+const THREE: &str = r#"
+name: three
+channels:
+  down: { http: { url: "http://127.0.0.1:1/events" } }
+  out: { webhook: { listen: "127.0.0.1:0", path: /out } }
+scenarios:
+  - name: first fails
+    send: [ { to: down, body: { a: 1 } } ]
+    expect: [ { on: out, within: 10ms } ]
+  - name: second would pass
+    send: []
+    expect: [ { on: out, none_within: 1ms } ]
+  - name: third would pass
+    send: []
+    expect: [ { on: out, none_within: 1ms } ]
+"#;
+
+#[test]
+fn list_and_filter_select_scenarios() {
+    let s = Scratch::new();
+    let suite = s.write("three.yaml", THREE);
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        "--list",
+        "--filter",
+        "would",
+        "--store",
+        &s.store(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(out.contains("(three): 2 scenario(s)"), "{}", explain(&o));
+    assert!(
+        out.contains("\n  second would pass\n  third would pass"),
+        "{}",
+        explain(&o)
+    );
+    assert!(!out.contains("first fails"), "{}", explain(&o));
+    assert!(
+        !Path::new(&s.path("store.sqlite")).exists(),
+        "--list runs nothing"
+    );
+
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        "--filter",
+        "th*pass",
+        "--filter",
+        "second",
+        "--store",
+        &s.store(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(last_line(&o), "2 passed, 0 failed", "{}", explain(&o));
+
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        "--filter",
+        "nothing like it",
+        "--store",
+        &s.store(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("no scenario matches --filter `nothing like it`"),
+        "{}",
+        explain(&o)
+    );
+}
+
+#[test]
+fn fail_fast_skips_what_has_not_started() {
+    let s = Scratch::new();
+    let suite = s.write("three.yaml", THREE);
+    let other = s.write(
+        "other.yaml",
+        &format!("name: other\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    let junit = s.path("j.xml");
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        &other,
+        "--fail-fast",
+        "--concurrency",
+        "1",
+        "--store",
+        &s.store(),
+        "--junit",
+        &junit,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert_eq!(
+        last_line(&o),
+        "0 passed, 1 failed, 3 skipped",
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        stdout(&o).contains("SKIP  second would pass"),
+        "{}",
+        explain(&o)
+    );
+    let junit = std::fs::read_to_string(&junit).expect("the JUnit report");
+    assert_eq!(junit.matches("<skipped").count(), 2, "{junit}");
+
+    let o = roundtrip(&["run", &suite, "--concurrency", "1", "--store", &s.store()]);
+    assert_eq!(
+        last_line(&o),
+        "2 passed, 1 failed",
+        "without it all run: {}",
+        explain(&o)
+    );
+}
+
+#[test]
+fn quiet_prints_only_failures_and_the_totals() {
+    let s = Scratch::new();
+    let suite = s.write("three.yaml", THREE);
+    let o = roundtrip(&["run", &suite, "--quiet", "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(out.contains("ERROR first fails"), "{}", explain(&o));
+    assert!(!out.contains("PASS"), "{}", explain(&o));
+    assert!(!out.contains("listening on"), "{}", explain(&o));
+    assert_eq!(last_line(&o), "2 passed, 1 failed", "{}", explain(&o));
+}
+
+#[test]
+fn completions_are_printed_for_a_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = roundtrip(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+        assert!(stdout(&o).contains("fail-fast"), "{shell}: {}", explain(&o));
+    }
+    let o = roundtrip(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+}
+
+#[test]
+fn variables_come_from_var_the_environment_and_env_files() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "env.yaml",
+        "name: env\nchannels:\n  out: { webhook: { listen: '127.0.0.1:{{ env(\"RT_TEST_PORT\") }}', path: /out } }\nscenarios:\n  - name: s\n    send: []\n    expect: [ { on: out, none_within: 1ms } ]\n",
+    );
+    // Unset: `check` says where, with exit 2.
+    let o = roundtrip(&["check", &suite]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("environment variable `RT_TEST_PORT` is not set"),
+        "{}",
+        explain(&o)
+    );
+    assert!(stderr(&o).contains("env.yaml:3:"), "{}", explain(&o));
+    // From a file; the port is then checked as a port.
+    let file = s.write("local.env", "# a laptop's values\nRT_TEST_PORT=0\n");
+    let o = roundtrip(&["run", &suite, "--env-file", &file, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let bad = s.write("bad.env", "RT_TEST_PORT=notaport\n");
+    let o = roundtrip(&["check", &suite, "--env-file", &bad]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(stderr(&o).contains("host:port"), "{}", explain(&o));
+    // --var wins over the environment, which wins over the file.
+    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args([
+            "check",
+            &suite,
+            "--env-file",
+            &bad,
+            "--var",
+            "RT_TEST_PORT=0",
+        ])
+        .env("RT_TEST_PORT", "alsonotaport")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["check", &suite, "--env-file", &file])
+        .env("RT_TEST_PORT", "alsonotaport")
+        .output()
+        .expect("runs");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the environment overrides the file: {}",
+        explain(&o)
+    );
+    // A broken file names its line.
+    let broken = s.write("broken.env", "RT_TEST_PORT=0\nthis is not a pair\n");
+    let o = roundtrip(&["check", &suite, "--env-file", &broken]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("broken.env:2: expected `NAME=VALUE`"),
+        "{}",
+        explain(&o)
+    );
+}
+
+#[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();
+    let suite = s.write(
+        "ok.yaml",
+        &format!("name: one run\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     let o = roundtrip(&["report", "0190-no-such-run", "--store", &s.store()]);
     assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
     assert!(stderr(&o).contains("roundtrip runs"), "{}", explain(&o));
@@ -739,7 +1057,10 @@ fn a_killed_roundtrip_takes_its_sut_down() {
     while !process_gone(&pid) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(process_gone(&pid), "the SUT {pid} outlived a SIGKILLed roundtrip");
+    assert!(
+        process_gone(&pid),
+        "the SUT {pid} outlived a SIGKILLed roundtrip"
+    );
 }
 
 #[test]
@@ -792,9 +1113,42 @@ fn a_second_ctrl_c_hurries_the_stop_and_the_run_is_still_recorded() {
     seen.extend(lines.map_while(Result::ok));
     let out = seen.join("\n");
     assert_eq!(status.code(), Some(1), "{out}");
-    assert_eq!(seen.last().map(String::as_str), Some("0 passed, 1 failed"), "{out}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("0 passed, 1 failed"),
+        "{out}"
+    );
     let runs = roundtrip(&["runs", "--store", &store]);
     assert!(stdout(&runs).contains("interrupted"), "{}", explain(&runs));
+}
+
+#[test]
+fn a_killed_run_is_reported_from_what_the_store_holds() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "killed.yaml",
+        "name: killed\nchannels:\n  in: { dir: { path: inbox } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: quick\n    send: []\n    expect: [ { on: out, none_within: 1ms } ]\n  - name: waits a minute\n    send: [ { to: in, text: hello } ]\n    expect: [ { on: out, none_within: 60s } ]\n",
+    );
+    let store = s.store();
+    let (mut child, _lines, _) = run_until(&suite, &store, |seen| {
+        seen.iter().any(|l| l.starts_with("PASS  quick"))
+    });
+    child.kill().expect("SIGKILL roundtrip");
+    child.wait().expect("reaped");
+    let o = roundtrip(&["report", "latest", "--store", &store]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert!(stderr(&o).contains("has not finished"), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("PASS  quick"),
+        "the recorded result: {}",
+        explain(&o)
+    );
+    assert!(
+        out.contains("harness error: the run did not finish (status `running`)"),
+        "{}",
+        explain(&o)
+    );
 }
 
 /// A broker suite on a build without that transport is a usage error naming the feature.
@@ -813,6 +1167,13 @@ fn a_compiled_out_transport_is_a_usage_error_naming_the_feature() {
         "{}",
         explain(&o)
     );
+    // Nothing ran, and the totals do not pretend otherwise.
+    assert!(
+        stderr(&o).contains("nothing was run from"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(last_line(&o), "0 passed, 0 failed", "{}", explain(&o));
 }
 
 /// Runs a suite that names an unreachable endpoint: exit 3 before anything is sent, with

@@ -19,4 +19,5 @@ pub mod redact;
 pub mod run;
 pub mod suite;
 pub mod template;
+pub mod vars;
 pub mod verdict;

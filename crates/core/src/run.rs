@@ -20,6 +20,8 @@ pub enum ScenarioStatus {
     /// The harness could not evaluate it (a send failed at the transport, the run was
     /// interrupted, infrastructure broke).
     Error,
+    /// Not run: `--fail-fast` stopped the run after another scenario failed.
+    Skipped,
 }
 
 /// The result of one scenario.
@@ -108,7 +110,12 @@ impl RunSummary {
 
     /// Scenarios that failed or errored.
     pub fn failed(&self) -> usize {
-        self.scenarios.len() - self.passed()
+        self.count(ScenarioStatus::Failed) + self.count(ScenarioStatus::Error)
+    }
+
+    /// Scenarios not run (`--fail-fast`).
+    pub fn skipped(&self) -> usize {
+        self.count(ScenarioStatus::Skipped)
     }
 
     fn count(&self, s: ScenarioStatus) -> usize {

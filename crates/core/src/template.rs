@@ -242,6 +242,41 @@ impl Template {
         }
     }
 
+    /// Renders only the `env(…)` expressions, with `lookup`, and writes every other
+    /// expression back as `{{ expr }}`: the text that is left renders later, per run or
+    /// per event, to the same result. `None` when there is no `env(…)` to render.
+    pub fn render_env(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Result<String, TemplateError>> {
+        if !self
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::Expr(Expr::Env { .. })))
+        {
+            return None;
+        }
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Expr(Expr::Env { name, default }) => match (lookup(name), default) {
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => {
+                        return Some(Err(TemplateError::EnvUnset { name: name.clone() }));
+                    }
+                },
+                Part::Expr(e) => {
+                    out.push_str("{{ ");
+                    out.push_str(&e.to_string());
+                    out.push_str(" }}");
+                }
+            }
+        }
+        Some(Ok(out))
+    }
+
     /// Renders the template.
     pub fn render(&self, ctx: &dyn TemplateContext) -> Result<String, TemplateError> {
         let mut out = String::new();

@@ -49,9 +49,13 @@ fn the_every_feature_suite_is_read_faithfully() {
     assert_eq!(loaded.base_dir, Path::new(GOOD));
     let s = loaded.suite;
     let sut = s.sut.as_ref().expect("has a sut");
+    // `env(…)` is rendered when the suite is loaded.
     assert_eq!(
         sut.start[2],
-        "127.0.0.1:{{ env(\"PIPELINE_PORT\", \"7001\") }}"
+        format!(
+            "127.0.0.1:{}",
+            std::env::var("PIPELINE_PORT").unwrap_or_else(|_| "7001".into())
+        )
     );
     assert_eq!(
         sut.ready.readiness(),
@@ -154,6 +158,7 @@ macro_rules! bad_fixtures {
 
 bad_fixtures!(
     bad_duration,
+    plan_rules,
     bounds,
     huge_numbers,
     bad_schema,
@@ -187,6 +192,35 @@ bad_fixtures!(
     wrong_type,
     zero_values,
 );
+
+#[test]
+fn env_is_rendered_in_channel_options_at_load() {
+    let loaded = suite::load(Path::new("tests/fixtures/good/env_options.yaml")).expect("loads");
+    let s = loaded.suite;
+    match &s.channels["in"] {
+        ChannelSpec::Http(h) => assert_eq!(h.url, "http://127.0.0.1:7001/orders/{{ run_id }}"),
+        other => panic!("in should be http, got {other:?}"),
+    }
+    match &s.channels["out"] {
+        ChannelSpec::Webhook(w) => assert_eq!(w.listen, "127.0.0.1:7002"),
+        other => panic!("out should be a webhook, got {other:?}"),
+    }
+    assert_eq!(
+        s.scenarios[0].send[0].body,
+        Some(serde_json::json!({"tenant": "demo"}))
+    );
+
+    // `--var` wins over the default.
+    let mut vars = roundtrip_core::vars::Vars::default();
+    vars.set_arg("ROUNDTRIP_TEST_SURELY_UNSET_PORT2=47999")
+        .expect("a valid --var");
+    let loaded =
+        suite::load_with(Path::new("tests/fixtures/good/env_options.yaml"), &vars).expect("loads");
+    match &loaded.suite.channels["out"] {
+        ChannelSpec::Webhook(w) => assert_eq!(w.listen, "127.0.0.1:47999"),
+        other => panic!("out should be a webhook, got {other:?}"),
+    }
+}
 
 #[test]
 fn every_bad_fixture_has_a_snapshot_test() {

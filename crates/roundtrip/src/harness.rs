@@ -392,7 +392,7 @@ impl Report {
         self.summary
             .scenarios
             .iter()
-            .filter(|s| s.status != ScenarioStatus::Passed)
+            .filter(|s| matches!(s.status, ScenarioStatus::Failed | ScenarioStatus::Error))
             .map(|s| s.name.as_str())
             .collect()
     }

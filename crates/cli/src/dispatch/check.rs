@@ -5,9 +5,13 @@ use crate::display::out;
 use crate::exit;
 
 pub fn check(args: &CheckArgs) -> u8 {
+    let vars = match super::resolve_vars(&args.vars) {
+        Ok(vars) => vars,
+        Err(code) => return code,
+    };
     let mut code = exit::OK;
     for path in &args.suites {
-        match roundtrip_core::suite::load(path) {
+        match roundtrip_core::suite::load_with(path, &vars) {
             Ok(loaded) => out(&format!(
                 "ok: {} ({}: {} scenario(s), {} channel(s))",
                 path.display(),

@@ -18,8 +18,99 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Runs(args) => runs::runs(args).await,
         #[cfg(feature = "aws")]
         Command::AwsCleanup(args) => aws_cleanup::aws_cleanup(args).await,
+        Command::Completions(args) => completions(&args),
     }
 }
+
+fn completions(args: &crate::args::CompletionsArgs) -> u8 {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "roundtrip", &mut out);
+    crate::display::out(String::from_utf8_lossy(&out).trim_end());
+    crate::exit::OK
+}
+
+/// The variables `env(…)` reads: `--var`, the environment, `--env-file`. A bad file or
+/// `--var` is a usage error (printed here).
+pub fn resolve_vars(args: &crate::args::VarsArgs) -> Result<roundtrip_core::vars::Vars, u8> {
+    let mut vars = roundtrip_core::vars::Vars::from_process();
+    for file in &args.env_files {
+        let text = match read_small(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: failed to read the env file {}: {e}", file.display());
+                return Err(crate::exit::USAGE);
+            }
+        };
+        if let Err(e) = vars.add_file(&file.display().to_string(), &text) {
+            eprintln!("error: {e}");
+            return Err(crate::exit::USAGE);
+        }
+    }
+    for var in &args.vars {
+        if let Err(e) = vars.set_arg(var) {
+            eprintln!("error: {e}");
+            return Err(crate::exit::USAGE);
+        }
+    }
+    Ok(vars)
+}
+
+/// Reads a small text file (at most 1 MiB).
+fn read_small(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take((1 << 20) + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > 1 << 20 {
+        return Err(std::io::Error::other("it is larger than 1 MiB"));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not UTF-8"))
+}
+
+/// Whether a scenario name is selected by the `--filter`s (all, when there are none):
+/// a filter with `*` or `?` is a glob over the whole name, any other a substring.
+pub fn selected(name: &str, filters: &[String]) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            if f.contains(['*', '?']) {
+                glob(f.as_bytes(), name.as_bytes())
+            } else {
+                name.contains(f.as_str())
+            }
+        })
+}
+
+/// `*` (any run of characters) and `?` (one character), over bytes; iterative with
+/// one backtrack point, so it is linear in practice and never recursive.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 
 /// Prints an error and its sources on stderr: `error: failed to …: cause`.
 pub fn print_error(e: &dyn std::error::Error) {
@@ -51,4 +142,28 @@ pub fn check_outputs(output: &crate::args::OutputArgs) -> Result<(), u8> {
         return Err(crate::exit::USAGE);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_substrings_or_globs() {
+        let f = |fs: &[&str], name: &str| {
+            selected(
+                name,
+                &fs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        assert!(f(&[], "anything"));
+        assert!(f(&["order"], "an order is processed"));
+        assert!(!f(&["Order"], "an order is processed"), "case-sensitive");
+        assert!(f(&["an * is processed"], "an order is processed"));
+        assert!(!f(&["an *"], "the order"));
+        assert!(f(&["*dead?letter*"], "goes to the dead-letter output"));
+        assert!(f(&["x", "*output"], "goes to the dead-letter output"));
+        assert!(!f(&["a*b*c*d"], &"ab".repeat(1000)));
+        assert!(f(&["*"], ""));
+    }
 }

@@ -18,10 +18,17 @@ pub async fn run(args: RunArgs) -> u8 {
     if let Err(code) = super::check_outputs(&args.output) {
         return code;
     }
+    let vars = match super::resolve_vars(&args.vars) {
+        Ok(vars) => vars,
+        Err(code) => {
+            out("0 passed, 0 failed");
+            return code;
+        }
+    };
     let mut loaded: Vec<LoadedSuite> = Vec::new();
     let mut invalid = false;
     for path in &args.suites {
-        match suite::load(path) {
+        match suite::load_with(path, &vars) {
             Ok(s) => loaded.push(s),
             Err(e) => {
                 eprint!("{e}");
@@ -33,6 +40,40 @@ pub async fn run(args: RunArgs) -> u8 {
         eprintln!("nothing was run: fix the suite file(s) above (`roundtrip check` validates)");
         out("0 passed, 0 failed");
         return exit::USAGE;
+    }
+    if !args.filter.is_empty() {
+        for s in &mut loaded {
+            s.suite
+                .scenarios
+                .retain(|sc| super::selected(&sc.name, &args.filter));
+        }
+        loaded.retain(|s| !s.suite.scenarios.is_empty());
+        if loaded.is_empty() {
+            eprintln!(
+                "error: no scenario matches --filter {}; `roundtrip run --list SUITE` lists them",
+                args.filter
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            out("0 passed, 0 failed");
+            return exit::USAGE;
+        }
+    }
+    if args.list {
+        for s in &loaded {
+            out(&format!(
+                "{} ({}): {} scenario(s)",
+                s.path.display(),
+                s.suite.name,
+                s.suite.scenarios.len()
+            ));
+            for sc in &s.suite.scenarios {
+                out(&format!("  {}", sc.name));
+            }
+        }
+        return exit::OK;
     }
 
     let store = match roundtrip::store::open(&args.store.store).await {
@@ -59,7 +100,9 @@ pub async fn run(args: RunArgs) -> u8 {
             );
             cancel_tx.send_replace(true);
             if interrupted().await.is_some() {
-                eprintln!("stopping faster: killing the system under test; the run is still recorded");
+                eprintln!(
+                    "stopping faster: killing the system under test; the run is still recorded"
+                );
                 hurry_tx.send_replace(true);
                 if interrupted().await.is_some() {
                     eprintln!("exiting at once: the run stays unfinished in the store");
@@ -72,18 +115,30 @@ pub async fn run(args: RunArgs) -> u8 {
     let mut summaries: Vec<RunSummary> = Vec::new();
     let mut code = exit::OK;
     let mut not_run = 0usize;
+    let mut skipped = 0usize;
     for suite in &loaded {
         if *cancel.borrow() {
             not_run += suite.suite.scenarios.len();
             continue;
         }
+        if args.fail_fast && code != exit::OK {
+            if !args.quiet {
+                out(&format!(
+                    "SKIP  {}: --fail-fast, after a failure",
+                    suite.path.display()
+                ));
+            }
+            skipped += suite.suite.scenarios.len();
+            continue;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        let printer = tokio::spawn(display::consume(rx));
+        let printer = tokio::spawn(display::consume(rx, args.quiet));
         let mut opts = RunOptions::new();
         opts.concurrency = args.concurrency as usize;
         opts.events = Some(tx);
         opts.cancel = cancel.clone();
         opts.hurry = hurry.clone();
+        opts.fail_fast = args.fail_fast;
         let result = engine::run_suite(suite, Arc::clone(&store), opts).await;
         let _ = printer.await;
         match result {
@@ -92,6 +147,15 @@ pub async fn run(args: RunArgs) -> u8 {
                     code = exit::FAILED;
                 }
                 summaries.push(summary);
+            }
+            Err(e) if e.exit_code() == i32::from(exit::USAGE) => {
+                // A plan error: nothing of this suite ran.
+                print_error(&e);
+                eprintln!(
+                    "nothing was run from {}: the suite could not be planned",
+                    suite.path.display()
+                );
+                code = code.max(exit::USAGE);
             }
             Err(e) => {
                 print_error(&e);
@@ -123,15 +187,12 @@ pub async fn run(args: RunArgs) -> u8 {
         );
         code = exit::HARNESS;
     }
-    let totals = text::totals(&summaries);
-    if not_run > 0 {
-        // Scenarios that never ran did not pass: count them as failed.
-        let passed: usize = summaries.iter().map(RunSummary::passed).sum();
-        let failed: usize = summaries.iter().map(RunSummary::failed).sum::<usize>() + not_run;
-        out(&format!("{passed} passed, {failed} failed"));
-    } else {
-        out(&totals);
-    }
+    // Scenarios that could not run because of a harness error did not pass: they count
+    // as failed. Those `--fail-fast` skipped are counted apart.
+    let passed: usize = summaries.iter().map(RunSummary::passed).sum();
+    let failed: usize = summaries.iter().map(RunSummary::failed).sum::<usize>() + not_run;
+    let skipped: usize = summaries.iter().map(RunSummary::skipped).sum::<usize>() + skipped;
+    out(&text::totals_line(passed, failed, skipped));
     code
 }
 

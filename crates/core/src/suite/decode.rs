@@ -147,6 +147,27 @@ const EXAMPLE_CHANNEL: &str = "{ http: { url: http://127.0.0.1:7001/orders } }";
 
 fn describe(err: &Error, at: &At) -> (String, Option<String>) {
     match err {
+        Error::Budget { breach, .. } => {
+            use serde_saphyr::budget::BudgetBreach as B;
+            let what = match breach {
+                B::Events { .. } | B::Nodes { .. } => "too many YAML nodes",
+                B::Aliases { .. } => "too many aliases (`*name`)",
+                B::Anchors { .. } => "too many anchors (`&name`)",
+                B::Depth { .. } => "nesting too deep",
+                B::Documents { .. } => "too many YAML documents",
+                B::ScalarBytes { .. } => "too much text in values",
+                B::MergeKeys { .. } => "too many merge keys (`<<`)",
+                _ => "too large for a suite file",
+            };
+            (
+                format!("the suite file is {what}: the YAML parser's safety limit was reached"),
+                Some(
+                    "a suite is a short file: check that this is the file you meant, and that \
+                     aliases do not expand into something huge"
+                        .to_owned(),
+                ),
+            )
+        }
         Error::SerdeUnknownField {
             field, expected, ..
         } => (

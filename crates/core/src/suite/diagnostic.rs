@@ -92,34 +92,85 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let number = self.line.to_string();
         let gutter = " ".repeat(number.len());
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "error: {}", clip(&self.message, MESSAGE_SHOWN))?;
         if self.line == 0 {
             writeln!(f, "{gutter}--> {}", self.file)?;
         } else {
             writeln!(f, "{gutter}--> {}:{}:{}", self.file, self.line, self.column)?;
         }
         if let Some(line) = &self.source_line {
+            // A long line is shown as a window around the column.
+            let column = usize::try_from(self.column.saturating_sub(1)).unwrap_or(0);
+            let chars: Vec<char> = line.chars().collect();
+            let (start, lead) = if chars.len() > LINE_SHOWN && column > LINE_SHOWN / 3 {
+                (column - LINE_SHOWN / 3, "…")
+            } else {
+                (0, "")
+            };
+            let end = (start + LINE_SHOWN).min(chars.len());
+            let trail = if end < chars.len() { "…" } else { "" };
+            let shown: String = chars[start.min(end)..end].iter().collect();
             writeln!(f, "{gutter} |")?;
-            writeln!(f, "{number} | {line}")?;
+            writeln!(f, "{number} | {lead}{shown}{trail}")?;
             // Keep tabs as tabs so the carets line up under them.
-            let pad: String = line
+            let pad: String = lead
                 .chars()
-                .take(usize::try_from(self.column.saturating_sub(1)).unwrap_or(0))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .map(|_| ' ')
+                .chain(
+                    chars[start.min(end)..column.min(end)]
+                        .iter()
+                        .map(|&c| if c == '\t' { '\t' } else { ' ' }),
+                )
                 .collect();
-            let carets = "^".repeat(usize::try_from(self.underline.max(1)).unwrap_or(1));
+            let width = usize::try_from(self.underline.max(1)).unwrap_or(1);
+            let carets = "^".repeat(width.min(end.saturating_sub(column).max(1)));
             writeln!(f, "{gutter} | {pad}{carets}")?;
         }
         if let Some(help) = &self.help {
-            writeln!(f, "{gutter} = help: {help}")?;
+            writeln!(f, "{gutter} = help: {}", clip(help, MESSAGE_SHOWN))?;
         }
         Ok(())
+    }
+}
+
+/// How many characters of a source line a diagnostic shows.
+const LINE_SHOWN: usize = 120;
+/// How many characters of a message (which may quote the file) a diagnostic shows.
+const MESSAGE_SHOWN: usize = 400;
+
+/// The first `max` characters of `text`, with `…` when there was more.
+fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((at, _)) => format!("{}…", &text[..at]).into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_line_is_shown_as_a_window_around_the_column() {
+        let line = format!("key: {}bad{}", "a".repeat(500_000), "b".repeat(500_000));
+        let d = Diagnostic {
+            file: "f.yaml".into(),
+            line: 1,
+            column: 500_006,
+            message: format!("unknown key `{}`", "k".repeat(1_000_000)),
+            help: None,
+            source_line: Some(line),
+            underline: 3,
+        };
+        let text = d.to_string();
+        assert!(text.len() < 2_000, "{} bytes", text.len());
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = lines[3].trim_start_matches("1 | ");
+        let carets = lines[4].trim_start_matches("  | ");
+        let at = carets.find('^').expect("carets");
+        assert_eq!(&shown.chars().skip(at).take(3).collect::<String>(), "bad");
+        assert!(lines[0].ends_with('…'));
+    }
 
     #[test]
     fn renders_like_a_compiler() {

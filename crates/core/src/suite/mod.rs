@@ -31,6 +31,7 @@
 
 mod decode;
 mod diagnostic;
+mod env;
 mod locate;
 pub mod validate;
 
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::Diagnostic;
 
 use crate::model::Suite;
+use crate::vars::Vars;
 use locate::{Kind, Loc, SpanIndex, YamlPath};
 
 /// A loaded, validated suite and where it came from.
@@ -81,10 +83,36 @@ impl SuiteError {
     }
 }
 
-/// Reads, parses and validates the suite file at `path`.
+/// The largest suite file read, in bytes.
+pub const MAX_SUITE_BYTES: u64 = 16 << 20;
+
+/// Reads, parses and validates the suite file at `path`, with `env(…)` read from the
+/// process environment.
 pub fn load(path: &Path) -> Result<LoadedSuite, SuiteError> {
+    load_with(path, &Vars::from_process())
+}
+
+/// Reads the file, at most [`MAX_SUITE_BYTES`] (so `/dev/zero` is refused, not read
+/// until memory runs out).
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SUITE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SUITE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is larger than {} MiB", MAX_SUITE_BYTES >> 20),
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"))
+}
+
+/// [`load`], with `env(…)` read from `vars` (`--var`, the environment, `--env-file`).
+pub fn load_with(path: &Path, vars: &Vars) -> Result<LoadedSuite, SuiteError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_capped(path).map_err(|e| {
         SuiteError::new(vec![Diagnostic::whole_file(
             &name,
             format!("read the suite file: {e}"),
@@ -93,11 +121,14 @@ pub fn load(path: &Path) -> Result<LoadedSuite, SuiteError> {
                     "check the path; it is relative to the current directory".to_owned()
                 }
                 std::io::ErrorKind::InvalidData => "a suite file must be UTF-8 text".to_owned(),
+                std::io::ErrorKind::FileTooLarge => {
+                    "a suite is a short YAML file: check the path".to_owned()
+                }
                 _ => "check that the file exists and is readable".to_owned(),
             }),
         )])
     })?;
-    let suite = parse(&name, &text)?;
+    let suite = parse_with(&name, &text, vars)?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -109,8 +140,14 @@ pub fn load(path: &Path) -> Result<LoadedSuite, SuiteError> {
     })
 }
 
-/// Parses and validates suite text; `source_name` names it in diagnostics.
+/// Parses and validates suite text; `source_name` names it in diagnostics. `env(…)` is
+/// read from the process environment.
 pub fn parse(source_name: &str, text: &str) -> Result<Suite, SuiteError> {
+    parse_with(source_name, text, &Vars::from_process())
+}
+
+/// [`parse`], with `env(…)` read from `vars`.
+pub fn parse_with(source_name: &str, text: &str, vars: &Vars) -> Result<Suite, SuiteError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let fail = |d: Diagnostic| SuiteError::new(vec![d]);
 
@@ -153,11 +190,12 @@ pub fn parse(source_name: &str, text: &str) -> Result<Suite, SuiteError> {
         }
     }
 
-    let suite: Suite = serde_saphyr::from_str(text)
+    let mut suite: Suite = serde_saphyr::from_str(text)
         .map_err(|e| fail(decode::diagnostic(source_name, text, &e, Some(&index))))?;
 
-    let diagnostics =
-        validate::validate(&suite, &validate::Locator::new(source_name, text, &index));
+    let locator = validate::Locator::new(source_name, text, &index);
+    let mut diagnostics = env::render(&mut suite, vars, &locator);
+    diagnostics.extend(validate::validate(&suite, &locator));
     if diagnostics.is_empty() {
         Ok(suite)
     } else {
@@ -250,6 +288,17 @@ scenarios:
             "url: 'http://x' }, dir: { path: p } }",
         ));
         assert_eq!(d.message, "channel `in` has more than one transport");
+    }
+
+    #[test]
+    fn parser_limits_read_as_sentences() {
+        let text = format!(
+            "name: x\nchannels: {{}}\nscenarios: [{}]\n",
+            "1,".repeat(300_000)
+        );
+        let d = first(&text);
+        assert!(d.message.contains("safety limit"), "{}", d.message);
+        assert!(!d.to_string().contains('{'), "no Rust debug text: {d}");
     }
 
     #[test]

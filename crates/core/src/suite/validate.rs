@@ -62,6 +62,16 @@ impl<'a> Locator<'a> {
     fn diag(&self, loc: Loc, message: String, help: Option<String>) -> Diagnostic {
         Diagnostic::at(self.file, self.text, loc, message, help)
     }
+
+    /// A problem with the value at `path`.
+    pub(crate) fn value_diag(
+        &self,
+        path: &YamlPath,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Diagnostic {
+        self.diag(self.index.value(path), message.into(), Some(help.into()))
+    }
 }
 
 struct Checker<'a> {
@@ -109,6 +119,7 @@ pub(crate) fn validate(suite: &Suite, at: &Locator<'_>) -> Vec<Diagnostic> {
     for (name, spec) in &suite.channels {
         check_channel(&mut c, &root.key("channels").key(name), spec);
     }
+    check_listen_addresses(&mut c, suite);
     check_scenarios(&mut c, suite);
     c.out
 }
@@ -194,8 +205,18 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
     match spec {
         ChannelSpec::Http(http) => {
             check_template(c, &opts.key("url"), &http.url);
+            check_http_url(c, &opts.key("url"), &http.url);
+            let method = http.method.trim();
+            if method.is_empty() || !method.bytes().all(is_token_byte) {
+                c.value(
+                    &opts.key("method"),
+                    format!("`{}` is not an HTTP method", http.method),
+                    "write a method such as `POST`, `PUT` or `GET`",
+                );
+            }
             for (name, value) in &http.headers {
                 check_template(c, &opts.key("headers").key(name), value);
+                check_header(c, &opts.key("headers").key(name), name, value);
             }
             if let Some(t) = http.timeout {
                 positive(c, &opts.key("timeout"), t);
@@ -220,6 +241,18 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
         ChannelSpec::Dir(dir) => {
             if let Some(name) = &dir.file_name {
                 check_template(c, &opts.key("file_name"), name);
+                let literal = without_templates(name, "");
+                if name.trim().is_empty()
+                    || literal.contains(['/', '\\', '\0'])
+                    || matches!(literal.as_str(), "." | "..")
+                {
+                    c.value(
+                        &opts.key("file_name"),
+                        format!("`file_name` must be a plain file name, not `{name}`"),
+                        "files are written inside the channel's `path`: give a name without \
+                         `/`, such as `{{ correlation_id }}.json`",
+                    );
+                }
             }
         }
         ChannelSpec::Nats(n) => {
@@ -552,6 +585,95 @@ fn host_port(s: &str) -> Result<(), &'static str> {
     port.parse::<u16>()
         .map(drop)
         .map_err(|_| "the port is not a number from 0 to 65535")
+}
+
+/// `text` with every `{{ … }}` replaced by `with`: the shape a template renders to.
+fn without_templates(text: &str, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        match rest[open..].find("}}") {
+            Some(close) => {
+                out.push_str(with);
+                rest = &rest[open + close + 2..];
+            }
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn check_http_url(c: &mut Checker<'_>, at: &YamlPath, raw: &str) {
+    // Per-run templates (`{{ run_id }}`) are checked as if rendered to a plain word.
+    let shaped = without_templates(raw, "x");
+    match url::Url::parse(&shaped) {
+        Err(e) => c.value(
+            at,
+            format!("`{raw}` is not a valid URL: {e}"),
+            "write an absolute URL such as `http://127.0.0.1:7001/orders`",
+        ),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => c.value(
+            at,
+            format!(
+                "`{raw}` has the scheme `{}`; an `http` channel needs `http://` or `https://`",
+                u.scheme()
+            ),
+            "for a broker, use its own channel type (see docs/transports/)",
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// RFC 9110 token characters (header names, methods).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_header(c: &mut Checker<'_>, at: &YamlPath, name: &str, value: &str) {
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        c.key(
+            at,
+            format!("`{name}` is not a valid header name"),
+            "use letters, digits and `-`, e.g. `x-tenant`",
+        );
+    }
+    let shaped = without_templates(value, "x");
+    if shaped.chars().any(|ch| ch.is_control() && ch != '\t') {
+        c.value(
+            at,
+            format!("the value of header `{name}` holds a control character (a line break?)"),
+            "a header value is one line of text",
+        );
+    }
+}
+
+/// Two channels that listen on one `host:port` (other than port 0) cannot both bind it.
+fn check_listen_addresses(c: &mut Checker<'_>, suite: &Suite) {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for (name, spec) in &suite.channels {
+        let ChannelSpec::Webhook(hook) = spec else {
+            continue;
+        };
+        let listen = hook.listen.trim();
+        if listen.ends_with(":0") || host_port(listen).is_err() {
+            continue;
+        }
+        if let Some(first) = seen.insert(listen.to_owned(), name) {
+            c.value(
+                &YamlPath::root()
+                    .key("channels")
+                    .key(name)
+                    .key("webhook")
+                    .key("listen"),
+                format!("channels `{first}` and `{name}` both listen on `{listen}`"),
+                "give each webhook channel its own port (or port 0 for a free one)",
+            );
+        }
+    }
 }
 
 fn check_scenarios(c: &mut Checker<'_>, suite: &Suite) {

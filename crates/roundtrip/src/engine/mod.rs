@@ -56,6 +56,9 @@ pub struct RunOptions {
     /// process group is killed at once instead of being given its stop grace. The run
     /// is still recorded as interrupted.
     pub hurry: watch::Receiver<bool>,
+    /// Start no further scenario once one has failed (`--fail-fast`); those not started
+    /// are [`ScenarioStatus::Skipped`]. Scenarios already running finish.
+    pub fail_fast: bool,
 }
 
 impl RunOptions {
@@ -70,6 +73,7 @@ impl RunOptions {
             events: None,
             cancel,
             hurry,
+            fail_fast: false,
         }
     }
 }
@@ -98,14 +102,17 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Produces one event and records it; never fails: the error is in the event.
+    /// Produces one event and records it; never fails: the error is in the event. The
+    /// flag is true when the transport could not be reached at all (a connection
+    /// failure, not a refusal).
     async fn send_one(
         &self,
         scenario: &str,
         step: &SendStep,
         index: u64,
         correlation_id: String,
-    ) -> SentEvent {
+    ) -> (SentEvent, bool) {
+        let mut unreachable = false;
         let ctx = produce::EventContext {
             run_id: &self.run_id,
             correlation_id: &correlation_id,
@@ -133,6 +140,7 @@ impl Session {
                 event.sent_at = clock::wall_now();
                 event.sent_mono = clock::mono_now();
                 if let Err(e) = producer.send(message).await {
+                    unreachable = matches!(e, crate::transport::ProduceError::Unreachable { .. });
                     event.error = Some(shown_error(&e));
                 }
             }
@@ -147,7 +155,7 @@ impl Session {
                 error_chain(&e)
             ));
         }
-        event
+        (event, unreachable)
     }
 }
 
@@ -501,13 +509,16 @@ async fn run_scenarios(
     opts: &RunOptions,
 ) -> (Vec<ScenarioResult>, Option<StoreError>) {
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    // With `fail_fast`, the name of the first scenario that did not pass.
+    let first_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let mut set = JoinSet::new();
     for (i, scenario) in session.suite.scenarios.iter().enumerate() {
-        let (session, permits, opts, scenario) = (
+        let (session, permits, opts, scenario, first_failure) = (
             Arc::clone(session),
             Arc::clone(&permits),
             opts.clone(),
             scenario.clone(),
+            Arc::clone(&first_failure),
         );
         set.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
@@ -516,6 +527,25 @@ async fn run_scenarios(
             if *opts.cancel.borrow() {
                 return (i, None, None);
             }
+            let failed_before = first_failure.lock().ok().and_then(|f| f.clone());
+            if let Some(failed) = failed_before {
+                let result = ScenarioResult {
+                    name: scenario.name.clone(),
+                    status: ScenarioStatus::Skipped,
+                    sent: 0,
+                    send_errors: 0,
+                    error: Some(format!("not run: --fail-fast, after `{failed}` failed")),
+                    expectations: Vec::new(),
+                    duration_ns: 0,
+                };
+                let recorded = session
+                    .store
+                    .record_scenario(&session.run_id, &result)
+                    .await
+                    .err();
+                emit(&opts, RunEvent::ScenarioFinished(result.clone()));
+                return (i, Some(result), recorded);
+            }
             emit(
                 &opts,
                 RunEvent::ScenarioStarted {
@@ -523,6 +553,12 @@ async fn run_scenarios(
                 },
             );
             let result = scenario::run(Arc::clone(&session), &scenario, opts.cancel.clone()).await;
+            if opts.fail_fast
+                && result.status != ScenarioStatus::Passed
+                && let Ok(mut first) = first_failure.lock()
+            {
+                first.get_or_insert_with(|| result.name.clone());
+            }
             let recorded = session
                 .store
                 .record_scenario(&session.run_id, &result)

@@ -31,8 +31,16 @@ pub const COMMIT_SLACK: Duration = Duration::from_millis(25);
 enum SendNote {
     Sent(SentEvent),
     Failed(SentEvent),
+    /// Sending stopped early: this many events were never attempted.
+    Abandoned {
+        not_attempted: u64,
+    },
     Done,
 }
+
+/// After this many connection failures in a row, a scenario stops sending: the input
+/// is down, and another billion attempts would only fill the store with errors.
+pub const MAX_CONSECUTIVE_UNREACHABLE: u32 = 10;
 
 /// Runs one scenario to its verdict (or until `cancel` turns true).
 pub(crate) async fn run(
@@ -73,6 +81,7 @@ pub(crate) async fn run(
     let mut sent = 0u64;
     let mut send_errors = 0u64;
     let mut first_error: Option<String> = None;
+    let mut not_attempted = 0u64;
     let mut sends_done = false;
     let mut interrupted = false;
     let mut correlation_ids: Vec<String> = Vec::new();
@@ -134,6 +143,7 @@ pub(crate) async fn run(
                     }
                     correlation_ids.push(ev.correlation_id);
                 }
+                Some(SendNote::Abandoned { not_attempted: n }) => not_attempted = n,
                 Some(SendNote::Done) | None => {
                     sends_done = true;
                     let now = clock::mono_now();
@@ -177,7 +187,14 @@ pub(crate) async fn run(
             Some("interrupted before every expectation had a verdict".to_owned()),
         )
     } else if send_errors > 0 {
-        (ScenarioStatus::Error, first_error)
+        let mut error = first_error.unwrap_or_default();
+        if not_attempted > 0 {
+            error.push_str(&format!(
+                "; sending stopped after {MAX_CONSECUTIVE_UNREACHABLE} connection failures in a \
+                 row: {not_attempted} more event(s) were not attempted"
+            ));
+        }
+        (ScenarioStatus::Error, Some(error))
     } else if failed {
         (ScenarioStatus::Failed, None)
     } else {
@@ -234,6 +251,9 @@ async fn send_all(
     inbox: mpsc::UnboundedSender<Arc<Observation>>,
     notes: mpsc::UnboundedSender<SendNote>,
 ) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let total: u64 = scenario.send.iter().map(|s| u64::from(s.repeat)).sum();
+    let failing = Arc::new(AtomicU32::new(0));
     let mut index = 0u64;
     for step in &scenario.send {
         let permits = Arc::new(Semaphore::new(step.concurrency.max(1) as usize));
@@ -242,18 +262,32 @@ async fn send_all(
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 return;
             };
+            if failing.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_UNREACHABLE {
+                while in_flight.join_next().await.is_some() {}
+                let _ = notes.send(SendNote::Abandoned {
+                    not_attempted: total.saturating_sub(index),
+                });
+                let _ = notes.send(SendNote::Done);
+                return;
+            }
             let correlation_id = produce::new_correlation_id();
             session.router.route(&correlation_id, &inbox);
-            let (session, step, notes, name) = (
+            let (session, step, notes, name, failing) = (
                 Arc::clone(&session),
                 step.clone(),
                 notes.clone(),
                 scenario.name.clone(),
+                Arc::clone(&failing),
             );
             let this = index;
             index += 1;
             in_flight.spawn(async move {
-                let ev = session.send_one(&name, &step, this, correlation_id).await;
+                let (ev, unreachable) = session.send_one(&name, &step, this, correlation_id).await;
+                if unreachable {
+                    failing.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failing.store(0, Ordering::Relaxed);
+                }
                 let note = if ev.error.is_some() {
                     SendNote::Failed(ev)
                 } else {

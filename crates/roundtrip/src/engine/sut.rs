@@ -294,7 +294,10 @@ mod group {
     }
 
     fn pgid(pid: u32) -> Option<Pid> {
-        i32::try_from(pid).ok().filter(|&p| p > 0).map(Pid::from_raw)
+        i32::try_from(pid)
+            .ok()
+            .filter(|&p| p > 0)
+            .map(Pid::from_raw)
     }
 
     pub(super) fn signal(pid: u32, sig: Sig) {
@@ -332,14 +335,19 @@ mod group {
         // SAFETY: the closure runs in the forked child before exec and only makes two
         // async-signal-safe system calls (prctl, getppid); it allocates nothing and
         // takes no lock.
-        #[expect(unsafe_code, reason = "pre_exec is the only way to set a parent-death signal")]
+        #[expect(
+            unsafe_code,
+            reason = "pre_exec is the only way to set a parent-death signal"
+        )]
         unsafe {
             command.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The parent may have died between fork and prctl: then nobody would
                 // send the signal.
                 if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("roundtrip exited while starting the SUT"));
+                    return Err(std::io::Error::other(
+                        "roundtrip exited while starting the SUT",
+                    ));
                 }
                 Ok(())
             });

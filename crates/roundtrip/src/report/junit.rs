@@ -26,6 +26,11 @@ fn test_suite(summary: &RunSummary) -> TestSuite {
     for scenario in &summary.scenarios {
         let status = match scenario.status {
             ScenarioStatus::Passed => TestCaseStatus::success(),
+            ScenarioStatus::Skipped => {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message(text::headline(scenario));
+                status
+            }
             ScenarioStatus::Failed | ScenarioStatus::Error => {
                 let kind = if scenario.status == ScenarioStatus::Failed {
                     NonSuccessKind::Failure

@@ -24,7 +24,7 @@ pub fn headline(s: &ScenarioResult) -> String {
                 None => format!("{} events", s.sent),
             }
         }
-        ScenarioStatus::Error => s
+        ScenarioStatus::Error | ScenarioStatus::Skipped => s
             .error
             .as_deref()
             .map_or_else(|| "harness error".into(), escape_text),
@@ -143,11 +143,22 @@ pub fn brief(o: &ObservationBrief) -> String {
     )
 }
 
-/// The final line every run prints: `N passed, N failed`.
+/// The final line every run prints: `N passed, N failed`, with `, N skipped` when
+/// `--fail-fast` skipped any.
 pub fn totals(summaries: &[RunSummary]) -> String {
     let passed: usize = summaries.iter().map(RunSummary::passed).sum();
     let failed: usize = summaries.iter().map(RunSummary::failed).sum();
-    format!("{passed} passed, {failed} failed")
+    let skipped: usize = summaries.iter().map(RunSummary::skipped).sum();
+    totals_line(passed, failed, skipped)
+}
+
+/// `N passed, N failed`, with `, N skipped` when any were.
+pub fn totals_line(passed: usize, failed: usize, skipped: usize) -> String {
+    if skipped > 0 {
+        format!("{passed} passed, {failed} failed, {skipped} skipped")
+    } else {
+        format!("{passed} passed, {failed} failed")
+    }
 }
 
 /// A full plain-text report of a run (what `roundtrip report` prints).
@@ -166,6 +177,7 @@ pub fn run_report(summary: &RunSummary) -> String {
             ScenarioStatus::Passed => "PASS",
             ScenarioStatus::Failed => "FAIL",
             ScenarioStatus::Error => "ERROR",
+            ScenarioStatus::Skipped => "SKIP",
         };
         let _ = writeln!(
             out,
@@ -174,7 +186,7 @@ pub fn run_report(summary: &RunSummary) -> String {
             format_ns(s.duration_ns),
             headline(s)
         );
-        if s.status != ScenarioStatus::Passed {
+        if matches!(s.status, ScenarioStatus::Failed | ScenarioStatus::Error) {
             out.push_str(&scenario_details(s));
         }
     }
