@@ -111,7 +111,6 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
-
 /// Prints an error and its sources on stderr: `error: failed to …: cause`.
 pub fn print_error(e: &dyn std::error::Error) {
     eprintln!(

@@ -316,6 +316,7 @@ impl Watcher {
             message_id: None,
             key: Some(name),
             redelivered: false,
+            size: None,
         };
         // A store failure is counted by the sink; the file is not retried.
         let _ = self.sink.record(received).await;

@@ -137,6 +137,9 @@ pub struct Received {
     pub key: Option<String>,
     /// The broker says it delivered this message before (an unacked delivery retried).
     pub redelivered: bool,
+    /// The message's full size, when `body` holds only its first part (a listener that
+    /// streams and keeps only the channel's `max_payload`).
+    pub size: Option<u64>,
 }
 
 impl Received {
@@ -148,6 +151,7 @@ impl Received {
             message_id: None,
             key: None,
             redelivered: false,
+            size: None,
         }
     }
 }
@@ -259,6 +263,11 @@ impl ObservationSink {
         &self.inner.run_id
     }
 
+    /// How many bytes of a message this sink keeps (the channel's `max_payload`).
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
     /// This sink's counters (shared with the listener summary).
     pub fn stats(&self) -> Arc<ListenerStats> {
         Arc::clone(&self.inner.stats)
@@ -358,7 +367,15 @@ impl ObservationSink {
             s.stats.redelivered.fetch_add(1, Ordering::Relaxed);
             headers.push((REDELIVERED_HEADER.to_owned(), "true".to_owned()));
         }
-        let payload = Payload::from_bytes(received.body, s.max_payload);
+        let mut payload = Payload::from_bytes(received.body, s.max_payload);
+        if let Some(size) = received.size
+            && size > payload.size
+        {
+            // The listener kept only the first part.
+            payload.size = size;
+            payload.truncated = true;
+            payload.json = None;
+        }
         let correlation_id =
             s.correlator
                 .extract(&headers, payload.json.as_ref(), received.key.as_deref());

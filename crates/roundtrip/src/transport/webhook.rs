@@ -11,9 +11,13 @@
 //! not, so a SUT that retries on failure is recorded at least once. Other paths answer
 //! `404`, other methods `405`; both are counted as faults and not recorded.
 //!
-//! Bodies larger than the channel's `max_payload` are accepted and recorded truncated
-//! (marked so, with their full size). Bodies beyond a hard cap of 64 MiB answer `413`
-//! and count as faults.
+//! Anyone who can reach the port can send, so the server is bounded
+//! ([`Limits`]): a client has 10 s to send a request's headers (and no longer to stay
+//! idle between requests), 60 s to send a body; at most 1,024 connections are served
+//! at once (more are closed at once and counted as faults). A body is streamed: only the
+//! channel's `max_payload` is kept (recorded truncated, with its full size); a body
+//! beyond 64 MiB answers `413` and counts as a fault. Header values that are not UTF-8
+//! are kept exactly, base64-encoded, and named in `x-roundtrip-base64-headers`.
 //!
 //! [`RunningListener::stop`] stops accepting connections, lets requests in flight finish
 //! (up to 10 s), then returns.
@@ -30,9 +34,12 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use roundtrip_core::model::WebhookChannel;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::registry::PlanError;
 use super::{ListenError, Listener, ObservationSink, Received, RunningListener};
@@ -43,12 +50,39 @@ pub const MAX_BODY: usize = 64 << 20;
 /// How long [`RunningListener::stop`] waits for requests in flight.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The header that names the headers whose values were not UTF-8 and are stored
+/// base64-encoded (comma-separated, lowercase).
+pub const BASE64_HEADERS: &str = "x-roundtrip-base64-headers";
+
+/// What one client may cost the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to send a request's headers, and the longest idle time between requests on
+    /// a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_timeout: Duration,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// A webhook server that has not started yet.
 #[derive(Debug)]
 pub struct WebhookListener {
     channel: String,
     listen: String,
     path: String,
+    limits: Limits,
 }
 
 impl WebhookListener {
@@ -72,7 +106,14 @@ impl WebhookListener {
             channel: channel.to_owned(),
             listen: spec.listen.trim().to_owned(),
             path: spec.path.clone(),
+            limits: Limits::default(),
         })
+    }
+
+    /// The same listener with other [`Limits`] (tests use short timeouts).
+    pub fn with_limits(mut self, limits: Limits) -> WebhookListener {
+        self.limits = limits;
+        self
     }
 
     fn start_error(&self, message: String, source: std::io::Error) -> ListenError {
@@ -88,6 +129,7 @@ impl WebhookListener {
 struct Shared {
     path: String,
     sink: ObservationSink,
+    limits: Limits,
 }
 
 #[async_trait]
@@ -118,33 +160,15 @@ impl Listener for WebhookListener {
             .map_err(|e| self.start_error(format!("cannot listen on {}", self.listen), e))?;
         let endpoint = format!("http://{local}{}", self.path);
 
+        let limits = self.limits;
         let shared = Arc::new(Shared {
             path: self.path,
-            sink,
+            sink: sink.clone(),
+            limits,
         });
         let app = Router::new().fallback(handle).with_state(shared);
-
-        let shutdown = Arc::new(Notify::new());
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown({
-                let shutdown = Arc::clone(&shutdown);
-                async move { shutdown.notified().await }
-            })
-            .into_future();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            tokio::pin!(serve);
-            tokio::select! {
-                // `serve` only ends on its own if accepting fails for good.
-                _ = &mut serve => {}
-                // Stopped, or the handle was dropped: stop accepting, finish in-flight
-                // requests (bounded, in case a client never finishes its request).
-                _ = stop_rx => {
-                    shutdown.notify_one();
-                    let _ = tokio::time::timeout(STOP_GRACE, serve).await;
-                }
-            }
-        });
+        let task = tokio::spawn(serve(listener, app, limits, sink, stop_rx));
         // The socket is bound and listening: connections queue in the backlog until the
         // task accepts them, so the listener is ready as of now.
         Ok(RunningListener::new(
@@ -155,6 +179,54 @@ impl Listener for WebhookListener {
             task,
         ))
     }
+}
+
+/// Accepts connections until stopped, each served by hyper with the header timeout,
+/// at most `limits.max_connections` at once; then lets requests in flight finish.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    sink: ObservationSink,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Stopped, or the handle was dropped.
+            _ = &mut stop => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, or a connection reset before it was accepted:
+            // not fatal; back off a little so a full table does not spin.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            sink.fault();
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    // Stop accepting, finish in-flight requests (bounded, in case a client never
+    // finishes its request).
+    drop(listener);
+    let _ = tokio::time::timeout(STOP_GRACE, graceful.shutdown()).await;
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -192,13 +264,23 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         shared.sink.fault();
         return too_large();
     }
-    let body = match read_body(body, MAX_BODY).await {
-        Ok(Some(body)) => body,
-        Ok(None) => {
+    let keep = shared.sink.max_payload();
+    let read = tokio::time::timeout(shared.limits.body_timeout, read_body(body, keep, MAX_BODY));
+    let (body, size) = match read.await {
+        Ok(Ok(Some(read))) => read,
+        Ok(Ok(None)) => {
             shared.sink.fault();
             return too_large();
         }
         Err(_) => {
+            shared.sink.fault();
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "roundtrip: the body took too long to arrive\n",
+            )
+                .into_response();
+        }
+        Ok(Err(_)) => {
             // The client went away or sent a malformed body: nothing to record.
             shared.sink.fault();
             return (
@@ -214,6 +296,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         message_id: None,
         key: None,
         redelivered: false,
+        size: Some(size),
     };
     // The sink counts store failures as faults itself.
     match shared.sink.record(received).await {
@@ -226,29 +309,49 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     }
 }
 
-/// Reads a body up to `limit` bytes; `Ok(None)` when it is longer.
-async fn read_body(mut body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Error> {
-    let hint = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
-    let mut out = Vec::with_capacity(hint.min(limit));
+/// Reads a body, keeping its first `keep` bytes; returns them with the full size, or
+/// `Ok(None)` when it is longer than `limit`.
+async fn read_body(
+    mut body: Body,
+    keep: usize,
+    limit: usize,
+) -> Result<Option<(Vec<u8>, u64)>, axum::Error> {
+    let hint = usize::try_from(body.size_hint().lower()).unwrap_or(keep);
+    let mut out = Vec::with_capacity(hint.min(keep));
+    let mut size = 0usize;
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         if let Ok(data) = frame?.into_data() {
-            if out.len() + data.len() > limit {
+            size = size.saturating_add(data.len());
+            if size > limit {
                 return Ok(None);
             }
-            out.extend_from_slice(&data);
+            let room = keep.saturating_sub(out.len());
+            out.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
-    Ok(Some(out))
+    Ok(Some((out, size as u64)))
 }
 
-/// Header names and values; values that are not UTF-8 are decoded lossily.
+/// Header names and values. A value that is not UTF-8 is kept exactly: base64-encoded,
+/// and its name listed in [`BASE64_HEADERS`].
 fn headers(map: &HeaderMap) -> Vec<(String, String)> {
-    map.iter()
+    let mut encoded = Vec::new();
+    let mut out: Vec<(String, String)> = map
+        .iter()
         .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
+            let text = match std::str::from_utf8(value.as_bytes()) {
+                Ok(text) => text.to_owned(),
+                Err(_) => {
+                    encoded.push(name.as_str().to_owned());
+                    base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+                }
+            };
+            (name.as_str().to_owned(), text)
         })
-        .collect()
+        .collect();
+    if !encoded.is_empty() {
+        encoded.dedup();
+        out.push((BASE64_HEADERS.to_owned(), encoded.join(",")));
+    }
+    out
 }

@@ -306,6 +306,157 @@ async fn start_webhook(
     (store, sink, running)
 }
 
+/// A started webhook with these limits, and the `host:port` it listens on.
+async fn start_limited_webhook(
+    run_id: &str,
+    limits: roundtrip::transport::webhook::Limits,
+) -> (Arc<dyn Store>, ObservationSink, RunningListener, String) {
+    use roundtrip::transport::Listener as _;
+    let store = new_store(run_id).await;
+    let spec = webhook_channel("127.0.0.1:0", None);
+    let sink = sink(&store, run_id, "orders_out", &spec);
+    let ChannelSpec::Webhook(hook) = &spec else {
+        unreachable!("a webhook spec")
+    };
+    let listener = roundtrip::transport::webhook::WebhookListener::new("orders_out", hook)
+        .expect("plan")
+        .with_limits(limits);
+    let running = Box::new(listener)
+        .start(sink.clone())
+        .await
+        .expect("start the webhook");
+    let addr = running
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches("/events")
+        .to_owned();
+    (store, sink, running, addr)
+}
+
+fn short_limits() -> roundtrip::transport::webhook::Limits {
+    roundtrip::transport::webhook::Limits {
+        header_timeout: Duration::from_millis(200),
+        body_timeout: Duration::from_millis(200),
+        max_connections: 2,
+    }
+}
+
+/// Reads until the server closes the connection; what it sent before.
+async fn read_to_close(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, socket.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server never closed the connection");
+    out
+}
+
+#[tokio::test]
+async fn webhook_closes_connections_that_are_slow_to_send_headers_or_sit_idle() {
+    let (_store, _sink, running, addr) = start_limited_webhook("run-slow", short_limits()).await;
+    // Slowloris: headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /events HTTP/1.1\r\nhost: x\r\nx-more:")
+        .await
+        .expect("write");
+    let answered = read_to_close(&mut slow).await;
+    assert!(!answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
+    // A kept-alive connection that goes idle after one request.
+    let mut idle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .expect("write");
+    let answered = read_to_close(&mut idle).await;
+    assert!(answered.starts_with(b"HTTP/1.1 200"), "{answered:?}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_answers_408_to_a_body_that_does_not_arrive() {
+    let (store, sink, running, addr) = start_limited_webhook("run-trickle", short_limits()).await;
+    let mut socket = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"a\":")
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, socket.read_exact(&mut head))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert_eq!(&head, b"HTTP/1.1 408");
+    drop(socket);
+    running.stop().await;
+    assert_eq!(sink.stats().faults.load(Ordering::Relaxed), 1);
+    assert!(observations(&store, "run-trickle").await.is_empty());
+}
+
+#[tokio::test]
+async fn webhook_serves_a_bounded_number_of_connections() {
+    let limits = roundtrip::transport::webhook::Limits {
+        header_timeout: Duration::from_secs(30),
+        ..short_limits()
+    };
+    let (_store, sink, running, addr) = start_limited_webhook("run-many", limits).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        // One complete request each, so the server has certainly taken the connection.
+        c.write_all(b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .expect("write");
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).await.expect("an answer");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(c);
+    }
+    let mut third = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let _ = third
+        .write_all(b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        .await;
+    let answered = read_to_close(&mut third).await;
+    assert!(
+        answered.is_empty(),
+        "the third connection is closed unanswered: {answered:?}"
+    );
+    assert_eq!(sink.stats().faults.load(Ordering::Relaxed), 1);
+    drop(held);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_keeps_header_values_that_are_not_utf8_exactly() {
+    let (store, _sink, running, addr) = start_limited_webhook("run-bin", short_limits()).await;
+    let mut socket = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(
+            b"POST /events HTTP/1.1\r\nhost: x\r\nx-bin: \xff\xfeok\r\ncontent-length: 2\r\n\r\n{}",
+        )
+        .await
+        .expect("write");
+    let mut head = [0u8; 12];
+    socket.read_exact(&mut head).await.expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    drop(socket);
+    running.stop().await;
+    let recorded = observations(&store, "run-bin").await;
+    assert_eq!(recorded[0].header("x-bin"), Some("//5vaw=="));
+    assert_eq!(
+        recorded[0].header("x-roundtrip-base64-headers"),
+        Some("x-bin")
+    );
+}
+
 #[tokio::test]
 async fn webhook_commits_each_post_before_answering() {
     let (store, sink, running) = start_webhook("run-wh", None).await;
