@@ -141,6 +141,24 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>, quiet: bool)
                         ));
                     }
                 }
+                // Scenarios print as they finish; what did not pass is repeated here in
+                // file order, as `roundtrip report` shows it.
+                let not_passed: Vec<_> = summary
+                    .scenarios
+                    .iter()
+                    .filter(|s| matches!(s.status, ScenarioStatus::Failed | ScenarioStatus::Error))
+                    .collect();
+                if !not_passed.is_empty() && summary.scenarios.len() > 1 {
+                    out("  did not pass, in file order:");
+                    for s in not_passed {
+                        let mark = if s.status == ScenarioStatus::Failed { "FAIL " } else { "ERROR" };
+                        out(&format!("    {mark} {}", s.name));
+                    }
+                }
+                let exit = text::sut_exit_lines(&summary);
+                if !exit.is_empty() {
+                    out(&format!("  {}", exit.trim_end().replace('\n', "\n  ")));
+                }
                 if summary.interrupted {
                     out("  the run was interrupted (Ctrl-C); unfinished scenarios are errors");
                 }

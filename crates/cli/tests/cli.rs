@@ -842,6 +842,11 @@ fn quiet_prints_only_failures_and_the_totals() {
     let out = stdout(&o);
     assert!(out.contains("ERROR first fails"), "{}", explain(&o));
     assert!(!out.contains("PASS"), "{}", explain(&o));
+    assert!(
+        out.contains("  did not pass, in file order:\n    ERROR first fails\n"),
+        "{}",
+        explain(&o)
+    );
     assert!(!out.contains("listening on"), "{}", explain(&o));
     assert_eq!(last_line(&o), "2 passed, 1 failed", "{}", explain(&o));
 }
@@ -914,6 +919,62 @@ fn variables_come_from_var_the_environment_and_env_files() {
         stderr(&o).contains("broken.env:2: expected `NAME=VALUE`"),
         "{}",
         explain(&o)
+    );
+}
+
+#[test]
+fn a_sut_that_exits_during_the_run_is_shown_in_the_terminal() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("inbox")).expect("mkdir");
+    let suite = s.write(
+        "crash.yaml",
+        "name: crash\nsut:\n  start: [sh, -c, \"echo ready; until ls inbox | grep -q .; do sleep 0.05; done; echo crashing now >&2; exit 4\"]\n  ready: { log: ready, within: 10s }\nchannels:\n  in: { dir: { path: inbox } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: the event that kills it\n    send: [ { to: in, text: boom } ]\n    expect: [ { on: out, within: 300ms, grace: 0s } ]\n",
+    );
+    let junit = s.path("j.xml");
+    let o = roundtrip(&["run", &suite, "--store", &s.store(), "--junit", &junit]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("the system under test exited during the run (exit status: 4); its last output:"),
+        "{}",
+        explain(&o)
+    );
+    assert!(out.contains("stderr: crashing now"), "{}", explain(&o));
+    let junit = std::fs::read_to_string(&junit).expect("the JUnit report");
+    assert!(junit.contains("exited during the run"), "{junit}");
+    let o = roundtrip(&["report", "latest", "--store", &s.store()]);
+    assert!(stdout(&o).contains("exited during the run (exit status: 4)"), "{}", explain(&o));
+}
+
+#[test]
+fn what_did_not_pass_is_repeated_in_file_order() {
+    let s = Scratch::new();
+    let suite = s.write(
+        "order.yaml",
+        r#"
+name: order
+channels:
+  down: { http: { url: "http://127.0.0.1:1/events" } }
+  files: { dir: { path: inbox } }
+  out: { webhook: { listen: "127.0.0.1:0", path: /out } }
+scenarios:
+  - name: slow to fail
+    send: [ { to: files, text: x } ]
+    expect: [ { on: out, within: 300ms, grace: 0s } ]
+  - name: quick to fail
+    send: [ { to: down, body: { a: 1 } } ]
+    expect: [ { on: out, within: 10ms } ]
+"#,
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    let live_quick = out.find("ERROR quick to fail").expect("live line");
+    let live_slow = out.find("FAIL  slow to fail").expect("live line");
+    assert!(live_quick < live_slow, "live lines come as scenarios finish: {out}");
+    assert!(
+        out.contains("  did not pass, in file order:\n    FAIL  slow to fail\n    ERROR quick to fail\n"),
+        "{out}"
     );
 }
 

@@ -97,6 +97,10 @@ pub struct RunSummary {
     /// The last lines of the SUT's output, when roundtrip started it.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub sut_log: Vec<String>,
+    /// How the SUT ended when it exited on its own before the run stopped it (it
+    /// crashed, or quit), e.g. `exit status: 1`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sut_exited: Option<String>,
     /// A harness error that ended the run (exit code 3), if any.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub harness_error: Option<String>,

@@ -156,6 +156,7 @@ async fn unfinished(store: &dyn Store, record: RunRecord) -> Result<RunSummary, 
             })
             .collect(),
         sut_log: Vec::new(),
+        sut_exited: None,
         harness_error: Some(format!(
             "the run did not finish (status `{}`): {sent} event(s) sent, the scenario results \
              and observations it recorded are shown",

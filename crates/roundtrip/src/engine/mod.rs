@@ -282,6 +282,7 @@ pub async fn run_suite(
         scenarios: Vec::new(),
         listeners: Vec::new(),
         sut_log: Vec::new(),
+        sut_exited: None,
         harness_error: None,
     };
 
@@ -372,6 +373,7 @@ pub async fn run_suite(
     // committing whatever they accepted.
     if let Some(mut process) = sut {
         summary.sut_log = process.stop_or_hurry(opts.hurry.clone()).await;
+        summary.sut_exited = process.exited_early().map(str::to_owned);
     }
     for l in started {
         let (delivery, polling) = (l.running.delivery, l.running.polling);

@@ -41,6 +41,8 @@ pub struct SutProcess {
     ready_after: Duration,
     /// True once `stop` has reaped the leader and swept the group.
     stopped: bool,
+    /// How it ended, when it exited before `stop` asked it to.
+    exited_early: Option<String>,
 }
 
 impl Drop for SutProcess {
@@ -128,6 +130,7 @@ impl SutProcess {
             stop_grace: spec.stop_grace.0,
             ready_after: Duration::ZERO,
             stopped: false,
+            exited_early: None,
         };
         let deadline = tokio::time::Instant::from_std(spawned_at + spec.ready.within.0);
         let probe = probe(readiness.clone(), seen_rx);
@@ -177,6 +180,12 @@ impl SutProcess {
         self.ready_after
     }
 
+    /// How the process ended, when it exited on its own before [`SutProcess::stop`]
+    /// (known once `stop` returned).
+    pub fn exited_early(&self) -> Option<&str> {
+        self.exited_early.as_deref()
+    }
+
     /// The last lines of output (stderr lines prefixed `stderr: `).
     pub fn log_tail(&self) -> Vec<String> {
         self.log
@@ -217,6 +226,9 @@ impl SutProcess {
         };
         tokio::pin!(hurried);
         let mut hurry_now = false;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.exited_early = Some(status.to_string());
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             group::signal(self.pid, group::Sig::Term);
             tokio::select! {

@@ -64,6 +64,10 @@ fn test_suite(summary: &RunSummary) -> TestSuite {
     if !listeners.is_empty() {
         suite.set_system_out(listeners);
     }
+    let exited = super::text::sut_exit_lines(summary);
+    if !exited.is_empty() {
+        suite.set_system_err(exited);
+    }
     suite
 }
 

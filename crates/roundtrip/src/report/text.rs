@@ -191,11 +191,32 @@ pub fn run_report(summary: &RunSummary) -> String {
         }
     }
     out.push_str(&listener_lines(summary));
+    out.push_str(&sut_exit_lines(summary));
     if summary.interrupted {
         let _ = writeln!(out, "the run was interrupted");
     }
     if let Some(e) = &summary.harness_error {
         let _ = writeln!(out, "harness error: {}", escape_lines(e));
+    }
+    out
+}
+
+/// When the SUT exited on its own during the run: how, and its last output lines
+/// (escaped). Empty otherwise.
+pub fn sut_exit_lines(summary: &RunSummary) -> String {
+    let Some(how) = &summary.sut_exited else {
+        return String::new();
+    };
+    let mut out = format!(
+        "the system under test exited during the run ({}); its last output:\n",
+        escape(how)
+    );
+    let tail = &summary.sut_log[summary.sut_log.len().saturating_sub(10)..];
+    if tail.is_empty() {
+        out.push_str("  (nothing)\n");
+    }
+    for line in tail {
+        let _ = writeln!(out, "  {}", escape(line));
     }
     out
 }

@@ -137,6 +137,7 @@ fn summary(run_id: &str, scenarios: Vec<ScenarioResult>) -> RunSummary {
             gaps: vec!["disconnected at 2026-11-26T10:00:00Z for 1.2s".to_owned()],
         }],
         sut_log: vec!["listening on 127.0.0.1:7001".to_owned()],
+        sut_exited: Some("exit status: 1".to_owned()),
         harness_error: None,
     }
 }
