@@ -36,6 +36,14 @@ pub enum Command {
     /// failed.
     #[cfg(feature = "aws")]
     AwsCleanup(AwsCleanupArgs),
+    /// (Needs the cargo feature `aws`.)
+    #[cfg(not(feature = "aws"))]
+    #[command(hide = true, disable_help_flag = true)]
+    AwsCleanup {
+        /// Whatever was given: the command is not in this build.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
     /// Print a shell completion script: `roundtrip completions bash > /etc/bash_completion.d/roundtrip`.
     Completions(CompletionsArgs),
 }

@@ -151,7 +151,11 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>, quiet: bool)
                 if !not_passed.is_empty() && summary.scenarios.len() > 1 {
                     out("  did not pass, in file order:");
                     for s in not_passed {
-                        let mark = if s.status == ScenarioStatus::Failed { "FAIL " } else { "ERROR" };
+                        let mark = if s.status == ScenarioStatus::Failed {
+                            "FAIL "
+                        } else {
+                            "ERROR"
+                        };
                         out(&format!("    {mark} {}", s.name));
                     }
                 }

@@ -166,6 +166,40 @@ fn the_example_suite_passes_and_reports() {
     );
     assert!(listing[1].contains(" on processed: "), "{out}");
     assert!(listing[1].contains("\"WIDGET\""), "{out}");
+
+    // A shortened id matches by prefix; one that is too short says so; none is said.
+    let short = &correlation_id[..30];
+    let o = roundtrip(&["report", run_id, "--store", &store, "--correlation", short]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains(&format!("matched event {correlation_id} by prefix")),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        stdout(&o).contains(&format!("observations of event {correlation_id}: 1")),
+        "{}",
+        explain(&o)
+    );
+    let o = roundtrip(&[
+        "report",
+        run_id,
+        "--store",
+        &store,
+        "--correlation",
+        &correlation_id[..4],
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(stderr(&o).contains("give more of it"), "{}", explain(&o));
+    let o = roundtrip(&[
+        "report",
+        run_id,
+        "--store",
+        &store,
+        "--correlation",
+        "ffffffff",
+    ]);
+    assert!(stdout(&o).contains("no event of run"), "{}", explain(&o));
 }
 
 #[test]
@@ -364,6 +398,11 @@ fn a_sut_that_never_becomes_ready_is_a_harness_error() {
     assert!(
         stderr(&o).contains("not ready within 300ms"),
         "{}",
+        explain(&o)
+    );
+    assert!(
+        stderr(&o).contains("PYTHONUNBUFFERED"),
+        "a silent SUT gets the buffering hint: {}",
         explain(&o)
     );
 }
@@ -935,7 +974,9 @@ fn a_sut_that_exits_during_the_run_is_shown_in_the_terminal() {
     assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("the system under test exited during the run (exit status: 4); its last output:"),
+        out.contains(
+            "the system under test exited during the run (exit status: 4); its last output:"
+        ),
         "{}",
         explain(&o)
     );
@@ -943,7 +984,11 @@ fn a_sut_that_exits_during_the_run_is_shown_in_the_terminal() {
     let junit = std::fs::read_to_string(&junit).expect("the JUnit report");
     assert!(junit.contains("exited during the run"), "{junit}");
     let o = roundtrip(&["report", "latest", "--store", &s.store()]);
-    assert!(stdout(&o).contains("exited during the run (exit status: 4)"), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("exited during the run (exit status: 4)"),
+        "{}",
+        explain(&o)
+    );
 }
 
 #[test]
@@ -971,9 +1016,14 @@ scenarios:
     let out = stdout(&o);
     let live_quick = out.find("ERROR quick to fail").expect("live line");
     let live_slow = out.find("FAIL  slow to fail").expect("live line");
-    assert!(live_quick < live_slow, "live lines come as scenarios finish: {out}");
     assert!(
-        out.contains("  did not pass, in file order:\n    FAIL  slow to fail\n    ERROR quick to fail\n"),
+        live_quick < live_slow,
+        "live lines come as scenarios finish: {out}"
+    );
+    assert!(
+        out.contains(
+            "  did not pass, in file order:\n    FAIL  slow to fail\n    ERROR quick to fail\n"
+        ),
         "{out}"
     );
 }
@@ -1235,6 +1285,18 @@ fn a_compiled_out_transport_is_a_usage_error_naming_the_feature() {
         explain(&o)
     );
     assert_eq!(last_line(&o), "0 passed, 0 failed", "{}", explain(&o));
+}
+
+#[cfg(not(feature = "aws"))]
+#[test]
+fn aws_cleanup_in_a_build_without_aws_names_the_feature() {
+    let o = roundtrip(&["aws-cleanup", "--older-than", "1h"]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("needs the cargo feature `aws`"),
+        "{}",
+        explain(&o)
+    );
 }
 
 /// Runs a suite that names an unreachable endpoint: exit 3 before anything is sent, with

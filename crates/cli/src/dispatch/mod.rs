@@ -18,6 +18,14 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Runs(args) => runs::runs(args).await,
         #[cfg(feature = "aws")]
         Command::AwsCleanup(args) => aws_cleanup::aws_cleanup(args).await,
+        #[cfg(not(feature = "aws"))]
+        Command::AwsCleanup { .. } => {
+            eprintln!(
+                "error: `roundtrip aws-cleanup` needs the cargo feature `aws`; rebuild with \
+                 `cargo build -p roundtrip-cli --features aws` (or `--features full`)"
+            );
+            crate::exit::USAGE
+        }
         Command::Completions(args) => completions(&args),
     }
 }

@@ -88,8 +88,48 @@ pub async fn report(args: ReportArgs) -> u8 {
         return exit::HARNESS;
     }
     out(&text::totals(std::slice::from_ref(&summary)));
-    if let Some(id) = &args.correlation {
-        match store.correlated(&run_id, id).await {
+    if let Some(given) = &args.correlation {
+        // A shortened id (as a narrow terminal shows it) matches by prefix among the
+        // run's sent events.
+        let sent = match store.sent_events(&run_id).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                print_error(&e);
+                return exit::HARNESS;
+            }
+        };
+        let mut candidates: Vec<&str> = sent
+            .iter()
+            .map(|e| e.correlation_id.as_str())
+            .filter(|c| c.starts_with(given.as_str()))
+            .collect();
+        candidates.dedup();
+        let id = match candidates.as_slice() {
+            [exact] if *exact == given => given.clone(),
+            [one] => {
+                out(&format!("(`{given}` matched event {one} by prefix)"));
+                (*one).to_owned()
+            }
+            [] => {
+                out(&format!(
+                    "no event of run {run_id} has a correlation id starting with `{}`; \
+                     observations that carry it anyway are listed",
+                    roundtrip_core::escape::escape(given)
+                ));
+                given.clone()
+            }
+            many => {
+                eprintln!(
+                    "error: `{given}` is the start of {} events' correlation ids ({}{}); give \
+                     more of it",
+                    many.len(),
+                    many.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+                    if many.len() > 5 { ", …" } else { "" }
+                );
+                return exit::USAGE;
+            }
+        };
+        match store.correlated(&run_id, &id).await {
             Ok(observations) => {
                 out(&format!(
                     "observations of event {id}: {}",

@@ -156,10 +156,19 @@ impl SutProcess {
             }
             () = tokio::time::sleep_until(deadline) => {
                 let tail = sut.tail_text(20);
+                // Waiting for a log line from a program that printed nothing: most often
+                // its output is buffered because it is a pipe, not a terminal.
+                let hint = if matches!(readiness, Readiness::Log(_)) && sut.log_tail().is_empty() {
+                    "; it printed nothing: its output may be buffered because it goes to a pipe \
+                     (for Python set `PYTHONUNBUFFERED: \"1\"` in `sut.env`; otherwise flush \
+                     after the line, or probe with `ready: { tcp: HOST:PORT }` instead)"
+                } else {
+                    ""
+                };
                 sut.stop().await;
                 return Err(HarnessError::Sut {
                     message: format!(
-                        "`{program}` was not ready within {} ({}){tail}",
+                        "`{program}` was not ready within {} ({}){tail}{hint}",
                         humantime::format_duration(spec.ready.within.0),
                         describe(&readiness),
                     ),
