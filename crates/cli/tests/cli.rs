@@ -1029,6 +1029,53 @@ scenarios:
 }
 
 #[test]
+fn text_headers_and_metadata_are_matched_and_their_misses_shown() {
+    let s = Scratch::new();
+    let port = 47186;
+    let suite = s.write(
+        "text.yaml",
+        &format!(
+            r#"
+name: text
+channels:
+  in: {{ http: {{ url: "http://127.0.0.1:{port}/out?token=s3cret", headers: {{ content-type: text/plain }} }} }}
+  out: {{ webhook: {{ listen: "127.0.0.1:{port}", path: /out }} }}
+scenarios:
+  - name: plain text with its headers and metadata
+    send: [ {{ to: in, text: "this message was created during an integration test" }} ]
+    expect:
+      - on: out
+        text: {{ contains: "integration test", not_contains: "error" }}
+        headers: {{ Content-Type: text/plain, x-missing: {{ absent: true }} }}
+        meta: {{ method: POST, path: /out, query: "?token=***" }}
+        within: 2s
+  - name: the uppercase it is not
+    send: [ {{ to: in, text: "this message was created during an integration test" }} ]
+    expect:
+      - on: out
+        text: {{ equals: "THIS MESSAGE WAS CREATED DURING AN INTEGRATION TEST" }}
+        within: 200ms
+        grace: 0s
+"#
+        ),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("PASS  plain text with its headers and metadata"),
+        "{}",
+        explain(&o)
+    );
+    assert!(
+        out.contains(r#"text: expected == "THIS MESSAGE WAS CREATED DURING AN INTEGRATION TEST", got "this message was created during an integration test""#),
+        "the near-miss shows the text: {}",
+        explain(&o)
+    );
+    assert!(!out.contains("expected a JSON payload"), "{}", explain(&o));
+}
+
+#[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();
     let suite = s.write(

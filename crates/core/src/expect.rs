@@ -396,19 +396,19 @@ impl ExpectationMachine {
         }
         self.last.push_back(brief.clone());
 
-        let matches = self.matcher.matches(&obs.payload);
+        let matches = self.matcher.matches(obs);
         let Some((slot, arrival, wall)) = timing else {
             if matches {
                 self.uncorrelated_matching += 1;
             } else if self.near_correlated.is_none() {
-                let diffs = self.matcher.diff(&obs.payload);
+                let diffs = self.matcher.diff(obs);
                 keep_nearest(&mut self.near_uncorrelated, brief, diffs);
             }
             return;
         };
         self.seen_correlated += 1;
         if !matches {
-            let diffs = self.matcher.diff(&obs.payload);
+            let diffs = self.matcher.diff(obs);
             keep_nearest(&mut self.near_correlated, brief, diffs);
             return;
         }
@@ -997,6 +997,7 @@ mod tests {
             headers: Vec::new(),
             message_id: None,
             key: None,
+            meta: Vec::new(),
             received_at: WALL0 + at as i64,
             received_mono: Some(at),
         }

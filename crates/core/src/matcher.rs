@@ -23,13 +23,19 @@
 //!   needs all of them.
 //! - **Schema**: the payload must validate against the JSON Schema (draft detected from
 //!   `$schema`, 2020-12 by default). Remote `$ref`s are not fetched.
-//! - A matcher with none of the three matches anything, binary payloads included. Any
-//!   other matcher needs a JSON payload.
+//! - **Text, bytes, headers, metadata** (`text`, `bytes`, `headers`, `meta`): checks that
+//!   need no JSON. `text` reads the payload as UTF-8 (`equals`, `contains`, `regex`,
+//!   `not_contains`; a payload that is not UTF-8, or was recorded truncated, fails with
+//!   that said); `bytes` compares the exact bytes (`base64`, `hex`) or the full size
+//!   (`len`); `headers` and `meta` compare one value each (`equals`, `regex`, `exists`,
+//!   `absent`), header names case-insensitive.
+//! - A matcher with none of these matches anything, binary payloads included. `match`,
+//!   `where` and `schema` need a JSON payload; the others do not.
 //!
 //! ```
 //! use roundtrip_core::matcher::Matcher;
 //! use roundtrip_core::model::{Expectation, Predicate};
-//! use roundtrip_core::observation::Payload;
+//! use roundtrip_core::observation::{Observation, Payload};
 //!
 //! let e: Expectation = serde_json::from_value(serde_json::json!({
 //!     "on": "orders_out",
@@ -40,7 +46,7 @@
 //! let m = Matcher::compile(&e).expect("valid matcher");
 //! assert_eq!(m.describe(), r#"{"item":"WIDGET"} and $.qty >= 2"#);
 //!
-//! let p = Payload::from_bytes(br#"{"item":"WIDGET","qty":1}"#.to_vec(), 1024);
+//! let p = Observation::of_payload(Payload::from_bytes(br#"{"item":"WIDGET","qty":1}"#.to_vec(), 1024));
 //! assert!(!m.matches(&p));
 //! let diff = m.diff(&p);
 //! assert_eq!((diff[0].path.as_str(), diff[0].expected.as_str()), ("$.qty", ">= 2"));
@@ -57,8 +63,10 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use crate::model::{Expectation, Predicate};
-use crate::observation::Payload;
+use crate::observation::{Observation, Payload};
 use crate::verdict::FieldDiff;
+
+mod fields;
 
 /// How many characters of a JSON value a diff or description shows.
 const MAX_VALUE_CHARS: usize = 120;
@@ -102,6 +110,14 @@ pub enum MatcherError {
         /// The predicate's path.
         path: String,
     },
+    /// A `text`, `bytes`, `headers` or `meta` check is invalid.
+    #[error("build the {what} check: {reason}")]
+    Field {
+        /// Which check, e.g. "`text.regex`", "`headers.content-type`".
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The expectation's timing fields do not make sense together.
     #[error("build the expectation: {reason}")]
     Expectation {
@@ -116,6 +132,7 @@ pub struct Matcher {
     subset: Option<Value>,
     predicates: Vec<CompiledPredicate>,
     schema: Option<Arc<Validator>>,
+    fields: fields::Fields,
     description: String,
 }
 
@@ -226,6 +243,7 @@ impl Matcher {
             None => None,
         };
         let subset = e.matches.clone();
+        let fields = fields::Fields::compile(e)?;
         let mut parts = Vec::new();
         if let Some(v) = &subset {
             parts.push(short_json(v));
@@ -238,6 +256,7 @@ impl Matcher {
         if schema.is_some() {
             parts.push("valid against the schema".to_owned());
         }
+        fields.describe(&mut parts);
         let description = if parts.is_empty() {
             "anything".to_owned()
         } else {
@@ -247,18 +266,28 @@ impl Matcher {
             subset,
             predicates,
             schema,
+            fields,
             description,
         })
     }
 
-    /// True when the matcher has no conditions and so matches every payload.
+    /// True when the matcher has no conditions and so matches every observation.
     pub fn is_empty(&self) -> bool {
-        self.subset.is_none() && self.predicates.is_empty() && self.schema.is_none()
+        !self.needs_json() && self.fields.is_empty()
     }
 
-    /// Whether the payload satisfies every condition.
-    pub fn matches(&self, p: &Payload) -> bool {
-        if self.is_empty() {
+    /// Whether any condition reads the payload as JSON.
+    fn needs_json(&self) -> bool {
+        self.subset.is_some() || !self.predicates.is_empty() || self.schema.is_some()
+    }
+
+    /// Whether the observation satisfies every condition.
+    pub fn matches(&self, obs: &Observation) -> bool {
+        self.fields.matches(obs) && self.json_matches(&obs.payload)
+    }
+
+    fn json_matches(&self, p: &Payload) -> bool {
+        if !self.needs_json() {
             return true;
         }
         let Some(json) = &p.json else {
@@ -272,22 +301,30 @@ impl Matcher {
             && self.schema.as_ref().is_none_or(|s| s.is_valid(json))
     }
 
-    /// Every way the payload differs from what is expected: one entry per failing field,
-    /// predicate comparison or schema error; empty exactly when [`Matcher::matches`].
-    pub fn diff(&self, p: &Payload) -> Vec<FieldDiff> {
-        if self.is_empty() {
-            return Vec::new();
+    /// Every way the observation differs from what is expected: one entry per failing
+    /// field, predicate comparison, schema error, text, bytes, header or metadata check;
+    /// empty exactly when [`Matcher::matches`].
+    pub fn diff(&self, obs: &Observation) -> Vec<FieldDiff> {
+        let mut out = Vec::new();
+        self.fields.diff(obs, &mut out);
+        self.json_diff(&obs.payload, &mut out);
+        out
+    }
+
+    fn json_diff(&self, p: &Payload, out: &mut Vec<FieldDiff>) {
+        if !self.needs_json() {
+            return;
         }
         let Some(json) = &p.json else {
-            return vec![FieldDiff {
+            out.push(FieldDiff {
                 path: "$".to_owned(),
                 expected: "a JSON payload".to_owned(),
                 actual: Some(format!("payload is not JSON: {}", p.excerpt(60))),
-            }];
+            });
+            return;
         };
-        let mut out = Vec::new();
         if let Some(expected) = &self.subset {
-            subset_diff(expected, json, &mut "$".to_owned(), &mut out);
+            subset_diff(expected, json, &mut "$".to_owned(), out);
         }
         for pr in &self.predicates {
             let node = pr.node(json);
@@ -310,7 +347,6 @@ impl Matcher {
                 });
             }
         }
-        out
     }
 
     /// A short description: `{"item":"WIDGET"} and $.qty >= 2`; `anything` when empty.
@@ -466,8 +502,8 @@ mod tests {
         .expect("valid matcher")
     }
 
-    fn payload(v: Value) -> Payload {
-        Payload::from_bytes(v.to_string().into_bytes(), usize::MAX)
+    fn payload(v: Value) -> Observation {
+        Observation::of_payload(Payload::from_bytes(v.to_string().into_bytes(), usize::MAX))
     }
 
     fn diff_of(m: &Matcher, v: Value) -> Vec<(String, String, Option<String>)> {
@@ -486,15 +522,159 @@ mod tests {
         let m = matcher(json!({}));
         assert!(m.is_empty());
         assert_eq!(m.describe(), "anything");
-        let binary = Payload::from_bytes(vec![0xff, 0x00], 16);
+        let binary = Observation::of_payload(Payload::from_bytes(vec![0xff, 0x00], 16));
         assert!(m.matches(&binary));
         assert!(m.diff(&binary).is_empty());
+    }
+
+    fn raw(bytes: &[u8], limit: usize) -> Observation {
+        Observation::of_payload(Payload::from_bytes(bytes.to_vec(), limit))
+    }
+
+    fn diffs(m: &Matcher, o: &Observation) -> Vec<(String, String, Option<String>)> {
+        m.diff(o)
+            .into_iter()
+            .map(|d| (d.path, d.expected, d.actual))
+            .collect()
+    }
+
+    /// The seed guide's own check: the destination object's text.
+    #[test]
+    fn text_checks_read_the_payload_as_utf8() {
+        let m = matcher(json!({"text": {
+            "equals": "THIS MESSAGE WAS CREATED DURING AN INTEGRATION TEST"
+        }}));
+        assert!(!m.is_empty());
+        assert!(m.matches(&raw(
+            b"THIS MESSAGE WAS CREATED DURING AN INTEGRATION TEST",
+            1024
+        )));
+        assert_eq!(
+            diffs(
+                &m,
+                &raw(b"this message was created during an integration test", 1024)
+            ),
+            vec![d(
+                "text",
+                r#"== "THIS MESSAGE WAS CREATED DURING AN INTEGRATION TEST""#,
+                Some(r#""this message was created during an integration test""#)
+            )]
+        );
+        let m = matcher(
+            json!({"text": {"contains": "ok", "not_contains": "error", "regex": "^a.*z$"}}),
+        );
+        assert_eq!(
+            m.describe(),
+            r#"text contains "ok" and text does not contain "error" and text matches /^a.*z$/"#
+        );
+        assert!(m.matches(&raw(b"a ok z", 1024)));
+        let got = diffs(&m, &raw(b"b error", 1024));
+        let paths: Vec<&str> = got.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(paths, ["text", "text", "text"]);
+        // Not UTF-8, or truncated: said so.
+        assert_eq!(
+            diffs(
+                &matcher(json!({"text": {"contains": "x"}})),
+                &raw(&[0xff, 0xfe], 1024)
+            ),
+            vec![d("text", r#"contains "x""#, Some("(not UTF-8: 2 bytes)"))]
+        );
+        assert_eq!(
+            diffs(
+                &matcher(json!({"text": {"contains": "x"}})),
+                &raw(b"xxxxxxxx", 4)
+            ),
+            vec![d(
+                "text",
+                r#"contains "x""#,
+                Some("(recorded truncated: 4 of 8 bytes)")
+            )]
+        );
+        // A JSON payload is text too.
+        assert!(matcher(json!({"text": {"contains": "\"a\""}})).matches(&payload(json!({"a": 1}))));
+    }
+
+    #[test]
+    fn bytes_checks_compare_exact_bytes_and_the_full_size() {
+        let m = matcher(json!({"bytes": {"hex": "FF 00 0a"}}));
+        assert!(m.matches(&raw(&[0xff, 0x00, 0x0a], 16)));
+        assert_eq!(
+            diffs(&m, &raw(&[0xff, 0x01], 16)),
+            vec![d("bytes", "== hex FF 00 0a", Some("2 bytes: ff01"))]
+        );
+        let m = matcher(json!({"bytes": {"base64": "aGVsbG8=", "len": 5}}));
+        assert!(m.matches(&raw(b"hello", 16)));
+        assert!(
+            !m.matches(&raw(b"hello", 3)),
+            "a truncated payload is not the same bytes"
+        );
+        assert!(
+            matcher(json!({"bytes": {"len": 10}})).matches(&raw(&[0u8; 10], 4)),
+            "len is the full size"
+        );
+    }
+
+    #[test]
+    fn header_and_meta_checks_take_a_value_or_one_check() {
+        let m = matcher(json!({
+            "headers": {"Content-Type": "text/plain", "x-trace": {"exists": true}, "x-debug": {"absent": true}},
+            "meta": {"topic": {"regex": "^out/"}, "key": "k1"},
+        }));
+        let mut o = raw(b"body", 16);
+        o.headers = vec![
+            ("content-type".into(), "text/plain".into()),
+            ("x-trace".into(), "1".into()),
+        ];
+        o.meta = vec![("topic".into(), "out/devices/1".into())];
+        o.key = Some("k1".into());
+        assert!(m.matches(&o), "{:?}", m.diff(&o));
+        o.headers.push(("x-debug".into(), "on".into()));
+        o.meta = vec![("topic".into(), "in/devices/1".into())];
+        o.key = None;
+        assert_eq!(
+            diffs(&m, &o),
+            vec![
+                d("headers.x-debug", "is absent", Some(r#""on""#)),
+                d("meta.key", r#"== "k1""#, None),
+                d("meta.topic", "matches /^out//", Some(r#""in/devices/1""#)),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_text_bytes_and_value_checks_are_typed_errors() {
+        for (e, text) in [
+            (json!({"text": {}}), "`text` check: it has no check"),
+            (
+                json!({"text": {"regex": "("}}),
+                "`text.regex` check: the regex does not compile",
+            ),
+            (
+                json!({"bytes": {"hex": "abc"}}),
+                "`bytes.hex` check: it is not an even number",
+            ),
+            (
+                json!({"bytes": {"base64": "!!"}}),
+                "`bytes.base64` check: it is not valid base64",
+            ),
+            (
+                json!({"headers": {"a": {}}}),
+                "`headers.a` check: it has no check",
+            ),
+            (
+                json!({"meta": {"topic": {"equals": "a", "regex": "b"}}}),
+                "more than one check",
+            ),
+        ] {
+            let err = Matcher::compile(&expectation(e.clone())).expect_err("invalid");
+            assert!(err.to_string().contains(text), "{e}: {err}");
+        }
     }
 
     #[test]
     fn a_non_empty_matcher_needs_json() {
         let m = matcher(json!({"match": {}}));
-        let text = Payload::from_bytes(b"hello".to_vec(), 16);
+        let text = Observation::of_payload(Payload::from_bytes(b"hello".to_vec(), 16));
         assert!(!m.matches(&text));
         assert_eq!(diff_of(&m, json!(null)), vec![d("$", "{}", Some("null"))]);
         let diff = m.diff(&text);

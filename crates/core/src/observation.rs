@@ -84,6 +84,10 @@ pub struct Observation {
     pub message_id: Option<String>,
     /// A transport key: a file or object name, a partition key.
     pub key: Option<String>,
+    /// The transport's metadata: where the message arrived and how (`subject`, `topic`,
+    /// `routing_key`, `partition`, `object_key`, …; docs/report-format.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meta: Vec<(String, String)>,
     /// When the listener received it (wall clock).
     pub received_at: UnixNanos,
     /// When the listener received it (monotonic, same-process only).
@@ -91,12 +95,44 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// An observation that is only a payload: no run, channel, headers or metadata
+    /// (examples and tests of matchers).
+    pub fn of_payload(payload: Payload) -> Observation {
+        Observation {
+            seq: 0,
+            run_id: String::new(),
+            channel: String::new(),
+            correlation_id: None,
+            payload,
+            headers: Vec::new(),
+            message_id: None,
+            key: None,
+            meta: Vec::new(),
+            received_at: 0,
+            received_mono: None,
+        }
+    }
+
     /// The first header with this (lowercase) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A metadata value: recorded under `name`, or, for `key` and `message_id`, the
+    /// observation's own fields.
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.meta
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .or(match name {
+                "key" => self.key.as_deref(),
+                "message_id" => self.message_id.as_deref(),
+                _ => None,
+            })
     }
 }
 
@@ -117,6 +153,8 @@ pub struct NewObservation {
     pub message_id: Option<String>,
     /// A transport key (file or object name, partition key).
     pub key: Option<String>,
+    /// The transport's metadata.
+    pub meta: Vec<(String, String)>,
     /// Wall-clock receive time.
     pub received_at: UnixNanos,
     /// Monotonic receive time.
@@ -135,6 +173,7 @@ impl NewObservation {
             headers: self.headers,
             message_id: self.message_id,
             key: self.key,
+            meta: self.meta,
             received_at: self.received_at,
             received_mono: self.received_mono,
         }

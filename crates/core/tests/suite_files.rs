@@ -158,6 +158,8 @@ macro_rules! bad_fixtures {
 
 bad_fixtures!(
     bad_duration,
+    field_matchers,
+    field_matchers_typo,
     plan_rules,
     bounds,
     huge_numbers,

@@ -37,6 +37,7 @@ fn observation(run_id: &str, n: u64) -> NewObservation {
         headers: vec![("x-correlation-id".to_owned(), correlation)],
         message_id: None,
         key: None,
+        meta: Vec::new(),
         received_at: 1_700_000_000_000_000_000,
         received_mono: Some(n),
     }

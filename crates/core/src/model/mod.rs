@@ -386,6 +386,19 @@ pub struct Expectation {
     /// A JSON Schema the payload must validate against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
+    /// Checks on the payload as UTF-8 text (for payloads that are not JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextMatch>,
+    /// Checks on the payload's exact bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<BytesMatch>,
+    /// Checks on headers or attributes, by name (case-insensitive).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Checks on the transport's metadata (`subject`, `topic`, `routing_key`, `key`,
+    /// `partition`, `object_key`, …; docs/report-format.md lists them per transport).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, ValueMatch>,
     /// Exactly this many matching observations per sent event, over the whole window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -406,6 +419,124 @@ pub struct Expectation {
     /// their causes were sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordered_by: Option<String>,
+}
+
+/// Checks on a payload as UTF-8 text; every one given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextMatch {
+    /// The whole text is exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    /// The text contains this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// The text matches this regex (searched, not anchored: write `^…$`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The text does not contain this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_contains: Option<String>,
+}
+
+/// Checks on a payload's exact bytes; every one given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BytesMatch {
+    /// The bytes are exactly these, written as standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    /// The bytes are exactly these, written as hexadecimal (`deadbeef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hex: Option<String>,
+    /// The payload is this many bytes long (its full size, even when recorded truncated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+}
+
+/// A check on one header or metadata value: a plain string means `equals`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueCheck {
+    /// The value is exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<String>,
+    /// The value matches this regex (searched, not anchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// `true`: it is present (any value); `false`: it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    /// `true`: it is absent (the same as `exists: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent: Option<bool>,
+}
+
+/// A header or metadata check as written: `NAME: VALUE` or `NAME: { regex: … }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueMatch(pub ValueCheck);
+
+impl Serialize for ValueMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            ValueCheck {
+                equals: Some(v),
+                regex: None,
+                exists: None,
+                absent: None,
+            } => s.serialize_str(v),
+            check => check.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ValueMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ValueMatch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value, or a mapping with `equals`, `regex`, `exists` or `absent`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValueMatch, E> {
+                Ok(ValueMatch(ValueCheck {
+                    equals: Some(v.to_owned()),
+                    ..ValueCheck::default()
+                }))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValueMatch, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValueMatch, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ValueMatch, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ValueMatch, A::Error> {
+                ValueCheck::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ValueMatch)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ValueMatch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ValueMatch".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let check = generator.subschema_for::<ValueCheck>();
+        schemars::json_schema!({
+            "description": "A value it must equal, or one check: `equals`, `regex`, `exists` or `absent`.",
+            "anyOf": [ { "type": ["string", "number", "boolean"] }, check ]
+        })
+    }
 }
 
 /// One JSONPath predicate: a path and exactly one comparison.

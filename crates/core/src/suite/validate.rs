@@ -916,6 +916,7 @@ fn check_expect(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, e: &Expectati
     if let Some(path) = &e.ordered_by {
         check_json_path(c, &at.key("ordered_by"), path);
     }
+    check_field_matchers(c, at, e);
     // Belt and braces: whatever the evaluator would refuse at run time is refused now.
     if c.out.len() == before
         && let Err(err) = crate::expect::ExpectationMachine::new(0, e)
@@ -925,6 +926,52 @@ fn check_expect(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, e: &Expectati
             format!("failed to {err}"),
             "change the expectation as the message says",
         );
+    }
+}
+
+/// `text`, `bytes`, `headers` and `meta`: each compiled on its own, so a problem points
+/// at its own key.
+fn check_field_matchers(c: &mut Checker<'_>, at: &YamlPath, e: &Expectation) {
+    let only = |f: &dyn Fn(&mut Expectation)| {
+        let mut one = e.clone();
+        one.matches = None;
+        one.predicates.clear();
+        one.schema = None;
+        one.text = None;
+        one.bytes = None;
+        one.headers.clear();
+        one.meta.clear();
+        f(&mut one);
+        crate::matcher::Matcher::compile(&one).err()
+    };
+    let report =
+        |c: &mut Checker<'_>, path: YamlPath, err: Option<crate::matcher::MatcherError>| {
+            if let Some(err) = err {
+                c.value(
+                    &path,
+                    format!("failed to {err}"),
+                    "`text` takes equals, contains, regex, not_contains; `bytes` base64, hex, len; \
+                 a header or `meta` entry a value or one of equals, regex, exists, absent",
+                );
+            }
+        };
+    if e.text.is_some() {
+        report(c, at.key("text"), only(&|o| o.text.clone_from(&e.text)));
+    }
+    if e.bytes.is_some() {
+        report(c, at.key("bytes"), only(&|o| o.bytes.clone_from(&e.bytes)));
+    }
+    for (name, check) in &e.headers {
+        let err = only(&|o| {
+            o.headers.insert(name.clone(), check.clone());
+        });
+        report(c, at.key("headers").key(name), err);
+    }
+    for (name, check) in &e.meta {
+        let err = only(&|o| {
+            o.meta.insert(name.clone(), check.clone());
+        });
+        report(c, at.key("meta").key(name), err);
     }
 }
 

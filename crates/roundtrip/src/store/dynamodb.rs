@@ -528,10 +528,14 @@ fn observation_items(
         ("wid".to_owned(), s(write_id)),
         (TTL_ATTRIBUTE.to_owned(), expires_at.clone()),
     ]);
+    let meta = (!o.meta.is_empty())
+        .then(|| encode(&o.meta, "encode metadata"))
+        .transpose()?;
     let optional = [
         ("cid", o.correlation_id.as_ref()),
         ("mid", o.message_id.as_ref()),
         ("key", o.key.as_ref()),
+        ("meta", meta.as_ref()),
     ];
     for (name, value) in optional {
         if let Some(v) = value {
@@ -608,6 +612,11 @@ fn observations_from(
         complete(&open, out.last())?;
         open = Some((wid, get_n(&item, "parts").unwrap_or(0), 0));
         let headers: Vec<(String, String)> = decode(&item, "hdr", OP)?;
+        // Items written before metadata was recorded have none.
+        let meta: Vec<(String, String)> = match get_s(&item, "meta") {
+            Some(_) => decode(&item, "meta", OP)?,
+            None => Vec::new(),
+        };
         let flag = |name: &str| item.get(name).and_then(|v| v.as_bool().ok()).copied();
         out.push(Observation {
             seq,
@@ -626,6 +635,7 @@ fn observations_from(
             headers,
             message_id: get_s(&item, "mid").map(str::to_owned),
             key: get_s(&item, "key").map(str::to_owned),
+            meta,
             received_at: get_n(&item, "at").unwrap_or_default(),
             received_mono: get_n(&item, "mono"),
         });
@@ -761,6 +771,7 @@ impl Writer {
                     headers: o.headers,
                     message_id: o.message_id,
                     key: o.key,
+                    meta: o.meta,
                     received_at: o.received_at,
                     received_mono: o.received_mono,
                 };
@@ -1132,6 +1143,7 @@ mod tests {
             headers: vec![("h".to_owned(), "v".to_owned())],
             message_id: None,
             key: Some("k".to_owned()),
+            meta: Vec::new(),
             received_at: 7,
             received_mono: Some(9),
         };

@@ -454,7 +454,9 @@ async fn record_deliveries(
                     }
                 };
                 let mut received =
-                    Received::new(delivery.data.clone(), headers_of(&delivery.properties));
+                    Received::new(delivery.data.clone(), headers_of(&delivery.properties))
+                        .with_meta("exchange", delivery.exchange.as_str())
+                        .with_meta("routing_key", delivery.routing_key.as_str());
                 received.key = Some(delivery.routing_key.as_str().to_owned());
                 received.message_id = delivery
                     .properties

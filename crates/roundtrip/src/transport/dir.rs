@@ -314,6 +314,7 @@ impl Watcher {
             body,
             headers: Vec::new(),
             message_id: None,
+            meta: vec![("file_name".to_owned(), name.clone())],
             key: Some(name),
             redelivered: false,
             size: None,

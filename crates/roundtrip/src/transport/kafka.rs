@@ -549,6 +549,11 @@ impl Listener for KafkaListener {
                             received.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
                             let position = (message.topic().to_owned(), message.partition(), message.offset());
                             received.message_id = Some(format!("{}/{}/{}", position.0, position.1, position.2));
+                            received.meta.extend([
+                                ("topic".to_owned(), position.0.clone()),
+                                ("partition".to_owned(), position.1.to_string()),
+                                ("offset".to_owned(), position.2.to_string()),
+                            ]);
                             let sink = sink.clone();
                             records.push_back(async move { (sink.record(received).await.is_ok(), position) });
                         }

@@ -140,6 +140,8 @@ pub struct Received {
     /// The message's full size, when `body` holds only its first part (a listener that
     /// streams and keeps only the channel's `max_payload`).
     pub size: Option<u64>,
+    /// The transport's metadata, under the names docs/report-format.md lists.
+    pub meta: Vec<(String, String)>,
 }
 
 impl Received {
@@ -152,7 +154,14 @@ impl Received {
             key: None,
             redelivered: false,
             size: None,
+            meta: Vec::new(),
         }
+    }
+
+    /// Adds a metadata entry (`subject`, `topic`, `partition`, …).
+    pub fn with_meta(mut self, name: &str, value: impl Into<String>) -> Received {
+        self.meta.push((name.to_owned(), value.into()));
+        self
     }
 }
 
@@ -387,6 +396,7 @@ impl ObservationSink {
             headers,
             message_id: received.message_id,
             key: received.key,
+            meta: received.meta,
             received_at,
             received_mono: Some(received_mono),
         };

@@ -270,7 +270,10 @@ impl EventLoop {
                         },
                     ),
                     Event::Incoming(Packet::Publish(p)) => {
-                        let mut received = Received::new(p.payload.to_vec(), Vec::new());
+                        let mut received = Received::new(p.payload.to_vec(), Vec::new())
+                            .with_meta("topic", p.topic.as_str())
+                            .with_meta("qos", (p.qos as u8).to_string())
+                            .with_meta("retain", p.retain.to_string());
                         received.key = Some(p.topic.clone());
                         received.redelivered = p.dup;
                         let ack = (p.qos != rumqttc::QoS::AtMostOnce).then_some(AckHandle::V3(p));
@@ -310,8 +313,12 @@ impl EventLoop {
                                 headers.push(("content-type".to_owned(), ct.clone()));
                             }
                         }
-                        let mut received = Received::new(p.payload.to_vec(), headers);
-                        received.key = Some(String::from_utf8_lossy(&p.topic).into_owned());
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let mut received = Received::new(p.payload.to_vec(), headers)
+                            .with_meta("topic", topic.as_str())
+                            .with_meta("qos", (p.qos as u8).to_string())
+                            .with_meta("retain", p.retain.to_string());
+                        received.key = Some(topic);
                         received.redelivered = p.dup;
                         let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
                             .then_some(AckHandle::V5(p));

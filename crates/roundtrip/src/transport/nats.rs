@@ -316,7 +316,11 @@ impl Listener for NatsListener {
                     let sink = sink.clone();
                     async move {
                         let mut received =
-                            Received::new(msg.payload.to_vec(), headers_of(msg.headers.as_ref()));
+                            Received::new(msg.payload.to_vec(), headers_of(msg.headers.as_ref()))
+                                .with_meta("subject", msg.subject.to_string());
+                        if let Some(reply) = &msg.reply {
+                            received.meta.push(("reply".to_owned(), reply.to_string()));
+                        }
                         received.key = Some(msg.subject.to_string());
                         // A store error is counted as a fault by the sink.
                         let _ = sink.record(received).await;
@@ -538,11 +542,20 @@ impl Listener for JetStreamListener {
                             }
                         };
                         let mut received =
-                            Received::new(msg.payload.to_vec(), headers_of(msg.headers.as_ref()));
+                            Received::new(msg.payload.to_vec(), headers_of(msg.headers.as_ref()))
+                                .with_meta("subject", msg.subject.to_string());
                         received.key = Some(msg.subject.to_string());
                         if let Ok(info) = msg.info() {
                             received.redelivered = info.delivered > 1;
                             received.message_id = Some(format!("{}", info.stream_sequence));
+                            received.meta.extend([
+                                ("stream".to_owned(), info.stream.to_owned()),
+                                (
+                                    "stream_sequence".to_owned(),
+                                    info.stream_sequence.to_string(),
+                                ),
+                                ("delivered".to_owned(), info.delivered.to_string()),
+                            ]);
                         }
                         // Ack only what the store holds; an unacked message is redelivered
                         // after `ack_wait`.

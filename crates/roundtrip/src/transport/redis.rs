@@ -394,6 +394,7 @@ async fn read_stream(
             continue;
         }
         let mut recorded = Vec::with_capacity(entries.len());
+        let stream_name = listener.stream.as_str();
         let records = entries.into_iter().map(|entry| {
             let sink = sink.clone();
             async move {
@@ -401,7 +402,9 @@ async fn read_stream(
                     // Deleted while pending: nothing to record, but ack it away.
                     return Some(entry.id);
                 }
-                let mut received = entry_to_received(&entry.map);
+                let mut received = entry_to_received(&entry.map)
+                    .with_meta("stream", stream_name)
+                    .with_meta("entry_id", entry.id.as_str());
                 received.message_id = Some(entry.id.clone());
                 received.redelivered = redelivered;
                 sink.record(received).await.ok().map(|_| entry.id)
@@ -621,7 +624,11 @@ impl Listener for PubSubListener {
                         let sink = sink.clone();
                         async move {
                             let mut received =
-                                Received::new(msg.get_payload_bytes().to_vec(), Vec::new());
+                                Received::new(msg.get_payload_bytes().to_vec(), Vec::new())
+                                    .with_meta("channel", msg.get_channel_name());
+                            if let Ok(pattern) = msg.get_pattern::<String>() {
+                                received.meta.push(("pattern".to_owned(), pattern));
+                            }
                             received.key = Some(msg.get_channel_name().to_owned());
                             let _ = sink.record(received).await;
                         }

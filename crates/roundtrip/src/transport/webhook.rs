@@ -290,6 +290,16 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 .into_response();
         }
     };
+    let mut meta = vec![
+        ("method".to_owned(), parts.method.as_str().to_owned()),
+        ("path".to_owned(), parts.uri.path().to_owned()),
+    ];
+    if let Some(query) = parts.uri.query() {
+        meta.push((
+            "query".to_owned(),
+            roundtrip_core::redact::url(&format!("?{query}")),
+        ));
+    }
     let received = Received {
         body,
         headers: headers(&parts.headers),
@@ -297,6 +307,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         key: None,
         redelivered: false,
         size: Some(size),
+        meta,
     };
     // The sink counts store failures as faults itself.
     match shared.sink.record(received).await {

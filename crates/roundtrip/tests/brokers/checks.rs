@@ -226,8 +226,34 @@ pub async fn round_trip(case: Case) {
         assert_eq!(header("x-custom"), Some("seq-1"), "{:?}", observed.headers);
         assert_eq!(header("x-roundtrip-run"), Some("conformance"));
     }
+    // The transport's metadata, in the documented shape (docs/report-format.md).
+    for name in expected_meta(&case.listener) {
+        let value = observed.meta(name);
+        assert!(
+            value.is_some(),
+            "meta `{name}` is missing: {:?}",
+            observed.meta
+        );
+    }
     listener.stop().await;
     assert!(latency < PATIENCE, "round trip took {latency:?}");
+}
+
+/// The metadata every observation of this listener carries.
+fn expected_meta(spec: &ChannelSpec) -> &'static [&'static str] {
+    match spec {
+        ChannelSpec::Nats(_) => &["subject"],
+        ChannelSpec::JetStream(_) => &["subject", "stream", "stream_sequence", "delivered"],
+        ChannelSpec::RedisStream(_) => &["stream", "entry_id"],
+        ChannelSpec::RedisPubSub(_) => &["channel"],
+        ChannelSpec::Amqp(_) => &["exchange", "routing_key"],
+        ChannelSpec::Mqtt(_) => &["topic", "qos", "retain"],
+        ChannelSpec::Kafka(_) => &["topic", "partition", "offset", "key"],
+        ChannelSpec::S3(_) => &["bucket", "object_key"],
+        ChannelSpec::EventBridge(_) => &["source", "detail_type"],
+        ChannelSpec::Sqs(_) | ChannelSpec::Sns(_) => &["message_id"],
+        _ => &[],
+    }
 }
 
 pub async fn binary_and_large_payloads(case: Case) {

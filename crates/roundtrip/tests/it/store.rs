@@ -80,6 +80,7 @@ fn observation(run_id: &str, n: u64, bytes: Vec<u8>) -> NewObservation {
         headers: vec![("x-correlation-id".to_owned(), format!("corr-{n}"))],
         message_id: None,
         key: None,
+        meta: Vec::new(),
         received_at: 1_700_000_000_000_000_000 + i64::try_from(n).expect("small n"),
         received_mono: Some(n * 1000),
     }
@@ -362,6 +363,11 @@ pub mod conformance {
         ];
         with_everything.message_id = Some("msg-42".to_owned());
         with_everything.key = Some("orders/2024/42.json".to_owned());
+        with_everything.meta = vec![
+            ("topic".to_owned(), "orders/out".to_owned()),
+            ("partition".to_owned(), "3".to_owned()),
+            ("note".to_owned(), "ünïcødé".to_owned()),
+        ];
         let mut bare = observation("run-a", 5, b"plain text".to_vec());
         bare.correlation_id = None;
         bare.headers = vec![];
@@ -392,6 +398,8 @@ pub mod conformance {
             (25, true)
         );
         assert_eq!(stored[4].header("x-dup"), Some("1"));
+        assert_eq!(stored[4].meta("partition"), Some("3"));
+        assert_eq!(stored[4].meta("key"), Some("orders/2024/42.json"));
     }
 
     /// `correlated` returns one event's observations, whole, in sequence order.

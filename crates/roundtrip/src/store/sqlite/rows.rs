@@ -67,11 +67,13 @@ pub(super) fn insert_observation(
     o: &NewObservation,
     headers: &str,
 ) -> Result<u64, StoreError> {
+    // Metadata as JSON text like the headers; most transports record a few entries.
+    let meta = serde_json::to_string(&o.meta).unwrap_or_else(|_| "[]".to_owned());
     let run = || -> rusqlite::Result<u64> {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO observations (run_id, channel, correlation_id, payload, payload_size,
-                 truncated, is_json, headers, message_id, key, received_at, received_mono)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 truncated, is_json, headers, message_id, key, received_at, received_mono, meta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         stmt.execute(params![
             o.run_id,
@@ -86,6 +88,7 @@ pub(super) fn insert_observation(
             o.key,
             o.received_at,
             o.received_mono.map(to_sql),
+            meta,
         ])?;
         Ok(from_sql(conn.last_insert_rowid()))
     };
@@ -194,6 +197,9 @@ fn observation_row(row: &Row<'_>) -> rusqlite::Result<Observation> {
     let headers: String = row.get(8)?;
     let headers: Vec<(String, String)> = serde_json::from_str(&headers)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(8, Type::Text, Box::new(e)))?;
+    let meta: String = row.get(13)?;
+    let meta: Vec<(String, String)> = serde_json::from_str(&meta)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(13, Type::Text, Box::new(e)))?;
     // The parsed JSON is not stored twice: it is the bytes, parsed again.
     let json = if is_json {
         serde_json::from_slice(&bytes).ok()
@@ -216,6 +222,7 @@ fn observation_row(row: &Row<'_>) -> rusqlite::Result<Observation> {
         key: row.get(10)?,
         received_at: row.get(11)?,
         received_mono: row.get::<_, Option<i64>>(12)?.map(from_sql),
+        meta,
     })
 }
 
@@ -231,7 +238,7 @@ pub(super) fn observations(
     let run = || -> rusqlite::Result<Vec<Observation>> {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, run_id, channel, correlation_id, payload, payload_size, truncated,
-                    is_json, headers, message_id, key, received_at, received_mono
+                    is_json, headers, message_id, key, received_at, received_mono, meta
              FROM observations WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )?;
         stmt.query_map(params![run_id, after, limit], observation_row)?

@@ -79,6 +79,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         UNIQUE (run_id, name)
     );
     ",
+    // 2: each observation's transport metadata (`[[\"topic\",\"out/1\"],…]`).
+    "ALTER TABLE observations ADD COLUMN meta TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// The schema version this build writes and understands.
@@ -259,6 +261,28 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_store_migrates_and_keeps_its_observations() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(MIGRATIONS[0])
+            .expect("the version 1 schema");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .expect("marker");
+        conn.execute_batch(
+            "INSERT INTO runs VALUES ('r', 's', 'p', 0, NULL, 'running', NULL);
+             INSERT INTO observations (run_id, channel, payload, payload_size, truncated,
+                 is_json, headers, received_at) VALUES ('r', 'c', x'00', 1, 0, 0, '[]', 0);",
+        )
+        .expect("a version 1 row");
+        migrate(&conn).expect("migrate to the current version");
+        let meta: String = conn
+            .query_row("SELECT meta FROM observations", [], |r| r.get(0))
+            .expect("the new column");
+        assert_eq!(meta, "[]");
     }
 
     #[test]

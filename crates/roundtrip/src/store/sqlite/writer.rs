@@ -266,6 +266,7 @@ mod tests {
             headers: vec![],
             message_id: None,
             key: None,
+            meta: Vec::new(),
             received_at: 0,
             received_mono: None,
         }

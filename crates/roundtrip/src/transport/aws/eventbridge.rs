@@ -205,6 +205,11 @@ fn envelope(message: &Message) -> Received {
         }
     }
     let mut received = Received::new(body, headers);
+    for (field, name) in [("source", "source"), ("detail-type", "detail_type")] {
+        if let Some(Value::String(v)) = event.get(field) {
+            received.meta.push((name.to_owned(), v.clone()));
+        }
+    }
     received.message_id = event.get("id").and_then(Value::as_str).map(str::to_owned);
     received.redelivered = queue::redelivered(message);
     received

@@ -247,7 +247,9 @@ async fn read_object(client: &Client, bucket: &str, key: &str) -> Result<Receive
         .map_err(|e| ReadError::Failed(format!("read s3://{bucket}/{key}: {e}")))?
         .into_bytes()
         .to_vec();
-    let mut received = Received::new(body, headers);
+    let mut received = Received::new(body, headers)
+        .with_meta("bucket", bucket)
+        .with_meta("object_key", key);
     received.key = Some(key.to_owned());
     received.message_id = etag;
     Ok(received)
