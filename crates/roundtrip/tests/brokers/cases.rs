@@ -50,8 +50,8 @@ fn unique(prefix: &str) -> String {
 
 /// Expands the items only when the flag is `true`.
 macro_rules! when {
-    (true, $($item:item)*) => { $($item)* };
-    (false, $($item:item)*) => {};
+    (true; $($item:item)*) => { $($item)* };
+    (false; $($item:item)*) => {};
 }
 
 /// Generates the conformance tests for one driver: only those that apply. `durable`
@@ -85,21 +85,24 @@ macro_rules! conformance {
                 checks::many_none_lost($case().await).await;
             }
 
-            when!(
-                $durable,
+            when! { $durable;
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn a_killed_and_restarted_listener_loses_nothing() {
                     checks::restart_loses_nothing($case().await).await;
                 }
-            );
 
-            when!(
-                $ordered,
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn back_to_back_runs_on_one_durable_input_lose_nothing() {
+                    checks::back_to_back_runs_lose_nothing($case().await).await;
+                }
+            }
+
+            when! { $ordered;
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn messages_arrive_in_order_where_promised() {
                     checks::ordered_per_key($case().await).await;
                 }
-            );
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_unreachable_server_is_a_clear_error() {

@@ -604,3 +604,74 @@ fn a_loss_is_accounted_for_only_by_a_gap_that_covers_it() {
     };
     assert_eq!(unaccounted(&missing, &[far], 50 * S), ["a", "b"]);
 }
+
+/// Consecutive runs on one durable input (a shared queue, a durable consumer, a group):
+/// 20 times a listener starts, one message is sent, it must arrive promptly, and the
+/// listener stops. A receive still in flight at a stop must not hide the next run's
+/// message (it would come back only after the visibility timeout or ack wait, made
+/// long here so that such a message cannot arrive in time).
+pub async fn back_to_back_runs_lose_nothing(case: Case) {
+    const RUNS: u64 = 20;
+    let listener_spec = slow_redelivery(&case.listener);
+    let bench = Bench::new(&case).await;
+    let producer = bench.producer(&case.producer).await;
+    let mut late = Vec::new();
+    for run in 0..RUNS {
+        let mut feed = bench.store.subscribe();
+        let (listener, _) = bench.listen(&listener_spec).await;
+        let id = format!("back-to-back-{run}-{}", uuid::Uuid::new_v4().simple());
+        producer
+            .send(case.message(&id, run, None))
+            .await
+            .expect("send");
+        let deadline = tokio::time::Instant::now() + BACK_TO_BACK_PATIENCE;
+        let mut arrived = false;
+        while let Ok(next) = tokio::time::timeout_at(deadline, feed.recv()).await {
+            match next {
+                Ok(o) if o.correlation_id.as_deref() == Some(id.as_str()) => {
+                    arrived = true;
+                    break;
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+        if !arrived {
+            late.push(run);
+        }
+        // A real run's listener stops while it waits for more (the run still judges its
+        // other scenarios): give it the time to have a receive in flight. This widens
+        // the window the fix closes; the assertion does not depend on it.
+        tokio::time::sleep(IDLE_BEFORE_STOP).await;
+        listener.stop().await;
+    }
+    assert!(
+        late.is_empty(),
+        "{} of {RUNS} runs did not get their own message within {BACK_TO_BACK_PATIENCE:?}: runs {late:?}",
+        late.len()
+    );
+}
+
+/// How long a back-to-back run's listener sits idle before it is stopped.
+const IDLE_BEFORE_STOP: Duration = Duration::from_millis(300);
+
+/// How long one back-to-back run waits for its message (a hidden one would take a
+/// minute: see [`slow_redelivery`]).
+const BACK_TO_BACK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The listener with redelivery slowed to a minute (ack wait, visibility timeout), and
+/// short SQS long polls so that its stops are quick.
+fn slow_redelivery(spec: &ChannelSpec) -> ChannelSpec {
+    use roundtrip::core::model::DurationSpec;
+    let minute = Some(DurationSpec(Duration::from_secs(60)));
+    let mut spec = spec.clone();
+    match &mut spec {
+        ChannelSpec::JetStream(j) => j.ack_wait = minute,
+        ChannelSpec::Sqs(q) => {
+            q.visibility_timeout = minute;
+            q.wait = Some(DurationSpec(Duration::from_secs(1)));
+        }
+        _ => {}
+    }
+    spec
+}

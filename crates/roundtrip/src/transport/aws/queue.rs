@@ -10,11 +10,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName,
 };
 use base64::Engine as _;
 use tokio::sync::oneshot;
@@ -39,17 +40,31 @@ pub(crate) struct QueueSource {
     pub wait_secs: i32,
     /// Visibility timeout of received messages, seconds.
     pub visibility_secs: i32,
+    /// Other consumers use the queue after this listener (the user's queue, not one of
+    /// the listener's own): a receive in flight at stop must not hide a message from
+    /// them (see [`consume`]).
+    pub shared: bool,
 }
 
 impl QueueSource {
-    /// A queue consumed with the listeners' defaults: 10 s long polls, 30 s visibility.
+    /// A queue of the listener's own, consumed with the listeners' defaults: 10 s long
+    /// polls, 30 s visibility.
     pub(crate) fn new(client: Client, url: String) -> QueueSource {
         QueueSource {
             client,
             url,
             wait_secs: 10,
             visibility_secs: 30,
+            shared: false,
         }
+    }
+
+    /// The user's queue, which later runs consume too: 2 s long polls, since a stop
+    /// waits for the one in flight.
+    pub(crate) fn shared(mut self) -> QueueSource {
+        self.shared = true;
+        self.wait_secs = 2;
+        self
     }
 }
 
@@ -179,6 +194,13 @@ impl<T: Teardown> OwnedQueue<T> {
 }
 
 /// Receives from `source` until `stop` fires, recording into `sink`.
+///
+/// A long poll in flight when the listener stops is not abandoned on a shared queue:
+/// SQS would still hand the next message to it and hide it for the visibility timeout,
+/// so the next run (or consumer) would not see it. The stop waits for that receive to
+/// end (at most its `wait` time, since it returns as soon as messages arrive) and makes
+/// whatever it returned visible again at once (visibility 0), unrecorded: those
+/// messages arrived after this run ended and belong to whoever consumes next.
 pub(crate) async fn consume<D: Decode>(
     source: QueueSource,
     sink: ObservationSink,
@@ -198,9 +220,18 @@ pub(crate) async fn consume<D: Decode>(
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send();
+        tokio::pin!(receive);
         let received = tokio::select! {
-            _ = &mut stop => return,
-            r = receive => r,
+            _ = &mut stop => {
+                if source.shared {
+                    let bound = Duration::from_secs(u64::try_from(source.wait_secs).unwrap_or(20) + 5);
+                    if let Ok(Ok(out)) = tokio::time::timeout(bound, &mut receive).await {
+                        release(&source, &sink, out.messages.unwrap_or_default()).await;
+                    }
+                }
+                return;
+            }
+            r = &mut receive => r,
         };
         let messages = match received {
             Ok(out) => {
@@ -264,6 +295,42 @@ pub(crate) async fn consume<D: Decode>(
             }
         }
         delete(&source, &sink, done).await;
+    }
+}
+
+/// Makes received messages visible again at once, for the next consumer.
+async fn release(source: &QueueSource, sink: &ObservationSink, messages: Vec<Message>) {
+    let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle()?)
+                .visibility_timeout(0)
+                .build()
+                .ok()
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let released = source
+        .client
+        .change_message_visibility_batch()
+        .queue_url(&source.url)
+        .set_entries(Some(entries))
+        .send()
+        .await;
+    if let Err(e) = released {
+        sink.gap_counted(
+            format!(
+                "messages received as the listener stopped could not be released ({}): the \
+                 next consumer sees them after the visibility timeout",
+                service_error(&e)
+            ),
+            0,
+        );
     }
 }
 

@@ -282,7 +282,7 @@ impl Listener for S3Listener {
                 .map_err(|e| fail(format!("SQS at {endpoint}: {e}")))?;
             // The user's queue: nothing of the listener's own to remove.
             let queue = OwnedQueue {
-                source: QueueSource::new(sqs, url),
+                source: QueueSource::new(sqs, url).shared(),
                 owned: (),
             };
             return Ok(queue.listen(location, sink, decode));

@@ -130,8 +130,9 @@ pub(crate) fn timings(
         i32::try_from(d.0.as_secs().max(1)).unwrap_or(i32::MAX)
     };
     (
-        // At least 1 s: 0 would be short polling, a loop that never waits.
-        wait.map_or(10, |w| {
+        // At least 1 s: 0 would be short polling, a loop that never waits. The default is
+        // short because a stop waits for the receive in flight (see `queue::consume`).
+        wait.map_or(2, |w| {
             i32::try_from(w.0.as_secs().clamp(1, 20)).unwrap_or(20)
         }),
         visibility.map_or(30, secs),
@@ -157,6 +158,7 @@ impl Listener for SqsListener {
             url: url.clone(),
             wait_secs,
             visibility_secs,
+            shared: true,
         };
         let queue = OwnedQueue { source, owned: () };
         Ok(queue.listen(url, sink, Plain))
