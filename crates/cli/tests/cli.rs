@@ -1075,6 +1075,86 @@ scenarios:
     assert!(!out.contains("expected a JSON payload"), "{}", explain(&o));
 }
 
+/// The fenced blocks of one language in a Markdown text, in order.
+fn fenced(markdown: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_start() == format!("```{lang}") => current = Some(String::new()),
+            Some(block) if line.trim_start() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// The README's tutorial, as written: the typo it shows is reported where it says, and
+/// the finished file passes against the example pipeline (on ports of the tests' range).
+#[test]
+fn the_readme_tutorial_runs_as_written() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let yaml = fenced(&readme, "yaml");
+    let channels = yaml
+        .iter()
+        .find(|b| b.starts_with("# orders.yaml\n"))
+        .expect("step 1: the channels");
+    let step2 = yaml
+        .iter()
+        .find(|b| b.starts_with("scenarios:\n"))
+        .expect("step 2: the first scenario");
+    let finished = yaml
+        .iter()
+        .find(|b| b.starts_with("# orders.yaml, finished"))
+        .expect("the finished file");
+
+    // Step 3's typo, in the file of steps 1 and 2.
+    let s = Scratch::new();
+    let typo = format!("{channels}{step2}").replacen("within:", "withn:", 1);
+    let path = s.write("orders.yaml", &typo);
+    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["check", "orders.yaml"])
+        .current_dir(s.dir.path())
+        .output()
+        .expect("check runs");
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    let shown = readme
+        .split("A typo gets a precise answer")
+        .nth(1)
+        .and_then(|rest| rest.split("```\n").nth(1))
+        .expect("the README shows the diagnostic");
+    assert_eq!(
+        stderr(&o),
+        shown,
+        "the README's diagnostic is the real one ({path})"
+    );
+
+    // The finished file, on the tests' ports.
+    let on_test_ports = finished
+        .replace("127.0.0.1:7001", "127.0.0.1:47171")
+        .replace("127.0.0.1:7002", "127.0.0.1:47172")
+        .replace("127.0.0.1:7003", "127.0.0.1:47173");
+    // Inside the workspace, as a reader's file is: `cargo run` in `sut.start` runs in
+    // the suite's directory and must find the workspace.
+    let dir = workspace()
+        .join("target")
+        .join(format!("readme-tutorial-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory in target/");
+    let suite = dir.join("orders.yaml");
+    std::fs::write(&suite, &on_test_ports).expect("write the finished file");
+    let o = roundtrip(&["run", &suite.display().to_string(), "--store", &s.store()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert_eq!(last_line(&o), "3 passed, 0 failed", "{}", explain(&o));
+}
+
 #[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();
