@@ -1371,8 +1371,25 @@ fn a_killed_run_is_reported_from_what_the_store_holds() {
     let (mut child, _lines, _) = run_until(&suite, &store, |seen| {
         seen.iter().any(|l| l.starts_with("PASS  quick"))
     });
+    let runs = roundtrip(&["runs", "--store", &store]);
+    assert!(
+        stdout(&runs).contains(" running "),
+        "alive while it runs: {}",
+        explain(&runs)
+    );
     child.kill().expect("SIGKILL roundtrip");
     child.wait().expect("reaped");
+    let runs = roundtrip(&["runs", "--store", &store]);
+    assert!(
+        stdout(&runs).contains(" dead "),
+        "dead once killed: {}",
+        explain(&runs)
+    );
+    assert!(
+        stdout(&runs).contains("1 run(s) marked dead"),
+        "{}",
+        explain(&runs)
+    );
     let o = roundtrip(&["report", "latest", "--store", &store]);
     assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
     assert!(stderr(&o).contains("has not finished"), "{}", explain(&o));

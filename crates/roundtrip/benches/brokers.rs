@@ -169,6 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 started_at: 0,
                 finished_at: None,
                 status: "running".into(),
+                owner: None,
             })
             .await?;
         let rule = if headers {

@@ -65,6 +65,7 @@ async fn open(
             started_at: 0,
             finished_at: None,
             status: "running".to_owned(),
+            owner: None,
         })
         .await?;
     Ok(store)

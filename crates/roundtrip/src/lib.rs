@@ -14,6 +14,7 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod harness;
+pub mod owner;
 pub mod report;
 pub mod store;
 pub mod transport;

@@ -25,14 +25,33 @@ pub async fn runs(args: RunsArgs) -> u8 {
             exit::OK
         }
         Ok(runs) => {
+            let mut dead = 0;
             for r in runs {
+                // A run still `running` whose process is gone will never finish.
+                let status = match (r.status.as_str(), r.owner.as_deref()) {
+                    ("running", Some(owner)) => match roundtrip::owner::liveness(owner) {
+                        roundtrip::owner::Liveness::Dead => {
+                            dead += 1;
+                            "dead"
+                        }
+                        roundtrip::owner::Liveness::Alive => "running",
+                        roundtrip::owner::Liveness::Unknown => "running?",
+                    },
+                    (status, _) => status,
+                };
                 out(&format!(
                     "{}  {:<11} {}  {} ({})",
                     r.run_id,
-                    r.status,
+                    status,
                     format_wall(r.started_at),
-                    r.suite,
-                    r.suite_path
+                    roundtrip_core::escape::escape(&r.suite),
+                    roundtrip_core::escape::escape(&r.suite_path)
+                ));
+            }
+            if dead > 0 {
+                out(&format!(
+                    "{dead} run(s) marked dead: their process is gone (killed, crashed); \
+                     `roundtrip report RUN_ID` shows what they recorded"
                 ));
             }
             exit::OK

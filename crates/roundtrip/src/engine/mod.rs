@@ -251,6 +251,7 @@ pub async fn run_suite(
             started_at,
             finished_at: None,
             status: "running".into(),
+            owner: Some(crate::owner::current()),
         })
         .await?;
     emit(

@@ -43,6 +43,10 @@ pub struct RunRecord {
     pub finished_at: Option<UnixNanos>,
     /// `running`, `passed`, `failed`, `error` or `interrupted`.
     pub status: String,
+    /// The process that runs it ([`crate::owner`]), so that `roundtrip runs` can tell a
+    /// run whose process died from one still going; `None` for runs recorded before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A store error. Messages read after "failed to …".

@@ -79,6 +79,7 @@ impl Bench {
                 started_at: 0,
                 finished_at: None,
                 status: "running".to_owned(),
+                owner: None,
             })
             .await
             .expect("create the run");

@@ -68,6 +68,7 @@ fn run_record(run_id: &str, started_at: i64) -> RunRecord {
         started_at,
         finished_at: None,
         status: "running".to_owned(),
+        owner: None,
     }
 }
 

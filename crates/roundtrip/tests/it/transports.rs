@@ -40,6 +40,7 @@ async fn new_store(run_id: &str) -> Arc<dyn Store> {
             started_at: 0,
             finished_at: None,
             status: "running".to_owned(),
+            owner: None,
         })
         .await
         .expect("create the run");

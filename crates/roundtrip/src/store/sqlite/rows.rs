@@ -124,8 +124,9 @@ impl WriteOp {
         match self {
             WriteOp::CreateRun(r) => conn
                 .prepare_cached(
-                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status,
+                         owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -134,7 +135,8 @@ impl WriteOp {
                         r.suite_path,
                         r.started_at,
                         r.finished_at,
-                        r.status
+                        r.status,
+                        r.owner
                     ])
                 })
                 .map(drop)
@@ -280,6 +282,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         started_at: row.get(3)?,
         finished_at: row.get(4)?,
         status: row.get(5)?,
+        owner: row.get(6)?,
     })
 }
 
@@ -288,7 +291,7 @@ pub(super) fn runs(conn: &Connection, limit: usize) -> Result<Vec<RunRecord>, St
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let run = || -> rusqlite::Result<Vec<RunRecord>> {
         let mut stmt = conn.prepare_cached(
-            "SELECT run_id, suite, suite_path, started_at, finished_at, status FROM runs
+            "SELECT run_id, suite, suite_path, started_at, finished_at, status, owner FROM runs
              ORDER BY started_at DESC, run_id DESC LIMIT ?1",
         )?;
         stmt.query_map([limit], run_row)?.collect()
@@ -299,7 +302,7 @@ pub(super) fn runs(conn: &Connection, limit: usize) -> Result<Vec<RunRecord>, St
 /// One run's record.
 pub(super) fn run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
     conn.prepare_cached(
-        "SELECT run_id, suite, suite_path, started_at, finished_at, status FROM runs
+        "SELECT run_id, suite, suite_path, started_at, finished_at, status, owner FROM runs
          WHERE run_id = ?1",
     )
     .and_then(|mut s| s.query_row([run_id], run_row).optional())

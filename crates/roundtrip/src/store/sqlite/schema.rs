@@ -81,6 +81,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ",
     // 2: each observation's transport metadata (`[[\"topic\",\"out/1\"],…]`).
     "ALTER TABLE observations ADD COLUMN meta TEXT NOT NULL DEFAULT '[]';",
+    // 3: the process that runs each run (`roundtrip runs` tells a dead run from a live one).
+    "ALTER TABLE runs ADD COLUMN owner TEXT;",
 ];
 
 /// The schema version this build writes and understands.

@@ -302,6 +302,7 @@ mod tests {
             started_at: 0,
             finished_at: None,
             status: "running".to_owned(),
+            owner: None,
         };
         let mut pending = vec![Pending::Write {
             op: WriteOp::CreateRun(run),
