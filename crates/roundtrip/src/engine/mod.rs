@@ -516,23 +516,25 @@ async fn run_scenarios(
     let first_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let mut set = JoinSet::new();
     for (i, scenario) in session.suite.scenarios.iter().enumerate() {
-        let (session, permits, opts, scenario, first_failure) = (
+        // Permits are taken here, in file order, so scenarios start in the order they
+        // are written (with `--concurrency 1`, one after the other, as written).
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        if *opts.cancel.borrow() {
+            break;
+        }
+        let (session, opts, scenario, first_failure) = (
             Arc::clone(session),
-            Arc::clone(&permits),
             opts.clone(),
             scenario.clone(),
             Arc::clone(&first_failure),
         );
         set.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return (i, None, None);
-            };
-            if *opts.cancel.borrow() {
-                return (i, None, None);
-            }
+            let _permit = permit;
             let failed_before = first_failure.lock().ok().and_then(|f| f.clone());
-            if let Some(failed) = failed_before {
-                let result = ScenarioResult {
+            let result = match failed_before {
+                Some(failed) => ScenarioResult {
                     name: scenario.name.clone(),
                     status: ScenarioStatus::Skipped,
                     sent: 0,
@@ -540,28 +542,25 @@ async fn run_scenarios(
                     error: Some(format!("not run: --fail-fast, after `{failed}` failed")),
                     expectations: Vec::new(),
                     duration_ns: 0,
-                };
-                let recorded = session
-                    .store
-                    .record_scenario(&session.run_id, &result)
-                    .await
-                    .err();
-                emit(&opts, RunEvent::ScenarioFinished(result.clone()));
-                return (i, Some(result), recorded);
-            }
-            emit(
-                &opts,
-                RunEvent::ScenarioStarted {
-                    name: scenario.name.clone(),
                 },
-            );
-            let result = scenario::run(Arc::clone(&session), &scenario, opts.cancel.clone()).await;
-            if opts.fail_fast
-                && result.status != ScenarioStatus::Passed
-                && let Ok(mut first) = first_failure.lock()
-            {
-                first.get_or_insert_with(|| result.name.clone());
-            }
+                None => {
+                    emit(
+                        &opts,
+                        RunEvent::ScenarioStarted {
+                            name: scenario.name.clone(),
+                        },
+                    );
+                    let result =
+                        scenario::run(Arc::clone(&session), &scenario, opts.cancel.clone()).await;
+                    if opts.fail_fast
+                        && result.status != ScenarioStatus::Passed
+                        && let Ok(mut first) = first_failure.lock()
+                    {
+                        first.get_or_insert_with(|| result.name.clone());
+                    }
+                    result
+                }
+            };
             let recorded = session
                 .store
                 .record_scenario(&session.run_id, &result)

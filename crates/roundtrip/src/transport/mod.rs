@@ -290,29 +290,23 @@ impl ObservationSink {
     /// Records a gap in the subscription (shown in the report) that may have lost an
     /// unknown number of messages, e.g. `slow consumer at …: dropped messages`.
     pub fn gap(&self, what: impl Into<String>) {
-        let now = clock::wall_now();
-        self.push_gap(
-            what.into(),
-            GapSpan {
-                from: now,
-                to: Some(now),
-                lost: None,
-            },
-        );
+        self.point_gap(what.into(), None);
     }
 
     /// Records a gap that lost exactly `lost` messages (a broker's drop counter), or
     /// none (`0`: an ack that failed, so the message comes again).
     pub fn gap_counted(&self, what: impl Into<String>, lost: u64) {
+        self.point_gap(what.into(), Some(lost));
+    }
+
+    fn point_gap(&self, what: String, lost: Option<u64>) {
         let now = clock::wall_now();
-        self.push_gap(
-            what.into(),
-            GapSpan {
-                from: now,
-                to: Some(now),
-                lost: Some(lost),
-            },
-        );
+        let span = GapSpan {
+            from: now,
+            to: Some(now),
+            lost,
+        };
+        self.push_gap(what, span);
     }
 
     /// Records a gap that is still going on (a disconnect); returns its index for
