@@ -5,7 +5,7 @@
 //! variables a channel names), but a URL may still hold one: an `http` channel's
 //! `?api_key=` or a broker URL with a password, both often rendered from `env()`. Client
 //! libraries quote the URL in their errors ("error sending request for url (…)"), so
-//! every send error and harness error passes through [`text`] before it is shown or
+//! every send error and harness error passes through [`text()`] before it is shown or
 //! recorded.
 
 /// What a secret is replaced with.
@@ -59,7 +59,7 @@ pub fn url(url: &str) -> String {
 }
 
 /// `text` with every URL in it (`scheme://…`, up to whitespace, a quote, a bracket or
-/// `>`) passed through [`url`].
+/// `>`) passed through [`url()`].
 pub fn text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
