@@ -1155,6 +1155,64 @@ fn the_readme_tutorial_runs_as_written() {
     assert_eq!(last_line(&o), "3 passed, 0 failed", "{}", explain(&o));
 }
 
+/// An input that takes 700 ms to answer each request (a SUT slow to accept).
+fn slow_http_input() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            // The slowness under test: not a synchronisation.
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn sends_the_input_was_slow_to_accept_are_noted_in_the_evidence() {
+    let port = slow_http_input();
+    let s = Scratch::new();
+    let suite = s.write(
+        "slow.yaml",
+        &format!(
+            "name: slow input\nchannels:\n  in: {{ http: {{ url: \"http://127.0.0.1:{port}/e\" }} }}\n  out: {{ webhook: {{ listen: \"127.0.0.1:0\", path: /out }} }}\nscenarios:\n  - name: nothing comes back\n    send: [ {{ to: in, body: {{ a: 1 }} }} ]\n    expect: [ {{ on: out, within: 300ms, grace: 0s }} ]\n"
+        ),
+    );
+    let json = s.path("r.json");
+    let o = roundtrip(&["run", &suite, "--store", &s.store(), "--json", &json]);
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    assert!(
+        stdout(&o)
+            .contains("note: 1 of 1 send(s) took 500ms or more to be accepted (the slowest 7"),
+        "{}",
+        explain(&o)
+    );
+    let report = json_report(&json);
+    assert!(
+        report["runs"][0]["scenarios"][0]["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("spends the SLA")),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn report_of_an_unknown_run_is_a_usage_error() {
     let s = Scratch::new();

@@ -11,9 +11,13 @@
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
-/// The URL with its password (or a lone userinfo, often a token) and every query value
-/// masked: `amqp://guest:***@host/vhost`, `https://h/p?token=***&v=***`. A text without
-/// `://` is treated as an authority and path (`user:pw@host:port`).
+/// The URL with its password (or a lone userinfo, often a token) and the values of
+/// query parameters that carry secrets masked: `amqp://guest:***@host/vhost`,
+/// `https://h/p?token=***&page=2`. A parameter carries a secret when its name contains
+/// `token`, `key`, `secret`, `pass`, `pwd`, `auth`, `sig`, `cred`, `session` or `code`
+/// (any case: `api_key`, `X-Amz-Signature`, `access_token`); other values (`ttl`,
+/// `region`, `page`) are kept so that errors stay readable. A text without `://` is
+/// treated as an authority and path (`user:pw@host:port`).
 pub fn url(url: &str) -> String {
     let (url, fragment) = match url.split_once('#') {
         Some((u, f)) => (u, Some(f)),
@@ -44,9 +48,8 @@ pub fn url(url: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _)) => format!("{key}={MASK}"),
-                None if pair.is_empty() => String::new(),
-                None => MASK.to_owned(),
+                Some((key, _)) if is_secret_name(key) => format!("{key}={MASK}"),
+                _ => pair.to_owned(),
             })
             .collect();
         out.push_str(&pairs.join("&"));
@@ -56,6 +59,15 @@ pub fn url(url: &str) -> String {
         out.push_str(MASK);
     }
     out
+}
+
+/// Whether a query parameter's name says it carries a secret.
+fn is_secret_name(name: &str) -> bool {
+    const SECRET: [&str; 10] = [
+        "token", "key", "secret", "pass", "pwd", "auth", "sig", "cred", "session", "code",
+    ];
+    let name = name.to_ascii_lowercase();
+    SECRET.iter().any(|s| name.contains(s))
 }
 
 /// `text` with every URL in it (`scheme://…`, up to whitespace, a quote, a bracket or
@@ -103,7 +115,15 @@ mod tests {
         assert_eq!(url("nats://s3cr3t-token@h:4222"), "nats://***@h:4222");
         assert_eq!(
             url("https://h/p?token=abc&v=2&flag"),
-            "https://h/p?token=***&v=***&***"
+            "https://h/p?token=***&v=2&flag"
+        );
+        assert_eq!(
+            url("https://b.s3/x?X-Amz-Credential=AK&X-Amz-Signature=ff&X-Amz-Expires=60&api_key=k"),
+            "https://b.s3/x?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=60&api_key=***"
+        );
+        assert_eq!(
+            url("dynamodb://t?ttl=forever&region=eu"),
+            "dynamodb://t?ttl=forever&region=eu"
         );
         assert_eq!(url("http://h/p#k=v"), "http://h/p#***");
         assert_eq!(url("u:pw@h:1"), "u:***@h:1");
@@ -116,8 +136,8 @@ mod tests {
             "error sending request for url (http://u:***@127.0.0.1:1/e?token=***): refused"
         );
         assert_eq!(
-            text("a https://x/?k=1 and \"redis://:p@h/0\" end"),
-            "a https://x/?k=*** and \"redis://:***@h/0\" end"
+            text("a https://x/?key=1 and \"redis://:p@h/0\" end"),
+            "a https://x/?key=*** and \"redis://:***@h/0\" end"
         );
         assert_eq!(text("no url :// here"), "no url :// here");
         assert_eq!(text("plain"), "plain");

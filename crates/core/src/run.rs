@@ -42,6 +42,10 @@ pub struct ScenarioResult {
     pub expectations: Vec<ExpectationVerdict>,
     /// Wall time from the first send to the last verdict (ns).
     pub duration_ns: u64,
+    /// What the harness noticed about how the scenario ran, e.g. sends the input was
+    /// slow to accept (they spend the SLA, which starts when a send begins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What one listener did during the run.

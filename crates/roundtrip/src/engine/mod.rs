@@ -111,8 +111,9 @@ impl Session {
         step: &SendStep,
         index: u64,
         correlation_id: String,
-    ) -> (SentEvent, bool) {
+    ) -> (SentEvent, bool, u64) {
         let mut unreachable = false;
+        let mut took = 0;
         let ctx = produce::EventContext {
             run_id: &self.run_id,
             correlation_id: &correlation_id,
@@ -139,7 +140,9 @@ impl Session {
                 event.size = message.body.len() as u64;
                 event.sent_at = clock::wall_now();
                 event.sent_mono = clock::mono_now();
-                if let Err(e) = producer.send(message).await {
+                let sent = producer.send(message).await;
+                took = clock::mono_now().saturating_sub(event.sent_mono);
+                if let Err(e) = sent {
                     unreachable = matches!(e, crate::transport::ProduceError::Unreachable { .. });
                     event.error = Some(shown_error(&e));
                 }
@@ -155,7 +158,7 @@ impl Session {
                 error_chain(&e)
             ));
         }
-        (event, unreachable)
+        (event, unreachable, took)
     }
 }
 
@@ -542,6 +545,7 @@ async fn run_scenarios(
                     error: Some(format!("not run: --fail-fast, after `{failed}` failed")),
                     expectations: Vec::new(),
                     duration_ns: 0,
+                    notes: Vec::new(),
                 },
                 None => {
                     emit(
@@ -590,6 +594,7 @@ async fn run_scenarios(
                 error: Some("not run: the run was interrupted".into()),
                 expectations: Vec::new(),
                 duration_ns: 0,
+                notes: Vec::new(),
             })
         })
         .collect();

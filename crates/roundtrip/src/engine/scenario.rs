@@ -29,7 +29,8 @@ use crate::clock;
 pub const COMMIT_SLACK: Duration = Duration::from_millis(25);
 
 enum SendNote {
-    Sent(SentEvent),
+    /// Accepted, after this many ns.
+    Sent(SentEvent, u64),
     Failed(SentEvent),
     /// Sending stopped early: this many events were never attempted.
     Abandoned {
@@ -41,6 +42,10 @@ enum SendNote {
 /// After this many connection failures in a row, a scenario stops sending: the input
 /// is down, and another billion attempts would only fill the store with errors.
 pub const MAX_CONSECUTIVE_UNREACHABLE: u32 = 10;
+
+/// A send that takes this long to be accepted is noted in the scenario's result: the SLA
+/// clock starts when a send begins, so a slow input spends it.
+pub const SLOW_SEND: Duration = Duration::from_millis(500);
 
 /// Runs one scenario to its verdict (or until `cancel` turns true).
 pub(crate) async fn run(
@@ -82,6 +87,7 @@ pub(crate) async fn run(
     let mut send_errors = 0u64;
     let mut first_error: Option<String> = None;
     let mut not_attempted = 0u64;
+    let (mut slow, mut slowest) = (0u64, 0u64);
     let mut sends_done = false;
     let mut interrupted = false;
     let mut correlation_ids: Vec<String> = Vec::new();
@@ -113,8 +119,12 @@ pub(crate) async fn run(
                 break;
             }
             note = note_rx.recv(), if !sends_done => match note {
-                Some(SendNote::Sent(ev)) => {
+                Some(SendNote::Sent(ev, took)) => {
                     sent += 1;
+                    if took >= nanos(SLOW_SEND) {
+                        slow += 1;
+                        slowest = slowest.max(took);
+                    }
                     for m in &mut machines {
                         m.on_sent(SentRef {
                             correlation_id: &ev.correlation_id,
@@ -200,6 +210,17 @@ pub(crate) async fn run(
     } else {
         (ScenarioStatus::Passed, None)
     };
+    let mut notes = Vec::new();
+    if slow > 0 {
+        notes.push(format!(
+            "{slow} of {sent} send(s) took {} or more to be accepted (the slowest {}): the SLA \
+             clock starts when a send begins, so an input that is slow to accept (a small \
+             listen backlog, a cold start, a busy broker) spends the SLA before the system \
+             has the event",
+            roundtrip_core::latency::format_ns(nanos(SLOW_SEND)),
+            roundtrip_core::latency::format_ns(slowest)
+        ));
+    }
     ScenarioResult {
         name: scenario.name.clone(),
         status,
@@ -208,6 +229,7 @@ pub(crate) async fn run(
         error,
         expectations,
         duration_ns: clock::mono_now().saturating_sub(started),
+        notes,
     }
 }
 
@@ -240,6 +262,7 @@ fn error_result(scenario: &Scenario, error: String, started: u64) -> ScenarioRes
         error: Some(error),
         expectations: Vec::new(),
         duration_ns: clock::mono_now().saturating_sub(started),
+        notes: Vec::new(),
     }
 }
 
@@ -282,7 +305,8 @@ async fn send_all(
             let this = index;
             index += 1;
             in_flight.spawn(async move {
-                let (ev, unreachable) = session.send_one(&name, &step, this, correlation_id).await;
+                let (ev, unreachable, took) =
+                    session.send_one(&name, &step, this, correlation_id).await;
                 if unreachable {
                     failing.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -291,7 +315,7 @@ async fn send_all(
                 let note = if ev.error.is_some() {
                     SendNote::Failed(ev)
                 } else {
-                    SendNote::Sent(ev)
+                    SendNote::Sent(ev, took)
                 };
                 let _ = notes.send(note);
                 drop(permit);

@@ -62,6 +62,9 @@ pub fn scenario_details(s: &ScenarioResult) -> String {
     if let Some(error) = &s.error {
         let _ = writeln!(out, "error: {}", escape(error));
     }
+    for note in &s.notes {
+        let _ = writeln!(out, "note: {}", escape(note));
+    }
     for v in &s.expectations {
         out.push_str(&expectation(v));
     }

@@ -115,6 +115,7 @@ fn scenario(name: &str, status: ScenarioStatus, sent: u64) -> ScenarioResult {
         error: None,
         expectations: vec![],
         duration_ns: 1_500_000,
+        notes: Vec::new(),
     }
 }
 
