@@ -1344,7 +1344,11 @@ fn a_killed_roundtrip_takes_its_sut_down() {
         seen.iter().any(|l| l.contains("system under test ready"))
     });
     let pid = read_pid(&pid_file);
-    assert!(!process_gone(&pid), "the SUT runs");
+    assert!(
+        !process_gone(&pid),
+        "the SUT {pid} runs: {:?}",
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    );
     child.kill().expect("SIGKILL roundtrip");
     child.wait().expect("reaped");
     // The kernel delivers the parent-death signal when roundtrip dies; the SUT's exit is

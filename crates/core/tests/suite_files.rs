@@ -158,6 +158,7 @@ macro_rules! bad_fixtures {
 
 bad_fixtures!(
     bad_duration,
+    several_type_errors,
     field_matchers,
     field_matchers_typo,
     plan_rules,

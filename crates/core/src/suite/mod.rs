@@ -23,8 +23,11 @@
 //! );
 //! ```
 //!
-//! Syntax and type errors stop at the first one (the YAML parser cannot go on); semantic
-//! problems are all reported at once.
+//! A syntax error stops at the first one (the YAML parser cannot go on). Type errors are
+//! reported one per independent entry: after the first, the channel, scenario, `sut` or
+//! `correlate` that holds it is set aside and the rest is read again, so a file with
+//! mistakes in three scenarios gets three errors (a second mistake inside the same entry
+//! shows once the first is fixed). Semantic problems are all reported at once.
 //!
 //! [`json_schema`] gives the JSON Schema of the format, committed at
 //! `schema/suite.schema.json` for editors.
@@ -190,8 +193,15 @@ pub fn parse_with(source_name: &str, text: &str, vars: &Vars) -> Result<Suite, S
         }
     }
 
-    let mut suite: Suite = serde_saphyr::from_str(text)
-        .map_err(|e| fail(decode::diagnostic(source_name, text, &e, Some(&index))))?;
+    let mut suite: Suite = match serde_saphyr::from_str(text) {
+        Ok(suite) => suite,
+        Err(e) => {
+            let first = decode::diagnostic(source_name, text, &e, Some(&index));
+            let mut all = vec![first];
+            all.extend(more_type_errors(source_name, text, &index, &e));
+            return Err(SuiteError::new(all));
+        }
+    };
 
     let locator = validate::Locator::new(source_name, text, &index);
     let mut diagnostics = env::render(&mut suite, vars, &locator);
@@ -201,6 +211,118 @@ pub fn parse_with(source_name: &str, text: &str, vars: &Vars) -> Result<Suite, S
     } else {
         Err(SuiteError::new(diagnostics))
     }
+}
+
+/// How many further type errors [`more_type_errors`] looks for.
+const MORE_TYPE_ERRORS: usize = 20;
+
+/// The type errors in other, independent entries (channels, scenarios, `sut`,
+/// `correlate`) after the first: the parser stops at the first, so the entry that holds
+/// it is removed and the rest deserialized again, until none is left. Each error is
+/// reported where it is in the original text.
+fn more_type_errors(
+    file: &str,
+    text: &str,
+    index: &SpanIndex,
+    first: &serde_saphyr::Error,
+) -> Vec<Diagnostic> {
+    use locate::Seg;
+    let Ok(mut doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    // The original index of each scenario still in `doc`.
+    let mut scenarios: Vec<usize> = (0..doc
+        .get("scenarios")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len))
+        .collect();
+    // The entry that holds an error, as a path in the original document.
+    let unit_of = |path: &YamlPath| -> Option<YamlPath> {
+        match path.0.as_slice() {
+            [Seg::Key(k), Seg::Key(name), ..] if k == "channels" => {
+                Some(YamlPath::root().key("channels").key(name))
+            }
+            [Seg::Key(k), Seg::Index(i), ..] if k == "scenarios" => {
+                Some(YamlPath::root().key("scenarios").index(*i))
+            }
+            [Seg::Key(k), ..] if k == "sut" || k == "correlate" => Some(YamlPath::root().key(k)),
+            _ => None,
+        }
+    };
+    let location = |e: &serde_saphyr::Error| {
+        let mut e = e;
+        while let serde_saphyr::Error::WithSnippet { error, .. } = e {
+            e = error;
+        }
+        e.location().and_then(Loc::from_saphyr)
+    };
+    let Some(mut unit) = location(first)
+        .and_then(|l| index.path_at(l.line, l.column))
+        .and_then(|(p, _)| unit_of(&p))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for _ in 0..MORE_TYPE_ERRORS {
+        // Remove the entry that failed.
+        match unit.0.as_slice() {
+            [Seg::Key(k), Seg::Key(name)] if k == "channels" => {
+                if let Some(map) = doc.get_mut("channels").and_then(|c| c.as_object_mut()) {
+                    map.shift_remove(name);
+                }
+            }
+            [Seg::Key(k), Seg::Index(original)] if k == "scenarios" => {
+                let Some(at) = scenarios.iter().position(|i| i == original) else {
+                    break;
+                };
+                scenarios.remove(at);
+                if let Some(list) = doc.get_mut("scenarios").and_then(|s| s.as_array_mut()) {
+                    list.remove(at);
+                }
+            }
+            [Seg::Key(k)] => {
+                if let Some(map) = doc.as_object_mut() {
+                    map.shift_remove(k);
+                }
+            }
+            _ => break,
+        }
+        let Ok(again) = serde_saphyr::to_string(&doc) else {
+            break;
+        };
+        let Err(e) = serde_saphyr::from_str::<Suite>(&again) else {
+            break;
+        };
+        let Ok(again_index) = SpanIndex::build(&again) else {
+            break;
+        };
+        let Some((path, is_key)) = location(&e).and_then(|l| again_index.path_at(l.line, l.column))
+        else {
+            break;
+        };
+        // Back to the original document's indices.
+        let mut original = path.clone();
+        if let [Seg::Key(k), Seg::Index(i), ..] = original.0.as_mut_slice()
+            && k == "scenarios"
+        {
+            let Some(&orig) = scenarios.get(*i) else {
+                break;
+            };
+            *i = orig;
+        }
+        let Some(next) = unit_of(&original) else {
+            break;
+        };
+        let d = decode::diagnostic(file, &again, &e, Some(&again_index));
+        let loc = if is_key {
+            index.key(&original)
+        } else {
+            index.value(&original)
+        };
+        out.push(Diagnostic::at(file, text, loc, d.message, d.help));
+        unit = next;
+    }
+    out
 }
 
 /// The JSON Schema of the suite file format.

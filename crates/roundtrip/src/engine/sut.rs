@@ -49,7 +49,9 @@ impl Drop for SutProcess {
     fn drop(&mut self) {
         // A run that ends without `stop` (a panic, an aborted task) still takes the
         // whole group down, not only the leader (`kill_on_drop`).
-        if !self.stopped {
+        // Only while the leader is unreaped (tokio still has its id): until then its
+        // pid, and so the group id, cannot be given to another process.
+        if !self.stopped && self.child.id().is_some() {
             group::signal(self.pid, group::Sig::Kill);
         }
     }
@@ -251,18 +253,26 @@ impl SutProcess {
             let _ = self.child.kill().await;
         }
         let _ = self.child.wait().await;
-        // Members of the group that outlived the leader (a wrapper's children) get what
-        // is left of the grace period. A poll, bounded by the grace: processes that are
-        // not our children give no event to wait on.
+        // Once the leader is reaped its group id may be reused by an unrelated process,
+        // so the group is never signalled again. Members that outlived the leader (a
+        // wrapper's children) were reparented to us when we are a subreaper: those, our
+        // own children, get what is left of the grace period, then SIGKILL. A poll,
+        // bounded by the grace.
+        let mut termed = false;
         loop {
             group::reap(self.pid);
-            if !group::alive(self.pid) {
+            let members = group::our_members(self.pid);
+            if members.is_empty() {
                 break;
             }
             if hurry_now || tokio::time::Instant::now() >= deadline {
-                group::signal(self.pid, group::Sig::Kill);
+                group::signal_each(&members, group::Sig::Kill);
                 group::reap(self.pid);
                 break;
+            }
+            if !termed {
+                group::signal_each(&members, group::Sig::Term);
+                termed = true;
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -331,9 +341,42 @@ mod group {
         }
     }
 
-    /// Whether any process (a zombie included) is still in the group.
-    pub(super) fn alive(pid: u32) -> bool {
-        pgid(pid).is_some_and(|g| killpg(g, None).is_ok())
+    /// Our own children (reparented to us as subreaper) still in the group: their pids
+    /// cannot be reused while we have not reaped them, so signalling them is safe.
+    pub(super) fn our_members(pid: u32) -> Vec<i32> {
+        let Some(group) = pgid(pid) else {
+            return Vec::new();
+        };
+        let me = nix::unistd::getpid().as_raw();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&p| {
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                    return false;
+                };
+                // After the command name: state, ppid, pgrp.
+                let Some((_, rest)) = stat.rsplit_once(')') else {
+                    return false;
+                };
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                fields.get(1).and_then(|f| f.parse::<i32>().ok()) == Some(me)
+                    && fields.get(2).and_then(|f| f.parse::<i32>().ok()) == Some(group.as_raw())
+            })
+            .collect()
+    }
+
+    pub(super) fn signal_each(pids: &[i32], sig: Sig) {
+        let sig = match sig {
+            Sig::Term => Signal::SIGTERM,
+            Sig::Kill => Signal::SIGKILL,
+        };
+        for &p in pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), sig);
+        }
     }
 
     /// Reaps the group's members that are our children (reparented to us as subreaper)
@@ -384,9 +427,10 @@ mod group {
         Kill,
     }
     pub(super) fn signal(_pid: u32, _sig: Sig) {}
-    pub(super) fn alive(_pid: u32) -> bool {
-        false
+    pub(super) fn our_members(_pid: u32) -> Vec<i32> {
+        Vec::new()
     }
+    pub(super) fn signal_each(_pids: &[i32], _sig: Sig) {}
     pub(super) fn reap(_pid: u32) {}
 }
 
