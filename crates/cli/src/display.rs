@@ -59,8 +59,9 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>, quiet: bool)
             } => {
                 if !quiet {
                     out(&format!(
-                        "{} {suite} · run {run_id} · {scenarios} scenario(s)",
-                        paint("1", "▶")
+                        "{} {} · run {run_id} · {scenarios} scenario(s)",
+                        paint("1", "▶"),
+                        roundtrip_core::escape::escape(&suite)
                     ));
                 }
                 if !quiet && std::io::stderr().is_terminal() {
@@ -113,7 +114,7 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>, quiet: bool)
                 };
                 let mut line = format!(
                     "{mark} {} [{}] {}",
-                    result.name,
+                    roundtrip_core::escape::escape(&result.name),
                     format_ns(result.duration_ns),
                     text::headline(&result)
                 );
@@ -156,7 +157,10 @@ pub async fn consume(mut events: mpsc::UnboundedReceiver<RunEvent>, quiet: bool)
                         } else {
                             "ERROR"
                         };
-                        out(&format!("    {mark} {}", s.name));
+                        out(&format!(
+                            "    {mark} {}",
+                            roundtrip_core::escape::escape(&s.name)
+                        ));
                     }
                 }
                 let exit = text::sut_exit_lines(&summary);

@@ -8,6 +8,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `eprintln!` that never panics: a closed stderr (`roundtrip … 2>&1 | head`) must not
+/// turn a documented exit code into a panic (101). Shadows the standard macro in every
+/// module of this crate.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see `eprintln!`).
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod dispatch;
 mod display;

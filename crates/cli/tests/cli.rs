@@ -539,6 +539,21 @@ scenarios:
     assert_no_control_characters(&stdout(&o), &o);
     assert!(stdout(&o).contains(r"\x1b[2J"), "{}", explain(&o));
 
+    // Names the user wrote, printed escaped too.
+    let named = s.write(
+        "names.yaml",
+        "name: \"ctrl\\e[31m suite\\a\"\nchannels:\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: \"scen\\e[32m\\r name\"\n    send: []\n    expect: [ { on: out, none_within: 1ms } ]\n",
+    );
+    for args in [
+        vec!["run", named.as_str(), "--store", "sqlite::memory:"],
+        vec!["run", named.as_str(), "--list"],
+        vec!["check", named.as_str()],
+    ] {
+        let o = roundtrip(&args);
+        assert_no_control_characters(&stdout(&o), &o);
+        assert!(stdout(&o).contains(r"\x1b[3"), "{}", explain(&o));
+    }
+
     // A SUT's output, shown when it fails to start.
     let suite = s.write(
         "sut.yaml",
@@ -615,6 +630,16 @@ scenarios:
             assert!(!text.contains(secret), "{secret} in {what}: {text}");
         }
     }
+
+    // A secret rendered from env() into a URL that `check` refuses.
+    let bad = s.write(
+        "bad-url.yaml",
+        "name: bad url\nchannels:\n  in: { http: { url: 'http://u:{{ env(\"RT_PW\") }}@127.0.0.1:99999/x' } }\n  out: { webhook: { listen: \"127.0.0.1:0\", path: /out } }\nscenarios:\n  - name: s\n    send: [ { to: in } ]\n    expect: [ { on: out, within: 1s } ]\n",
+    );
+    let o = roundtrip(&["check", &bad, "--var", "RT_PW=SUPERSECRETPW"]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(stderr(&o).contains("u:***@"), "{}", explain(&o));
+    assert!(!stderr(&o).contains("SUPERSECRETPW"), "{}", explain(&o));
 }
 
 #[test]

@@ -642,6 +642,20 @@ mod tests {
     }
 
     #[test]
+    fn credential_headers_are_masked_in_diffs_and_descriptions() {
+        let m = matcher(json!({"headers": {"Authorization": "Bearer mine"}}));
+        assert!(!m.describe().contains("mine"), "{}", m.describe());
+        let mut o = raw(b"x", 16);
+        o.headers = vec![("authorization".into(), "Bearer theirs".into())];
+        let shown = format!("{:?}", m.diff(&o));
+        assert!(
+            !shown.contains("theirs") && !shown.contains("mine"),
+            "{shown}"
+        );
+        assert!(shown.contains("(hidden: 13 characters)"), "{shown}");
+    }
+
+    #[test]
     fn bad_text_bytes_and_value_checks_are_typed_errors() {
         for (e, text) in [
             (json!({"text": {}}), "`text` check: it has no check"),
@@ -651,7 +665,7 @@ mod tests {
             ),
             (
                 json!({"bytes": {"hex": "abc"}}),
-                "`bytes.hex` check: it is not an even number",
+                "`bytes.hex` check: it is not hexadecimal bytes",
             ),
             (
                 json!({"bytes": {"base64": "!!"}}),

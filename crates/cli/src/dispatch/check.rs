@@ -15,7 +15,7 @@ pub fn check(args: &CheckArgs) -> u8 {
             Ok(loaded) => out(&format!(
                 "ok: {} ({}: {} scenario(s), {} channel(s))",
                 path.display(),
-                loaded.suite.name,
+                roundtrip_core::escape::escape(&loaded.suite.name),
                 loaded.suite.scenarios.len(),
                 loaded.suite.channels.len()
             )),

@@ -66,11 +66,11 @@ pub async fn run(args: RunArgs) -> u8 {
             out(&format!(
                 "{} ({}): {} scenario(s)",
                 s.path.display(),
-                s.suite.name,
+                roundtrip_core::escape::escape(&s.suite.name),
                 s.suite.scenarios.len()
             ));
             for sc in &s.suite.scenarios {
-                out(&format!("  {}", sc.name));
+                out(&format!("  {}", roundtrip_core::escape::escape(&sc.name)));
             }
         }
         return exit::OK;

@@ -103,7 +103,13 @@ impl Fields {
             parts.push(format!("bytes {}", b.expected()));
         }
         for (name, t) in &self.headers {
-            parts.push(format!("header {name} {}", t.expected()));
+            let expected = match t {
+                ValueTest::Equals(v) if is_secret_header(name) => {
+                    format!("== {}", shown_header(name, v))
+                }
+                _ => t.expected(),
+            };
+            parts.push(format!("header {name} {expected}"));
         }
         for (name, t) in &self.meta {
             parts.push(format!("meta {name} {}", t.expected()));
@@ -173,10 +179,16 @@ impl Fields {
         for (name, t) in &self.headers {
             let value = obs.header(name);
             if !t.holds(value) {
+                let expected = match t {
+                    ValueTest::Equals(v) if is_secret_header(name) => {
+                        format!("== {}", shown_header(name, v))
+                    }
+                    _ => t.expected(),
+                };
                 out.push(FieldDiff {
                     path: format!("headers.{name}"),
-                    expected: t.expected(),
-                    actual: value.map(shown),
+                    expected,
+                    actual: value.map(|v| shown_header(name, v)),
                 });
             }
         }
@@ -230,7 +242,7 @@ fn compile_bytes(b: &BytesMatch) -> Result<Vec<BytesTest>, MatcherError> {
         let bytes = decode_hex(written).ok_or_else(|| {
             invalid(
                 "`bytes.hex`".to_owned(),
-                "it is not an even number of hex digits".to_owned(),
+                "it is not hexadecimal bytes (pairs of 0-9 and a-f)".to_owned(),
             )
         })?;
         tests.push(BytesTest::Exactly {
@@ -298,7 +310,34 @@ fn shown(s: &str) -> String {
     if s.chars().nth(SHOWN).is_some() {
         clipped.push('…');
     }
-    format!("{:?}", escape_text(&clipped))
+    format!("\"{}\"", escape_text(&clipped))
+}
+
+/// Header names whose values are credentials: shown masked in diffs.
+fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token",
+        "secret",
+        "api-key",
+        "apikey",
+        "password",
+        "signature",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
+}
+
+/// A header value as a diff shows it: masked for credential headers.
+fn shown_header(name: &str, value: &str) -> String {
+    if is_secret_header(name) {
+        format!("(hidden: {} characters)", value.chars().count())
+    } else {
+        shown(value)
+    }
 }
 
 impl TextTest {

@@ -610,6 +610,8 @@ fn without_templates(text: &str, with: &str) -> String {
 fn check_http_url(c: &mut Checker<'_>, at: &YamlPath, raw: &str) {
     // Per-run templates (`{{ run_id }}`) are checked as if rendered to a plain word.
     let shaped = without_templates(raw, "x");
+    // The URL as rendered may hold a secret from env(): shown masked.
+    let raw = crate::redact::url(raw);
     match url::Url::parse(&shaped) {
         Err(e) => c.value(
             at,

@@ -89,10 +89,40 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn write_through(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let target_is_file = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_file());
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(target_is_file)
-        .open(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).truncate(target_is_file);
+    // A FIFO nobody reads would block the open forever: open it without waiting, and
+    // say so when there is no reader.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+    }
+    // A reader that is just starting gets two seconds to open its end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut file = loop {
+        match options.open(path) {
+            Ok(file) => break file,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::other(
+                        "it is a FIFO that nobody reads; start the reader first",
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    // Then write in blocking mode: a reader that is slow is waited for.
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        let _ = nix::fcntl::fcntl(
+            file.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        );
+    }
     file.write_all(bytes)?;
     file.flush()
 }
@@ -127,6 +157,19 @@ mod tests {
         let meta = std::fs::symlink_metadata(&link).expect("stat");
         assert!(meta.file_type().is_symlink(), "the link is still a link");
         assert_eq!(std::fs::read(&target).expect("read"), b"new");
+    }
+
+    #[test]
+    fn a_fifo_without_a_reader_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let err = write_atomic(&fifo, b"{}").expect_err("nobody reads it");
+        assert!(err.to_string().contains("nobody reads"), "{err}");
     }
 
     #[test]

@@ -171,8 +171,8 @@ pub fn run_report(summary: &RunSummary) -> String {
         out,
         "run {} · suite {} ({}) · started {}",
         summary.run_id,
-        summary.suite,
-        summary.suite_path,
+        escape(&summary.suite),
+        escape(&summary.suite_path),
         format_wall(summary.started_at)
     );
     for s in &summary.scenarios {
@@ -185,7 +185,7 @@ pub fn run_report(summary: &RunSummary) -> String {
         let _ = writeln!(
             out,
             "{mark:5} {} [{}] {}",
-            s.name,
+            escape(&s.name),
             format_ns(s.duration_ns),
             headline(s)
         );
