@@ -1,8 +1,7 @@
 //! `roundtrip report RUN_ID`: re-render a past run from the store alone.
 
 use roundtrip::report::{json, junit, text};
-use roundtrip::store::{RunRecord, Store, StoreError};
-use roundtrip_core::run::{ListenerSummary, REPORT_FORMAT_VERSION, RunSummary};
+use roundtrip::store::StoreError;
 
 use super::print_error;
 use crate::args::ReportArgs;
@@ -44,19 +43,21 @@ pub async fn report(args: ReportArgs) -> u8 {
     let summary = match store.run_summary(&run_id).await {
         Ok(Some(s)) => s,
         Ok(None) => match store.run(&run_id).await {
-            Ok(Some(record)) => match unfinished(store.as_ref(), record).await {
-                Ok(summary) => {
-                    eprintln!(
-                        "note: run {run_id} has not finished (its process was killed, or is \
+            Ok(Some(record)) => {
+                match roundtrip::store::unfinished_summary(store.as_ref(), record).await {
+                    Ok(summary) => {
+                        eprintln!(
+                            "note: run {run_id} has not finished (its process was killed, or is \
                          still running): this report is built from what the store holds"
-                    );
-                    summary
+                        );
+                        summary
+                    }
+                    Err(e) => {
+                        print_error(&e);
+                        return exit::HARNESS;
+                    }
                 }
-                Err(e) => {
-                    print_error(&e);
-                    return exit::HARNESS;
-                }
-            },
+            }
             Ok(None) => {
                 print_error(&StoreError::NoSuchRun(run_id));
                 eprintln!("  = help: `roundtrip runs` lists the runs in the store");
@@ -156,51 +157,4 @@ pub async fn report(args: ReportArgs) -> u8 {
     } else {
         exit::OK
     }
-}
-
-/// The summary of a run that never finished (SIGKILL, a crash, or still running): the
-/// scenario results it recorded, and what each channel recorded, marked as unfinished.
-async fn unfinished(store: &dyn Store, record: RunRecord) -> Result<RunSummary, StoreError> {
-    let scenarios = store.scenario_results(&record.run_id).await?;
-    let mut per_channel: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut after = 0;
-    loop {
-        let page = store.observations(&record.run_id, after, 4096).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for o in &page {
-            *per_channel.entry(o.channel.clone()).or_default() += 1;
-        }
-    }
-    let sent = store.sent_events(&record.run_id).await?.len();
-    Ok(RunSummary {
-        format_version: REPORT_FORMAT_VERSION,
-        run_id: record.run_id,
-        suite: record.suite,
-        suite_path: record.suite_path,
-        started_at: record.started_at,
-        finished_at: record.finished_at.unwrap_or(record.started_at),
-        interrupted: true,
-        scenarios,
-        listeners: per_channel
-            .into_iter()
-            .map(|(channel, recorded)| ListenerSummary {
-                channel,
-                transport: "unknown".into(),
-                recorded,
-                faults: 0,
-                delivery: "unknown".into(),
-                polling: false,
-                redelivered: 0,
-                gaps: Vec::new(),
-            })
-            .collect(),
-        sut_log: Vec::new(),
-        sut_exited: None,
-        harness_error: Some(format!(
-            "the run did not finish (status `{}`): {sent} event(s) sent, the scenario results \
-             and observations it recorded are shown",
-            record.status
-        )),
-    })
 }

@@ -159,15 +159,21 @@ mod tests {
         assert_eq!(std::fs::read(&target).expect("read"), b"new");
     }
 
-    #[test]
-    fn a_fifo_without_a_reader_is_an_error_not_a_hang() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let fifo = dir.path().join("pipe");
+    /// A FIFO named `pipe` in `dir`.
+    fn mkfifo(dir: &Path) -> std::path::PathBuf {
+        let fifo = dir.join("pipe");
         let made = std::process::Command::new("mkfifo")
             .arg(&fifo)
             .status()
             .expect("mkfifo runs");
         assert!(made.success());
+        fifo
+    }
+
+    #[test]
+    fn a_fifo_without_a_reader_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let fifo = mkfifo(dir.path());
         let err = write_atomic(&fifo, b"{}").expect_err("nobody reads it");
         assert!(err.to_string().contains("nobody reads"), "{err}");
     }
@@ -175,12 +181,7 @@ mod tests {
     #[test]
     fn a_fifo_receives_the_report_and_is_not_replaced() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let fifo = dir.path().join("pipe");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
+        let fifo = mkfifo(dir.path());
         let reader = {
             let fifo = fifo.clone();
             std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))

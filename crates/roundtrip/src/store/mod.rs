@@ -225,3 +225,54 @@ pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     open(url).await
 }
+
+/// The summary of a run that never finished (SIGKILL, a crash, or still running): the
+/// scenario results it recorded, and what each channel recorded, marked as unfinished
+/// (`interrupted`, with a harness error saying so). What `roundtrip report` shows for it.
+pub async fn unfinished_summary(
+    store: &dyn Store,
+    record: RunRecord,
+) -> Result<roundtrip_core::run::RunSummary, StoreError> {
+    let scenarios = store.scenario_results(&record.run_id).await?;
+    let mut per_channel: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut after = 0;
+    loop {
+        let page = store.observations(&record.run_id, after, 4096).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for o in &page {
+            *per_channel.entry(o.channel.clone()).or_default() += 1;
+        }
+    }
+    let sent = store.sent_events(&record.run_id).await?.len();
+    Ok(roundtrip_core::run::RunSummary {
+        format_version: roundtrip_core::run::REPORT_FORMAT_VERSION,
+        run_id: record.run_id,
+        suite: record.suite,
+        suite_path: record.suite_path,
+        started_at: record.started_at,
+        finished_at: record.finished_at.unwrap_or(record.started_at),
+        interrupted: true,
+        scenarios,
+        listeners: per_channel
+            .into_iter()
+            .map(|(channel, recorded)| roundtrip_core::run::ListenerSummary {
+                channel,
+                transport: "unknown".into(),
+                recorded,
+                faults: 0,
+                delivery: "unknown".into(),
+                polling: false,
+                redelivered: 0,
+                gaps: Vec::new(),
+            })
+            .collect(),
+        sut_log: Vec::new(),
+        sut_exited: None,
+        harness_error: Some(format!(
+            "the run did not finish (status `{}`): {sent} event(s) sent, the scenario results \
+             and observations it recorded are shown",
+            record.status
+        )),
+    })
+}

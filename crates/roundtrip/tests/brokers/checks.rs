@@ -128,6 +128,15 @@ impl Bench {
     }
 
     /// Every observation of the run, in commit order.
+    /// The correlation ids of everything recorded so far.
+    pub async fn recorded_ids(&self) -> HashSet<String> {
+        self.all()
+            .await
+            .into_iter()
+            .filter_map(|o| o.correlation_id)
+            .collect()
+    }
+
     pub async fn all(&self) -> Vec<Observation> {
         let mut out = Vec::new();
         loop {
@@ -385,12 +394,7 @@ pub async fn many_none_lost(case: Case) {
     if case.durable {
         until_recorded(&bench, &mut feed, ids.len()).await;
         listener.stop().await;
-        let recorded: HashSet<String> = bench
-            .all()
-            .await
-            .into_iter()
-            .filter_map(|o| o.correlation_id)
-            .collect();
+        let recorded = bench.recorded_ids().await;
         let missing: Vec<&String> = ids.iter().filter(|id| !recorded.contains(*id)).collect();
         assert!(
             missing.is_empty(),
@@ -403,12 +407,7 @@ pub async fn many_none_lost(case: Case) {
         // every message that did not (by their counts or their windows).
         let _ = tokio::time::timeout(PATIENCE, until_recorded(&bench, &mut feed, ids.len())).await;
         listener.stop().await;
-        let recorded: HashSet<String> = bench
-            .all()
-            .await
-            .into_iter()
-            .filter_map(|o| o.correlation_id)
-            .collect();
+        let recorded = bench.recorded_ids().await;
         let missing: Vec<(String, i64)> = sent
             .iter()
             .filter(|(id, _)| !recorded.contains(id))
@@ -451,12 +450,7 @@ pub async fn restart_loses_nothing(case: Case) {
     let deadline = Instant::now() + PATIENCE * 4;
     let expected: HashSet<&String> = ids.iter().collect();
     loop {
-        let recorded: HashSet<String> = bench
-            .all()
-            .await
-            .into_iter()
-            .filter_map(|o| o.correlation_id)
-            .collect();
+        let recorded = bench.recorded_ids().await;
         if expected.iter().all(|id| recorded.contains(*id)) {
             break;
         }
