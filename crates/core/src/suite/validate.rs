@@ -42,7 +42,7 @@ use serde_json_path::JsonPath;
 use super::diagnostic::Diagnostic;
 use super::locate::{Loc, SpanIndex, YamlPath};
 use crate::model::{
-    AwsEndpoint, ChannelSpec, Connection, DurationSpec, Expectation, Predicate, SendStep, Suite,
+    ChannelSpec, DurationSpec, Expectation, Predicate, ProblemKind, SendStep, Suite,
 };
 use crate::template::{EXPRESSIONS, Template, TemplateError};
 
@@ -202,346 +202,27 @@ fn check_correlate(c: &mut Checker<'_>, suite: &Suite) {
 
 fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
     let opts = path.key(spec.transport());
-    match spec {
-        ChannelSpec::Http(http) => {
-            check_template(c, &opts.key("url"), &http.url);
-            check_http_url(c, &opts.key("url"), &http.url);
-            let method = http.method.trim();
-            if method.is_empty() || !method.bytes().all(is_token_byte) {
-                c.value(
-                    &opts.key("method"),
-                    format!("`{}` is not an HTTP method", http.method),
-                    "write a method such as `POST`, `PUT` or `GET`",
-                );
-            }
-            for (name, value) in &http.headers {
-                check_template(c, &opts.key("headers").key(name), value);
-                check_header(c, &opts.key("headers").key(name), name, value);
-            }
-            if let Some(t) = http.timeout {
-                positive(c, &opts.key("timeout"), t);
-            }
-        }
-        ChannelSpec::Webhook(hook) => {
-            if let Err(why) = host_port(&hook.listen) {
-                c.value(
-                    &opts.key("listen"),
-                    format!("`listen` must be `host:port`, not `{}`: {why}", hook.listen),
-                    "write it like `127.0.0.1:7002` (port 0 picks a free port)",
-                );
-            }
-            if !hook.path.starts_with('/') {
-                c.value(
-                    &opts.key("path"),
-                    format!("a webhook path must start with `/`, not `{}`", hook.path),
-                    format!("write `path: /{}`", hook.path),
-                );
-            }
-        }
-        ChannelSpec::Dir(dir) => {
-            if let Some(name) = &dir.file_name {
-                check_template(c, &opts.key("file_name"), name);
-                let literal = without_templates(name, "");
-                if name.trim().is_empty()
-                    || literal.contains(['/', '\\', '\0'])
-                    || matches!(literal.as_str(), "." | "..")
-                {
-                    c.value(
-                        &opts.key("file_name"),
-                        format!("`file_name` must be a plain file name, not `{name}`"),
-                        "files are written inside the channel's `path`: give a name without \
-                         `/`, such as `{{ correlation_id }}.json`",
-                    );
-                }
-            }
-        }
-        ChannelSpec::Nats(n) => {
-            check_template(c, &opts.key("subject"), &n.subject);
-            check_connection(c, &opts, n, false);
-            if n.buffer == Some(0) {
-                c.value(
-                    &opts.key("buffer"),
-                    "`buffer` must be at least 1",
-                    "leave it out for the default of 1,048,576 messages",
-                );
-            }
-        }
-        ChannelSpec::JetStream(j) => {
-            check_template(c, &opts.key("stream"), &j.stream);
-            check_template(c, &opts.key("subject"), &j.subject);
-            if let Some(d) = &j.durable {
-                check_template(c, &opts.key("durable"), d);
-            }
-            if let Some(t) = j.ack_wait {
-                positive(c, &opts.key("ack_wait"), t);
-            }
-            check_connection(c, &opts, j, false);
-        }
-        ChannelSpec::RedisStream(r) => {
-            check_template(c, &opts.key("stream"), &r.stream);
-            if let Some(g) = &r.group {
-                check_template(c, &opts.key("group"), g);
-            }
-            check_connection(c, &opts, r, true);
-        }
-        ChannelSpec::RedisPubSub(r) => {
-            exactly_one(
-                c,
-                &opts,
-                &[
-                    ("channel", r.channel.is_some()),
-                    ("pattern", r.pattern.is_some()),
-                ],
-                "a `redis_pubsub` channel needs `channel` or `pattern`",
-                "give `channel: NAME` (PUBLISH / SUBSCRIBE) or, for a listener, \
-                 `pattern: GLOB` (PSUBSCRIBE)",
-            );
-            for (key, v) in [("channel", &r.channel), ("pattern", &r.pattern)] {
-                if let Some(v) = v {
-                    check_template(c, &opts.key(key), v);
-                }
-            }
-            check_connection(c, &opts, r, true);
-        }
-        ChannelSpec::Amqp(a) => {
-            for (key, v) in [
-                ("exchange", &a.exchange),
-                ("routing_key", &a.routing_key),
-                ("queue", &a.queue),
-            ] {
-                if let Some(v) = v {
-                    check_template(c, &opts.key(key), v);
-                }
-            }
-            if a.prefetch == Some(0) {
-                c.value(
-                    &opts.key("prefetch"),
-                    "`prefetch` must be at least 1",
-                    "leave it out for the default of 512 unacknowledged deliveries",
-                );
-            }
-            check_connection(c, &opts, a, false);
-        }
-        ChannelSpec::Mqtt(m) => {
-            check_template(c, &opts.key("topic"), &m.topic);
-            if m.qos > 2 {
-                c.value(
-                    &opts.key("qos"),
-                    format!("MQTT QoS must be 0, 1 or 2, not {}", m.qos),
-                    "use 1 (at least once) unless the SUT publishes with 0 or 2",
-                );
-            }
-            check_connection(c, &opts, m, false);
-        }
-        ChannelSpec::Kafka(k) => {
-            check_template(c, &opts.key("topic"), &k.topic);
-            for (key, v) in [("key", &k.key), ("group", &k.group)] {
-                if let Some(v) = v {
-                    check_template(c, &opts.key(key), v);
-                }
-            }
-            if k.brokers.trim().is_empty() {
-                c.value(
-                    &opts.key("brokers"),
-                    "`brokers` is empty",
-                    "write the bootstrap servers, e.g. `127.0.0.1:9092`",
-                );
-            }
-            check_connection(c, &opts, k, false);
-        }
-        ChannelSpec::S3(s3) => {
-            check_template(c, &opts.key("bucket"), &s3.bucket);
-            for (key, v) in [
-                ("key", &s3.key),
-                ("prefix", &s3.prefix),
-                ("notifications", &s3.notifications),
-                ("notifications_topic", &s3.notifications_topic),
-                ("notifications_bus", &s3.notifications_bus),
-            ] {
-                if let Some(v) = v {
-                    check_template(c, &opts.key(key), v);
-                }
-            }
-            let sources = [
-                ("notifications", s3.notifications.is_some()),
-                ("notifications_topic", s3.notifications_topic.is_some()),
-                ("notifications_bus", s3.notifications_bus.is_some()),
-            ];
-            if let [_, (second, _), ..] = sources
-                .iter()
-                .filter(|(_, set)| *set)
-                .copied()
-                .collect::<Vec<_>>()[..]
-            {
-                c.key(
-                    &opts.key(second),
-                    "an `s3` channel takes its notifications from one place only",
-                    "keep one of `notifications` (a queue the bucket notifies), \
-                     `notifications_topic` (a topic it notifies) and `notifications_bus` (an \
-                     EventBridge bus it notifies)",
-                );
-            }
-            if let Some(d) = s3.poll_max {
-                positive(c, &opts.key("poll_max"), d);
-            }
-            check_aws(c, &opts, s3);
-        }
-        ChannelSpec::Sqs(q) => {
-            check_template(c, &opts.key("queue"), &q.queue);
-            for (key, v) in [("group_id", &q.group_id), ("dedup_id", &q.dedup_id)] {
-                if let Some(v) = v {
-                    check_template(c, &opts.key(key), v);
-                    if !q.is_fifo() {
-                        c.key(
-                            &opts.key(key),
-                            format!(
-                                "`{key}` is only for FIFO queues, and `{}` is not one",
-                                q.queue
-                            ),
-                            "remove it, or name a FIFO queue (its name ends in `.fifo`)",
-                        );
-                    }
-                }
-            }
-            if let Some(w) = q.wait
-                && !(Duration::from_secs(1)..=Duration::from_secs(20)).contains(&w.0)
-            {
-                c.value(
-                    &opts.key("wait"),
-                    format!("SQS long polling waits 1 s to 20 s per receive, not {w}"),
-                    "write `wait: 20s` or less, and at least `1s` (a message is returned as soon \
-                     as it arrives, so a longer wait costs nothing)",
-                );
-            }
-            if let Some(v) = q.visibility_timeout {
-                positive(c, &opts.key("visibility_timeout"), v);
-                if v.0 > Duration::from_secs(12 * 3600) {
-                    c.value(
-                        &opts.key("visibility_timeout"),
-                        format!("SQS allows a visibility timeout of at most 12 h, not {v}"),
-                        "write `visibility_timeout: 30s` or leave it out",
-                    );
-                }
-            }
-            check_aws(c, &opts, q);
-        }
-        ChannelSpec::Sns(t) => {
-            check_template(c, &opts.key("topic"), &t.topic);
-            if let Some(p) = &t.filter_policy {
-                json_object(
-                    c,
-                    &opts.key("filter_policy"),
-                    p,
-                    ("an SNS filter policy", "{ kind: [order] }"),
-                );
-            }
-            check_aws(c, &opts, t);
-        }
-        ChannelSpec::EventBridge(e) => {
-            check_template(c, &opts.key("bus"), &e.bus);
-            if let Some(p) = &e.pattern {
-                json_object(
-                    c,
-                    &opts.key("pattern"),
-                    p,
-                    ("an EventBridge event pattern", "{ source: [orders] }"),
-                );
-            }
-            if e.create && e.bus == "default" {
-                c.key(
-                    &opts.key("create"),
-                    "`create` cannot create the `default` event bus: every account has it",
-                    "remove `create`, or name a bus of your own in `bus`",
-                );
-            }
-            check_aws(c, &opts, e);
+    let below = |keys: &[String]| keys.iter().fold(opts.clone(), |at, k| at.key(k));
+    // The templates as written: rendering happens later, on a copy.
+    let mut written = spec.clone();
+    for t in written.options_mut().run_templates() {
+        check_template(c, &below(&t.at), t.value);
+    }
+    let events = spec.options().event_templates();
+    for t in events.key.iter().chain(events.fifo.iter().flatten()) {
+        if let Some(template) = t.written {
+            check_template(c, &opts.key(t.key), template);
         }
     }
-}
-
-/// The region and endpoint every AWS channel may set.
-fn check_aws(c: &mut Checker<'_>, opts: &YamlPath, channel: &dyn AwsEndpoint) {
-    if let Some(region) = channel.region()
-        && (region.trim().is_empty() || region.contains(char::is_whitespace))
-    {
-        c.value(
-            &opts.key("region"),
-            format!("`{region}` is not an AWS region"),
-            "write a region such as `eu-west-1`, or leave it out to use `AWS_REGION`",
-        );
-    }
-    if let Some(endpoint) = channel.endpoint()
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
-        c.value(
-            &opts.key("endpoint"),
-            format!("the endpoint must be an http:// or https:// URL, not `{endpoint}`"),
-            "write it like `http://127.0.0.1:5055`, or leave it out to use `AWS_ENDPOINT_URL`",
-        );
-    }
-}
-
-/// `what`: the option's description and an example of it.
-fn json_object(c: &mut Checker<'_>, at: &YamlPath, v: &Value, what: (&str, &str)) {
-    if !v.is_object() {
-        c.value(
-            at,
-            format!("{} must be a JSON object", what.0),
-            format!("write it as a mapping, e.g. `{}`", what.1),
-        );
-    }
-}
-
-/// The connection options every broker channel shares. `password_alone`: the transport
-/// accepts a password without a user name (Redis `AUTH password`).
-fn check_connection(
-    c: &mut Checker<'_>,
-    opts: &YamlPath,
-    channel: &dyn Connection,
-    password_alone: bool,
-) {
-    let (tls, auth) = (channel.tls(), channel.auth());
-    if let Some(t) = channel.connect_timeout() {
-        positive(c, &opts.key("connect_timeout"), t);
-    }
-    if let Some(tls) = tls
-        && tls.cert.is_some() != tls.key.is_some()
-    {
-        let (given, missing) = if tls.cert.is_some() {
-            ("cert", "key")
-        } else {
-            ("key", "cert")
-        };
-        c.key(
-            &opts.key("tls").key(given),
-            format!("`tls.{given}` is given without `tls.{missing}`"),
-            "a client certificate needs both `cert` and `key` (PEM files)",
-        );
-    }
-    if let Some(auth) = auth {
-        let at = opts.key("auth");
-        let vars = [
-            ("username_env", &auth.username_env),
-            ("password_env", &auth.password_env),
-            ("token_env", &auth.token_env),
-        ];
-        for (key, var) in vars {
-            if let Some(var) = var
-                && (var.is_empty() || var.contains(['=', '\0', ' ']))
-            {
-                c.value(
-                    &at.key(key),
-                    format!("`{key}` must name an environment variable, not `{var}`"),
-                    "write the variable's name, e.g. `BROKER_PASSWORD`; never the secret itself",
-                );
+    for problem in spec.options().problems() {
+        let at = below(&problem.at);
+        match problem.kind {
+            ProblemKind::Value(message) => c.value(&at, message, problem.help),
+            ProblemKind::Key(message) => c.key(&at, message, problem.help),
+            ProblemKind::AtMostOne(keys) => {
+                let set: Vec<(&str, bool)> = keys.iter().map(|k| (*k, true)).collect();
+                at_most_one(c, &at, &set, &problem.help);
             }
-        }
-        if auth.password_env.is_some() && auth.username_env.is_none() && !password_alone {
-            c.key(
-                &at.key("password_env"),
-                "`auth.password_env` is given without `auth.username_env`",
-                "name the variable holding the user name too",
-            );
         }
     }
 }
@@ -572,87 +253,6 @@ fn check_headerless(
     );
 }
 
-fn host_port(s: &str) -> Result<(), &'static str> {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("there is no port");
-    };
-    if host.is_empty() {
-        return Err("the host is missing");
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err("an IPv6 host must be in brackets");
-    }
-    port.parse::<u16>()
-        .map(drop)
-        .map_err(|_| "the port is not a number from 0 to 65535")
-}
-
-/// `text` with every `{{ … }}` replaced by `with`: the shape a template renders to.
-fn without_templates(text: &str, with: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        match rest[open..].find("}}") {
-            Some(close) => {
-                out.push_str(with);
-                rest = &rest[open + close + 2..];
-            }
-            None => {
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn check_http_url(c: &mut Checker<'_>, at: &YamlPath, raw: &str) {
-    // Per-run templates (`{{ run_id }}`) are checked as if rendered to a plain word.
-    let shaped = without_templates(raw, "x");
-    // The URL as rendered may hold a secret from env(): shown masked.
-    let raw = crate::redact::url(raw);
-    match url::Url::parse(&shaped) {
-        Err(e) => c.value(
-            at,
-            format!("`{raw}` is not a valid URL: {e}"),
-            "write an absolute URL such as `http://127.0.0.1:7001/orders`",
-        ),
-        Ok(u) if !matches!(u.scheme(), "http" | "https") => c.value(
-            at,
-            format!(
-                "`{raw}` has the scheme `{}`; an `http` channel needs `http://` or `https://`",
-                u.scheme()
-            ),
-            "for a broker, use its own channel type (see docs/transports/)",
-        ),
-        Ok(_) => {}
-    }
-}
-
-/// RFC 9110 token characters (header names, methods).
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn check_header(c: &mut Checker<'_>, at: &YamlPath, name: &str, value: &str) {
-    if name.is_empty() || !name.bytes().all(is_token_byte) {
-        c.key(
-            at,
-            format!("`{name}` is not a valid header name"),
-            "use letters, digits and `-`, e.g. `x-tenant`",
-        );
-    }
-    let shaped = without_templates(value, "x");
-    if shaped.chars().any(|ch| ch.is_control() && ch != '\t') {
-        c.value(
-            at,
-            format!("the value of header `{name}` holds a control character (a line break?)"),
-            "a header value is one line of text",
-        );
-    }
-}
-
 /// Two channels that listen on one `host:port` (other than port 0) cannot both bind it.
 fn check_listen_addresses(c: &mut Checker<'_>, suite: &Suite) {
     let mut seen: HashMap<String, &str> = HashMap::new();
@@ -660,10 +260,9 @@ fn check_listen_addresses(c: &mut Checker<'_>, suite: &Suite) {
         let ChannelSpec::Webhook(hook) = spec else {
             continue;
         };
-        let listen = hook.listen.trim();
-        if listen.ends_with(":0") || host_port(listen).is_err() {
+        let Some(listen) = hook.fixed_address() else {
             continue;
-        }
+        };
         if let Some(first) = seen.insert(listen.to_owned(), name) {
             c.value(
                 &YamlPath::root()
@@ -1360,17 +959,6 @@ mod tests {
         assert_eq!(list(["a", "b", "c"]), "`a`, `b` and `c`");
         assert_eq!(list(Vec::<&str>::new()), "nothing");
         assert_eq!(list_or(["a", "b"]), "`a` or `b`");
-    }
-
-    #[test]
-    fn listen_addresses_need_host_and_port() {
-        assert_eq!(host_port("127.0.0.1:7002"), Ok(()));
-        assert_eq!(host_port("localhost:0"), Ok(()));
-        assert_eq!(host_port("[::1]:80"), Ok(()));
-        assert!(host_port("7002").is_err());
-        assert!(host_port(":7002").is_err());
-        assert!(host_port("::1:80").is_err());
-        assert!(host_port("host:99999").is_err());
     }
 
     #[test]

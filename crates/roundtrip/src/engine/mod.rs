@@ -452,58 +452,12 @@ fn render_channel(
     run_id: &str,
 ) -> Result<ChannelSpec, HarnessError> {
     let mut spec = spec.clone();
-    let field = |value: &mut String, what: &str| -> Result<(), HarnessError> {
-        *value = render_once(value, || format!("{what} of channel `{name}`"), run_id)?;
-        Ok(())
-    };
-    let optional = |value: &mut Option<String>, what: &str| -> Result<(), HarnessError> {
-        match value {
-            Some(v) => field(v, what),
-            None => Ok(()),
-        }
-    };
-    match &mut spec {
-        ChannelSpec::Http(http) => {
-            field(&mut http.url, "the url")?;
-            for (header, value) in &mut http.headers {
-                field(value, &format!("header `{header}`"))?;
-            }
-        }
-        ChannelSpec::Webhook(_) | ChannelSpec::Dir(_) => {}
-        ChannelSpec::Nats(n) => field(&mut n.subject, "the subject")?,
-        ChannelSpec::JetStream(j) => {
-            field(&mut j.stream, "the stream")?;
-            field(&mut j.subject, "the subject")?;
-            optional(&mut j.durable, "the durable consumer")?;
-        }
-        ChannelSpec::RedisStream(r) => {
-            field(&mut r.stream, "the stream")?;
-            optional(&mut r.group, "the group")?;
-        }
-        ChannelSpec::RedisPubSub(r) => {
-            optional(&mut r.channel, "the channel")?;
-            optional(&mut r.pattern, "the pattern")?;
-        }
-        ChannelSpec::Amqp(a) => {
-            optional(&mut a.exchange, "the exchange")?;
-            optional(&mut a.routing_key, "the routing key")?;
-            optional(&mut a.queue, "the queue")?;
-        }
-        ChannelSpec::Mqtt(m) => field(&mut m.topic, "the topic")?,
-        ChannelSpec::Kafka(k) => {
-            field(&mut k.topic, "the topic")?;
-            optional(&mut k.group, "the group")?;
-        }
-        ChannelSpec::S3(s3) => {
-            field(&mut s3.bucket, "the bucket")?;
-            optional(&mut s3.prefix, "the prefix")?;
-            optional(&mut s3.notifications, "the notifications queue")?;
-            optional(&mut s3.notifications_topic, "the notifications topic")?;
-            optional(&mut s3.notifications_bus, "the notifications bus")?;
-        }
-        ChannelSpec::Sqs(q) => field(&mut q.queue, "the queue")?,
-        ChannelSpec::Sns(t) => field(&mut t.topic, "the topic")?,
-        ChannelSpec::EventBridge(e) => field(&mut e.bus, "the bus")?,
+    for t in spec.options_mut().run_templates() {
+        *t.value = render_once(
+            t.value,
+            || format!("{} of channel `{name}`", t.what),
+            run_id,
+        )?;
     }
     Ok(spec)
 }

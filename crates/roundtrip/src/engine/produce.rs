@@ -93,38 +93,17 @@ pub(crate) fn build(
         correlate::traceparent(ctx.correlation_id, rand::random::<u64>() | 1),
     ));
 
-    let key = match channel {
-        ChannelSpec::Dir(dir) => Some(match &dir.file_name {
-            Some(t) => render(t, ctx)?,
-            None => format!("{}.json", ctx.correlation_id),
-        }),
-        ChannelSpec::Kafka(kafka) => Some(match &kafka.key {
-            Some(t) => render(t, ctx)?,
-            None => ctx.correlation_id.to_owned(),
-        }),
-        ChannelSpec::S3(s3) => Some(match &s3.key {
-            Some(t) => render(t, ctx)?,
-            None => ctx.correlation_id.to_owned(),
-        }),
-        _ => None,
+    let events = channel.options().event_templates();
+    let key = match events.key {
+        Some(t) => Some(render(t.template(), ctx)?),
+        None => None,
     };
-    let fifo = match channel {
-        ChannelSpec::Sqs(sqs) if sqs.is_fifo() => Some(Fifo {
-            group_id: match &sqs.group_id {
-                Some(t) => render(t, ctx)?,
-                None => ctx.run_id.to_owned(),
-            },
-            dedup_id: match &sqs.dedup_id {
-                Some(t) => render(t, ctx)?,
-                None => format!("{}-{}", ctx.correlation_id, ctx.seq),
-            },
+    let fifo = match events.fifo {
+        Some([group, dedup]) => Some(Fifo {
+            group_id: render(group.template(), ctx)?,
+            dedup_id: render(dedup.template(), ctx)?,
         }),
-        // A FIFO topic takes the same ids, at their defaults.
-        ChannelSpec::Sns(sns) if sns.topic.ends_with(".fifo") => Some(Fifo {
-            group_id: ctx.run_id.to_owned(),
-            dedup_id: format!("{}-{}", ctx.correlation_id, ctx.seq),
-        }),
-        _ => None,
+        None => None,
     };
     Ok(Outgoing {
         body: body.into(),
