@@ -1,7 +1,7 @@
 //! Errors that end a run before it can judge the SUT, and how they map to exit codes.
 
 use crate::store::StoreError;
-use crate::transport::registry::PlanError;
+use crate::transport::PlanError;
 use crate::transport::{ListenError, ProduceError};
 
 /// Why a run could not be carried out. A failed expectation is not an error: it is a

@@ -1,13 +1,12 @@
 //! What every broker driver shares: credentials from environment variables, TLS files,
-//! timeouts, redacted endpoints for reports, and a reconnect backoff.
+//! timeouts, and redacted endpoints for reports.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use roundtrip_core::model::{AuthOptions, DurationSpec, TlsOptions};
 
-use super::registry::PlanError;
-use super::{DriverContext, ListenError, ProduceError};
+use super::{DriverContext, PlanError};
 
 /// How long connecting may take when the channel sets no `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -119,115 +118,17 @@ pub fn redact(url: &str) -> String {
         .join(",")
 }
 
-/// A listener start failure.
-pub fn start_error(
-    channel: &str,
-    message: impl Into<String>,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> ListenError {
-    ListenError::Start {
-        channel: channel.to_owned(),
-        message: message.into(),
-        source: Some(source.into()),
-    }
-}
-
-/// A send or connect failure.
-pub fn unreachable(
-    channel: &str,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> ProduceError {
-    ProduceError::Unreachable {
-        channel: channel.to_owned(),
-        source: source.into(),
-    }
-}
-
-/// A refusal by the broker (a nack, an unroutable message).
-pub fn rejected(channel: &str, message: impl Into<String>) -> ProduceError {
-    ProduceError::Rejected {
-        channel: channel.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// Selects rustls' crypto provider for the process (aws-lc-rs), once. The broker
 /// clients link rustls with more than one provider compiled in, and rustls then refuses
 /// to guess: without this, the first TLS connection panics.
 pub fn ensure_crypto_provider() {
-    #[cfg(any(
-        feature = "nats",
-        feature = "redis",
-        feature = "amqp",
-        feature = "mqtt"
-    ))]
+    #[cfg(feature = "_rustls")]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             // Err means another part of the process installed one first: fine.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         });
-    }
-}
-
-/// The hint every connection failure ends with.
-/// (The library does not know how the servers are run; this repository's
-/// `scripts/services.sh` is documented in the transport docs, not named here.)
-pub const SERVICES_HINT: &str = "is the server running and reachable from here?";
-
-/// A message for "could not connect": what, where, why, and, when nothing answered at
-/// all (rather than a TLS or credential refusal), the hint to start the servers.
-pub fn connect_failed(what: &str, endpoint: &str, why: impl std::fmt::Display) -> String {
-    let why = why.to_string();
-    let lower = why.to_lowercase();
-    let nobody_home = [
-        "refused",
-        "timed out",
-        "timeout",
-        "unreachable",
-        "no route",
-        "reset",
-    ]
-    .iter()
-    .any(|w| lower.contains(w));
-    if nobody_home {
-        format!("connect to {what} at {endpoint}: {why}; {SERVICES_HINT}")
-    } else {
-        format!("connect to {what} at {endpoint}: {why}")
-    }
-}
-
-/// A message for "could not connect within the timeout".
-pub fn timed_out(what: &str, endpoint: &str, after: Duration) -> String {
-    format!("{what} {endpoint} did not answer within {after:?}; {SERVICES_HINT}")
-}
-
-/// Exponential reconnect backoff: 100 ms doubling to 5 s, with ±25 % jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(100),
-        }
-    }
-}
-
-impl Backoff {
-    /// The next wait.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
-        let jitter = rand::random::<f64>() * 0.5 + 0.75;
-        base.mul_f64(jitter)
-    }
-
-    /// Back to the first step after a successful reconnect.
-    pub fn reset(&mut self) {
-        *self = Backoff::default();
     }
 }
 
@@ -297,36 +198,5 @@ mod tests {
             !shown.contains("hunter2") && shown.contains("<set>"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn only_an_absent_server_gets_the_services_hint() {
-        let refused = connect_failed(
-            "NATS",
-            "nats://127.0.0.1:1",
-            "Connection refused (os error 111)",
-        );
-        assert!(refused.ends_with(SERVICES_HINT), "{refused}");
-        let tls = connect_failed(
-            "Redis",
-            "rediss://h:6390",
-            "received fatal alert: CertificateRequired",
-        );
-        assert_eq!(
-            tls,
-            "connect to Redis at rediss://h:6390: received fatal alert: CertificateRequired"
-        );
-    }
-
-    #[test]
-    fn backoff_grows_to_a_cap() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(75) && first <= Duration::from_millis(125));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_millis(6250));
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(125));
     }
 }

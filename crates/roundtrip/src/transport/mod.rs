@@ -1,10 +1,14 @@
 //! Transports: producers send events into the SUT's input channels; listeners record
 //! what comes out of its output channels.
 //!
-//! One module per transport family, each behind its own cargo feature when it needs a
-//! client library (the ones here need none). [`registry`] maps a channel's
-//! [`ChannelSpec`](roundtrip_core::model::ChannelSpec) to a driver, and answers a compiled-out transport with the feature to
-//! enable.
+//! One module per transport (`transport/<name>/`, named as suite files name it), each
+//! behind its own cargo feature when it needs a client library; `http`, `webhook` and
+//! `dir` need none. A module has the same files wherever it has both sides: `mod.rs`
+//! (its docs and the `producer` and `listener` constructors), `producer.rs`,
+//! `listener.rs`, and `conn.rs` for a connection the two share (`jetstream` connects as
+//! `nats` does, `redis_pubsub` as `redis_stream`). [`registry`] is the one list that maps
+//! a channel's [`ChannelSpec`](roundtrip_core::model::ChannelSpec) to its driver, and
+//! answers a compiled-out transport with the feature to enable.
 //!
 //! ## Contracts
 //! - A [`Producer`] resolves `send` when the transport accepted the message (an HTTP 2xx,
@@ -25,21 +29,24 @@ use roundtrip_core::observation::{NewObservation, Observation, Payload, UnixNano
 use crate::clock;
 use crate::store::{Store, StoreError};
 
+// One module per transport, named as suite files name it; `registry` is the one list of
+// them. Modules every driver shares come first.
+pub mod backoff;
+#[cfg(feature = "_broker")]
+pub mod conn;
+pub mod error;
+pub mod registry;
+
 #[cfg(feature = "amqp")]
 pub mod amqp;
 #[cfg(feature = "aws")]
 pub mod aws;
-#[cfg(any(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "aws"
-))]
-pub mod conn;
 pub mod dir;
+#[cfg(feature = "aws")]
+pub mod eventbridge;
 pub mod http;
+#[cfg(feature = "nats")]
+pub mod jetstream;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "mqtt")]
@@ -47,9 +54,18 @@ pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "redis")]
-pub mod redis;
-pub mod registry;
+pub mod redis_pubsub;
+#[cfg(feature = "redis")]
+pub mod redis_stream;
+#[cfg(feature = "aws")]
+pub mod s3;
+#[cfg(feature = "aws")]
+pub mod sns;
+#[cfg(feature = "aws")]
+pub mod sqs;
 pub mod webhook;
+
+pub use error::{ListenError, PlanError, ProduceError};
 
 /// The payload limit when a channel sets none: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
@@ -86,28 +102,6 @@ pub struct Fifo {
 pub struct Receipt {
     /// A broker message id, an HTTP status, a file path: whatever identifies the send.
     pub detail: Option<String>,
-}
-
-/// Why a send failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProduceError {
-    /// The transport answered with a refusal (e.g. HTTP 503 and a body excerpt).
-    #[error("send to `{channel}`: {message}")]
-    Rejected {
-        /// The channel.
-        channel: String,
-        /// The transport's answer, e.g. `HTTP 503 Service Unavailable: {"error":…}`.
-        message: String,
-    },
-    /// The transport could not be reached or the IO failed.
-    #[error("send to `{channel}`")]
-    Unreachable {
-        /// The channel.
-        channel: String,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
 }
 
 /// Sends events into one input channel. Shared by a scenario's concurrent sends.
@@ -167,22 +161,6 @@ impl Received {
 
 /// The header an observation carries when the broker redelivered it.
 pub const REDELIVERED_HEADER: &str = "x-roundtrip-redelivered";
-
-/// Why a listener could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ListenError {
-    /// Binding or subscribing failed (port in use, directory not creatable, …).
-    #[error("start the listener on `{channel}`: {message}")]
-    Start {
-        /// The channel.
-        channel: String,
-        /// What went wrong and what to do, e.g. `127.0.0.1:7002 is already in use`.
-        message: String,
-        /// The underlying error.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-}
 
 /// Counters a listener keeps while it runs.
 #[derive(Debug, Default)]

@@ -1,4 +1,4 @@
-//! The driver registry: maps a channel's [`ChannelSpec`] to the [`Producer`] or
+//! The driver registry, the one list of drivers: maps a channel's [`ChannelSpec`] to the [`Producer`] or
 //! [`Listener`] that implements it.
 //!
 //! Planning happens before anything starts, so every mistake a suite can make about its
@@ -28,87 +28,27 @@
 
 use roundtrip_core::model::ChannelSpec;
 
-use super::{DEFAULT_MAX_PAYLOAD, DriverContext, Listener, Producer, dir, http, webhook};
+use super::{
+    DEFAULT_MAX_PAYLOAD, DriverContext, Listener, PlanError, Producer, dir, http, webhook,
+};
 
 /// Builds a driver when its feature is compiled in; otherwise answers
 /// [`PlanError::FeatureDisabled`] naming the feature.
-macro_rules! driver {
+macro_rules! gated {
     ($feature:literal, $channel:expr, $spec:expr, $build:expr) => {{
         #[cfg(feature = $feature)]
         {
-            Ok(Box::new($build?))
+            $build
         }
         #[cfg(not(feature = $feature))]
         {
-            Err(disabled($channel, $spec, $feature))
+            Err(PlanError::FeatureDisabled {
+                channel: $channel.to_owned(),
+                needs: format!("uses the `{}` transport", $spec.transport()),
+                feature: $feature,
+            })
         }
     }};
-}
-
-#[cfg(not(all(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "aws"
-)))]
-fn disabled(channel: &str, spec: &ChannelSpec, feature: &'static str) -> PlanError {
-    PlanError::FeatureDisabled {
-        channel: channel.to_owned(),
-        needs: format!("uses the `{}` transport", spec.transport()),
-        feature,
-    }
-}
-
-/// Why a channel cannot be driven as the suite asks. Reads after "failed to plan the run:".
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    /// The suite sends to a channel whose transport can only be listened on.
-    #[error(
-        "channel `{channel}` uses the `{transport}` transport, which can only be listened on, \
-         not sent to"
-    )]
-    ListenOnly {
-        /// The channel.
-        channel: String,
-        /// The transport name, e.g. `webhook`.
-        transport: &'static str,
-    },
-    /// The suite expects something on a channel whose transport can only be sent to.
-    #[error(
-        "channel `{channel}` uses the `{transport}` transport, which can only be sent to, \
-         not listened on{hint}"
-    )]
-    SendOnly {
-        /// The channel.
-        channel: String,
-        /// The transport name, e.g. `http`.
-        transport: &'static str,
-        /// What to use instead, starting with `; ` (or empty).
-        hint: &'static str,
-    },
-    /// The channel needs a transport or capability compiled out of this build.
-    #[error(
-        "channel `{channel}` {needs}, which needs the cargo feature `{feature}` \
-         (rebuild roundtrip with `--features {feature}`)"
-    )]
-    FeatureDisabled {
-        /// The channel.
-        channel: String,
-        /// What it needs, e.g. ``uses the `nats` transport`` or `has an https URL`.
-        needs: String,
-        /// The cargo feature that provides it.
-        feature: &'static str,
-    },
-    /// The channel's options are invalid (a malformed URL, method or header).
-    #[error("channel `{channel}` is misconfigured: {message}")]
-    Invalid {
-        /// The channel.
-        channel: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
 }
 
 /// The producer for `channel`, or why the suite cannot send to it.
@@ -117,79 +57,55 @@ pub fn producer(
     spec: &ChannelSpec,
     ctx: &DriverContext,
 ) -> Result<Box<dyn Producer>, PlanError> {
+    let (name, ctx) = (channel, ctx);
     match spec {
-        ChannelSpec::Http(http) => Ok(Box::new(http::HttpProducer::new(channel, http)?)),
+        ChannelSpec::Http(c) => http::producer(name, c, ctx),
         ChannelSpec::Webhook(_) => Err(PlanError::ListenOnly {
-            channel: channel.to_owned(),
+            channel: name.to_owned(),
             transport: spec.transport(),
         }),
-        ChannelSpec::Dir(dir) => Ok(Box::new(dir::DirProducer::new(channel, dir, ctx))),
-        ChannelSpec::Nats(_c) => driver!(
-            "nats",
-            channel,
-            spec,
-            super::nats::NatsProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::JetStream(_c) => driver!(
-            "nats",
-            channel,
-            spec,
-            super::nats::JetStreamProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::RedisStream(_c) => driver!(
-            "redis",
-            channel,
-            spec,
-            super::redis::StreamProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::RedisPubSub(_c) => driver!(
-            "redis",
-            channel,
-            spec,
-            super::redis::PubSubProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Amqp(_c) => driver!(
-            "amqp",
-            channel,
-            spec,
-            super::amqp::AmqpProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Mqtt(_c) => driver!(
-            "mqtt",
-            channel,
-            spec,
-            super::mqtt::MqttProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Kafka(_c) => driver!(
-            "kafka",
-            channel,
-            spec,
-            super::kafka::KafkaProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::S3(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::S3Producer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Sqs(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::SqsProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Sns(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::SnsProducer::new(channel, _c, ctx)
-        ),
-        ChannelSpec::EventBridge(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::EventBridgeProducer::new(channel, _c, ctx)
-        ),
+        ChannelSpec::Dir(c) => dir::producer(name, c, ctx),
+        ChannelSpec::Nats(_c) => gated!("nats", name, spec, super::nats::producer(name, _c, ctx)),
+        ChannelSpec::JetStream(_c) => {
+            gated!(
+                "nats",
+                name,
+                spec,
+                super::jetstream::producer(name, _c, ctx)
+            )
+        }
+        ChannelSpec::RedisStream(_c) => {
+            gated!(
+                "redis",
+                name,
+                spec,
+                super::redis_stream::producer(name, _c, ctx)
+            )
+        }
+        ChannelSpec::RedisPubSub(_c) => {
+            gated!(
+                "redis",
+                name,
+                spec,
+                super::redis_pubsub::producer(name, _c, ctx)
+            )
+        }
+        ChannelSpec::Amqp(_c) => gated!("amqp", name, spec, super::amqp::producer(name, _c, ctx)),
+        ChannelSpec::Mqtt(_c) => gated!("mqtt", name, spec, super::mqtt::producer(name, _c, ctx)),
+        ChannelSpec::Kafka(_c) => {
+            gated!("kafka", name, spec, super::kafka::producer(name, _c, ctx))
+        }
+        ChannelSpec::S3(_c) => gated!("aws", name, spec, super::s3::producer(name, _c, ctx)),
+        ChannelSpec::Sqs(_c) => gated!("aws", name, spec, super::sqs::producer(name, _c, ctx)),
+        ChannelSpec::Sns(_c) => gated!("aws", name, spec, super::sns::producer(name, _c, ctx)),
+        ChannelSpec::EventBridge(_c) => {
+            gated!(
+                "aws",
+                name,
+                spec,
+                super::eventbridge::producer(name, _c, ctx)
+            )
+        }
     }
 }
 
@@ -199,82 +115,56 @@ pub fn listener(
     spec: &ChannelSpec,
     ctx: &DriverContext,
 ) -> Result<Box<dyn Listener>, PlanError> {
+    let (name, ctx) = (channel, ctx);
     match spec {
         ChannelSpec::Http(_) => Err(PlanError::SendOnly {
-            channel: channel.to_owned(),
+            channel: name.to_owned(),
             transport: spec.transport(),
             hint: "; to receive the calls the SUT makes, use a `webhook` channel",
         }),
-        ChannelSpec::Webhook(webhook) => {
-            Ok(Box::new(webhook::WebhookListener::new(channel, webhook)?))
+        ChannelSpec::Webhook(c) => webhook::listener(name, c, ctx),
+        ChannelSpec::Dir(c) => dir::listener(name, c, ctx),
+        ChannelSpec::Nats(_c) => gated!("nats", name, spec, super::nats::listener(name, _c, ctx)),
+        ChannelSpec::JetStream(_c) => {
+            gated!(
+                "nats",
+                name,
+                spec,
+                super::jetstream::listener(name, _c, ctx)
+            )
         }
-        ChannelSpec::Dir(dir) => Ok(Box::new(dir::DirListener::new(channel, dir, ctx))),
-        ChannelSpec::Nats(_c) => driver!(
-            "nats",
-            channel,
-            spec,
-            super::nats::NatsListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::JetStream(_c) => driver!(
-            "nats",
-            channel,
-            spec,
-            super::nats::JetStreamListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::RedisStream(_c) => driver!(
-            "redis",
-            channel,
-            spec,
-            super::redis::StreamListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::RedisPubSub(_c) => driver!(
-            "redis",
-            channel,
-            spec,
-            super::redis::PubSubListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Amqp(_c) => driver!(
-            "amqp",
-            channel,
-            spec,
-            super::amqp::AmqpListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Mqtt(_c) => driver!(
-            "mqtt",
-            channel,
-            spec,
-            super::mqtt::MqttListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Kafka(_c) => driver!(
-            "kafka",
-            channel,
-            spec,
-            super::kafka::KafkaListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::S3(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::S3Listener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Sqs(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::SqsListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::Sns(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::SnsListener::new(channel, _c, ctx)
-        ),
-        ChannelSpec::EventBridge(_c) => driver!(
-            "aws",
-            channel,
-            spec,
-            super::aws::EventBridgeListener::new(channel, _c, ctx)
-        ),
+        ChannelSpec::RedisStream(_c) => {
+            gated!(
+                "redis",
+                name,
+                spec,
+                super::redis_stream::listener(name, _c, ctx)
+            )
+        }
+        ChannelSpec::RedisPubSub(_c) => {
+            gated!(
+                "redis",
+                name,
+                spec,
+                super::redis_pubsub::listener(name, _c, ctx)
+            )
+        }
+        ChannelSpec::Amqp(_c) => gated!("amqp", name, spec, super::amqp::listener(name, _c, ctx)),
+        ChannelSpec::Mqtt(_c) => gated!("mqtt", name, spec, super::mqtt::listener(name, _c, ctx)),
+        ChannelSpec::Kafka(_c) => {
+            gated!("kafka", name, spec, super::kafka::listener(name, _c, ctx))
+        }
+        ChannelSpec::S3(_c) => gated!("aws", name, spec, super::s3::listener(name, _c, ctx)),
+        ChannelSpec::Sqs(_c) => gated!("aws", name, spec, super::sqs::listener(name, _c, ctx)),
+        ChannelSpec::Sns(_c) => gated!("aws", name, spec, super::sns::listener(name, _c, ctx)),
+        ChannelSpec::EventBridge(_c) => {
+            gated!(
+                "aws",
+                name,
+                spec,
+                super::eventbridge::listener(name, _c, ctx)
+            )
+        }
     }
 }
 

@@ -7,35 +7,17 @@ use roundtrip::core::model::*;
 use super::checks::{self, Case};
 
 /// Messages in the restart test, for brokers that keep everything for a listener.
-#[cfg(any(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka"
-))]
+#[cfg(feature = "_broker")]
 const RESTART: u64 = 2_000;
 /// Messages in the volume test.
-#[cfg(any(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka"
-))]
+#[cfg(feature = "_broker")]
 const MANY: u64 = 10_000;
 /// Mosquitto queues at most 1,000 messages for an offline client by default.
 #[cfg(feature = "mqtt")]
 const MQTT_RESTART: u64 = 800;
 
 /// Short, so that an unreachable server fails fast.
-#[cfg(any(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka"
-))]
+#[cfg(feature = "_broker")]
 fn connect_timeout() -> Option<DurationSpec> {
     Some(DurationSpec(std::time::Duration::from_secs(2)))
 }
@@ -707,7 +689,7 @@ async fn a_dropped_redis_connection_is_a_reported_gap_and_nothing_is_lost() {
             .query_async(&mut admin)
             .await
             .expect("list");
-        let name = roundtrip::transport::redis::connection_name(&stream);
+        let name = roundtrip::transport::redis_stream::connection_name(&stream);
         let id = clients
             .lines()
             .find(|l| l.split(' ').any(|f| f == format!("name={name}")))

@@ -17,21 +17,7 @@
 //! - ordering per key where the transport promises it;
 //! - an unreachable server fails `start` and `connect` with a clear message.
 
-#[cfg(any(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "aws"
-))]
+#[cfg(any(feature = "_broker", feature = "aws"))]
 mod cases;
-#[cfg(any(
-    feature = "nats",
-    feature = "redis",
-    feature = "amqp",
-    feature = "mqtt",
-    feature = "kafka",
-    feature = "aws"
-))]
+#[cfg(any(feature = "_broker", feature = "aws"))]
 mod checks;

@@ -1,5 +1,6 @@
-//! AWS transports (feature `aws`): `s3`, `sqs`, `sns` and `eventbridge`, with the AWS SDK
-//! for Rust.
+//! What the AWS transports (feature `aws`: [`s3`](super::s3), [`sqs`](super::sqs),
+//! [`sns`](super::sns) and [`eventbridge`](super::eventbridge)) share, on the AWS SDK for
+//! Rust.
 //!
 //! Region, endpoint and credentials come from the standard AWS configuration, with the
 //! channel's `region` and `endpoint` overriding the first two, so one suite runs against
@@ -13,18 +14,7 @@
 //! [`crate::aws`] for how such harness-owned resources are named and swept.
 
 pub mod cleanup;
-mod eventbridge;
-mod queue;
-mod s3;
-mod sns;
-mod sqs;
-
-pub use eventbridge::{
-    DEFAULT_DETAIL_TYPE, DEFAULT_SOURCE, EventBridgeListener, EventBridgeProducer,
-};
-pub use s3::{DEFAULT_POLL_MAX, POLL_MIN, S3Listener, S3Producer};
-pub use sns::{SnsListener, SnsProducer};
-pub use sqs::{SqsListener, SqsProducer};
+pub(crate) mod queue;
 
 /// A failed send: a refusal when the service answered (rejected: a bad message, a missing
 /// queue), unreachable otherwise (connection, timeout, credentials).
@@ -38,8 +28,20 @@ where
 {
     let why = crate::aws::service_error(error);
     if error.as_service_error().is_some() {
-        crate::transport::conn::rejected(channel, why)
+        crate::transport::error::rejected(channel, why)
     } else {
-        crate::transport::conn::unreachable(channel, why)
+        crate::transport::error::unreachable(channel, why)
+    }
+}
+
+/// An error, with what could not be removed after it.
+pub(crate) fn with_cleanup(error: String, failures: Vec<String>) -> String {
+    if failures.is_empty() {
+        error
+    } else {
+        format!(
+            "{error} (and cleanup failed: {}; `roundtrip aws-cleanup` removes leftovers)",
+            failures.join("; ")
+        )
     }
 }

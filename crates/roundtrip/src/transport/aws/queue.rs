@@ -21,7 +21,7 @@ use base64::Engine as _;
 use tokio::sync::oneshot;
 
 use crate::aws::service_error;
-use crate::transport::conn::Backoff;
+use crate::transport::backoff::Backoff;
 use crate::transport::{ObservationSink, Received};
 
 /// The message attribute that says a body was base64-encoded by the producer because
@@ -503,7 +503,7 @@ pub(crate) fn text_message(
 ) -> Result<(String, Vec<(String, String)>), crate::transport::ProduceError> {
     let (body, base64) = text_body(&message.body);
     let attributes = attributes(&message.headers, base64)
-        .map_err(|e| crate::transport::conn::rejected(channel, e))?;
+        .map_err(|e| crate::transport::error::rejected(channel, e))?;
     Ok((body, attributes))
 }
 

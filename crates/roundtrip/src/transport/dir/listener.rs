@@ -1,29 +1,5 @@
-//! The `dir` transport: a directory as a channel, the local stand-in for an object store.
-//!
-//! ## Producer
-//! Each event becomes one file, `<path>/<key>`, where the key is the channel's rendered
-//! `file_name` (by default `<correlation id>.json`). The file is written atomically: the
-//! body goes to a hidden temporary file in the same directory (`.<name>.tmp-<uuid>`),
-//! is flushed to disk, then renamed into place, so a reader never sees half a file.
-//! The directory is created if missing.
-//!
-//! ## Listener
-//! Watches the directory (created if missing) for new files, without a platform file
-//! watcher: it compares directory listings, every 2 ms while files keep arriving, backing
-//! off to every 50 ms when idle. The run's report says the listener polls.
-//!
-//! - Files present when the listener starts are not observations.
-//! - Dotfiles and names containing `.tmp` are ignored (temporary files of writers that
-//!   rename into place), and so are names without the channel's `suffix`, if it has one.
-//! - Each new file is read once, in full, and recorded with its name as the key; it is
-//!   never recorded again during the run, even if it is rewritten.
-//! - Writers must create files atomically (write elsewhere, then rename into the
-//!   directory), as the producer does: a file written in place may be read before it is
-//!   complete.
-//! - [`RunningListener::stop`] scans one last time, so every file renamed in before the
-//!   stop is recorded.
-//!
-//! Files stay where they are, so a run records them at least once.
+//! The `dir` listener: compares directory listings, every 2 ms while files arrive and
+//! every 50 ms when idle.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -33,113 +9,18 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use roundtrip_core::model::DirChannel;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::{
-    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
-    Receipt, Received, RunningListener,
+use crate::transport::dir::{MAX_FILE, resolve};
+use crate::transport::{
+    DriverContext, ListenError, Listener, ObservationSink, Received, RunningListener,
 };
 
 /// The polling interval while files keep arriving.
 const ACTIVE_INTERVAL: Duration = Duration::from_millis(2);
+
 /// The polling interval once the directory has been quiet for a while.
 const IDLE_INTERVAL: Duration = Duration::from_millis(50);
-/// The largest file the listener reads; larger files are counted as faults.
-pub const MAX_FILE: u64 = 64 << 20;
-
-fn resolve(base_dir: &Path, path: &str) -> PathBuf {
-    let path = Path::new(path);
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base_dir.join(path)
-    }
-}
-
-/// An IO failure on a path; the message names the path.
-#[derive(Debug, thiserror::Error)]
-#[error("{what} {}", path.display())]
-struct PathError {
-    what: &'static str,
-    path: PathBuf,
-    #[source]
-    source: io::Error,
-}
-
-/// Writes each event as a file into a directory.
-#[derive(Debug)]
-pub struct DirProducer {
-    channel: String,
-    dir: PathBuf,
-}
-
-impl DirProducer {
-    /// A producer for `channel`, writing into its `path` (relative to the suite file).
-    pub fn new(channel: &str, spec: &DirChannel, ctx: &DriverContext) -> DirProducer {
-        DirProducer {
-            channel: channel.to_owned(),
-            dir: resolve(&ctx.base_dir, &spec.path),
-        }
-    }
-
-    fn unreachable(&self, what: &'static str, path: PathBuf, source: io::Error) -> ProduceError {
-        ProduceError::Unreachable {
-            channel: self.channel.clone(),
-            source: Box::new(PathError { what, path, source }),
-        }
-    }
-}
-
-/// Why `name` cannot be a file name in the channel's directory, if it cannot.
-fn check_file_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the file name is empty".to_owned());
-    }
-    if name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-        return Err(format!(
-            "the file name `{name}` is not a plain name (no `/`, `\\`, `.` or `..`)"
-        ));
-    }
-    Ok(())
-}
-
-#[async_trait]
-impl Producer for DirProducer {
-    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
-        let name = message
-            .key
-            .unwrap_or_else(|| format!("{}.json", message.correlation_id));
-        check_file_name(&name).map_err(|m| ProduceError::Rejected {
-            channel: self.channel.clone(),
-            message: m,
-        })?;
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| self.unreachable("create the directory", self.dir.clone(), e))?;
-        let target = self.dir.join(&name);
-        let tmp = self
-            .dir
-            .join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
-        let written = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            file.write_all(&message.body).await?;
-            file.sync_all().await
-        }
-        .await;
-        if let Err(e) = written {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.unreachable("write", tmp, e));
-        }
-        if let Err(e) = tokio::fs::rename(&tmp, &target).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.unreachable("rename a temporary file to", target, e));
-        }
-        Ok(Receipt {
-            detail: Some(target.display().to_string()),
-        })
-    }
-}
 
 /// Watches a directory for new files.
 #[derive(Debug)]
@@ -321,30 +202,5 @@ impl Watcher {
         };
         // A store failure is counted by the sink; the file is not retried.
         let _ = self.sink.record(received).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_must_be_plain() {
-        assert!(check_file_name("a.json").is_ok());
-        assert!(check_file_name("").is_err());
-        assert!(check_file_name("..").is_err());
-        assert!(check_file_name("a/b.json").is_err());
-    }
-
-    #[test]
-    fn relative_paths_resolve_against_the_suite_directory() {
-        assert_eq!(
-            resolve(Path::new("/suites"), "out"),
-            PathBuf::from("/suites/out")
-        );
-        assert_eq!(
-            resolve(Path::new("/suites"), "/tmp/x"),
-            PathBuf::from("/tmp/x")
-        );
     }
 }

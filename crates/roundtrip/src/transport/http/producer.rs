@@ -1,16 +1,4 @@
-//! The `http` producer: each event is one HTTP request to the SUT.
-//!
-//! The request carries the channel's method and URL, the channel's headers followed by
-//! the message's (correlation id, run id, `traceparent`, the step's headers), and the
-//! body with its content type (unless a header sets `content-type` itself). Each request
-//! has its own timeout (the channel's `timeout`, 10 s by default). One HTTP client per
-//! producer keeps connections alive across a scenario's sends.
-//!
-//! A 2xx answer means the SUT accepted the event. Any other status is a
-//! [`ProduceError::Rejected`] quoting the status and the start of the answer's body; a
-//! connection failure or a timeout is [`ProduceError::Unreachable`] naming the URL.
-//!
-//! `https://` URLs need the cargo feature `tls`.
+//! The `http` producer: one request per event, 2xx meaning accepted.
 
 use std::time::Duration;
 
@@ -19,8 +7,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use roundtrip_core::model::HttpChannel;
 
-use super::registry::PlanError;
-use super::{Outgoing, ProduceError, Producer, Receipt};
+use crate::transport::{Outgoing, PlanError, ProduceError, Producer, Receipt};
 
 /// The per-request timeout when the channel sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

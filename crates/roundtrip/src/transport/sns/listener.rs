@@ -1,139 +1,18 @@
-//! `sns`: publish to a topic; listen by subscribing a queue the harness creates for the
-//! run (raw message delivery, so message attributes arrive as headers), and remove the
-//! subscription and the queue when the listener stops.
+//! The `sns` listener: a queue of its own subscribed to the topic for the run.
 
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
-use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use roundtrip_core::model::SnsChannel;
-use tokio::sync::OnceCell;
 
-use super::queue::{self, OwnedQueue, Plain, QueueSource, Teardown as _};
 use crate::aws::{describe_endpoint, load_config, owned_name, service_error};
-use crate::transport::conn::{rejected, start_error, unreachable};
-use crate::transport::registry::PlanError;
+use crate::transport::aws::queue::{self, OwnedQueue, Plain, QueueSource, Teardown as _};
+use crate::transport::aws::with_cleanup;
+use crate::transport::error::start_error;
+use crate::transport::sns::topic_arn;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
-    Receipt, RunningListener,
+    DriverContext, ListenError, Listener, ObservationSink, PlanError, RunningListener,
 };
-
-/// The ARN of `topic` (a name or an ARN), creating it when `create`.
-async fn topic_arn(client: &Client, topic: &str, create: bool) -> Result<String, String> {
-    if create {
-        let name = topic.rsplit(':').next().unwrap_or(topic);
-        let mut request = client.create_topic().name(name);
-        if name.ends_with(".fifo") {
-            request = request.attributes("FifoTopic", "true");
-        }
-        return request
-            .send()
-            .await
-            .map_err(|e| format!("create topic `{name}`: {}", service_error(&e)))?
-            .topic_arn
-            .ok_or_else(|| format!("create topic `{name}`: SNS returned no ARN"));
-    }
-    if topic.starts_with("arn:") {
-        client
-            .get_topic_attributes()
-            .topic_arn(topic)
-            .send()
-            .await
-            .map_err(|e| format!("topic {topic}: {}", service_error(&e)))?;
-        return Ok(topic.to_owned());
-    }
-    let suffix = format!(":{topic}");
-    let mut pages = client.list_topics().into_paginator().items().send();
-    while let Some(item) = pages.next().await {
-        let item = item.map_err(|e| format!("list topics: {}", service_error(&e)))?;
-        if let Some(arn) = item.topic_arn
-            && arn.ends_with(&suffix)
-        {
-            return Ok(arn);
-        }
-    }
-    Err(format!(
-        "topic `{topic}` does not exist; create it, or set `create: true` on the channel"
-    ))
-}
-
-#[derive(Debug)]
-struct Connected {
-    client: Client,
-    arn: String,
-}
-
-/// Publishes to an SNS topic; message attributes carry the headers.
-#[derive(Debug)]
-pub struct SnsProducer {
-    channel: String,
-    spec: SnsChannel,
-    connected: OnceCell<Connected>,
-}
-
-impl SnsProducer {
-    /// A producer for `spec` (connects on [`Producer::connect`] or the first send).
-    pub fn new(channel: &str, spec: &SnsChannel, _ctx: &DriverContext) -> Result<Self, PlanError> {
-        Ok(SnsProducer {
-            channel: channel.to_owned(),
-            spec: spec.clone(),
-            connected: OnceCell::new(),
-        })
-    }
-
-    async fn connected(&self) -> Result<&Connected, ProduceError> {
-        self.connected
-            .get_or_try_init(|| async {
-                let spec = &self.spec;
-                let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref()).await?;
-                let client = Client::new(&config);
-                let arn = topic_arn(&client, &spec.topic, spec.create)
-                    .await
-                    .map_err(|e| format!("SNS at {}: {e}", describe_endpoint(&config)))?;
-                Ok(Connected { client, arn })
-            })
-            .await
-            .map_err(|e: String| unreachable(&self.channel, e))
-    }
-}
-
-#[async_trait]
-impl Producer for SnsProducer {
-    async fn connect(&self) -> Result<(), ProduceError> {
-        self.connected().await.map(|_| ())
-    }
-
-    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
-        let connected = self.connected().await?;
-        let (body, attributes) = queue::text_message(&self.channel, &message)?;
-        let mut request = connected
-            .client
-            .publish()
-            .topic_arn(&connected.arn)
-            .message(body);
-        for (name, value) in attributes {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|e| rejected(&self.channel, e.to_string()))?;
-            request = request.message_attributes(name, value);
-        }
-        if connected.arn.ends_with(".fifo") {
-            let (group, dedup) = queue::fifo_ids(&message);
-            request = request
-                .message_group_id(group)
-                .message_deduplication_id(dedup);
-        }
-        let sent = request
-            .send()
-            .await
-            .map_err(|e| super::send_error(&self.channel, &e))?;
-        Ok(Receipt {
-            detail: sent.message_id,
-        })
-    }
-}
 
 /// Subscribes a harness-owned queue to an SNS topic for the run.
 #[derive(Debug)]
@@ -297,16 +176,4 @@ async fn subscribe(
         ));
     }
     Ok(subscription)
-}
-
-/// An error, with what could not be removed after it.
-pub(crate) fn with_cleanup(error: String, failures: Vec<String>) -> String {
-    if failures.is_empty() {
-        error
-    } else {
-        format!(
-            "{error} (and cleanup failed: {}; `roundtrip aws-cleanup` removes leftovers)",
-            failures.join("; ")
-        )
-    }
 }

@@ -1,177 +1,29 @@
-//! `s3`: put objects into a bucket; observe objects appearing in one.
-//!
-//! The listener has two modes:
-//! - **notifications** (push): the bucket sends `ObjectCreated` event notifications to an
-//!   SQS queue (`notifications`), an SNS topic (`notifications_topic`) or EventBridge
-//!   (`notifications_bus`); the listener consumes that queue, or a queue of its own
-//!   subscribed to the topic or routed to by a rule of its own for the run,
-//!   reads each new object and deletes the notification after the store committed the
-//!   object: at-least-once, and as fast as S3 notifies. The topic form lets any number
-//!   of concurrent runs each see every notification; the EventBridge form, with a
-//!   per-run `prefix`, gives each run only its own objects.
-//! - **listing** (polling, reported as such): the listener notes the objects already
-//!   there when it starts, then lists the bucket again and again, reading every new or
-//!   rewritten object. It lists again 50 ms after finding something and backs off,
-//!   with jitter, up to `poll_max` (default 1 s) while nothing comes. An object
-//!   rewritten twice between two listings is seen once: at-most-once.
-//!
-//! Object metadata carries the headers both ways (`x-amz-meta-*`), so the correlation id
-//! travels with the object; when the SUT writes a new object without it, the key (or
-//! its file stem) is the correlation fallback.
+//! The `s3` listener: new objects, from the bucket's notifications (a queue, a topic or
+//! an EventBridge bus) or by listing the bucket.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::Message;
 use roundtrip_core::model::S3Channel;
 use serde_json::Value;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::oneshot;
 
-use super::queue::{self, Decode, Decoded, OwnedQueue, QueueSource};
-use crate::aws::{describe_endpoint, error_code, load_config, service_error};
-use crate::transport::conn::{start_error, unreachable};
-use crate::transport::registry::PlanError;
+use crate::aws::{describe_endpoint, error_code, service_error};
+use crate::transport::aws::queue::{self, Decode, Decoded, OwnedQueue, QueueSource};
+use crate::transport::error::start_error;
+use crate::transport::s3::{client, ensure_bucket};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
-    Receipt, Received, RunningListener,
+    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
 };
 
 /// The default longest wait between two listings.
 pub const DEFAULT_POLL_MAX: Duration = Duration::from_secs(1);
+
 /// The wait after a listing that found something.
 pub const POLL_MIN: Duration = Duration::from_millis(50);
-
-/// An S3 client; path-style addressing whenever an endpoint is configured (emulators
-/// do not resolve bucket subdomains).
-pub(crate) async fn client(spec: &S3Channel) -> Result<(Client, aws_config::SdkConfig), String> {
-    let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref()).await?;
-    let s3 = aws_sdk_s3::config::Builder::from(&config)
-        .force_path_style(config.endpoint_url().is_some())
-        .build();
-    Ok((Client::from_conf(s3), config))
-}
-
-/// Makes sure the bucket exists: created when `create`, else checked.
-async fn ensure_bucket(
-    client: &Client,
-    config: &aws_config::SdkConfig,
-    bucket: &str,
-    create: bool,
-) -> Result<(), String> {
-    if create {
-        let mut request = client.create_bucket().bucket(bucket);
-        if let Some(region) = config.region().map(|r| r.as_ref().to_owned())
-            && region != "us-east-1"
-        {
-            request = request.create_bucket_configuration(
-                aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                        region.as_str(),
-                    ))
-                    .build(),
-            );
-        }
-        return match request.send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(format!("create bucket `{bucket}`: {}", service_error(&e))),
-        };
-    }
-    client
-        .head_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            let why = service_error(&e);
-            if why == "NotFound" {
-                format!(
-                    "bucket `{bucket}` does not exist; create it, or set `create: true` on \
-                     the channel"
-                )
-            } else {
-                format!("bucket `{bucket}`: {why}")
-            }
-        })
-}
-
-/// Puts objects; headers become object metadata.
-#[derive(Debug)]
-pub struct S3Producer {
-    channel: String,
-    spec: S3Channel,
-    client: OnceCell<Client>,
-}
-
-impl S3Producer {
-    /// A producer for `spec` (connects on [`Producer::connect`] or the first send).
-    pub fn new(channel: &str, spec: &S3Channel, _ctx: &DriverContext) -> Result<Self, PlanError> {
-        Ok(S3Producer {
-            channel: channel.to_owned(),
-            spec: spec.clone(),
-            client: OnceCell::new(),
-        })
-    }
-
-    async fn client(&self) -> Result<&Client, ProduceError> {
-        self.client
-            .get_or_try_init(|| async {
-                let (client, config) = client(&self.spec).await?;
-                ensure_bucket(&client, &config, &self.spec.bucket, self.spec.create)
-                    .await
-                    .map_err(|e| format!("S3 at {}: {e}", describe_endpoint(&config)))?;
-                Ok(client)
-            })
-            .await
-            .map_err(|e: String| unreachable(&self.channel, e))
-    }
-}
-
-#[async_trait]
-impl Producer for S3Producer {
-    async fn connect(&self) -> Result<(), ProduceError> {
-        self.client().await.map(|_| ())
-    }
-
-    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
-        let client = self.client().await?;
-        let key = message
-            .key
-            .clone()
-            .unwrap_or_else(|| message.correlation_id.clone());
-        let mut request = client
-            .put_object()
-            .bucket(&self.spec.bucket)
-            .key(&key)
-            .content_type(message.content_type)
-            .body(ByteStream::from(message.body.clone()));
-        for (name, value) in &message.headers {
-            if name.eq_ignore_ascii_case("content-type") {
-                request = request.content_type(value);
-            } else {
-                request = request.metadata(name, value);
-            }
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| super::send_error(&self.channel, &e))?;
-        Ok(Receipt {
-            detail: Some(format!("s3://{}/{key}", self.spec.bucket)),
-        })
-    }
-}
 
 /// Observes objects appearing in a bucket.
 #[derive(Debug)]
@@ -288,7 +140,7 @@ impl Listener for S3Listener {
             return Ok(queue.listen(location, sink, decode));
         }
         if let Some(bus) = &spec.notifications_bus {
-            let (_, routed) = super::eventbridge::route_to_owned_queue(
+            let (_, routed) = crate::transport::eventbridge::listener::route_to_owned_queue(
                 &config,
                 bus,
                 false,
@@ -301,7 +153,7 @@ impl Listener for S3Listener {
             return Ok(routed.listen(location, sink, decode));
         }
         if let Some(topic) = &spec.notifications_topic {
-            let (_, subscribed) = super::sns::subscribe_owned_queue(
+            let (_, subscribed) = crate::transport::sns::listener::subscribe_owned_queue(
                 &config,
                 topic,
                 spec.create,

@@ -1,143 +1,21 @@
-//! `eventbridge`: put events on a bus; listen through a rule the harness creates for the
-//! run, which routes matching events to a queue of its own; both are removed when the
-//! listener stops.
-//!
-//! Events carry no headers. The producer sends the body as the event's `detail` (a JSON
-//! object); the listener records the `detail` as the body and the envelope's `source`,
-//! `detail-type`, `id`, `time`, `account` and `region` as `eventbridge-*` headers.
+//! The `eventbridge` listener: a rule of its own routes the run's events to a queue of its
+//! own.
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
-use aws_sdk_eventbridge::types::{PutEventsRequestEntry, Target};
+use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use roundtrip_core::model::EventBridgeChannel;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
-use super::queue::{self, Decode, Decoded, OwnedQueue, QueueSource, Teardown as _};
-use super::sns::with_cleanup;
-use crate::aws::{describe_endpoint, error_code, load_config, owned_name, service_error};
-use crate::transport::conn::{rejected, start_error, unreachable};
-use crate::transport::registry::PlanError;
+use crate::aws::{describe_endpoint, load_config, owned_name, service_error};
+use crate::transport::aws::queue::{self, Decode, Decoded, OwnedQueue, QueueSource, Teardown as _};
+use crate::transport::aws::with_cleanup;
+use crate::transport::error::start_error;
+use crate::transport::eventbridge::ensure_bus;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, Outgoing, ProduceError, Producer,
-    Receipt, Received, RunningListener,
+    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
 };
-
-/// The `source` of produced events when the channel sets none.
-pub const DEFAULT_SOURCE: &str = "roundtrip";
-/// The `detail-type` of produced events when the channel sets none.
-pub const DEFAULT_DETAIL_TYPE: &str = "roundtrip.event";
-
-/// Makes sure the bus exists: created when `create`, else described.
-async fn ensure_bus(client: &Client, bus: &str, create: bool) -> Result<(), String> {
-    if create {
-        return match client.create_event_bus().name(bus).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => Ok(()),
-            Err(e) => Err(format!("create event bus `{bus}`: {}", service_error(&e))),
-        };
-    }
-    client
-        .describe_event_bus()
-        .name(bus)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("event bus `{bus}`: {}", service_error(&e)))
-}
-
-/// Puts events on an EventBridge bus.
-#[derive(Debug)]
-pub struct EventBridgeProducer {
-    channel: String,
-    spec: EventBridgeChannel,
-    client: OnceCell<Client>,
-}
-
-impl EventBridgeProducer {
-    /// A producer for `spec` (connects on [`Producer::connect`] or the first send).
-    pub fn new(
-        channel: &str,
-        spec: &EventBridgeChannel,
-        _ctx: &DriverContext,
-    ) -> Result<Self, PlanError> {
-        Ok(EventBridgeProducer {
-            channel: channel.to_owned(),
-            spec: spec.clone(),
-            client: OnceCell::new(),
-        })
-    }
-
-    async fn client(&self) -> Result<&Client, ProduceError> {
-        self.client
-            .get_or_try_init(|| async {
-                let spec = &self.spec;
-                let config = load_config(spec.region.as_deref(), spec.endpoint.as_deref()).await?;
-                let client = Client::new(&config);
-                ensure_bus(&client, &spec.bus, spec.create)
-                    .await
-                    .map_err(|e| format!("EventBridge at {}: {e}", describe_endpoint(&config)))?;
-                Ok(client)
-            })
-            .await
-            .map_err(|e: String| unreachable(&self.channel, e))
-    }
-}
-
-#[async_trait]
-impl Producer for EventBridgeProducer {
-    async fn connect(&self) -> Result<(), ProduceError> {
-        self.client().await.map(|_| ())
-    }
-
-    async fn send(&self, message: Outgoing) -> Result<Receipt, ProduceError> {
-        let client = self.client().await?;
-        let detail = match serde_json::from_slice::<Value>(&message.body) {
-            Ok(v @ Value::Object(_)) => v.to_string(),
-            _ => {
-                return Err(rejected(
-                    &self.channel,
-                    "an EventBridge event's detail must be a JSON object; send a `body:` \
-                     mapping",
-                ));
-            }
-        };
-        let entry = PutEventsRequestEntry::builder()
-            .event_bus_name(&self.spec.bus)
-            .source(self.spec.source.as_deref().unwrap_or(DEFAULT_SOURCE))
-            .detail_type(
-                self.spec
-                    .detail_type
-                    .as_deref()
-                    .unwrap_or(DEFAULT_DETAIL_TYPE),
-            )
-            .detail(detail)
-            .build();
-        let out = client
-            .put_events()
-            .entries(entry)
-            .send()
-            .await
-            .map_err(|e| super::send_error(&self.channel, &e))?;
-        let Some(result) = out.entries().first() else {
-            return Err(rejected(&self.channel, "EventBridge returned no result"));
-        };
-        if out.failed_entry_count() > 0 || result.error_code().is_some() {
-            return Err(rejected(
-                &self.channel,
-                format!(
-                    "EventBridge refused the event: {} {}",
-                    result.error_code().unwrap_or("(no code)"),
-                    result.error_message().unwrap_or_default()
-                ),
-            ));
-        }
-        Ok(Receipt {
-            detail: result.event_id().map(str::to_owned),
-        })
-    }
-}
 
 /// Routes the run's events on a bus to a harness-owned queue through a harness-owned
 /// rule.
@@ -162,7 +40,7 @@ impl EventBridgeListener {
 }
 
 /// The rule's event pattern: the channel's `pattern`, or its `source` and `detail_type`.
-pub(crate) fn event_pattern(spec: &EventBridgeChannel) -> Value {
+fn event_pattern(spec: &EventBridgeChannel) -> Value {
     if let Some(pattern) = &spec.pattern {
         return pattern.clone();
     }

@@ -1,0 +1,323 @@
+//! The `mqtt` listener: subscribed once the SUBACK grants it; with QoS 1 or more, manual
+//! acks in order after the store committed, and the broker's dropped counter watched.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use roundtrip_core::model::MqttChannel;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::transport::backoff::Backoff;
+use crate::transport::mqtt::conn::{Client, Ev, EventLoop, Message, MqttConn};
+use crate::transport::{
+    DriverContext, ListenError, Listener, ObservationSink, PlanError, RunningListener,
+};
+
+/// Messages recorded concurrently (acks still go out in arrival order).
+const IN_FLIGHT: usize = 256;
+
+/// Mosquitto's server-wide count of messages it dropped because a subscriber's queue was
+/// full. The listener watches it (where the broker publishes it) and reports increases as
+/// gaps: the broker acknowledged those messages to their publisher, and nobody else can
+/// tell that they never reached a subscriber.
+const DROPPED_TOPIC: &str = "$SYS/broker/publish/messages/dropped";
+
+/// Subscribes to a topic filter and records what arrives.
+#[derive(Debug)]
+pub struct MqttListener {
+    conn: MqttConn,
+    topic: String,
+}
+
+impl MqttListener {
+    /// Plans a listener for `channel`.
+    pub fn new(
+        channel: &str,
+        spec: &MqttChannel,
+        ctx: &DriverContext,
+    ) -> Result<MqttListener, PlanError> {
+        Ok(MqttListener {
+            conn: MqttConn::new(channel, spec, ctx)?,
+            topic: spec.topic.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Listener for MqttListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        let channel = self.conn.channel.clone();
+        let self_timeout = self.conn.timeout;
+        // A persistent session needs a stable `client_id`: under a random one it would
+        // outlive the run on the broker, queueing messages for nobody.
+        let persistent = self.conn.qos > 0 && self.conn.client_id.is_some();
+        // Acks after commit at any QoS above 0, session or not.
+        let (client, events) = self.conn.open(persistent, self.conn.qos > 0);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (messages_tx, messages_rx) = mpsc::channel::<Message>(IN_FLIGHT * 4);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let endpoint = format!("{} topic {}", self.conn.endpoint, self.topic);
+        let recorder = tokio::spawn(record_in_order(messages_rx, client.clone(), sink.clone()));
+        let task = tokio::spawn(drive_listener(
+            events,
+            client.clone(),
+            *self,
+            sink,
+            Some(ready_tx),
+            messages_tx,
+            stopped,
+            recorder,
+        ));
+        // Connecting, then the SUBACK: each may take the connect timeout.
+        match tokio::time::timeout(self_timeout * 2, ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(message))) => {
+                task.abort();
+                return Err(crate::transport::error::start_error(
+                    &channel,
+                    message,
+                    "subscribe",
+                ));
+            }
+            Ok(Err(_)) | Err(_) => {
+                task.abort();
+                return Err(crate::transport::error::start_error(
+                    &channel,
+                    format!("the MQTT listener on {endpoint} did not get a SUBACK in time"),
+                    "subscribe",
+                ));
+            }
+        }
+        Ok(RunningListener::new(
+            endpoint,
+            if persistent {
+                "at-least-once"
+            } else {
+                "at-most-once"
+            },
+            false,
+            stop,
+            task,
+        ))
+    }
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Records messages with bounded concurrency and acknowledges them in arrival order,
+/// each only after its commit.
+async fn record_in_order(messages: mpsc::Receiver<Message>, client: Client, sink: ObservationSink) {
+    use futures_util::StreamExt as _;
+    let stream = tokio_stream_of(messages);
+    stream
+        .map(|m| {
+            let sink = sink.clone();
+            async move { (sink.record(m.received).await.is_ok(), m.ack) }
+        })
+        .buffered(IN_FLIGHT)
+        .for_each(|(committed, ack)| {
+            let client = client.clone();
+            let sink = sink.clone();
+            async move {
+                if let (true, Some(ack)) = (committed, ack)
+                    && client.ack(&ack).await.is_err()
+                {
+                    sink.gap_counted("an ack could not be queued; the broker will redeliver", 0);
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Follows the broker's dropped-messages counter; the first value is the baseline.
+#[derive(Debug, Default)]
+struct DroppedCounter {
+    last: Option<u64>,
+}
+
+impl DroppedCounter {
+    fn observe(&mut self, payload: &[u8], sink: &ObservationSink) {
+        let Some(now) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        if let Some(before) = self.last
+            && now > before
+        {
+            sink.gap_counted(
+                format!(
+                    "the broker dropped {} messages by {} (server-wide `{DROPPED_TOPIC}`): a \
+                     subscriber fell behind the broker's queue limit (Mosquitto: \
+                     max_queued_messages, default 1,000); messages for this listener may \
+                     be among them",
+                    now - before,
+                    crate::clock::format_wall_now()
+                ),
+                now - before,
+            );
+        }
+        self.last = Some(now);
+    }
+}
+
+/// Polls the listener's event loop: readiness, messages, reconnects (as gaps), stop.
+#[allow(clippy::too_many_arguments)]
+async fn drive_listener(
+    mut events: EventLoop,
+    client: Client,
+    listener: MqttListener,
+    sink: ObservationSink,
+    mut ready: Option<oneshot::Sender<Result<(), String>>>,
+    messages: mpsc::Sender<Message>,
+    mut stopped: oneshot::Receiver<()>,
+    recorder: tokio::task::JoinHandle<()>,
+) {
+    // If this task is aborted (a crash, in tests), the recorder goes with it.
+    let mut recorder = AbortOnDrop(recorder);
+    let conn = &listener.conn;
+    let mut backoff = Backoff::default();
+    let mut down: Option<(Instant, String, String, usize)> = None;
+    let mut dropped = DroppedCounter::default();
+    loop {
+        let event = tokio::select! {
+            e = events.poll() => e,
+            _ = &mut stopped => break,
+        };
+        match event {
+            Ok(Ev::Connected { session_present }) => {
+                backoff.reset();
+                if let Some((since, at, why, index)) = down.take() {
+                    sink.update_gap(
+                        index,
+                        format!(
+                            "disconnected at {at} for {:?} ({why}); {}",
+                            since.elapsed(),
+                            if session_present {
+                                "the broker kept the session, QoS ≥ 1 messages were queued"
+                            } else {
+                                "the session was lost, messages published meanwhile were missed"
+                            }
+                        ),
+                    );
+                }
+                // A listener subscribes at QoS 1 at most: it records at least once and
+                // counts duplicates itself, and a QoS 2 handshake cannot be resumed by a
+                // restarted listener (the broker re-sends PUBREL for packets the new
+                // client never saw, which rumqttc rejects).
+                if let Err(e) = client.subscribe(&listener.topic, conn.qos.min(1)).await {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(e));
+                    }
+                    return;
+                }
+                // Best effort: brokers without `$SYS` refuse or ignore it.
+                let _ = client.subscribe(DROPPED_TOPIC, 0).await;
+            }
+            Ok(Ev::Subscribed(result)) => {
+                if let Some(r) = ready.take() {
+                    let failed = result.is_err();
+                    let _ = r.send(result);
+                    if failed {
+                        return;
+                    }
+                }
+            }
+            Ok(Ev::Message(m)) if m.received.key.as_deref() == Some(DROPPED_TOPIC) => {
+                dropped.observe(&m.received.body, &sink);
+            }
+            Ok(Ev::Message(m)) => {
+                if messages.send(m).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(crate::transport::error::connect_failed(
+                        "MQTT broker",
+                        &conn.endpoint,
+                        e,
+                    )));
+                    return;
+                }
+                if down.is_none() {
+                    let at = crate::clock::format_wall_now();
+                    let why = e;
+                    let index =
+                        sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
+                    down = Some((Instant::now(), at, why, index));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = &mut stopped => break,
+                }
+            }
+        }
+    }
+    // Stop: let the recorder commit and queue its acks, then keep polling so that they
+    // reach the broker before the disconnect.
+    drop(messages);
+    let flushed = async {
+        loop {
+            tokio::select! {
+                _ = &mut recorder.0 => break,
+                e = events.poll() => if e.is_err() { break },
+            }
+        }
+        client.disconnect().await;
+        while events.poll().await.is_ok() {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use roundtrip_core::correlate::Correlator;
+    use roundtrip_core::model::CorrelationRule;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rise_in_the_brokers_dropped_counter_is_a_gap() {
+        let store = crate::store::open("sqlite::memory:")
+            .await
+            .expect("a store");
+        let sink = ObservationSink::new(
+            store,
+            "run",
+            "out",
+            Arc::new(Correlator::new(&CorrelationRule::default()).expect("a rule")),
+            1024,
+        );
+        let mut counter = DroppedCounter::default();
+        counter.observe(b"1200", &sink); // the baseline: drops before this run
+        counter.observe(b"1200", &sink);
+        counter.observe(b"not a number", &sink);
+        assert!(sink.stats().gaps().is_empty());
+        counter.observe(b"1203", &sink);
+        let gaps = sink.stats().gaps();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(
+            gaps[0].starts_with("the broker dropped 3 messages by "),
+            "{gaps:?}"
+        );
+    }
+}
