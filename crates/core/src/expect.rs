@@ -71,6 +71,7 @@ use crate::latency::format_ns;
 use crate::matcher::{Matcher, MatcherError, short_json};
 use crate::model::Expectation;
 use crate::observation::{MonoNanos, Observation, UnixNanos};
+use crate::suite::diagnostic::join;
 use crate::verdict::{
     Evidence, ExpectationVerdict, Failure, FailureKind, FieldDiff, KindTally, NearMiss,
     ObservationBrief, Outcome,
@@ -841,7 +842,7 @@ impl ExpectationMachine {
                     self.what(need != 1),
                     self.channel,
                     first.counted_total,
-                    join_and(&times)
+                    join(&times, "and")
                 )
             }
             FailureKind::Reordered => format!(
@@ -927,15 +928,6 @@ fn keep_nearest(best: &mut Option<NearMiss>, observation: ObservationBrief, diff
     }
 }
 
-/// `a`, `a and b`, `a, b and c`.
-fn join_and(items: &[String]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
-}
-
 /// `#3, #10, #12 and 4 more`: the first few event indices.
 fn name_events(indices: impl ExactSizeIterator<Item = u64>) -> String {
     let total = indices.len();
@@ -944,7 +936,7 @@ fn name_events(indices: impl ExactSizeIterator<Item = u64>) -> String {
         .map(|i| format!("#{i}"))
         .collect();
     match total.saturating_sub(EVENTS_NAMED) {
-        0 => join_and(&named),
+        0 => join(&named, "and"),
         more => format!("{} and {more} more", named.join(", ")),
     }
 }

@@ -40,6 +40,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::suite::diagnostic::closest;
+
 /// Everything a template may read, provided by the caller (the engine, or a test).
 pub trait TemplateContext {
     /// The run's id (`{{ run_id }}`).
@@ -400,12 +402,12 @@ fn unknown(expr: &str, column: usize) -> TemplateError {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    let suggestion = NAMES
-        .iter()
-        .map(|(name, written)| (strsim::jaro_winkler(&head, name), *written))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, written)| written.to_owned());
+    let suggestion = closest(&head, NAMES.iter().map(|(name, _)| *name)).and_then(|name| {
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, written)| (*written).to_owned())
+    });
     TemplateError::Unknown {
         expr: expr.to_owned(),
         column,

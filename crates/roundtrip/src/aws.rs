@@ -66,16 +66,7 @@ pub fn describe_endpoint(config: &SdkConfig) -> String {
 /// answered, otherwise the chain of causes (a refused connection, a timeout), ending
 /// with the hint to check the endpoint when nothing answered.
 pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    let text = parts.join(": ");
+    let text = crate::error::error_chain(error);
     let lower = text.to_lowercase();
     if [
         "loading credentials",

@@ -50,3 +50,19 @@ impl HarnessError {
         }
     }
 }
+
+/// An error with its sources on one line, `a: b: c`; a source whose text the line
+/// already holds (an error that prints its source too) is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

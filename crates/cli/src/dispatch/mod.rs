@@ -124,7 +124,7 @@ pub fn print_error(e: &dyn std::error::Error) {
     eprintln!(
         "error: {}",
         roundtrip_core::escape::escape_lines(&roundtrip_core::redact::text(
-            &roundtrip::engine::error_chain(e)
+            &roundtrip::error::error_chain(e)
         ))
     );
 }

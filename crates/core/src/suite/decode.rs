@@ -7,9 +7,8 @@
 
 use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{Diagnostic, container_name, did_you_mean, list, list_or};
 use super::locate::{Kind, Loc, Seg, SpanIndex, YamlPath};
-use super::validate::{did_you_mean, list, list_or};
 
 /// The diagnostic for a failed deserialization. `index` is `None` when the text is not
 /// even valid YAML.
@@ -313,36 +312,6 @@ fn parent(p: &YamlPath) -> YamlPath {
     let mut segs = p.0.clone();
     segs.pop();
     YamlPath(segs)
-}
-
-/// How a user would name the part of the suite at `p`.
-pub(crate) fn container_name(p: &YamlPath) -> String {
-    let keys: Vec<&str> =
-        p.0.iter()
-            .map(|s| match s {
-                Seg::Key(k) => k.as_str(),
-                Seg::Index(_) => "[]",
-            })
-            .collect();
-    let channel = |i: usize| match p.0.get(i) {
-        Some(Seg::Key(k)) => k.clone(),
-        _ => String::new(),
-    };
-    match keys.as_slice() {
-        [] => "the suite".to_owned(),
-        ["sut"] => "`sut`".to_owned(),
-        ["sut", "ready"] => "`sut.ready`".to_owned(),
-        ["correlate"] => "`correlate`".to_owned(),
-        ["channels", _] => format!("channel `{}`", channel(1)),
-        ["channels", _, transport] => {
-            format!("the `{transport}` options of channel `{}`", channel(1))
-        }
-        ["scenarios", "[]"] => "a scenario".to_owned(),
-        ["scenarios", "[]", "send", "[]"] => "a send step".to_owned(),
-        ["scenarios", "[]", "expect", "[]"] => "an expectation".to_owned(),
-        ["scenarios", "[]", "expect", "[]", "where", "[]"] => "a `where` predicate".to_owned(),
-        _ => format!("`{p}`"),
-    }
 }
 
 /// A short name for the value at `p`: its key, with enough context to be found.

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use super::locate::Loc;
+use super::locate::{Loc, Seg, YamlPath};
 
 /// One problem in a suite file, with its location and a hint on what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,9 +146,121 @@ fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+// The wording every message shares.
+
+/// The candidate closest to `word` (ignoring case), if one is close enough to suggest.
+pub(crate) fn closest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
+    let lower = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|cand| {
+            let cand_lower = cand.to_lowercase();
+            let score = strsim::jaro_winkler(&lower, &cand_lower)
+                .max(strsim::normalized_damerau_levenshtein(&lower, &cand_lower));
+            (score, cand)
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, cand)| cand)
+}
+
+/// "did you mean `x`?" for the candidate closest to `word`, if one is close enough.
+pub(crate) fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<String> {
+    closest(word, candidates).map(|cand| format!("did you mean `{cand}`?"))
+}
+
+/// "`a`, `b` and `c`" (or "nothing").
+pub(crate) fn list<'i>(items: impl IntoIterator<Item = &'i str>) -> String {
+    ticked(items, "and")
+}
+
+/// "`a`, `b` or `c`" (or "nothing").
+pub(crate) fn list_or<'i>(items: impl IntoIterator<Item = &'i str>) -> String {
+    ticked(items, "or")
+}
+
+fn ticked<'i>(items: impl IntoIterator<Item = &'i str>, last_word: &str) -> String {
+    let items: Vec<String> = items.into_iter().map(|i| format!("`{i}`")).collect();
+    match items.as_slice() {
+        [] => "nothing".to_owned(),
+        _ => join(&items, last_word),
+    }
+}
+
+/// "a, b and c" for `last_word` "and"; empty for no items.
+pub(crate) fn join(items: &[String], last_word: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} {last_word} {last}", init.join(", ")),
+    }
+}
+
+/// How a user would name the part of the suite at `p`.
+pub(crate) fn container_name(p: &YamlPath) -> String {
+    let keys: Vec<&str> =
+        p.0.iter()
+            .map(|s| match s {
+                Seg::Key(k) => k.as_str(),
+                Seg::Index(_) => "[]",
+            })
+            .collect();
+    let channel = |i: usize| match p.0.get(i) {
+        Some(Seg::Key(k)) => k.clone(),
+        _ => String::new(),
+    };
+    match keys.as_slice() {
+        [] => "the suite".to_owned(),
+        ["sut"] => "`sut`".to_owned(),
+        ["sut", "ready"] => "`sut.ready`".to_owned(),
+        ["correlate"] => "`correlate`".to_owned(),
+        ["channels", _] => format!("channel `{}`", channel(1)),
+        ["channels", _, transport] => {
+            format!("the `{transport}` options of channel `{}`", channel(1))
+        }
+        ["scenarios", "[]"] => "a scenario".to_owned(),
+        ["scenarios", "[]", "send", "[]"] => "a send step".to_owned(),
+        ["scenarios", "[]", "expect", "[]"] => "an expectation".to_owned(),
+        ["scenarios", "[]", "expect", "[]", "where", "[]"] => "a `where` predicate".to_owned(),
+        _ => format!("`{p}`"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggestions_need_to_be_close() {
+        assert_eq!(
+            did_you_mean("withn", ["on", "within", "none_within"]),
+            Some("did you mean `within`?".into())
+        );
+        assert_eq!(
+            did_you_mean("htp", ["http", "webhook", "dir"]),
+            Some("did you mean `http`?".into())
+        );
+        assert_eq!(
+            did_you_mean("Orders_Out", ["orders_out"]),
+            Some("did you mean `orders_out`?".into())
+        );
+        assert_eq!(did_you_mean("kafka", ["http", "webhook", "dir"]), None);
+        assert_eq!(did_you_mean("x", Vec::<&str>::new()), None);
+    }
+
+    #[test]
+    fn lists_read_naturally() {
+        assert_eq!(list(["a"]), "`a`");
+        assert_eq!(list(["a", "b", "c"]), "`a`, `b` and `c`");
+        assert_eq!(list(Vec::<&str>::new()), "nothing");
+        assert_eq!(list_or(["a", "b"]), "`a` or `b`");
+    }
 
     #[test]
     fn a_huge_line_is_shown_as_a_window_around_the_column() {

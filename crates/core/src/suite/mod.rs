@@ -33,7 +33,7 @@
 //! `schema/suite.schema.json` for editors.
 
 mod decode;
-mod diagnostic;
+pub(crate) mod diagnostic;
 mod env;
 mod locate;
 pub mod validate;

@@ -39,7 +39,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{Diagnostic, container_name, did_you_mean, list, list_or};
 use super::locate::{Loc, SpanIndex, YamlPath};
 use crate::model::{
     ChannelSpec, DurationSpec, Expectation, Predicate, ProblemKind, SendStep, Suite,
@@ -778,7 +778,7 @@ fn at_most_one(c: &mut Checker<'_>, at: &YamlPath, options: &[(&str, bool)], hel
     if given.len() < 2 {
         return;
     }
-    let owner = super::decode::container_name(at);
+    let owner = container_name(at);
     let message = match given.as_slice() {
         [a, b] => format!("{owner} has both `{a}` and `{b}`"),
         _ => format!(
@@ -893,73 +893,9 @@ fn template_loc(text: &str, loc: Loc, s: &str, col: usize) -> Option<Loc> {
     })
 }
 
-/// "did you mean `x`?" for the candidate closest to `word`, if one is close enough.
-pub(crate) fn did_you_mean<'c>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<String> {
-    let lower = word.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|cand| {
-            let score = strsim::jaro_winkler(&lower, &cand.to_lowercase()).max(
-                strsim::normalized_damerau_levenshtein(&lower, &cand.to_lowercase()),
-            );
-            (score, cand)
-        })
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, cand)| format!("did you mean `{cand}`?"))
-}
-
-/// "`a`, `b` and `c`".
-pub(crate) fn list<'i>(items: impl IntoIterator<Item = &'i str>) -> String {
-    join(items, "and")
-}
-
-/// "`a`, `b` or `c`".
-pub(crate) fn list_or<'i>(items: impl IntoIterator<Item = &'i str>) -> String {
-    join(items, "or")
-}
-
-fn join<'i>(items: impl IntoIterator<Item = &'i str>, last_word: &str) -> String {
-    let items: Vec<String> = items.into_iter().map(|i| format!("`{i}`")).collect();
-    match items.as_slice() {
-        [] => "nothing".to_owned(),
-        [one] => one.clone(),
-        [init @ .., last] => format!("{} {last_word} {last}", init.join(", ")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggestions_need_to_be_close() {
-        assert_eq!(
-            did_you_mean("withn", ["on", "within", "none_within"]),
-            Some("did you mean `within`?".into())
-        );
-        assert_eq!(
-            did_you_mean("htp", ["http", "webhook", "dir"]),
-            Some("did you mean `http`?".into())
-        );
-        assert_eq!(
-            did_you_mean("Orders_Out", ["orders_out"]),
-            Some("did you mean `orders_out`?".into())
-        );
-        assert_eq!(did_you_mean("kafka", ["http", "webhook", "dir"]), None);
-        assert_eq!(did_you_mean("x", Vec::<&str>::new()), None);
-    }
-
-    #[test]
-    fn lists_read_naturally() {
-        assert_eq!(list(["a"]), "`a`");
-        assert_eq!(list(["a", "b", "c"]), "`a`, `b` and `c`");
-        assert_eq!(list(Vec::<&str>::new()), "nothing");
-        assert_eq!(list_or(["a", "b"]), "`a` or `b`");
-    }
 
     #[test]
     fn regex_errors_are_one_line() {

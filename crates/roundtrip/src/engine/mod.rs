@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock;
-use crate::error::HarnessError;
+use crate::error::{HarnessError, error_chain};
 use crate::store::{RunRecord, Store, StoreError};
 use crate::transport::{
     DriverContext, ListenerStats, ObservationSink, Producer, RunningListener, registry,
@@ -167,21 +167,6 @@ impl Session {
 /// quote the SUT's answer).
 pub fn shown_error(e: &dyn std::error::Error) -> String {
     roundtrip_core::escape::escape_lines(&roundtrip_core::redact::text(&error_chain(e)))
-}
-
-/// Renders an error with its sources: `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 struct StartedListener {

@@ -467,7 +467,7 @@ async fn amqp_bad_credentials_are_a_clear_error() {
     let producer =
         roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
     let err = producer.connect().await.expect_err("wrong password");
-    let shown = format!("{err}: {}", checks::source_chain(&err));
+    let shown = roundtrip::error::error_chain(&err);
     assert!(
         shown.contains("guest:***@127.0.0.1:5672"),
         "the password is redacted: {shown}"
@@ -491,7 +491,7 @@ async fn redis_bad_credentials_are_a_clear_error() {
     let producer =
         roundtrip::transport::registry::producer("in", &spec, &checks::ctx()).expect("plan");
     let err = producer.connect().await.expect_err("wrong password");
-    let shown = format!("{err}: {}", checks::source_chain(&err));
+    let shown = roundtrip::error::error_chain(&err);
     assert!(
         !shown.contains("not-the-password"),
         "the password leaked: {shown}"
@@ -782,7 +782,7 @@ async fn nats_tls_without_a_client_certificate_is_refused_clearly() {
         .connect()
         .await
         .expect_err("the server wants a client certificate");
-    let shown = format!("{err}: {}", checks::source_chain(&err));
+    let shown = roundtrip::error::error_chain(&err);
     assert!(shown.contains("NATS at tls://127.0.0.1:4223"), "{shown}");
     assert!(
         shown.to_lowercase().contains("certificate"),
@@ -826,7 +826,7 @@ async fn redis_tls_without_a_client_certificate_is_refused_clearly() {
         .connect()
         .await
         .expect_err("the server wants a client certificate");
-    let shown = format!("{err}: {}", checks::source_chain(&err));
+    let shown = roundtrip::error::error_chain(&err);
     assert!(
         shown.contains("Redis at rediss://127.0.0.1:6390"),
         "{shown}"

@@ -537,27 +537,17 @@ pub async fn unreachable_server(case: Case, unreachable: ChannelSpec, hint: &str
         .start(sink)
         .await
         .expect_err("nothing listens there");
-    let shown = format!("{err}: {}", source_chain(&err));
+    let shown = roundtrip::error::error_chain(&err);
     assert!(shown.contains(hint), "unclear listener error: {shown}");
     let producer = registry::producer("in", &unreachable, &ctx()).expect("plan");
     let err = producer.connect().await.expect_err("nothing listens there");
-    let shown = format!("{err}: {}", source_chain(&err));
+    let shown = roundtrip::error::error_chain(&err);
     assert!(shown.contains(hint), "unclear producer error: {shown}");
     assert!(
         started.elapsed() < PATIENCE,
         "failing took {:?}",
         started.elapsed()
     );
-}
-
-pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
 }
 
 #[test]

@@ -145,15 +145,7 @@ fn summary(run_id: &str, scenarios: Vec<ScenarioResult>) -> RunSummary {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
-}
+use roundtrip::error::error_chain;
 
 /// The checks every store backend passes.
 pub mod conformance {

@@ -9,15 +9,7 @@ use roundtrip_core::model::Connection;
 use tokio::sync::OnceCell;
 
 use crate::transport::conn::{self, Credentials, TlsFiles};
-use crate::transport::redis_stream::listener::BLOCK_MS;
 use crate::transport::{DriverContext, PlanError, ProduceError};
-
-/// A blocking read answers within `BLOCK_MS`; a connection that goes silent for longer
-/// than that plus the connect timeout is dead (a half-open TCP connection raises no
-/// error by itself).
-pub(crate) fn listener_response_timeout(connect: Duration) -> Duration {
-    Duration::from_millis(BLOCK_MS) + connect
-}
 
 /// How to reach one Redis server.
 #[derive(Debug, Clone)]

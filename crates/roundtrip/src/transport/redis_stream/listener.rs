@@ -1,7 +1,7 @@
 //! The `redis_stream` listener: XREADGROUP and XACK after the store committed (or plain
 //! XREAD from the stream's end), re-reading what was delivered but not acknowledged.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::Value;
@@ -11,7 +11,7 @@ use roundtrip_core::model::RedisStreamChannel;
 use tokio::sync::oneshot;
 
 use crate::transport::backoff::Backoff;
-use crate::transport::redis_stream::conn::{RedisConn, listener_response_timeout};
+use crate::transport::redis_stream::conn::RedisConn;
 use crate::transport::redis_stream::producer::BODY_FIELD;
 use crate::transport::{
     DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
@@ -21,7 +21,7 @@ use crate::transport::{
 const BATCH: usize = 1000;
 
 /// How long one blocking read waits before the loop checks for a stop.
-pub(crate) const BLOCK_MS: u64 = 500;
+const BLOCK_MS: u64 = 500;
 
 /// Reads a stream, in a consumer group (XACK after commit) or with plain XREAD.
 #[derive(Debug)]
@@ -62,6 +62,13 @@ enum Cursor {
         consumer: String,
         pending: bool,
     },
+}
+
+/// A blocking read answers within `BLOCK_MS`; a connection that goes silent for longer
+/// than that plus the connect timeout is dead (a half-open TCP connection raises no
+/// error by itself).
+fn listener_response_timeout(connect: Duration) -> Duration {
+    Duration::from_millis(BLOCK_MS) + connect
 }
 
 #[async_trait]
