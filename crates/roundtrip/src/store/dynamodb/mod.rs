@@ -50,23 +50,21 @@ mod schema;
 mod writer;
 
 pub use options::DynamoOptions;
-pub use schema::TTL_ATTRIBUTE;
+pub use rows::TTL_ATTRIBUTE;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
 use roundtrip_core::observation::{NewObservation, Observation, SentEvent};
 use roundtrip_core::run::{RunSummary, ScenarioResult};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use self::rows::{decode, encode, get_n, n, obs_sk, observations_from, run_pk, run_record, s};
-use self::schema::{RUNS_INDEX, ensure_table};
-use self::writer::Writer;
+use self::rows::{decode, encode, get_n, io, n, obs_sk, observations_from, run_pk, run_record, s};
+use self::schema::{RUNS_INDEX, Shared, ensure_table};
+use self::writer::{Command, Writer, now_micros};
 use crate::aws::{error_code, load_config, service_error};
 use crate::store::{RunRecord, Store, StoreError};
 
@@ -78,42 +76,6 @@ pub struct DynamoStore {
     commands: mpsc::UnboundedSender<Command>,
     feed: broadcast::WeakSender<Arc<Observation>>,
     closed: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Shared {
-    client: Client,
-    table: String,
-    ttl: Duration,
-    /// Runs known to exist (created or read here).
-    runs: Mutex<HashSet<String>>,
-    /// The next sent-event order number.
-    order: AtomicU64,
-}
-
-#[derive(Debug)]
-enum Command {
-    Record {
-        observation: Box<NewObservation>,
-        reply: oneshot::Sender<Result<Arc<Observation>, StoreError>>,
-    },
-    Close(oneshot::Sender<Result<(), StoreError>>),
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-fn io(
-    operation: &'static str,
-    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> StoreError {
-    StoreError::Io {
-        operation,
-        source: why.into(),
-    }
 }
 
 impl DynamoStore {
@@ -183,104 +145,6 @@ impl DynamoStore {
             Err(StoreError::Closed)
         } else {
             Ok(())
-        }
-    }
-}
-
-impl Shared {
-    fn expires_at(&self) -> AttributeValue {
-        let at = SystemTime::now() + self.ttl;
-        n(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
-    }
-
-    /// Fails with `NoSuchRun` unless the run exists (remembered once seen).
-    async fn require_run(&self, run_id: &str) -> Result<(), StoreError> {
-        if self.lock_runs().contains(run_id) {
-            return Ok(());
-        }
-        if self.read_run(run_id).await?.is_some() {
-            self.lock_runs().insert(run_id.to_owned());
-            Ok(())
-        } else {
-            Err(StoreError::NoSuchRun(run_id.to_owned()))
-        }
-    }
-
-    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    async fn read_run(
-        &self,
-        run_id: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(run_id)))
-            .key("sk", s("run"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| io("read a run", service_error(&e)))?;
-        Ok(out.item)
-    }
-
-    /// Every item of a run whose sort key lies between `from` and `to`, in key order,
-    /// strongly consistent; stops once `enough` says so. (`$` sorts right after `#`, so
-    /// `scen#`…`scen$` spans every `scen#…` key.)
-    async fn query(
-        &self,
-        run_id: &str,
-        from: &str,
-        to: &str,
-        enough: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        self.query_where(run_id, from, to, None, enough).await
-    }
-
-    /// [`Shared::query`], keeping only the items of one correlation id when given.
-    async fn query_where(
-        &self,
-        run_id: &str,
-        from: &str,
-        to: &str,
-        correlation_id: Option<&str>,
-        mut enough: impl FnMut(&HashMap<String, AttributeValue>) -> bool,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let mut items = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .consistent_read(true)
-                .set_filter_expression(correlation_id.map(|_| "cid = :cid".to_owned()))
-                .expression_attribute_values(":pk", s(run_pk(run_id)))
-                .expression_attribute_values(":from", s(from))
-                .expression_attribute_values(":to", s(to));
-            if let Some(cid) = correlation_id {
-                request = request.expression_attribute_values(":cid", s(cid));
-            }
-            let out = request
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| io("query the store", service_error(&e)))?;
-            for item in out.items.unwrap_or_default() {
-                let stop = enough(&item);
-                items.push(item);
-                if stop {
-                    return Ok(items);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
         }
     }
 }

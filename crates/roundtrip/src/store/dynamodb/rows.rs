@@ -7,9 +7,10 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use roundtrip_core::observation::{Observation, Payload};
 
-use super::io;
-use super::schema::TTL_ATTRIBUTE;
 use crate::store::{RunRecord, StoreError};
+
+/// The name of the TTL attribute (a Number of Unix seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// Payload bytes per item: DynamoDB items are at most 400 KB with their attributes.
 pub(crate) const PART_BYTES: usize = 350 * 1024;
@@ -216,4 +217,14 @@ pub(crate) fn observations_from(
         }
     }
     Ok(out)
+}
+
+pub(crate) fn io(
+    operation: &'static str,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Io {
+        operation,
+        source: why.into(),
+    }
 }

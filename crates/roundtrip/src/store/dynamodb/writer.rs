@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use roundtrip_core::observation::{NewObservation, Observation};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::rows::{PART_BYTES, observation_items, s};
-use super::{Command, Shared, io, now_micros};
+use super::rows::{PART_BYTES, io, observation_items, s};
+use super::schema::Shared;
 use crate::aws::{error_code, service_error};
 use crate::store::StoreError;
 
@@ -212,4 +213,19 @@ impl Shared {
 enum WriteError {
     Collision,
     Failed(String),
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Record {
+        observation: Box<NewObservation>,
+        reply: oneshot::Sender<Result<Arc<Observation>, StoreError>>,
+    },
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+pub(crate) fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
