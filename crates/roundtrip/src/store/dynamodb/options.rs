@@ -77,3 +77,32 @@ impl DynamoOptions {
         Ok(options)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_table_and_options() {
+        let o = DynamoOptions::from_url(
+            "dynamodb://roundtrip-results?region=eu-west-1&endpoint=http://127.0.0.1:5055&ttl=7d&create=false",
+        )
+        .expect("parses");
+        assert_eq!(o.table, "roundtrip-results");
+        assert_eq!(o.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:5055"));
+        assert_eq!(o.ttl, Duration::from_secs(7 * 24 * 3600));
+        assert!(!o.create);
+        let plain = DynamoOptions::from_url("dynamodb://results").expect("parses");
+        assert_eq!((plain.ttl, plain.create), (DEFAULT_TTL, true));
+    }
+
+    #[test]
+    fn bad_urls_say_what_to_write() {
+        let err = |url: &str| DynamoOptions::from_url(url).expect_err(url);
+        assert!(err("dynamodb://a b").contains("not a DynamoDB table name"));
+        assert!(err("dynamodb://tbl?ttl=forever").contains("write e.g. `ttl=30d`"));
+        assert!(err("dynamodb://tbl?colour=red").contains("unknown store URL parameter `colour`"));
+        assert!(err("dynamodb://tbl?create=yes").contains("`true` or `false`"));
+    }
+}

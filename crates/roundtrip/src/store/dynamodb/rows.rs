@@ -228,3 +228,46 @@ pub(crate) fn io(
         source: why.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use roundtrip_core::observation::NewObservation;
+
+    use super::*;
+
+    #[test]
+    fn large_payloads_are_split_and_joined() {
+        let new = |body: Vec<u8>| NewObservation {
+            run_id: "r".to_owned(),
+            channel: "c".to_owned(),
+            correlation_id: Some("id".to_owned()),
+            payload: Payload::from_bytes(body, 2 << 20),
+            headers: vec![("h".to_owned(), "v".to_owned())],
+            message_id: None,
+            key: Some("k".to_owned()),
+            meta: Vec::new(),
+            received_at: 7,
+            received_mono: Some(9),
+        };
+        let o = new((0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect()).committed(42);
+        let items = observation_items(&o, "w", &n(1)).expect("items");
+        assert_eq!(items.len(), 3, "1 MiB in 350 KiB parts");
+        assert_eq!(
+            observations_from("r", items.clone()).expect("joined"),
+            vec![o.clone()]
+        );
+
+        // Parts of a write not visible yet (its main item comes later) are nothing.
+        let next = new(vec![7; PART_BYTES + 1]).committed(43);
+        let mut next_items = observation_items(&next, "w2", &n(1)).expect("items");
+        let mut read = items.clone();
+        read.push(next_items.remove(1));
+        assert_eq!(observations_from("r", read).expect("read"), vec![o.clone()]);
+
+        // A part of another write at the same key is not joined.
+        let mut foreign = items.clone();
+        foreign[1].insert("wid".to_owned(), s("someone else"));
+        let err = observations_from("r", foreign).expect_err("a part is missing");
+        assert!(err.to_string().contains("read observations"), "{err}");
+    }
+}
