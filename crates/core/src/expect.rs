@@ -62,6 +62,7 @@
 //! Duplicates beyond what is required are not latency samples.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
 use serde_json_path::JsonPath;
@@ -103,20 +104,97 @@ pub struct SentRef<'a> {
     pub sent_at: UnixNanos,
 }
 
+/// What an expectation asks of each event, decided from its options by [`Mode::of`],
+/// which validation uses too (so the loader refuses exactly what the machine would).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     /// `within`, with `at_least: need` or (`exact`) `count: need`.
     Presence {
+        /// The SLA, in nanoseconds.
         within: u64,
+        /// How long after the SLA arrivals are still counted (late, duplicate).
         grace: u64,
+        /// Matching arrivals needed per event.
         need: u32,
+        /// `count`: exactly `need`, until the grace period ends.
         exact: bool,
     },
     /// `none_within` (or `count: 0`).
-    Absence { window: u64 },
+    Absence {
+        /// The window, in nanoseconds.
+        window: u64,
+    },
+}
+
+/// Why an expectation's options name no [`Mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeError {
+    /// Both `within` and `none_within`.
+    BothWindows,
+    /// `count` or `at_least` (the key) with `none_within`.
+    NotForAbsence(&'static str),
+    /// Both `count` and `at_least`.
+    CountAndAtLeast,
+    /// Neither `within` nor `none_within`.
+    NoWindow,
+}
+
+impl fmt::Display for ModeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModeError::BothWindows => "it sets both `within` and `none_within`; keep one",
+            ModeError::NotForAbsence(_) => {
+                "`count` and `at_least` apply to `within`, not to `none_within`"
+            }
+            ModeError::CountAndAtLeast => "it sets both `count` and `at_least`; keep one",
+            ModeError::NoWindow => {
+                "it needs `within` (an SLA) or `none_within` (an absence window)"
+            }
+        })
+    }
 }
 
 impl Mode {
+    /// The mode of `e`, or every reason it has none (most telling first).
+    pub fn of(e: &Expectation) -> Result<Mode, Vec<ModeError>> {
+        let mut errors = Vec::new();
+        match (e.within, e.none_within) {
+            (Some(_), Some(_)) => errors.push(ModeError::BothWindows),
+            (None, None) => {}
+            (None, Some(_)) => {
+                for (key, set) in [
+                    ("count", e.count.is_some()),
+                    ("at_least", e.at_least.is_some()),
+                ] {
+                    if set {
+                        errors.push(ModeError::NotForAbsence(key));
+                    }
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if e.count.is_some() && e.at_least.is_some() {
+            errors.push(ModeError::CountAndAtLeast);
+        }
+        if e.within.is_none() && e.none_within.is_none() {
+            errors.push(ModeError::NoWindow);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        match (e.within, e.none_within) {
+            (Some(w), _) if e.count == Some(0) => Ok(Mode::Absence { window: nanos(w.0) }),
+            (Some(w), _) => Ok(Mode::Presence {
+                within: nanos(w.0),
+                grace: nanos(e.grace.map_or(w.0.min(MAX_DEFAULT_GRACE), |g| g.0)),
+                need: e.count.or(e.at_least).unwrap_or(1),
+                exact: e.count.is_some(),
+            }),
+            (None, Some(w)) => Ok(Mode::Absence { window: nanos(w.0) }),
+            (None, None) => Err(vec![ModeError::NoWindow]),
+        }
+    }
+
     fn window(self) -> u64 {
         match self {
             Mode::Presence { within, .. } => within,
@@ -247,32 +325,10 @@ impl ExpectationMachine {
             )),
             None => None,
         };
-        let mode = match (e.within, e.none_within, e.count, e.at_least) {
-            (Some(_), Some(_), _, _) => {
-                return Err(invalid("it sets both `within` and `none_within`; keep one"));
-            }
-            (None, Some(_), Some(_), _) | (None, Some(_), _, Some(_)) => {
-                return Err(invalid(
-                    "`count` and `at_least` apply to `within`, not to `none_within`",
-                ));
-            }
-            (None, Some(w), None, None) => Mode::Absence { window: nanos(w.0) },
-            (Some(_), None, Some(_), Some(_)) => {
-                return Err(invalid("it sets both `count` and `at_least`; keep one"));
-            }
-            (Some(w), None, Some(0), None) => Mode::Absence { window: nanos(w.0) },
-            (Some(w), None, count, at_least) => Mode::Presence {
-                within: nanos(w.0),
-                grace: nanos(e.grace.map_or(w.0.min(MAX_DEFAULT_GRACE), |g| g.0)),
-                need: count.or(at_least).unwrap_or(1),
-                exact: count.is_some(),
-            },
-            (None, None, _, _) => {
-                return Err(invalid(
-                    "it needs `within` (an SLA) or `none_within` (an absence window)",
-                ));
-            }
-        };
+        let mode = Mode::of(e).map_err(|errors| match errors.first() {
+            Some(first) => invalid(&first.to_string()),
+            None => invalid("it has no mode"),
+        })?;
         let mut m = ExpectationMachine {
             index,
             channel: e.on.clone(),
@@ -1632,6 +1688,33 @@ mod tests {
         );
         let seqs: Vec<u64> = f.evidence.offending.iter().map(|b| b.seq).collect();
         assert_eq!(seqs, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_mode_is_one_window_and_every_reason_against_it_is_named() {
+        let of = |extra: Value| Mode::of(&expectation(extra));
+        assert_eq!(
+            of(json!({ "none_within": "1s", "count": 1, "at_least": 1 })),
+            Err(vec![
+                ModeError::NotForAbsence("count"),
+                ModeError::NotForAbsence("at_least"),
+                ModeError::CountAndAtLeast
+            ])
+        );
+        assert_eq!(of(json!({})), Err(vec![ModeError::NoWindow]));
+        assert_eq!(
+            of(json!({ "within": "1s", "count": 0 })),
+            Ok(Mode::Absence { window: 1_000 * MS })
+        );
+        assert_eq!(
+            of(json!({ "within": "2s", "count": 3 })),
+            Ok(Mode::Presence {
+                within: 2_000 * MS,
+                grace: 2_000 * MS,
+                need: 3,
+                exact: true
+            })
+        );
     }
 
     #[test]
