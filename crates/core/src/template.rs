@@ -461,45 +461,64 @@ fn parse_env_args(args: &str) -> Result<Expr, String> {
     }
 }
 
-/// Renders every string inside `value`, object keys included. A string that is exactly
-/// one `{{ seq }}` or `{{ now_ms() }}` becomes a JSON number.
-pub fn render_json(value: &Value, ctx: &dyn TemplateContext) -> Result<Value, TemplateError> {
-    Ok(match value {
-        Value::String(s) => {
-            let t = Template::parse(s)?;
-            match t.sole_expr() {
+/// A JSON value whose strings (object keys included) are templates, parsed once and
+/// rendered per event. A string that is exactly one `{{ seq }}` or `{{ now_ms() }}`
+/// renders to a JSON number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonTemplate {
+    /// A value without strings: rendered as it is.
+    Value(Value),
+    /// A string.
+    String(Template),
+    /// An array.
+    Array(Vec<JsonTemplate>),
+    /// An object: its keys and values, in order.
+    Object(Vec<(Template, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    /// Parses every template inside `value`.
+    pub fn compile(value: &Value) -> Result<JsonTemplate, TemplateError> {
+        Ok(match value {
+            Value::String(s) => JsonTemplate::String(Template::parse(s)?),
+            Value::Array(items) => JsonTemplate::Array(
+                items
+                    .iter()
+                    .map(JsonTemplate::compile)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => JsonTemplate::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((Template::parse(k)?, JsonTemplate::compile(v)?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+            other => JsonTemplate::Value(other.clone()),
+        })
+    }
+
+    /// The value for one event.
+    pub fn render(&self, ctx: &dyn TemplateContext) -> Result<Value, TemplateError> {
+        Ok(match self {
+            JsonTemplate::Value(v) => v.clone(),
+            JsonTemplate::String(t) => match t.sole_expr() {
                 Some(Expr::Seq) => Value::from(ctx.seq()),
                 Some(Expr::NowMs) => Value::from(unix_millis(ctx.now_unix_nanos())),
                 _ => Value::String(t.render(ctx)?),
+            },
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| v.render(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            JsonTemplate::Object(entries) => {
+                let mut out = Map::with_capacity(entries.len());
+                for (k, v) in entries {
+                    out.insert(k.render(ctx)?, v.render(ctx)?);
+                }
+                Value::Object(out)
             }
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| render_json(v, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => {
-            let mut out = Map::with_capacity(map.len());
-            for (k, v) in map {
-                out.insert(Template::parse(k)?.render(ctx)?, render_json(v, ctx)?);
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
-    })
-}
-
-/// Parses every template inside `value` (object keys included) without rendering.
-pub fn check_json(value: &Value) -> Result<(), TemplateError> {
-    match value {
-        Value::String(s) => Template::parse(s).map(drop),
-        Value::Array(items) => items.iter().try_for_each(check_json),
-        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            Template::parse(k)?;
-            check_json(v)
-        }),
-        _ => Ok(()),
+        })
     }
 }
 
@@ -681,7 +700,9 @@ mod tests {
             "label": "n{{ seq }}",
             "{{ run_id }}": [1, true, null, "{{correlation_id}}"],
         });
-        let out = render_json(&body, &Ctx::new()).expect("renders");
+        let out = JsonTemplate::compile(&body)
+            .and_then(|t| t.render(&Ctx::new()))
+            .expect("renders");
         assert_eq!(
             out,
             json!({
@@ -699,16 +720,18 @@ mod tests {
 
     #[test]
     fn json_checking_finds_errors_in_keys_and_nested_values() {
-        assert_eq!(check_json(&json!({"a": ["{{ seq }}", {"b": 1}]})), Ok(()));
+        let compile = |v: Value| JsonTemplate::compile(&v).map(drop);
+        assert_eq!(compile(json!({"a": ["{{ seq }}", {"b": 1}]})), Ok(()));
         assert_eq!(
-            check_json(&json!({"a": [{"b": "{{ seq"}]})),
+            compile(json!({"a": [{"b": "{{ seq"}]})),
             Err(TemplateError::Unterminated { column: 1 })
         );
         assert!(matches!(
-            check_json(&json!({"{{ nope }}": 1})),
+            compile(json!({"{{ nope }}": 1})),
             Err(TemplateError::Unknown { .. })
         ));
-        assert!(render_json(&json!({"x": "{{ env(\"UNSET_X\") }}"}), &Ctx::new()).is_err());
+        let unset = JsonTemplate::compile(&json!({"x": "{{ env(\"UNSET_X\") }}"})).expect("parses");
+        assert!(unset.render(&Ctx::new()).is_err());
     }
 
     #[test]

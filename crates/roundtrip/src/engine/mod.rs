@@ -1,46 +1,46 @@
 //! The engine: runs a suite against the SUT and produces a [`RunSummary`].
 //!
-//! The flow, in one direction (see ARCHITECTURE.md):
-//! plan (channel → driver) → create the run in the store → start the dispatcher on the
-//! store's feed → start every listener and wait until each is subscribed → start the SUT
-//! and wait for its readiness probe → run the scenarios concurrently (bounded) → stop
-//! the SUT, stop the listeners (which drain their commits) → record the summary.
+//! A run goes through named phases, in one direction (see ARCHITECTURE.md): the plan
+//! (`plan.rs`: every channel rendered and bound to its driver, every send step compiled,
+//! before anything is touched) → open the run in the store and route its feed
+//! (`router.rs`) → start every listener, each subscribed before it returns → connect the
+//! producers → start the SUT and wait for its readiness probe (`sut.rs`) → run the
+//! scenarios concurrently, bounded (`scenario.rs`, sending through `session.rs`) → tear
+//! down (the SUT, then the listeners, which drain their commits) → summarise (record the
+//! summary with the run's status).
 //!
 //! Progress is a typed stream of [`RunEvent`]s; the summary can be re-read from the store.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use roundtrip_core::correlate::Correlator;
-use roundtrip_core::model::{ChannelSpec, SendStep, Suite};
-use roundtrip_core::observation::SentEvent;
 use roundtrip_core::run::{
     ListenerSummary, REPORT_FORMAT_VERSION, RunSummary, ScenarioResult, ScenarioStatus,
 };
 use roundtrip_core::suite::LoadedSuite;
-use roundtrip_core::template::Template;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock;
 use crate::error::{HarnessError, error_chain};
 use crate::store::{RunRecord, Store, StoreError};
-use crate::transport::{
-    DriverContext, ListenerStats, ObservationSink, Producer, RunningListener, registry,
-};
+use crate::transport::{ListenerStats, ObservationSink, RunningListener};
 
 mod event;
+mod plan;
 mod produce;
 mod router;
 mod scenario;
+mod session;
 mod sut;
 
 pub use event::RunEvent;
 pub use scenario::COMMIT_SLACK;
 pub use sut::{SutProcess, become_subreaper};
 
+use plan::{Plan, PlannedScenario};
 use router::Router;
+use session::Session;
 
 /// How to run a suite.
 #[derive(Debug, Clone)]
@@ -91,89 +91,11 @@ pub(crate) async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The state shared by a run's scenarios.
-#[derive(Debug)]
-pub(crate) struct Session {
-    run_id: String,
-    suite: Arc<Suite>,
-    store: Arc<dyn Store>,
-    producers: HashMap<String, Arc<dyn Producer>>,
-    router: Arc<Router>,
-}
-
-impl Session {
-    /// Produces one event and records it; never fails: the error is in the event. The
-    /// flag is true when the transport could not be reached at all (a connection
-    /// failure, not a refusal).
-    async fn send_one(
-        &self,
-        scenario: &str,
-        step: &SendStep,
-        index: u64,
-        correlation_id: String,
-    ) -> (SentEvent, bool, u64) {
-        let mut unreachable = false;
-        let mut took = 0;
-        let ctx = produce::EventContext {
-            run_id: &self.run_id,
-            correlation_id: &correlation_id,
-            seq: index,
-        };
-        let mut event = SentEvent {
-            run_id: self.run_id.clone(),
-            scenario: scenario.to_owned(),
-            index,
-            channel: step.to.clone(),
-            correlation_id: correlation_id.clone(),
-            sent_at: clock::wall_now(),
-            sent_mono: clock::mono_now(),
-            size: 0,
-            error: None,
-        };
-        let built = match self.suite.channels.get(&step.to) {
-            Some(spec) => produce::build(step, spec, &self.suite.correlate, &ctx),
-            None => Err(format!("unknown channel `{}`", step.to)),
-        };
-        let producer = self.producers.get(&step.to);
-        match (built, producer) {
-            (Ok(message), Some(producer)) => {
-                event.size = message.body.len() as u64;
-                event.sent_at = clock::wall_now();
-                event.sent_mono = clock::mono_now();
-                let sent = producer.send(message).await;
-                took = clock::mono_now().saturating_sub(event.sent_mono);
-                if let Err(e) = sent {
-                    unreachable = matches!(e, crate::transport::ProduceError::Unreachable { .. });
-                    event.error = Some(shown_error(&e));
-                }
-            }
-            (Err(e), _) => event.error = Some(e),
-            (_, None) => event.error = Some(format!("no producer for channel `{}`", step.to)),
-        }
-        if let Err(e) = self.store.record_sent(&event).await
-            && event.error.is_none()
-        {
-            event.error = Some(format!(
-                "failed to record the sent event: {}",
-                error_chain(&e)
-            ));
-        }
-        (event, unreachable, took)
-    }
-}
-
 /// An error as it may be shown, reported and stored: its chain on one line, URLs'
 /// secrets masked ([`roundtrip_core::redact`]), control characters escaped (it may
 /// quote the SUT's answer).
 pub fn shown_error(e: &dyn std::error::Error) -> String {
     roundtrip_core::escape::escape_lines(&roundtrip_core::redact::text(&error_chain(e)))
-}
-
-struct StartedListener {
-    channel: String,
-    transport: String,
-    running: RunningListener,
-    stats: Arc<ListenerStats>,
 }
 
 fn emit(opts: &RunOptions, event: RunEvent) {
@@ -185,279 +107,254 @@ fn emit(opts: &RunOptions, event: RunEvent) {
 /// Runs a loaded suite, recording everything in `store`. A failed expectation is a
 /// verdict in the summary; `Err` means the run could not be carried out (the store has
 /// the run, marked `error`, with the reason).
+///
+/// The phases, in order: plan, open the run in the store, start the listeners, connect
+/// the producers, start the SUT, run the scenarios, tear down, summarise. A phase that
+/// fails skips the ones after it up to the teardown, which always runs.
 pub async fn run_suite(
     loaded: &LoadedSuite,
     store: Arc<dyn Store>,
     opts: RunOptions,
 ) -> Result<RunSummary, HarnessError> {
-    let suite = Arc::new(loaded.suite.clone());
-    let run_id = uuid::Uuid::now_v7().to_string();
-    let started_at = clock::wall_now();
-    let suite_path = loaded.path.display().to_string();
-    let ctx = DriverContext {
-        base_dir: loaded.base_dir.clone(),
-    };
-
     // Plan before touching anything: a suite this build cannot run is a usage error.
-    let mut producers: HashMap<String, Arc<dyn Producer>> = HashMap::new();
-    let mut listeners = BTreeMap::new();
-    for scenario in &suite.scenarios {
-        for step in &scenario.send {
-            if let (false, Some(spec)) = (
-                producers.contains_key(&step.to),
-                suite.channels.get(&step.to),
-            ) {
-                let spec = render_channel(&step.to, spec, &run_id)?;
-                let p: Arc<dyn Producer> = registry::producer(&step.to, &spec, &ctx)?.into();
-                producers.insert(step.to.clone(), p);
-            }
-        }
-        for e in &scenario.expect {
-            if let (false, Some(spec)) = (listeners.contains_key(&e.on), suite.channels.get(&e.on))
-            {
-                let rendered = render_channel(&e.on, spec, &run_id)?;
-                listeners.insert(
-                    e.on.clone(),
-                    (registry::listener(&e.on, &rendered, &ctx)?, spec),
-                );
-            }
-        }
-    }
-    let correlator =
-        Arc::new(
-            Correlator::new(&suite.correlate).map_err(|e| HarnessError::Template {
-                what: "correlate".into(),
-                message: e.to_string(),
-            })?,
-        );
+    let plan = Plan::new(loaded, uuid::Uuid::now_v7().to_string())?;
+    let mut run = Run::open(plan, store, &opts).await?;
+    let failure = run.set_up_and_run(&opts).await.err();
+    run.tear_down(&opts).await;
+    run.summarise(failure, &opts).await
+}
 
-    store
-        .create_run(&RunRecord {
-            run_id: run_id.clone(),
-            suite: suite.name.clone(),
-            suite_path: suite_path.clone(),
-            started_at,
-            finished_at: None,
-            status: "running".into(),
-            owner: Some(crate::owner::current()),
-        })
-        .await?;
-    emit(
-        &opts,
-        RunEvent::RunStarted {
-            run_id: run_id.clone(),
-            suite: suite.name.clone(),
-            scenarios: suite.scenarios.len(),
-            started_at,
-        },
-    );
+/// A run under way: what its phases have started so far, for the teardown to stop.
+struct Run {
+    plan: Plan,
+    store: Arc<dyn Store>,
+    router: Arc<Router>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    listeners: Vec<StartedListener>,
+    sut: Option<SutProcess>,
+    summary: RunSummary,
+}
 
-    let router = Arc::new(Router::default());
-    let dispatcher = tokio::spawn(router::dispatch(
-        store.subscribe(),
-        Arc::clone(&store),
-        run_id.clone(),
-        Arc::clone(&router),
-    ));
+struct StartedListener {
+    channel: String,
+    transport: &'static str,
+    running: RunningListener,
+    stats: Arc<ListenerStats>,
+}
 
-    let mut summary = RunSummary {
-        format_version: REPORT_FORMAT_VERSION,
-        run_id: run_id.clone(),
-        suite: suite.name.clone(),
-        suite_path,
-        started_at,
-        finished_at: started_at,
-        interrupted: false,
-        scenarios: Vec::new(),
-        listeners: Vec::new(),
-        sut_log: Vec::new(),
-        sut_exited: None,
-        harness_error: None,
-    };
-
-    // Listeners first: subscribed before anything can be sent.
-    let mut started: Vec<StartedListener> = Vec::new();
-    let mut failure: Option<HarnessError> = None;
-    for (channel, (listener, spec)) in listeners {
-        let sink = ObservationSink::new(
-            Arc::clone(&store),
-            run_id.clone(),
-            channel.clone(),
-            Arc::clone(&correlator),
-            registry::max_payload(spec),
-        );
-        let stats = sink.stats();
-        match listener.start(sink).await {
-            Ok(running) => {
-                emit(
-                    &opts,
-                    RunEvent::ListenerReady {
-                        channel: channel.clone(),
-                        transport: spec.transport().to_owned(),
-                        endpoint: running.endpoint.clone(),
-                    },
-                );
-                started.push(StartedListener {
-                    channel,
-                    transport: spec.transport().to_owned(),
-                    running,
-                    stats,
-                });
-            }
-            Err(e) => {
-                failure = Some(e.into());
-                break;
-            }
-        }
-    }
-
-    // Producers connect before the SUT starts: an unreachable broker is a harness error,
-    // not a failed scenario.
-    if failure.is_none() {
-        for producer in producers.values() {
-            if let Err(e) = producer.connect().await {
-                failure = Some(HarnessError::Connect(e));
-                break;
-            }
-        }
-    }
-
-    // Then the SUT, if the suite starts it.
-    let mut sut = None;
-    if let (None, Some(spec)) = (&failure, &suite.sut) {
-        let mut cancel = opts.cancel.clone();
-        match render_argv(&spec.start, &run_id) {
-            Err(e) => failure = Some(e),
-            Ok(argv) => tokio::select! {
-                result = SutProcess::start(spec, &argv, &loaded.base_dir) => match result {
-                    Ok(process) => {
-                        emit(&opts, RunEvent::SutReady {
-                            pid: process.pid(),
-                            ready_after_ns: u64::try_from(process.ready_after().as_nanos()).unwrap_or(u64::MAX),
-                        });
-                        sut = Some(process);
-                    }
-                    Err(e) => failure = Some(e),
-                },
-                () = cancelled(&mut cancel) => summary.interrupted = true,
+impl Run {
+    /// Opens the run in the store and starts routing its observations.
+    async fn open(
+        plan: Plan,
+        store: Arc<dyn Store>,
+        opts: &RunOptions,
+    ) -> Result<Run, HarnessError> {
+        let started_at = clock::wall_now();
+        store
+            .create_run(&RunRecord {
+                run_id: plan.run_id.clone(),
+                suite: plan.suite.clone(),
+                suite_path: plan.suite_path.clone(),
+                started_at,
+                finished_at: None,
+                status: "running".into(),
+                owner: Some(crate::owner::current()),
+            })
+            .await?;
+        emit(
+            opts,
+            RunEvent::RunStarted {
+                run_id: plan.run_id.clone(),
+                suite: plan.suite.clone(),
+                scenarios: plan.scenarios.len(),
+                started_at,
             },
-        }
-    }
-
-    if failure.is_none() && !summary.interrupted {
-        let session = Arc::new(Session {
-            run_id: run_id.clone(),
-            suite: Arc::clone(&suite),
-            store: Arc::clone(&store),
-            producers,
-            router: Arc::clone(&router),
-        });
-        let (scenarios, store_error) = run_scenarios(&session, &opts).await;
-        summary.scenarios = scenarios;
-        failure = store_error.map(HarnessError::from);
-        summary.interrupted = *opts.cancel.borrow();
-    }
-
-    // Teardown: the SUT first (so it stops emitting), then the listeners, which finish
-    // committing whatever they accepted.
-    if let Some(mut process) = sut {
-        summary.sut_log = process.stop_or_hurry(opts.hurry.clone()).await;
-        summary.sut_exited = process.exited_early().map(str::to_owned);
-    }
-    for l in started {
-        let (delivery, polling) = (l.running.delivery, l.running.polling);
-        l.running.stop().await;
-        summary.listeners.push(ListenerSummary {
-            channel: l.channel,
-            transport: l.transport,
-            recorded: l.stats.recorded.load(Ordering::Relaxed),
-            faults: l.stats.faults.load(Ordering::Relaxed),
-            delivery: delivery.to_owned(),
-            polling,
-            redelivered: l.stats.redelivered.load(Ordering::Relaxed),
-            gaps: l.stats.gaps(),
-        });
-    }
-    dispatcher.abort();
-
-    summary.finished_at = clock::wall_now();
-    summary.harness_error = failure.as_ref().map(|e| shown_error(e));
-    let status = if failure.is_some() {
-        "error"
-    } else if summary.interrupted {
-        "interrupted"
-    } else if summary.failed() > 0 {
-        "failed"
-    } else {
-        "passed"
-    };
-    let recorded = store.finish_run(&summary, status).await;
-    emit(&opts, RunEvent::RunFinished(summary.clone()));
-    match failure {
-        Some(e) => Err(e),
-        None => {
-            recorded?;
-            Ok(summary)
-        }
-    }
-}
-
-/// Renders a run-level template (no event: `correlation_id` is empty, `seq` is 0).
-fn render_once(
-    text: &str,
-    what: impl FnOnce() -> String,
-    run_id: &str,
-) -> Result<String, HarnessError> {
-    let ctx = produce::EventContext {
-        run_id,
-        correlation_id: "",
-        seq: 0,
-    };
-    Template::parse(text)
-        .and_then(|t| t.render(&ctx))
-        .map_err(|e| HarnessError::Template {
-            what: what(),
-            message: e.to_string(),
+        );
+        let router = Arc::new(Router::default());
+        let dispatcher = tokio::spawn(router::dispatch(
+            store.subscribe(),
+            Arc::clone(&store),
+            plan.run_id.clone(),
+            Arc::clone(&router),
+        ));
+        let summary = RunSummary {
+            format_version: REPORT_FORMAT_VERSION,
+            run_id: plan.run_id.clone(),
+            suite: plan.suite.clone(),
+            suite_path: plan.suite_path.clone(),
+            started_at,
+            finished_at: started_at,
+            interrupted: false,
+            scenarios: Vec::new(),
+            listeners: Vec::new(),
+            sut_log: Vec::new(),
+            sut_exited: None,
+            harness_error: None,
+        };
+        Ok(Run {
+            plan,
+            store,
+            router,
+            dispatcher,
+            listeners: Vec::new(),
+            sut: None,
+            summary,
         })
-}
-
-fn render_argv(argv: &[String], run_id: &str) -> Result<Vec<String>, HarnessError> {
-    argv.iter()
-        .map(|arg| render_once(arg, || format!("sut.start argument `{arg}`"), run_id))
-        .collect()
-}
-
-/// Channel options that are templates (an `http` URL and headers, broker subjects,
-/// topics, streams, queues, groups, buckets and buses) are rendered once per run, before
-/// the driver is built. A Kafka record `key`, an S3 object `key` and SQS FIFO ids are
-/// rendered per event instead.
-fn render_channel(
-    name: &str,
-    spec: &ChannelSpec,
-    run_id: &str,
-) -> Result<ChannelSpec, HarnessError> {
-    let mut spec = spec.clone();
-    for t in spec.options_mut().run_templates() {
-        *t.value = render_once(
-            t.value,
-            || format!("{} of channel `{name}`", t.what),
-            run_id,
-        )?;
     }
-    Ok(spec)
+
+    async fn set_up_and_run(&mut self, opts: &RunOptions) -> Result<(), HarnessError> {
+        self.start_listeners(opts).await?;
+        self.connect_producers().await?;
+        if self.start_sut(opts).await? {
+            self.run_scenarios(opts).await?;
+        }
+        Ok(())
+    }
+
+    /// Listeners first: each is subscribed before anything can be sent.
+    async fn start_listeners(&mut self, opts: &RunOptions) -> Result<(), HarnessError> {
+        for planned in std::mem::take(&mut self.plan.listeners) {
+            let sink = ObservationSink::new(
+                Arc::clone(&self.store),
+                self.plan.run_id.clone(),
+                planned.channel.clone(),
+                Arc::clone(&self.plan.correlator),
+                planned.max_payload,
+            );
+            let stats = sink.stats();
+            let running = planned.driver.start(sink).await?;
+            emit(
+                opts,
+                RunEvent::ListenerReady {
+                    channel: planned.channel.clone(),
+                    transport: planned.transport.to_owned(),
+                    endpoint: running.endpoint.clone(),
+                },
+            );
+            self.listeners.push(StartedListener {
+                channel: planned.channel,
+                transport: planned.transport,
+                running,
+                stats,
+            });
+        }
+        Ok(())
+    }
+
+    /// Producers connect before the SUT starts: an unreachable broker is a harness
+    /// error, not a failed scenario.
+    async fn connect_producers(&self) -> Result<(), HarnessError> {
+        for producer in self.plan.producers.values() {
+            producer.connect().await.map_err(HarnessError::Connect)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the SUT, if the suite starts one, and waits for its readiness probe.
+    /// `false` when the run was interrupted meanwhile.
+    async fn start_sut(&mut self, opts: &RunOptions) -> Result<bool, HarnessError> {
+        let Some(sut) = &self.plan.sut else {
+            return Ok(true);
+        };
+        let mut cancel = opts.cancel.clone();
+        tokio::select! {
+            result = SutProcess::start(&sut.spec, &sut.argv, &self.plan.base_dir) => {
+                let process = result?;
+                emit(opts, RunEvent::SutReady {
+                    pid: process.pid(),
+                    ready_after_ns: u64::try_from(process.ready_after().as_nanos()).unwrap_or(u64::MAX),
+                });
+                self.sut = Some(process);
+                Ok(true)
+            }
+            () = cancelled(&mut cancel) => {
+                self.summary.interrupted = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Runs the scenarios; a result the store could not record makes the run a harness
+    /// error (a verdict the store does not hold is not a verdict).
+    async fn run_scenarios(&mut self, opts: &RunOptions) -> Result<(), HarnessError> {
+        let session = Arc::new(Session {
+            run_id: self.plan.run_id.clone(),
+            store: Arc::clone(&self.store),
+            producers: self.plan.producers.clone(),
+            router: Arc::clone(&self.router),
+        });
+        let (scenarios, store_error) = run_scenarios(&session, &self.plan.scenarios, opts).await;
+        self.summary.scenarios = scenarios;
+        self.summary.interrupted = *opts.cancel.borrow();
+        store_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// The SUT first (so it stops emitting), then the listeners, which finish committing
+    /// whatever they accepted.
+    async fn tear_down(&mut self, opts: &RunOptions) {
+        if let Some(mut process) = self.sut.take() {
+            self.summary.sut_log = process.stop_or_hurry(opts.hurry.clone()).await;
+            self.summary.sut_exited = process.exited_early().map(str::to_owned);
+        }
+        for l in std::mem::take(&mut self.listeners) {
+            let (delivery, polling) = (l.running.delivery, l.running.polling);
+            l.running.stop().await;
+            self.summary.listeners.push(ListenerSummary {
+                channel: l.channel,
+                transport: l.transport.to_owned(),
+                recorded: l.stats.recorded.load(Ordering::Relaxed),
+                faults: l.stats.faults.load(Ordering::Relaxed),
+                delivery: delivery.to_owned(),
+                polling,
+                redelivered: l.stats.redelivered.load(Ordering::Relaxed),
+                gaps: l.stats.gaps(),
+            });
+        }
+        self.dispatcher.abort();
+    }
+
+    /// Records the summary with the run's status, and reports it.
+    async fn summarise(
+        mut self,
+        failure: Option<HarnessError>,
+        opts: &RunOptions,
+    ) -> Result<RunSummary, HarnessError> {
+        let summary = &mut self.summary;
+        summary.finished_at = clock::wall_now();
+        summary.harness_error = failure.as_ref().map(|e| shown_error(e));
+        let status = if failure.is_some() {
+            "error"
+        } else if summary.interrupted {
+            "interrupted"
+        } else if summary.failed() > 0 {
+            "failed"
+        } else {
+            "passed"
+        };
+        let recorded = self.store.finish_run(summary, status).await;
+        emit(opts, RunEvent::RunFinished(summary.clone()));
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                recorded?;
+                Ok(self.summary)
+            }
+        }
+    }
 }
 
 /// Runs every scenario (bounded); also returns the first failure to record a result, which
 /// makes the run a harness error: a verdict the store does not hold is not a verdict.
 async fn run_scenarios(
     session: &Arc<Session>,
+    scenarios: &[PlannedScenario],
     opts: &RunOptions,
 ) -> (Vec<ScenarioResult>, Option<StoreError>) {
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     // With `fail_fast`, the name of the first scenario that did not pass.
     let first_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let mut set = JoinSet::new();
-    for (i, scenario) in session.suite.scenarios.iter().enumerate() {
+    for (i, scenario) in scenarios.iter().enumerate() {
         // Permits are taken here, in file order, so scenarios start in the order they
         // are written (with `--concurrency 1`, one after the other, as written).
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -513,7 +410,7 @@ async fn run_scenarios(
             (i, Some(result), recorded)
         });
     }
-    let mut results: Vec<Option<ScenarioResult>> = vec![None; session.suite.scenarios.len()];
+    let mut results: Vec<Option<ScenarioResult>> = vec![None; scenarios.len()];
     let mut store_error = None;
     while let Some(joined) = set.join_next().await {
         if let Ok((i, result, error)) = joined {
@@ -523,7 +420,7 @@ async fn run_scenarios(
     }
     let results = results
         .into_iter()
-        .zip(&session.suite.scenarios)
+        .zip(scenarios)
         .map(|(r, s)| {
             r.unwrap_or_else(|| ScenarioResult {
                 name: s.name.clone(),

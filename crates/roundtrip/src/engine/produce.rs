@@ -3,7 +3,7 @@
 
 use roundtrip_core::correlate;
 use roundtrip_core::model::{ChannelSpec, CorrelationRule, RUN_ID_HEADER, SendStep};
-use roundtrip_core::template::{self, Template, TemplateContext};
+use roundtrip_core::template::{JsonTemplate, Template, TemplateContext};
 
 use crate::clock;
 use crate::transport::{Fifo, Outgoing};
@@ -47,72 +47,122 @@ pub(crate) fn new_correlation_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn render(text: &str, ctx: &EventContext<'_>) -> Result<String, String> {
-    Template::parse(text)
-        .map_err(|e| e.to_string())?
-        .render(ctx)
-        .map_err(|e| e.to_string())
+/// A send step's body, decided once per run.
+#[derive(Debug, Clone)]
+enum Body {
+    /// `body`: JSON whose strings are templates; the correlation id is injected at the
+    /// `correlate.json` path when there is one.
+    Json(JsonTemplate),
+    /// `text`: a template.
+    Text(Template),
+    /// `base64`: the bytes, decoded once.
+    Bytes(bytes::Bytes),
+    /// Nothing given: an empty body.
+    Empty,
 }
 
-/// Builds the message for one event of `step` on a channel.
-pub(crate) fn build(
-    step: &SendStep,
-    channel: &ChannelSpec,
-    rule: &CorrelationRule,
-    ctx: &EventContext<'_>,
-) -> Result<Outgoing, String> {
-    let (body, content_type): (Vec<u8>, &'static str) = if let Some(value) = &step.body {
-        let mut value = template::render_json(value, ctx).map_err(|e| e.to_string())?;
-        if let Some(path) = &rule.json {
-            correlate::inject_json(&mut value, path, ctx.correlation_id);
+/// How one send step becomes a message on its channel: every template it renders per
+/// event (body, headers, the channel's key and FIFO ids) parsed once per run.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageTemplate {
+    body: Body,
+    headers: Vec<(String, Template)>,
+    /// The header that carries the correlation id, lowercased, if the rule names one.
+    correlation_header: Option<String>,
+    /// The payload path the correlation id is injected at, if the rule names one.
+    correlation_path: Option<String>,
+    key: Option<Template>,
+    fifo: Option<[Template; 2]>,
+}
+
+impl MessageTemplate {
+    /// Compiles `step` for `channel` (its per-run options already rendered). The loader
+    /// has checked every template, so an error here is a harness error, not a usage one.
+    pub(crate) fn compile(
+        step: &SendStep,
+        channel: &ChannelSpec,
+        rule: &CorrelationRule,
+    ) -> Result<MessageTemplate, String> {
+        let parse = |text: &str| Template::parse(text).map_err(|e| e.to_string());
+        let body = if let Some(value) = &step.body {
+            Body::Json(JsonTemplate::compile(value).map_err(|e| e.to_string())?)
+        } else if let Some(text) = &step.text {
+            Body::Text(parse(text)?)
+        } else if let Some(b64) = &step.base64 {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("`base64` body is not valid base64: {e}"))?;
+            Body::Bytes(bytes.into())
+        } else {
+            Body::Empty
+        };
+        let headers = step
+            .headers
+            .iter()
+            .map(|(name, value)| Ok((name.to_ascii_lowercase(), parse(value)?)))
+            .collect::<Result<_, String>>()?;
+        let events = channel.options().event_templates();
+        let key = events.key.map(|t| parse(t.template())).transpose()?;
+        let fifo = match events.fifo {
+            Some([group, dedup]) => Some([parse(group.template())?, parse(dedup.template())?]),
+            None => None,
+        };
+        Ok(MessageTemplate {
+            body,
+            headers,
+            correlation_header: rule.header.as_ref().map(|h| h.to_ascii_lowercase()),
+            correlation_path: rule.json.clone(),
+            key,
+            fifo,
+        })
+    }
+
+    /// The message for one event.
+    pub(crate) fn render(&self, ctx: &EventContext<'_>) -> Result<Outgoing, String> {
+        let render = |t: &Template| t.render(ctx).map_err(|e| e.to_string());
+        let (body, content_type): (bytes::Bytes, &'static str) = match &self.body {
+            Body::Json(template) => {
+                let mut value = template.render(ctx).map_err(|e| e.to_string())?;
+                if let Some(path) = &self.correlation_path {
+                    correlate::inject_json(&mut value, path, ctx.correlation_id);
+                }
+                let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+                (bytes.into(), "application/json")
+            }
+            Body::Text(t) => (render(t)?.into_bytes().into(), "text/plain; charset=utf-8"),
+            Body::Bytes(bytes) => (bytes.clone(), "application/octet-stream"),
+            Body::Empty => (bytes::Bytes::new(), "application/octet-stream"),
+        };
+        let mut headers = Vec::with_capacity(self.headers.len() + 3);
+        for (name, value) in &self.headers {
+            headers.push((name.clone(), render(value)?));
         }
-        let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-        (bytes, "application/json")
-    } else if let Some(text) = &step.text {
-        (render(text, ctx)?.into_bytes(), "text/plain; charset=utf-8")
-    } else if let Some(b64) = &step.base64 {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|e| format!("`base64` body is not valid base64: {e}"))?;
-        (bytes, "application/octet-stream")
-    } else {
-        (Vec::new(), "application/octet-stream")
-    };
-
-    let mut headers = Vec::with_capacity(step.headers.len() + 3);
-    for (name, value) in &step.headers {
-        headers.push((name.to_ascii_lowercase(), render(value, ctx)?));
+        if let Some(name) = &self.correlation_header {
+            headers.push((name.clone(), ctx.correlation_id.to_owned()));
+        }
+        headers.push((RUN_ID_HEADER.to_owned(), ctx.run_id.to_owned()));
+        headers.push((
+            "traceparent".to_owned(),
+            correlate::traceparent(ctx.correlation_id, rand::random::<u64>() | 1),
+        ));
+        let key = self.key.as_ref().map(render).transpose()?;
+        let fifo = match &self.fifo {
+            Some([group, dedup]) => Some(Fifo {
+                group_id: render(group)?,
+                dedup_id: render(dedup)?,
+            }),
+            None => None,
+        };
+        Ok(Outgoing {
+            body,
+            content_type,
+            headers,
+            correlation_id: ctx.correlation_id.to_owned(),
+            key,
+            fifo,
+        })
     }
-    if let Some(name) = &rule.header {
-        headers.push((name.to_ascii_lowercase(), ctx.correlation_id.to_owned()));
-    }
-    headers.push((RUN_ID_HEADER.to_owned(), ctx.run_id.to_owned()));
-    headers.push((
-        "traceparent".to_owned(),
-        correlate::traceparent(ctx.correlation_id, rand::random::<u64>() | 1),
-    ));
-
-    let events = channel.options().event_templates();
-    let key = match events.key {
-        Some(t) => Some(render(t.template(), ctx)?),
-        None => None,
-    };
-    let fifo = match events.fifo {
-        Some([group, dedup]) => Some(Fifo {
-            group_id: render(group.template(), ctx)?,
-            dedup_id: render(dedup.template(), ctx)?,
-        }),
-        None => None,
-    };
-    Ok(Outgoing {
-        body: body.into(),
-        content_type,
-        headers,
-        correlation_id: ctx.correlation_id.to_owned(),
-        key,
-        fifo,
-    })
 }
 
 #[cfg(test)]
@@ -131,6 +181,15 @@ mod tests {
             repeat: 1,
             concurrency: 1,
         }
+    }
+
+    fn build(
+        step: &SendStep,
+        channel: &ChannelSpec,
+        rule: &CorrelationRule,
+        ctx: &EventContext<'_>,
+    ) -> Result<Outgoing, String> {
+        MessageTemplate::compile(step, channel, rule)?.render(ctx)
     }
 
     fn ctx() -> EventContext<'static> {

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roundtrip_core::expect::{ExpectationMachine, SentRef};
-use roundtrip_core::model::Scenario;
 use roundtrip_core::observation::{Observation, SentEvent};
 use roundtrip_core::run::{ScenarioResult, ScenarioStatus};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::Session;
+use super::plan::PlannedScenario;
 use super::produce;
+use super::session::{Sent, Session};
 use crate::clock;
 
 /// How long after a deadline the engine waits before judging it, so that observations
@@ -50,7 +50,7 @@ pub const SLOW_SEND: Duration = Duration::from_millis(500);
 /// Runs one scenario to its verdict (or until `cancel` turns true).
 pub(crate) async fn run(
     session: Arc<Session>,
-    scenario: &Scenario,
+    scenario: &PlannedScenario,
     mut cancel: watch::Receiver<bool>,
 ) -> ScenarioResult {
     let started = clock::mono_now();
@@ -233,7 +233,11 @@ pub(crate) async fn run(
     }
 }
 
-fn feed_machines(machines: &mut [ExpectationMachine], scenario: &Scenario, obs: &Observation) {
+fn feed_machines(
+    machines: &mut [ExpectationMachine],
+    scenario: &PlannedScenario,
+    obs: &Observation,
+) {
     let now = clock::mono_now();
     for (m, e) in machines.iter_mut().zip(&scenario.expect) {
         if e.on == obs.channel && m.verdict().is_none() {
@@ -253,7 +257,7 @@ async fn sleep_until_opt(at: Option<std::time::Instant>) {
     }
 }
 
-fn error_result(scenario: &Scenario, error: String, started: u64) -> ScenarioResult {
+fn error_result(scenario: &PlannedScenario, error: String, started: u64) -> ScenarioResult {
     ScenarioResult {
         name: scenario.name.clone(),
         status: ScenarioStatus::Error,
@@ -270,15 +274,15 @@ fn error_result(scenario: &Scenario, error: String, started: u64) -> ScenarioRes
 /// `concurrency` in flight. Each event's route is registered before it is produced.
 async fn send_all(
     session: Arc<Session>,
-    scenario: Scenario,
+    scenario: PlannedScenario,
     inbox: mpsc::UnboundedSender<Arc<Observation>>,
     notes: mpsc::UnboundedSender<SendNote>,
 ) {
     use std::sync::atomic::{AtomicU32, Ordering};
-    let total: u64 = scenario.send.iter().map(|s| u64::from(s.repeat)).sum();
+    let total: u64 = scenario.sends.iter().map(|s| u64::from(s.repeat)).sum();
     let failing = Arc::new(AtomicU32::new(0));
     let mut index = 0u64;
-    for step in &scenario.send {
+    for step in &scenario.sends {
         let permits = Arc::new(Semaphore::new(step.concurrency.max(1) as usize));
         let mut in_flight = JoinSet::new();
         for _ in 0..step.repeat {
@@ -305,8 +309,11 @@ async fn send_all(
             let this = index;
             index += 1;
             in_flight.spawn(async move {
-                let (ev, unreachable, took) =
-                    session.send_one(&name, &step, this, correlation_id).await;
+                let Sent {
+                    event: ev,
+                    unreachable,
+                    took,
+                } = session.send_one(&name, &step, this, correlation_id).await;
                 if unreachable {
                     failing.fetch_add(1, Ordering::Relaxed);
                 } else {
