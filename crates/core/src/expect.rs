@@ -9,9 +9,9 @@
 //! derived from wall clocks, `sent_mono + (received_at - sent_at)`, and the verdict says
 //! `wall_clock: true`. Decisions depend on *arrival* times, never on when the engine
 //! happens to deliver an observation. The machine's own clock advances **only** through
-//! [`ExpectationMachine::on_tick`]; the `now` given to the other methods is not used to
-//! judge deadlines, so the engine can hold deadline judgements back until observations
-//! received before them have been committed and routed.
+//! [`ExpectationMachine::on_tick`] (the other methods take no time), so the engine can hold
+//! deadline judgements back until observations received before them have been committed
+//! and routed.
 //!
 //! A window `W` after a send at `s` *includes* its end: an arrival at `s + W` is in
 //! time. A deadline returned by [`ExpectationMachine::next_deadline`] is the first
@@ -417,16 +417,16 @@ impl ExpectationMachine {
         self.events.push(ev);
     }
 
-    /// No more events will be sent. `now` is not used to judge deadlines (see the module
-    /// docs); an expectation whose events are all decided is decided here.
-    pub fn sends_complete(&mut self, _now: MonoNanos) {
+    /// No more events will be sent; an expectation whose events are all decided is
+    /// decided here (deadlines are judged by [`Self::on_tick`] only, see the module docs).
+    pub fn sends_complete(&mut self) {
         self.sends_complete = true;
         self.try_decide();
     }
 
     /// Takes in one observation on the expectation's channel: correlated with one of the
     /// registered events, or not (evidence only). Ignored once decided.
-    pub fn on_observation(&mut self, obs: &Observation, _now: MonoNanos) {
+    pub fn on_observation(&mut self, obs: &Observation) {
         if self.verdict.is_some() {
             return;
         }
@@ -1087,10 +1087,10 @@ mod tests {
         );
         send(&mut m, 0, 0);
         send(&mut m, 1, 10 * MS);
-        m.on_observation(&obs(1, 0, widget(), 300 * MS), 300 * MS);
-        m.on_observation(&obs(2, 1, widget(), 510 * MS), 510 * MS);
+        m.on_observation(&obs(1, 0, widget(), 300 * MS));
+        m.on_observation(&obs(2, 1, widget(), 510 * MS));
         assert!(m.verdict().is_none(), "sends are not complete yet");
-        m.sends_complete(520 * MS);
+        m.sends_complete();
         let v = m.verdict().expect("decided without waiting out the window");
         assert!(v.passed());
         assert_eq!(v.latencies_ns, vec![300 * MS, 500 * MS]);
@@ -1103,9 +1103,9 @@ mod tests {
         let mut m = machine(json!({"match": {"item": "WIDGET"}, "within": "2s"}));
         send(&mut m, 0, 0);
         send(&mut m, 1, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, widget(), S), S);
-        m.on_observation(&obs_with(2, None, json!({"item": "GADGET"}), S), S);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, widget(), S));
+        m.on_observation(&obs_with(2, None, json!({"item": "GADGET"}), S));
         // Default grace = the SLA: the decision is due just after 2s + 2s.
         assert_eq!(m.next_deadline(), Some(4 * S + 1));
         m.on_tick(4 * S);
@@ -1149,8 +1149,8 @@ mod tests {
         let mut m = machine(json!({"within": "1s", "grace": "0s"}));
         send(&mut m, 0, 0);
         send(&mut m, 1, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), S), S);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), S));
         assert_eq!(m.next_deadline(), Some(S + 1));
         m.on_tick(S + 1);
         let f = failure(&m);
@@ -1159,8 +1159,8 @@ mod tests {
 
         let mut m = machine(json!({"within": "1s", "grace": "0s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), S), S);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), S));
         assert!(m.verdict().is_some_and(ExpectationVerdict::passed));
     }
 
@@ -1168,8 +1168,8 @@ mod tests {
     fn a_late_arrival_exceeds_the_sla_at_once() {
         let mut m = machine(json!({"match": {"item": "WIDGET"}, "within": "2s"}));
         send(&mut m, 0, 5 * S);
-        m.sends_complete(5 * S);
-        m.on_observation(&obs(1, 0, widget(), 5 * S + 3_210 * MS), 9 * S);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, widget(), 5 * S + 3_210 * MS));
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::SlaExceeded);
         assert_eq!(
@@ -1189,12 +1189,12 @@ mod tests {
         let mut m = machine(json!({"within": "1s"}));
         send(&mut m, 0, 0);
         send(&mut m, 1, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 1_500 * MS), 1_500 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 1_500 * MS));
         assert!(m.verdict().is_none(), "event 1 is still open");
-        m.on_observation(&obs(2, 1, json!(1), 500 * MS), 1_600 * MS);
+        m.on_observation(&obs(2, 1, json!(1), 500 * MS));
         let decided = m.verdict().cloned().expect("decided");
-        m.on_observation(&obs(3, 0, json!(1), 500 * MS), 1_600 * MS);
+        m.on_observation(&obs(3, 0, json!(1), 500 * MS));
         m.on_tick(100 * S);
         assert_eq!(m.verdict(), Some(&decided));
         assert_eq!(failure(&m).kind, FailureKind::SlaExceeded);
@@ -1204,9 +1204,9 @@ mod tests {
     fn arrivals_after_the_grace_period_do_not_count() {
         let mut m = machine(json!({"within": "1s", "grace": "500ms"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
+        m.sends_complete();
         // Delivered to the machine before its deadline tick, but received too late.
-        m.on_observation(&obs(1, 0, json!(1), 1_500 * MS + 1), 2 * S);
+        m.on_observation(&obs(1, 0, json!(1), 1_500 * MS + 1));
         assert!(m.verdict().is_none());
         settle(&mut m);
         let f = failure(&m);
@@ -1220,10 +1220,10 @@ mod tests {
         assert!(m.description().starts_with("at least 2 observations on"));
         send(&mut m, 0, 0);
         send(&mut m, 1, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 100 * MS), 100 * MS);
-        m.on_observation(&obs(2, 0, json!(1), 200 * MS), 200 * MS);
-        m.on_observation(&obs(3, 1, json!(1), 300 * MS), 300 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 100 * MS));
+        m.on_observation(&obs(2, 0, json!(1), 200 * MS));
+        m.on_observation(&obs(3, 1, json!(1), 300 * MS));
         settle(&mut m);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::TooFew);
@@ -1241,11 +1241,11 @@ mod tests {
         for i in 0..5 {
             send(&mut m, i, 0);
         }
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 1), 1);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 1));
         for i in 1..5 {
-            m.on_observation(&obs(1 + i, i, json!(1), 1), 1);
-            m.on_observation(&obs(10 + i, i, json!(1), 2), 2);
+            m.on_observation(&obs(1 + i, i, json!(1), 1));
+            m.on_observation(&obs(10 + i, i, json!(1), 2));
         }
         settle(&mut m);
         let f = failure(&m);
@@ -1255,8 +1255,8 @@ mod tests {
         for i in 0..6 {
             send(&mut m, i, 0);
         }
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 1), 1);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 1));
         settle(&mut m);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Lost);
@@ -1284,10 +1284,10 @@ mod tests {
                 .starts_with("exactly 1 observation matching")
         );
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, widget(), 120 * MS), 120 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, widget(), 120 * MS));
         assert!(m.verdict().is_none(), "count waits out the whole window");
-        m.on_observation(&obs(2, 0, widget(), 340 * MS), 340 * MS);
+        m.on_observation(&obs(2, 0, widget(), 340 * MS));
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Duplicate);
         assert_eq!(
@@ -1311,9 +1311,9 @@ mod tests {
     fn count_treats_a_late_extra_as_a_duplicate() {
         let mut m = machine(json!({"count": 1, "within": "1s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 500 * MS), 500 * MS);
-        m.on_observation(&obs(2, 0, json!(1), 1_500 * MS), 1_500 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 500 * MS));
+        m.on_observation(&obs(2, 0, json!(1), 1_500 * MS));
         assert_eq!(failure(&m).kind, FailureKind::Duplicate);
     }
 
@@ -1325,9 +1325,9 @@ mod tests {
         for i in 0..50 {
             send(&mut m, i, 0);
         }
-        m.sends_complete(0);
+        m.sends_complete();
         for i in 0..50 {
-            m.on_observation(&obs(i, i, json!(1), 100 * MS), 100 * MS);
+            m.on_observation(&obs(i, i, json!(1), 100 * MS));
         }
         m.on_tick(501 * MS);
         assert!(
@@ -1336,7 +1336,7 @@ mod tests {
         );
         for (seq, i) in [3u64, 10, 11, 20, 29, 33, 41].into_iter().enumerate() {
             let at = 800 * MS;
-            m.on_observation(&obs(100 + seq as u64, i, json!(1), at), at);
+            m.on_observation(&obs(100 + seq as u64, i, json!(1), at));
         }
         settle(&mut m);
         let f = failure(&m);
@@ -1361,9 +1361,9 @@ mod tests {
         // An extra arrival after the grace period does not count.
         let mut m = machine(json!({"count": 1, "within": "500ms", "grace": "100ms"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 100 * MS), 100 * MS);
-        m.on_observation(&obs(2, 0, json!(1), 601 * MS), 601 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 100 * MS));
+        m.on_observation(&obs(2, 0, json!(1), 601 * MS));
         settle(&mut m);
         assert!(m.verdict().is_some_and(ExpectationVerdict::passed));
     }
@@ -1375,10 +1375,10 @@ mod tests {
         for i in 0..20 {
             send(&mut m, i, i * 10 * MS);
         }
-        m.sends_complete(200 * MS);
+        m.sends_complete();
         // Five arrive; the SUT crashes; fifteen are lost, due at different times.
         for i in 0..5 {
-            m.on_observation(&obs(i, i, json!(1), i * 10 * MS + 5 * MS), 0);
+            m.on_observation(&obs(i, i, json!(1), i * 10 * MS + 5 * MS));
         }
         m.on_tick(S + 1);
         assert!(m.verdict().is_none(), "event 5's window is still open");
@@ -1402,12 +1402,12 @@ mod tests {
         for i in 0..4 {
             send(&mut m, i, 0);
         }
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 10 * MS), 10 * MS);
-        m.on_observation(&obs(2, 0, json!(1), 20 * MS), 20 * MS); // duplicate
-        m.on_observation(&obs(3, 1, json!(1), 1_500 * MS), 1_500 * MS); // late
-        m.on_observation(&obs(4, 2, json!(1), 30 * MS), 30 * MS); // fine
-        m.on_observation(&obs(5, 3, json!(1), 2_500 * MS), 2_500 * MS); // after the grace
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 10 * MS));
+        m.on_observation(&obs(2, 0, json!(1), 20 * MS)); // duplicate
+        m.on_observation(&obs(3, 1, json!(1), 1_500 * MS)); // late
+        m.on_observation(&obs(4, 2, json!(1), 30 * MS)); // fine
+        m.on_observation(&obs(5, 3, json!(1), 2_500 * MS)); // after the grace
         settle(&mut m);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Lost);
@@ -1447,10 +1447,10 @@ mod tests {
             let mut m = machine(e.clone());
             m.on_not_sent("c0", 0);
             send(&mut m, 1, 0);
-            m.sends_complete(0);
+            m.sends_complete();
             // An observation carrying the unsent event's id is not its output.
-            m.on_observation(&obs(1, 0, json!(1), 10 * MS), 10 * MS);
-            m.on_observation(&obs(2, 1, json!(1), 10 * MS), 10 * MS);
+            m.on_observation(&obs(1, 0, json!(1), 10 * MS));
+            m.on_observation(&obs(2, 1, json!(1), 10 * MS));
             settle(&mut m);
             let f = failure(&m);
             let kinds: Vec<FailureKind> = f.events.iter().map(|t| t.kind).collect();
@@ -1464,7 +1464,7 @@ mod tests {
         }
         let mut m = machine(json!({"within": "1s"}));
         m.on_not_sent("c0", 0);
-        m.sends_complete(0);
+        m.sends_complete();
         assert_eq!(failure(&m).kind, FailureKind::NotSent);
     }
 
@@ -1477,9 +1477,9 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            m.on_observation(&obs(seq as u64, i, json!(1), at * MS), at * MS);
+            m.on_observation(&obs(seq as u64, i, json!(1), at * MS));
         }
-        m.sends_complete(1_200 * MS);
+        m.sends_complete();
         assert_eq!(m.next_deadline(), Some(1_500 * MS + 1));
         m.on_tick(1_500 * MS + 1);
         assert!(
@@ -1499,8 +1499,8 @@ mod tests {
     fn count_fails_with_too_few_after_the_grace_period() {
         let mut m = machine(json!({"count": 2, "within": "1s", "grace": "1s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 10 * MS), 10 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 10 * MS));
         assert_eq!(m.next_deadline(), Some(2 * S + 1));
         settle(&mut m);
         assert_eq!(failure(&m).kind, FailureKind::TooFew);
@@ -1521,11 +1521,11 @@ mod tests {
             r#"no observations matching {"item":"WIDGET"} on `orders_out` within 1s of each send"#
         );
         send(&mut m, 0, 0);
-        m.on_observation(&obs(1, 0, json!({"item": "OTHER"}), 10 * MS), 10 * MS);
+        m.on_observation(&obs(1, 0, json!({"item": "OTHER"}), 10 * MS));
         assert!(m.verdict().is_none(), "not matching");
-        m.on_observation(&obs(2, 0, widget(), S), S);
+        m.on_observation(&obs(2, 0, widget(), S));
         assert!(m.verdict().is_none(), "sends are not complete");
-        m.sends_complete(S);
+        m.sends_complete();
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::UnexpectedArrival);
         assert_eq!(
@@ -1543,18 +1543,18 @@ mod tests {
         let mut m = machine(json!({"none_within": "1s"}));
         send(&mut m, 0, 0);
         send(&mut m, 1, 500 * MS);
-        m.on_observation(&obs(1, 0, json!(1), S + 1), S + 1);
+        m.on_observation(&obs(1, 0, json!(1), S + 1));
         assert!(m.verdict().is_none(), "after event 0's window");
         assert_eq!(m.next_deadline(), Some(S + 1), "event 0's window ends");
         m.on_tick(10 * S);
         assert!(m.verdict().is_none(), "sends are not complete");
-        m.sends_complete(10 * S);
+        m.sends_complete();
         // The machine's clock already passed every window.
         assert!(m.verdict().is_some_and(ExpectationVerdict::passed));
 
         let mut m = machine(json!({"none_within": "1s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
+        m.sends_complete();
         assert_eq!(m.next_deadline(), Some(S + 1));
         m.on_tick(S);
         assert!(m.verdict().is_none());
@@ -1566,8 +1566,8 @@ mod tests {
     fn count_zero_is_an_absence_check() {
         let mut m = machine(json!({"count": 0, "within": "1s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(&obs(1, 0, json!(1), 5 * MS), 5 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 0, json!(1), 5 * MS));
         assert_eq!(failure(&m).kind, FailureKind::UnexpectedArrival);
     }
 
@@ -1580,7 +1580,7 @@ mod tests {
         ] {
             let mut m = machine(e.clone());
             assert_eq!(m.next_deadline(), None);
-            m.sends_complete(0);
+            m.sends_complete();
             assert!(m.verdict().is_some_and(ExpectationVerdict::passed), "{e}");
         }
     }
@@ -1589,15 +1589,12 @@ mod tests {
     fn correlated_near_misses_are_preferred_over_uncorrelated_ones() {
         let mut m = machine(json!({"match": {"item": "WIDGET", "qty": 2}, "within": "1s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
-        m.on_observation(
-            &obs_with(1, None, json!({"item": "WIDGET", "qty": 3}), 1),
-            1,
-        );
-        m.on_observation(&obs(2, 0, json!({"item": "widget", "qty": 3}), 2), 2);
-        m.on_observation(&obs(3, 0, json!({"item": "widget", "qty": 1}), 3), 3);
+        m.sends_complete();
+        m.on_observation(&obs_with(1, None, json!({"item": "WIDGET", "qty": 3}), 1));
+        m.on_observation(&obs(2, 0, json!({"item": "widget", "qty": 3}), 2));
+        m.on_observation(&obs(3, 0, json!({"item": "widget", "qty": 1}), 3));
         // Another scenario's event counts as uncorrelated here.
-        m.on_observation(&obs_with(4, Some("elsewhere"), widget(), 4), 4);
+        m.on_observation(&obs_with(4, Some("elsewhere"), widget(), 4));
         settle(&mut m);
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Lost);
@@ -1623,9 +1620,9 @@ mod tests {
     fn evidence_keeps_the_last_five_observations() {
         let mut m = machine(json!({"match": {"ok": true}, "within": "1s"}));
         send(&mut m, 0, 0);
-        m.sends_complete(0);
+        m.sends_complete();
         for seq in 1..=8 {
-            m.on_observation(&obs_with(seq, None, json!({"ok": false}), seq), seq);
+            m.on_observation(&obs_with(seq, None, json!({"ok": false}), seq));
         }
         settle(&mut m);
         let f = failure(&m);
@@ -1638,11 +1635,11 @@ mod tests {
     fn without_a_monotonic_time_wall_clocks_are_used() {
         let mut m = machine(json!({"within": "1s"}));
         send(&mut m, 0, 7 * S);
-        m.sends_complete(7 * S);
+        m.sends_complete();
         let mut o = obs(1, 0, json!(1), 0);
         o.received_mono = None;
         o.received_at = WALL0 + (7 * S + 250 * MS) as i64;
-        m.on_observation(&o, 0);
+        m.on_observation(&o);
         let v = m.verdict().expect("decided");
         assert!(v.passed());
         assert!(v.wall_clock);
@@ -1651,9 +1648,9 @@ mod tests {
         // A remote clock behind ours: the arrival is clamped to the send.
         let mut m = machine(json!({"within": "1s"}));
         send(&mut m, 0, 7 * S);
-        m.sends_complete(7 * S);
+        m.sends_complete();
         o.received_at = WALL0 + (6 * S) as i64;
-        m.on_observation(&o, 0);
+        m.on_observation(&o);
         assert_eq!(m.verdict().map(|v| v.latencies_ns.clone()), Some(vec![0]));
     }
 
@@ -1665,21 +1662,21 @@ mod tests {
         for i in 0..4 {
             send(&mut m, i, i * MS);
         }
-        m.sends_complete(4 * MS);
-        m.on_observation(&obs(1, 1, json!({"customer": "b"}), 100 * MS), 100 * MS);
-        m.on_observation(&obs(2, 0, json!({"customer": "a"}), 110 * MS), 110 * MS);
-        m.on_observation(&obs(3, 3, json!({"customer": "a"}), 120 * MS), 120 * MS);
-        m.on_observation(&obs(4, 2, json!({"other": 1}), 125 * MS), 125 * MS);
+        m.sends_complete();
+        m.on_observation(&obs(1, 1, json!({"customer": "b"}), 100 * MS));
+        m.on_observation(&obs(2, 0, json!({"customer": "a"}), 110 * MS));
+        m.on_observation(&obs(3, 3, json!({"customer": "a"}), 120 * MS));
+        m.on_observation(&obs(4, 2, json!({"other": 1}), 125 * MS));
         assert!(m.verdict().is_some_and(ExpectationVerdict::passed));
 
         let mut m = machine(e);
         for i in 0..3 {
             send(&mut m, i, i * MS);
         }
-        m.on_observation(&obs(1, 2, json!({"customer": "a"}), 100 * MS), 100 * MS);
-        m.on_observation(&obs(2, 1, json!({"customer": "b"}), 110 * MS), 110 * MS);
-        m.on_observation(&obs(3, 0, json!({"customer": "a"}), 120 * MS), 120 * MS);
-        m.sends_complete(120 * MS);
+        m.on_observation(&obs(1, 2, json!({"customer": "a"}), 100 * MS));
+        m.on_observation(&obs(2, 1, json!({"customer": "b"}), 110 * MS));
+        m.on_observation(&obs(3, 0, json!({"customer": "a"}), 120 * MS));
+        m.sends_complete();
         let f = failure(&m);
         assert_eq!(f.kind, FailureKind::Reordered);
         assert_eq!(
@@ -1760,9 +1757,9 @@ mod tests {
         for i in 0..2000 {
             send(&mut m, i, i * MS);
         }
-        m.sends_complete(2 * S);
+        m.sends_complete();
         for i in (0..2000).rev() {
-            m.on_observation(&obs(i, i, json!({"ok": true}), i * MS + 5 * MS), 3 * S);
+            m.on_observation(&obs(i, i, json!({"ok": true}), i * MS + 5 * MS));
         }
         settle(&mut m);
         let v = m.verdict().expect("decided");
@@ -1782,7 +1779,7 @@ mod tests {
         for (i, &at) in sends.iter().enumerate() {
             send(&mut m, i as u64, at);
         }
-        m.sends_complete(0);
+        m.sends_complete();
         let mut timeline: Vec<(u64, usize)> = arrivals
             .iter()
             .map(|&(ev, off)| (sends[ev] + off, ev))
@@ -1795,7 +1792,7 @@ mod tests {
                 m.on_tick(d);
                 record(&m);
             }
-            m.on_observation(&obs(seq as u64, ev as u64, json!({"n": 1}), at), at);
+            m.on_observation(&obs(seq as u64, ev as u64, json!({"n": 1}), at));
             record(&m);
         }
         settle(&mut m);

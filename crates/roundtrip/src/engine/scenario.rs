@@ -156,9 +156,8 @@ pub(crate) async fn run(
                 Some(SendNote::Abandoned { not_attempted: n }) => not_attempted = n,
                 Some(SendNote::Done) | None => {
                     sends_done = true;
-                    let now = clock::mono_now();
                     for m in &mut machines {
-                        m.sends_complete(now);
+                        m.sends_complete();
                     }
                 }
             },
@@ -238,10 +237,9 @@ fn feed_machines(
     scenario: &PlannedScenario,
     obs: &Observation,
 ) {
-    let now = clock::mono_now();
     for (m, e) in machines.iter_mut().zip(&scenario.expect) {
         if e.on == obs.channel && m.verdict().is_none() {
-            m.on_observation(obs, now);
+            m.on_observation(obs);
         }
     }
 }
