@@ -307,7 +307,7 @@ impl Run {
                 delivery: delivery.to_owned(),
                 polling,
                 redelivered: l.stats.redelivered.load(Ordering::Relaxed),
-                gaps: l.stats.gaps(),
+                gaps: l.stats.gap_causes(),
             });
         }
         self.dispatcher.abort();

@@ -717,7 +717,7 @@ async fn a_dropped_redis_connection_is_a_reported_gap_and_nothing_is_lost() {
         assert_eq!(next.correlation_id.as_deref(), Some("during"), "{group:?}");
         let gaps = sink.stats().gaps();
         assert_eq!(gaps.len(), 1, "{gaps:?}");
-        assert!(gaps[0].starts_with("connection lost at "), "{gaps:?}");
+        assert!(gaps[0].cause.starts_with("connection lost at "), "{gaps:?}");
         listener.stop().await;
     }
 }
@@ -922,7 +922,7 @@ async fn a_closed_amqp_connection_is_a_reported_gap_and_nothing_is_lost() {
     let gaps = sink.stats().gaps();
     assert!(
         gaps.iter()
-            .any(|g| g.starts_with("the AMQP connection was lost at ")),
+            .any(|g| g.cause.starts_with("the AMQP connection was lost at ")),
         "{gaps:?}"
     );
     listener.stop().await;
@@ -1056,7 +1056,7 @@ async fn a_nats_server_restart_is_a_reported_gap() {
     assert!(arrived.starts_with("after-"), "{arrived}");
     let gaps = sink.stats().gaps();
     assert!(
-        gaps.iter().any(|g| g.starts_with("disconnected at ")),
+        gaps.iter().any(|g| g.cause.starts_with("disconnected at ")),
         "{gaps:?}"
     );
     listener.stop().await;
@@ -1094,7 +1094,7 @@ async fn an_mqtt_broker_restart_is_a_reported_gap() {
     assert!(arrived.starts_with("after-"), "{arrived}");
     let gaps = sink.stats().gaps();
     assert!(
-        gaps.iter().any(|g| g.contains("the session was lost")),
+        gaps.iter().any(|g| g.cause.contains("the session was lost")),
         "{gaps:?}"
     );
     listener.stop().await;

@@ -360,20 +360,20 @@ const GAP_SLACK_NS: i64 = 2_000_000_000;
 /// (`Some(0)`: a failed ack, redelivered) explain nothing.
 pub fn unaccounted(
     missing: &[(String, i64)],
-    spans: &[roundtrip::transport::GapSpan],
+    gaps: &[roundtrip::transport::Gap],
     now: i64,
 ) -> Vec<String> {
-    let mut budget: u64 = spans.iter().filter_map(|s| s.lost).sum();
+    let mut budget: u64 = gaps.iter().filter_map(|g| g.count).sum();
     let mut left = Vec::new();
     for (id, sent_at) in missing {
         if budget > 0 {
             budget -= 1;
             continue;
         }
-        let covered = spans.iter().any(|s| {
-            s.lost.is_none()
-                && *sent_at >= s.from - GAP_SLACK_NS
-                && *sent_at <= s.to.unwrap_or(now) + GAP_SLACK_NS
+        let covered = gaps.iter().any(|g| {
+            g.count.is_none()
+                && *sent_at >= g.start - GAP_SLACK_NS
+                && *sent_at <= g.end.unwrap_or(now) + GAP_SLACK_NS
         });
         if !covered {
             left.push(id.clone());
@@ -413,7 +413,7 @@ pub async fn many_none_lost(case: Case) {
             .filter(|(id, _)| !recorded.contains(id))
             .cloned()
             .collect();
-        let silent = unaccounted(&missing, &stats.spans(), roundtrip::clock::wall_now());
+        let silent = unaccounted(&missing, &stats.gaps(), roundtrip::clock::wall_now());
         assert!(
             silent.is_empty(),
             "{} of {n} missing, {} of them accounted for by no gap (a silent loss), e.g. \
@@ -552,41 +552,28 @@ pub async fn unreachable_server(case: Case, unreachable: ChannelSpec, hint: &str
 
 #[test]
 fn a_loss_is_accounted_for_only_by_a_gap_that_covers_it() {
-    use roundtrip::transport::GapSpan;
+    use roundtrip::transport::{Gap, GapKind};
+    let gap = |start: i64, end: Option<i64>, count: Option<u64>| Gap {
+        kind: GapKind::Other,
+        start,
+        end,
+        count,
+        cause: String::new(),
+    };
     const S: i64 = 1_000_000_000;
     let missing = vec![("a".to_owned(), 10 * S), ("b".to_owned(), 20 * S)];
     // No gap, or a gap that lost nothing: both are silent losses.
     assert_eq!(unaccounted(&missing, &[], 30 * S), ["a", "b"]);
-    let acked = GapSpan {
-        from: 10 * S,
-        to: Some(10 * S),
-        lost: Some(0),
-    };
+    let acked = gap(10 * S, Some(10 * S), Some(0));
     assert_eq!(unaccounted(&missing, &[acked], 30 * S), ["a", "b"]);
     // A count covers that many; a window covers what was sent in it (with slack).
-    let dropped = GapSpan {
-        from: 25 * S,
-        to: Some(25 * S),
-        lost: Some(1),
-    };
+    let dropped = gap(25 * S, Some(25 * S), Some(1));
     assert_eq!(unaccounted(&missing, &[dropped], 30 * S), ["b"]);
-    let outage = GapSpan {
-        from: 19 * S,
-        to: Some(21 * S),
-        lost: None,
-    };
+    let outage = gap(19 * S, Some(21 * S), None);
     assert_eq!(unaccounted(&missing, &[outage], 30 * S), ["a"]);
-    let still_out = GapSpan {
-        from: 9 * S,
-        to: None,
-        lost: None,
-    };
+    let still_out = gap(9 * S, None, None);
     assert!(unaccounted(&missing, &[still_out], 30 * S).is_empty());
-    let far = GapSpan {
-        from: 40 * S,
-        to: Some(41 * S),
-        lost: None,
-    };
+    let far = gap(40 * S, Some(41 * S), None);
     assert_eq!(unaccounted(&missing, &[far], 50 * S), ["a", "b"]);
 }
 

@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use crate::transport::amqp::conn::AmqpConn;
 use crate::transport::backoff::Backoff;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
+    RunningListener,
 };
 
 /// Unacknowledged deliveries in flight unless the channel says otherwise.
@@ -222,7 +223,11 @@ async fn record_deliveries(
                 if sink.record(received).await.is_ok()
                     && delivery.ack(BasicAckOptions::default()).await.is_err()
                 {
-                    sink.gap_counted("an ack was not delivered; the broker will redeliver", 0);
+                    sink.gap_counted(
+                        GapKind::AckFailed,
+                        "an ack was not delivered; the broker will redeliver",
+                        0,
+                    );
                 }
             }
         })
@@ -238,53 +243,49 @@ impl Listener for AmqpListener {
         let endpoint = format!("{} queue {}", self.conn.endpoint, first.queue);
         let (stop, mut stopped) = oneshot::channel::<()>();
         let in_flight = usize::from(self.prefetch);
-        let task =
-            tokio::spawn(async move {
-                let mut current = first;
-                let mut backoff = Backoff::default();
-                loop {
-                    let Consuming {
-                        connection,
-                        channel,
-                        consumer,
-                        ..
-                    } = current;
-                    record_deliveries(consumer, in_flight, &sink, &mut stopped).await;
-                    if stopped.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
-                        let _ = channel
-                            .close(200, "roundtrip listener stopped".into())
-                            .await;
-                        let _ = connection
-                            .close(200, "roundtrip listener stopped".into())
-                            .await;
-                        return;
+        let task = tokio::spawn(async move {
+            let mut current = first;
+            let mut backoff = Backoff::default();
+            loop {
+                let Consuming {
+                    connection,
+                    channel,
+                    consumer,
+                    ..
+                } = current;
+                record_deliveries(consumer, in_flight, &sink, &mut stopped).await;
+                if stopped.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
+                    let _ = channel
+                        .close(200, "roundtrip listener stopped".into())
+                        .await;
+                    let _ = connection
+                        .close(200, "roundtrip listener stopped".into())
+                        .await;
+                    return;
+                }
+                // The connection or channel closed under us: reconnect with backoff.
+                let mut outage = Outage::default();
+                outage.failed(&sink, "the AMQP connection was lost", None);
+                current = loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = &mut stopped => return,
                     }
-                    // The connection or channel closed under us: reconnect with backoff.
-                    let (since, at) = (std::time::Instant::now(), crate::clock::format_wall_now());
-                    let index = sink.open_gap(format!(
-                        "the AMQP connection was lost at {at}; not back yet"
-                    ));
-                    current = loop {
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff.next_delay()) => {}
-                            _ = &mut stopped => return,
-                        }
-                        if let Ok(c) = self.consume().await {
-                            break c;
-                        }
-                    };
-                    backoff.reset();
-                    sink.update_gap(index, format!(
-                    "the AMQP connection was lost at {at} for {:?}; {}",
-                    since.elapsed(),
+                    if let Ok(c) = self.consume().await {
+                        break c;
+                    }
+                };
+                backoff.reset();
+                outage.recovered(
+                    &sink,
                     if self.bind.is_some() {
                         "the temporary queue went with it: messages routed meanwhile were lost"
                     } else {
                         "the queue kept what arrived meanwhile; unacked deliveries come again"
-                    }
-                ));
-                }
-            });
+                    },
+                );
+            }
+        });
         Ok(RunningListener::new(
             endpoint,
             "at-least-once",

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::aws::service_error;
 use crate::transport::backoff::Backoff;
-use crate::transport::{ObservationSink, Received};
+use crate::transport::{GapKind, ObservationSink, Outage, Received};
 
 /// The message attribute that says a body was base64-encoded by the producer because
 /// SQS and SNS carry text only.
@@ -188,7 +188,7 @@ impl<T: Teardown> OwnedQueue<T> {
     ) {
         consume(self.source, sink.clone(), decode, stop).await;
         for failure in self.owned.remove().await {
-            sink.gap_counted(format!("cleanup: {failure}"), 0);
+            sink.gap_counted(GapKind::Other, format!("cleanup: {failure}"), 0);
         }
     }
 }
@@ -208,7 +208,7 @@ pub(crate) async fn consume<D: Decode>(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut backoff = Backoff::default();
-    let mut outage: Option<(usize, Instant, String, String)> = None;
+    let mut outage = Outage::default();
     loop {
         let receive = source
             .client
@@ -235,27 +235,13 @@ pub(crate) async fn consume<D: Decode>(
         };
         let messages = match received {
             Ok(out) => {
-                if let Some((gap, since, from, why)) = outage.take() {
-                    sink.update_gap(
-                        gap,
-                        format!(
-                            "queue unreachable from {from} for {:.1?}: {why}",
-                            since.elapsed()
-                        ),
-                    );
-                }
+                outage.recovered(&sink, "");
                 backoff.reset();
                 out.messages.unwrap_or_default()
             }
             Err(e) => {
                 let why = service_error(&e);
-                if outage.is_none() {
-                    let from = crate::clock::format_wall_now();
-                    let gap = sink.open_gap(format!(
-                        "queue unreachable from {from}: {why}; not back yet"
-                    ));
-                    outage = Some((gap, Instant::now(), from, why));
-                }
+                outage.failed(&sink, "queue unreachable", Some(why));
                 tokio::select! {
                     _ = &mut stop => return,
                     () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -324,6 +310,7 @@ async fn release(source: &QueueSource, sink: &ObservationSink, messages: Vec<Mes
         .await;
     if let Err(e) = released {
         sink.gap_counted(
+            GapKind::Other,
             format!(
                 "messages received as the listener stopped could not be released ({}): the \
                  next consumer sees them after the visibility timeout",

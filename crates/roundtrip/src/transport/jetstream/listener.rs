@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use crate::transport::jetstream::producer::ensure_stream;
 use crate::transport::nats::conn::{DEFAULT_BUFFER, IN_FLIGHT, NatsConn, headers_of};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    DriverContext, GapKind, ListenError, Listener, ObservationSink, PlanError, Received,
+    RunningListener,
 };
 
 /// Consumes a JetStream stream through a pull consumer; acks after the store committed.
@@ -211,6 +212,10 @@ async fn record_jetstream(sink: &ObservationSink, msg: jetstream::Message) {
         ]);
     }
     if sink.record(received).await.is_ok() && msg.ack().await.is_err() {
-        sink.gap_counted("an ack was not delivered; the message will come again", 0);
+        sink.gap_counted(
+            GapKind::AckFailed,
+            "an ack was not delivered; the message will come again",
+            0,
+        );
     }
 }

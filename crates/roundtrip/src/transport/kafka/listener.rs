@@ -15,7 +15,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::transport::kafka::conn::KafkaConn;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    DriverContext, GapKind, ListenError, Listener, ObservationSink, PlanError, Received,
+    RunningListener,
 };
 
 /// Records recorded concurrently (offsets are still stored in arrival order).
@@ -66,9 +67,10 @@ impl Offsets {
             }
         }
         if let Err(e) = consumer.commit(&tpl, mode) {
-            sink.gap(format!(
-                "an offset commit failed ({e}); recorded records may be read again"
-            ));
+            sink.gap(
+                GapKind::AckFailed,
+                format!("an offset commit failed ({e}); recorded records may be read again"),
+            );
         }
     }
 }
@@ -94,13 +96,18 @@ impl ConsumerContext for GroupContext {
                 let _ = self.assigned.send(true);
             }
             Rebalance::Revoke(_) if self.stopping.load(std::sync::atomic::Ordering::Relaxed) => {}
-            Rebalance::Revoke(tpl) if tpl.count() > 0 => self.sink.gap(format!(
-                "{} partitions revoked at {} by a group rebalance; they resume from the \
+            Rebalance::Revoke(tpl) if tpl.count() > 0 => self.sink.gap(
+                GapKind::Other,
+                format!(
+                    "{} partitions revoked at {} by a group rebalance; they resume from the \
                  last committed offset",
-                tpl.count(),
-                crate::clock::format_wall_now()
-            )),
-            Rebalance::Error(e) => self.sink.gap(format!("rebalance error: {e}")),
+                    tpl.count(),
+                    crate::clock::format_wall_now()
+                ),
+            ),
+            Rebalance::Error(e) => self
+                .sink
+                .gap(GapKind::Other, format!("rebalance error: {e}")),
             _ => {}
         }
     }

@@ -1,7 +1,7 @@
 //! The `mqtt` listener: subscribed once the SUBACK grants it; with QoS 1 or more, manual
 //! acks in order after the store committed, and the broker's dropped counter watched.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use roundtrip_core::model::MqttChannel;
@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::transport::backoff::Backoff;
 use crate::transport::mqtt::conn::{Client, Ev, EventLoop, Message, MqttConn};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, RunningListener,
+    DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError,
+    RunningListener,
 };
 
 /// Messages recorded concurrently (acks still go out in arrival order).
@@ -130,7 +131,11 @@ async fn record_in_order(messages: mpsc::Receiver<Message>, client: Client, sink
                 if let (true, Some(ack)) = (committed, ack)
                     && client.ack(&ack).await.is_err()
                 {
-                    sink.gap_counted("an ack could not be queued; the broker will redeliver", 0);
+                    sink.gap_counted(
+                        GapKind::AckFailed,
+                        "an ack could not be queued; the broker will redeliver",
+                        0,
+                    );
                 }
             }
         })
@@ -161,6 +166,7 @@ impl DroppedCounter {
             && now > before
         {
             sink.gap_counted(
+                GapKind::Dropped,
                 format!(
                     "the broker dropped {} messages by {} (server-wide `{DROPPED_TOPIC}`): a \
                      subscriber fell behind the broker's queue limit (Mosquitto: \
@@ -192,7 +198,7 @@ async fn drive_listener(
     let mut recorder = AbortOnDrop(recorder);
     let conn = &listener.conn;
     let mut backoff = Backoff::default();
-    let mut down: Option<(Instant, String, String, usize)> = None;
+    let mut down = Outage::default();
     let mut dropped = DroppedCounter::default();
     loop {
         let event = tokio::select! {
@@ -202,20 +208,14 @@ async fn drive_listener(
         match event {
             Ok(Ev::Connected { session_present }) => {
                 backoff.reset();
-                if let Some((since, at, why, index)) = down.take() {
-                    sink.update_gap(
-                        index,
-                        format!(
-                            "disconnected at {at} for {:?} ({why}); {}",
-                            since.elapsed(),
-                            if session_present {
-                                "the broker kept the session, QoS ≥ 1 messages were queued"
-                            } else {
-                                "the session was lost, messages published meanwhile were missed"
-                            }
-                        ),
-                    );
-                }
+                down.recovered(
+                    &sink,
+                    if session_present {
+                        "the broker kept the session, QoS ≥ 1 messages were queued"
+                    } else {
+                        "the session was lost, messages published meanwhile were missed"
+                    },
+                );
                 // A listener subscribes at QoS 1 at most: it records at least once and
                 // counts duplicates itself, and a QoS 2 handshake cannot be resumed by a
                 // restarted listener (the broker re-sends PUBREL for packets the new
@@ -256,13 +256,7 @@ async fn drive_listener(
                     )));
                     return;
                 }
-                if down.is_none() {
-                    let at = crate::clock::format_wall_now();
-                    let why = e;
-                    let index =
-                        sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
-                    down = Some((Instant::now(), at, why, index));
-                }
+                down.failed(&sink, "disconnected", Some(e));
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = &mut stopped => break,
@@ -316,8 +310,11 @@ mod tests {
         let gaps = sink.stats().gaps();
         assert_eq!(gaps.len(), 1, "{gaps:?}");
         assert!(
-            gaps[0].starts_with("the broker dropped 3 messages by "),
+            gaps[0]
+                .cause
+                .starts_with("the broker dropped 3 messages by "),
             "{gaps:?}"
         );
+        assert_eq!((gaps[0].kind, gaps[0].count), (GapKind::Dropped, Some(3)));
     }
 }

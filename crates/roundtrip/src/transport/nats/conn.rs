@@ -2,13 +2,13 @@
 //! TLS, and the client's events recorded as listener gaps.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, HeaderMap};
 use roundtrip_core::model::Connection;
 
 use crate::transport::conn::{self, Credentials, TlsFiles};
-use crate::transport::{DriverContext, ObservationSink, PlanError};
+use crate::transport::{DriverContext, GapKind, ObservationSink, Outage, PlanError};
 
 /// Messages buffered per subscription unless the channel says otherwise.
 pub const DEFAULT_BUFFER: usize = 1 << 20;
@@ -75,7 +75,7 @@ impl NatsConn {
             }
         }
         if let Some(sink) = events {
-            let down: Arc<std::sync::Mutex<Option<(Instant, String, usize)>>> = Arc::default();
+            let down: Arc<std::sync::Mutex<Outage>> = Arc::default();
             options = options.event_callback(move |event| {
                 let sink = sink.clone();
                 let down = Arc::clone(&down);
@@ -99,37 +99,23 @@ impl NatsConn {
 
 /// Turns connection events into gaps: a disconnect (with how long it lasted) and every
 /// slow-consumer drop.
-fn record_event(
-    sink: &ObservationSink,
-    down: &std::sync::Mutex<Option<(Instant, String, usize)>>,
-    event: Event,
-) {
+fn record_event(sink: &ObservationSink, down: &std::sync::Mutex<Outage>, event: Event) {
     let Ok(mut down) = down.lock() else { return };
     match event {
-        // The gap is recorded at once, and completed with its length on reconnect: a
-        // report written while the listener is away still shows it.
-        Event::Disconnected => {
-            let at = crate::clock::format_wall_now();
-            let index = sink.open_gap(format!("disconnected at {at}; not reconnected yet"));
-            *down = Some((Instant::now(), at, index));
-        }
-        Event::Connected => {
-            if let Some((since, at, index)) = down.take() {
-                sink.update_gap(
-                    index,
-                    format!(
-                        "disconnected at {at} for {:?}; messages published meanwhile were \
-                         not delivered (at-most-once) or will be redelivered (JetStream)",
-                        since.elapsed()
-                    ),
-                );
-            }
-        }
-        Event::SlowConsumer(_) => sink.gap(format!(
-            "slow consumer at {}: the client's subscription buffer was full and dropped \
+        Event::Disconnected => down.failed(sink, "disconnected", None),
+        Event::Connected => down.recovered(
+            sink,
+            "messages published meanwhile were not delivered (at-most-once) or will be \
+             redelivered (JetStream)",
+        ),
+        Event::SlowConsumer(_) => sink.gap(
+            GapKind::Dropped,
+            format!(
+                "slow consumer at {}: the client's subscription buffer was full and dropped \
              messages; raise the channel's `buffer`",
-            crate::clock::format_wall_now()
-        )),
+                crate::clock::format_wall_now()
+            ),
+        ),
         // `Closed` is the listener's own stop (the server closing a connection shows as
         // `Disconnected`).
         _ => {}

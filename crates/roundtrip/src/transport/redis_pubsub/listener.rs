@@ -1,7 +1,5 @@
 //! The `redis_pubsub` listener: SUBSCRIBE or PSUBSCRIBE, at-most-once.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use roundtrip_core::model::RedisPubSubChannel;
@@ -10,7 +8,8 @@ use tokio::sync::oneshot;
 use crate::transport::backoff::Backoff;
 use crate::transport::redis_stream::conn::RedisConn;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    DriverContext, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
+    RunningListener,
 };
 
 /// SUBSCRIBEs to a channel or PSUBSCRIBEs to a pattern. At-most-once.
@@ -106,11 +105,8 @@ impl Listener for PubSubListener {
                     return;
                 }
                 // The connection dropped: resubscribe, and say how long nothing was heard.
-                let since = Instant::now();
-                let at = crate::clock::format_wall_now();
-                let index = sink.open_gap(format!(
-                    "unsubscribed at {at} after the connection dropped; not back yet"
-                ));
+                let mut outage = Outage::default();
+                outage.failed(&sink, "unsubscribed", Some("the connection dropped".into()));
                 pubsub = loop {
                     tokio::select! {
                         () = tokio::time::sleep(backoff.next_delay()) => {}
@@ -121,13 +117,9 @@ impl Listener for PubSubListener {
                     }
                 };
                 backoff.reset();
-                sink.update_gap(
-                    index,
-                    format!(
-                        "unsubscribed at {at} for {:?} after the connection dropped; \
-                         messages published meanwhile were lost (Pub/Sub keeps nothing)",
-                        since.elapsed()
-                    ),
+                outage.recovered(
+                    &sink,
+                    "messages published meanwhile were lost (Pub/Sub keeps nothing)",
                 );
             }
         });

@@ -1,7 +1,7 @@
 //! The `redis_stream` listener: XREADGROUP and XACK after the store committed (or plain
 //! XREAD from the stream's end), re-reading what was delivered but not acknowledged.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Value;
@@ -14,7 +14,8 @@ use crate::transport::backoff::Backoff;
 use crate::transport::redis_stream::conn::RedisConn;
 use crate::transport::redis_stream::producer::BODY_FIELD;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
+    RunningListener,
 };
 
 /// Entries read per XREAD / XREADGROUP call.
@@ -152,7 +153,7 @@ async fn read_stream(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut backoff = Backoff::default();
-    let mut down: Option<(Instant, String, String, usize)> = None;
+    let mut down = Outage::default();
     loop {
         let cmd = match &cursor {
             Cursor::After(id) => {
@@ -187,33 +188,21 @@ async fn read_stream(
         };
         let entries = match reply {
             Ok(reply) => {
-                if let Some((since, at, why, index)) = down.take() {
-                    sink.update_gap(
-                        index,
-                        format!(
-                            "connection lost at {at} for {:?} ({why}); {}",
-                            since.elapsed(),
-                            if matches!(cursor, Cursor::Group { .. }) {
-                                "the group kept the position, nothing was skipped"
-                            } else {
-                                "reading resumed after the last entry read"
-                            }
-                        ),
-                    );
-                }
+                down.recovered(
+                    &sink,
+                    if matches!(cursor, Cursor::Group { .. }) {
+                        "the group kept the position, nothing was skipped"
+                    } else {
+                        "reading resumed after the last entry read"
+                    },
+                );
                 backoff.reset();
                 reply
                     .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
                     .unwrap_or_default()
             }
             Err(e) => {
-                if down.is_none() {
-                    let at = crate::clock::format_wall_now();
-                    let why = e.to_string();
-                    let index =
-                        sink.open_gap(format!("connection lost at {at} ({why}); not back yet"));
-                    down = Some((Instant::now(), at, why, index));
-                }
+                down.failed(&sink, "connection lost", Some(e.to_string()));
                 tokio::select! {
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = &mut stopped => return,
@@ -275,6 +264,7 @@ async fn read_stream(
                     .await;
                 if let Err(e) = acked {
                     sink.gap_counted(
+                        GapKind::AckFailed,
                         format!(
                             "XACK of {} entries failed ({e}); they will be read again",
                             recorded.len()

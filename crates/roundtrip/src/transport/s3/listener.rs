@@ -16,7 +16,8 @@ use crate::transport::aws::queue::{self, Decode, Decoded, OwnedQueue, QueueSourc
 use crate::transport::error::start_error;
 use crate::transport::s3::{client, ensure_bucket};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    DriverContext, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
+    RunningListener,
 };
 
 /// The default longest wait between two listings.
@@ -229,7 +230,7 @@ async fn poll(
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut delay = POLL_MIN;
-    let mut outage: Option<(usize, std::time::Instant, String)> = None;
+    let mut outage = Outage::default();
     loop {
         // Full jitter between half and all of the delay, so parallel runs spread out.
         let wait = delay.mul_f64(0.5 + rand::random::<f64>() * 0.5);
@@ -239,21 +240,11 @@ async fn poll(
         }
         let listed = match list(&client, &filter).await {
             Ok(listed) => {
-                if let Some((gap, since, from)) = outage.take() {
-                    sink.update_gap(
-                        gap,
-                        format!("listing failed from {from} for {:.1?}", since.elapsed()),
-                    );
-                }
+                outage.recovered(&sink, "");
                 listed
             }
             Err(why) => {
-                if outage.is_none() {
-                    let from = crate::clock::format_wall_now();
-                    let gap =
-                        sink.open_gap(format!("listing failed from {from}: {why}; not back yet"));
-                    outage = Some((gap, std::time::Instant::now(), from));
-                }
+                outage.failed(&sink, "listing failed", Some(why));
                 delay = (delay * 2).min(poll_max);
                 continue;
             }

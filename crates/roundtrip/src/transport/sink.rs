@@ -1,0 +1,387 @@
+//! Where a listener hands what it receives ([`ObservationSink`]), what it counts while
+//! it runs ([`ListenerStats`]), and the gaps in its subscription ([`Gap`], and the
+//! [`Outage`] guard that records one while a source is unreachable).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use roundtrip_core::correlate::Correlator;
+use roundtrip_core::observation::{NewObservation, Observation, Payload, UnixNanos};
+
+use super::{REDELIVERED_HEADER, Received};
+use crate::clock;
+use crate::store::{Store, StoreError};
+
+/// What kind of gap a listener had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapKind {
+    /// The source could not be reached for a while (a disconnect, a failing receive).
+    Outage,
+    /// The client or the broker dropped messages (a full buffer, a drop counter).
+    Dropped,
+    /// The client reported an error about a message, which was not recorded.
+    ConsumerError,
+    /// An acknowledgement (an ack, an offset commit) failed: the message comes again.
+    AckFailed,
+    /// Anything else the listener had to give up on (a revoked partition, a failed
+    /// cleanup).
+    Other,
+}
+
+/// One gap in a listener's subscription: when it was, what it may have lost and why. A
+/// message missing from an at-most-once listener must be covered by a gap's `count` or
+/// fall in its window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// What kind.
+    pub kind: GapKind,
+    /// When it began (wall clock).
+    pub start: UnixNanos,
+    /// When it ended; `None` while it goes on.
+    pub end: Option<UnixNanos>,
+    /// How many messages it lost, when the transport says (`Some(0)`: none, e.g. an ack
+    /// that failed and will be redelivered); `None` when it cannot know.
+    pub count: Option<u64>,
+    /// What happened, as the report shows it.
+    pub cause: String,
+}
+
+/// Counters a listener keeps while it runs.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Observations committed.
+    pub recorded: AtomicU64,
+    /// Messages rejected or not recorded (wrong method/path, store errors).
+    pub faults: AtomicU64,
+    /// Deliveries the broker marked as redeliveries.
+    pub redelivered: AtomicU64,
+    gaps: Mutex<Vec<Gap>>,
+}
+
+impl ListenerStats {
+    /// The gaps recorded so far.
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.lock_gaps().clone()
+    }
+
+    /// What the gaps recorded so far were, as the report shows them.
+    pub fn gap_causes(&self) -> Vec<String> {
+        self.lock_gaps().iter().map(|g| g.cause.clone()).collect()
+    }
+
+    fn lock_gaps(&self) -> std::sync::MutexGuard<'_, Vec<Gap>> {
+        self.gaps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where a listener hands what it receives: correlates, truncates, timestamps, and
+/// commits to the store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ObservationSink {
+    inner: Arc<SinkInner>,
+}
+
+#[derive(Debug)]
+struct SinkInner {
+    store: Arc<dyn Store>,
+    run_id: String,
+    channel: String,
+    correlator: Arc<Correlator>,
+    max_payload: usize,
+    stats: Arc<ListenerStats>,
+}
+
+impl ObservationSink {
+    /// A sink that records into `store` for `run_id` on `channel`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        channel: impl Into<String>,
+        correlator: Arc<Correlator>,
+        max_payload: usize,
+    ) -> ObservationSink {
+        ObservationSink {
+            inner: Arc::new(SinkInner {
+                store,
+                run_id: run_id.into(),
+                channel: channel.into(),
+                correlator,
+                max_payload,
+                stats: Arc::new(ListenerStats::default()),
+            }),
+        }
+    }
+
+    /// The channel this sink records for.
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// The run this sink records for.
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    /// How many bytes of a message this sink keeps (the channel's `max_payload`).
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
+    /// This sink's counters (shared with the listener summary).
+    pub fn stats(&self) -> Arc<ListenerStats> {
+        Arc::clone(&self.inner.stats)
+    }
+
+    /// Counts a message the listener had to reject before recording it.
+    pub fn fault(&self) {
+        self.inner.stats.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a gap of a moment that may have lost an unknown number of messages, e.g.
+    /// `slow consumer at …: dropped messages`.
+    pub fn gap(&self, kind: GapKind, cause: impl Into<String>) {
+        self.point_gap(kind, cause.into(), None);
+    }
+
+    /// Records a gap of a moment that lost exactly `count` messages (a broker's drop
+    /// counter), or none (`0`: an ack that failed, so the message comes again).
+    pub fn gap_counted(&self, kind: GapKind, cause: impl Into<String>, count: u64) {
+        self.point_gap(kind, cause.into(), Some(count));
+    }
+
+    /// Records a client-side consumer error as a gap: the message it was about (if any)
+    /// was not recorded.
+    pub fn consumer_error(&self, error: impl fmt::Display) {
+        self.gap(
+            GapKind::ConsumerError,
+            format!("consumer error at {}: {error}", clock::format_wall_now()),
+        );
+    }
+
+    fn point_gap(&self, kind: GapKind, cause: String, count: Option<u64>) {
+        let now = clock::wall_now();
+        self.push_gap(Gap {
+            kind,
+            start: now,
+            end: Some(now),
+            count,
+            cause,
+        });
+    }
+
+    fn push_gap(&self, gap: Gap) -> usize {
+        let mut gaps = self.inner.stats.lock_gaps();
+        gaps.push(gap);
+        gaps.len() - 1
+    }
+
+    fn end_gap(&self, index: usize, cause: String) {
+        if let Some(gap) = self.inner.stats.lock_gaps().get_mut(index) {
+            gap.end = Some(clock::wall_now());
+            gap.cause = cause;
+        }
+    }
+
+    /// Records a received message; resolves after the store committed it.
+    pub async fn record(&self, received: Received) -> Result<Arc<Observation>, StoreError> {
+        let received_mono = clock::mono_now();
+        let received_at = clock::wall_now();
+        let s = &self.inner;
+        let mut headers: Vec<(String, String)> = received
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        if received.redelivered {
+            s.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+            headers.push((REDELIVERED_HEADER.to_owned(), "true".to_owned()));
+        }
+        let mut payload = Payload::from_bytes(received.body, s.max_payload);
+        if let Some(size) = received.size
+            && size > payload.size
+        {
+            // The listener kept only the first part.
+            payload.size = size;
+            payload.truncated = true;
+            payload.json = None;
+        }
+        let correlation_id =
+            s.correlator
+                .extract(&headers, payload.json.as_ref(), received.key.as_deref());
+        let observation = NewObservation {
+            run_id: s.run_id.clone(),
+            channel: s.channel.clone(),
+            correlation_id,
+            payload,
+            headers,
+            message_id: received.message_id,
+            key: received.key,
+            meta: received.meta,
+            received_at,
+            received_mono: Some(received_mono),
+        };
+        match s.store.record(observation).await {
+            Ok(committed) => {
+                s.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                Ok(committed)
+            }
+            Err(e) => {
+                s.stats.faults.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Records an outage of a listener's source as one gap: opened at the first failure
+/// (so a report written while the listener is away shows it), closed with its length
+/// when the source answers again. Reads `{what} at {time} ({cause}); not back yet`,
+/// then `{what} at {time} for {length} ({cause}); {after}`.
+#[derive(Debug, Default)]
+pub struct Outage {
+    open: Option<OpenOutage>,
+}
+
+#[derive(Debug)]
+struct OpenOutage {
+    index: usize,
+    since: Instant,
+    at: String,
+    what: &'static str,
+    cause: Option<String>,
+}
+
+impl Outage {
+    /// The source failed (`cause`, if the client says why); the first failure of an
+    /// outage opens its gap, the rest of it are the same outage.
+    pub fn failed(&mut self, sink: &ObservationSink, what: &'static str, cause: Option<String>) {
+        if self.open.is_some() {
+            return;
+        }
+        let at = clock::format_wall_now();
+        let index = sink.push_gap(Gap {
+            kind: GapKind::Outage,
+            start: clock::wall_now(),
+            end: None,
+            count: None,
+            cause: format!("{what} at {at}{}; not back yet", because(cause.as_deref())),
+        });
+        self.open = Some(OpenOutage {
+            index,
+            since: Instant::now(),
+            at,
+            what,
+            cause,
+        });
+    }
+
+    /// The source answers again: the outage's gap ends now, `after` saying what became of
+    /// the messages meanwhile (or empty).
+    pub fn recovered(&mut self, sink: &ObservationSink, after: &str) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let after = if after.is_empty() {
+            String::new()
+        } else {
+            format!("; {after}")
+        };
+        sink.end_gap(
+            open.index,
+            format!(
+                "{} at {} for {}{}{after}",
+                open.what,
+                open.at,
+                lasted(open.since.elapsed()),
+                because(open.cause.as_deref())
+            ),
+        );
+    }
+
+    /// An outage is going on.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+}
+
+fn because(cause: Option<&str>) -> String {
+    cause.map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+/// `1.3s`, `250ms`: the length of an outage, to a tenth.
+fn lasted(d: Duration) -> String {
+    format!("{d:.1?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use roundtrip_core::model::CorrelationRule;
+
+    use super::*;
+
+    async fn sink() -> ObservationSink {
+        let store = crate::store::open("sqlite::memory:")
+            .await
+            .expect("a store");
+        ObservationSink::new(
+            store,
+            "run",
+            "out",
+            Arc::new(Correlator::new(&CorrelationRule::default()).expect("a rule")),
+            1024,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_one_gap_open_until_the_source_is_back() {
+        let sink = sink().await;
+        let mut outage = Outage::default();
+        outage.failed(&sink, "connection lost", Some("reset by peer".into()));
+        outage.failed(&sink, "connection lost", Some("refused".into()));
+        assert!(outage.is_open());
+        let gaps = sink.stats().gaps();
+        assert_eq!(gaps.len(), 1, "one outage, one gap: {gaps:?}");
+        assert_eq!(
+            (gaps[0].kind, gaps[0].end, gaps[0].count),
+            (GapKind::Outage, None, None)
+        );
+        assert!(gaps[0].cause.starts_with("connection lost at "), "{gaps:?}");
+        assert!(
+            gaps[0].cause.ends_with(" (reset by peer); not back yet"),
+            "{gaps:?}"
+        );
+
+        outage.recovered(&sink, "the group kept the position");
+        assert!(!outage.is_open());
+        let gaps = sink.stats().gaps();
+        let end = gaps[0].end.expect("ended");
+        assert!(end >= gaps[0].start);
+        assert!(gaps[0].cause.contains(" for "), "{gaps:?}");
+        assert!(
+            gaps[0]
+                .cause
+                .ends_with(" (reset by peer); the group kept the position"),
+            "{gaps:?}"
+        );
+        // Recovering again, without a failure, records nothing.
+        outage.recovered(&sink, "again");
+        assert_eq!(sink.stats().gaps().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn point_gaps_say_what_they_lost() {
+        let sink = sink().await;
+        sink.gap(GapKind::Dropped, "slow consumer");
+        sink.gap_counted(GapKind::AckFailed, "an ack failed", 0);
+        let gaps = sink.stats().gaps();
+        assert_eq!(gaps[0].count, None);
+        assert_eq!(gaps[1].count, Some(0));
+        assert_eq!(gaps[1].start, gaps[1].end.expect("a moment"));
+        assert_eq!(
+            sink.stats().gap_causes(),
+            ["slow consumer", "an ack failed"]
+        );
+    }
+}
