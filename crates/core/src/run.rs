@@ -6,6 +6,55 @@ use serde::{Deserialize, Serialize};
 use crate::observation::UnixNanos;
 use crate::verdict::ExpectationVerdict;
 
+/// Where a run stands, as the store records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Under way (or its process died: see the run's owner).
+    Running,
+    /// Every scenario passed.
+    Passed,
+    /// A scenario did not pass.
+    Failed,
+    /// Stopped early (Ctrl-C).
+    Interrupted,
+    /// The run could not be carried out (a harness error).
+    Error,
+}
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Passed,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Error,
+    ];
+
+    /// The status as the store and `roundtrip runs` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Passed => "passed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Error => "error",
+        }
+    }
+
+    /// The status written `text`, if it is one.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The version of the JSON report format (`roundtrip run --json`).
 pub const REPORT_FORMAT_VERSION: u32 = 1;
 
@@ -128,5 +177,20 @@ impl RunSummary {
 
     fn count(&self, s: ScenarioStatus) -> usize {
         self.scenarios.iter().filter(|r| r.status == s).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_statuses_read_as_they_are_written() {
+        for status in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_string(&status).expect("serializes");
+            assert_eq!(json, format!("\"{status}\""));
+        }
+        assert_eq!(RunStatus::parse("finished"), None);
     }
 }

@@ -15,6 +15,7 @@
 //! Run: `cargo bench -p roundtrip --features full --bench brokers` (prints a markdown
 //! table). One transport: `… --bench brokers -- nats`.
 
+use roundtrip_core::run::RunStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 suite_path: "-".into(),
                 started_at: 0,
                 finished_at: None,
-                status: "running".into(),
+                status: RunStatus::Running,
                 owner: None,
             })
             .await?;

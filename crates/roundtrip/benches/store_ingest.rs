@@ -9,6 +9,7 @@
 //!
 //! Run with `cargo bench -p roundtrip --bench store_ingest`; prints a markdown table.
 
+use roundtrip_core::run::RunStatus;
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +65,7 @@ async fn open(
             suite_path: "bench.yaml".to_owned(),
             started_at: 0,
             finished_at: None,
-            status: "running".to_owned(),
+            status: RunStatus::Running,
             owner: None,
         })
         .await?;

@@ -1,6 +1,7 @@
 //! `roundtrip runs`: list recent runs.
 
 use roundtrip::clock::format_wall;
+use roundtrip_core::run::RunStatus;
 
 use super::print_error;
 use crate::args::RunsArgs;
@@ -28,8 +29,8 @@ pub async fn runs(args: RunsArgs) -> u8 {
             let mut dead = 0;
             for r in runs {
                 // A run still `running` whose process is gone will never finish.
-                let status = match (r.status.as_str(), r.owner.as_deref()) {
-                    ("running", Some(owner)) => match roundtrip::owner::liveness(owner) {
+                let status = match (r.status, r.owner.as_deref()) {
+                    (RunStatus::Running, Some(owner)) => match roundtrip::owner::liveness(owner) {
                         roundtrip::owner::Liveness::Dead => {
                             dead += 1;
                             "dead"
@@ -37,7 +38,7 @@ pub async fn runs(args: RunsArgs) -> u8 {
                         roundtrip::owner::Liveness::Alive => "running",
                         roundtrip::owner::Liveness::Unknown => "running?",
                     },
-                    (status, _) => status,
+                    (status, _) => status.as_str(),
                 };
                 out(&format!(
                     "{}  {:<11} {}  {} ({})",

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{
     ListenerSummary, REPORT_FORMAT_VERSION, RunSummary, ScenarioResult, ScenarioStatus,
 };
@@ -157,7 +158,7 @@ impl Run {
                 suite_path: plan.suite_path.clone(),
                 started_at,
                 finished_at: None,
-                status: "running".into(),
+                status: RunStatus::Running,
                 owner: Some(crate::owner::current()),
             })
             .await?;
@@ -304,7 +305,7 @@ impl Run {
                 transport: l.transport.to_owned(),
                 recorded: l.stats.recorded.load(Ordering::Relaxed),
                 faults: l.stats.faults.load(Ordering::Relaxed),
-                delivery: delivery.to_owned(),
+                delivery: delivery.as_str().to_owned(),
                 polling,
                 redelivered: l.stats.redelivered.load(Ordering::Relaxed),
                 gaps: l.stats.gap_causes(),
@@ -323,13 +324,13 @@ impl Run {
         summary.finished_at = clock::wall_now();
         summary.harness_error = failure.as_ref().map(|e| shown_error(e));
         let status = if failure.is_some() {
-            "error"
+            RunStatus::Error
         } else if summary.interrupted {
-            "interrupted"
+            RunStatus::Interrupted
         } else if summary.failed() > 0 {
-            "failed"
+            RunStatus::Failed
         } else {
-            "passed"
+            RunStatus::Passed
         };
         let recorded = self.store.finish_run(summary, status).await;
         emit(opts, RunEvent::RunFinished(summary.clone()));

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use roundtrip_core::observation::{NewObservation, Observation, SentEvent, UnixNanos};
+pub use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{RunSummary, ScenarioResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -42,7 +43,7 @@ pub struct RunRecord {
     /// Wall-clock end, once finished.
     pub finished_at: Option<UnixNanos>,
     /// `running`, `passed`, `failed`, `error` or `interrupted`.
-    pub status: String,
+    pub status: RunStatus,
     /// The process that runs it ([`crate::owner`]), so that `roundtrip runs` can tell a
     /// run whose process died from one still going; `None` for runs recorded before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +141,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// recorded: what an interrupted run (no summary) can still be re-reported from.
     async fn scenario_results(&self, run_id: &str) -> Result<Vec<ScenarioResult>, StoreError>;
     /// Records the end of a run with its full summary.
-    async fn finish_run(&self, summary: &RunSummary, status: &str) -> Result<(), StoreError>;
+    async fn finish_run(&self, summary: &RunSummary, status: RunStatus) -> Result<(), StoreError>;
     /// The most recent runs, newest first.
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     /// A finished run's summary (`None` while it is still running).

@@ -165,13 +165,34 @@ pub trait Listener: Send + std::fmt::Debug {
     async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError>;
 }
 
+/// What a listener promises about the messages it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every message is recorded at least once: acknowledged only after the commit, or
+    /// re-read after a restart (duplicates are counted).
+    AtLeastOnce,
+    /// A message given while the listener is away (or dropped by the client) is lost;
+    /// such losses show as gaps.
+    AtMostOnce,
+}
+
+impl Delivery {
+    /// `at-least-once` or `at-most-once`, as the report says.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::AtMostOnce => "at-most-once",
+        }
+    }
+}
+
 /// A started listener.
 #[derive(Debug)]
 pub struct RunningListener {
     /// Where it listens, for logs and reports (an address, a path).
     pub endpoint: String,
-    /// `at-least-once` or `at-most-once`.
-    pub delivery: &'static str,
+    /// What it promises about delivery.
+    pub delivery: Delivery,
     /// True for listeners that poll their source.
     pub polling: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -182,7 +203,7 @@ impl RunningListener {
     /// Wraps a listener task that stops when the `stop` sender fires or is dropped.
     pub fn new(
         endpoint: String,
-        delivery: &'static str,
+        delivery: Delivery,
         polling: bool,
         stop: tokio::sync::oneshot::Sender<()>,
         task: tokio::task::JoinHandle<()>,

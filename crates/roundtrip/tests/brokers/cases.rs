@@ -1094,7 +1094,8 @@ async fn an_mqtt_broker_restart_is_a_reported_gap() {
     assert!(arrived.starts_with("after-"), "{arrived}");
     let gaps = sink.stats().gaps();
     assert!(
-        gaps.iter().any(|g| g.cause.contains("the session was lost")),
+        gaps.iter()
+            .any(|g| g.cause.contains("the session was lost")),
         "{gaps:?}"
     );
     listener.stop().await;

@@ -1,5 +1,6 @@
 //! The checks every driver must pass, parameterised by a [`Case`].
 
+use roundtrip_core::run::RunStatus;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ impl Bench {
                 suite_path: "brokers".to_owned(),
                 started_at: 0,
                 finished_at: None,
-                status: "running".to_owned(),
+                status: RunStatus::Running,
                 owner: None,
             })
             .await

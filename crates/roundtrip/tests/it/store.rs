@@ -4,6 +4,7 @@
 //! [`conformance_suite!`] macro turns them into one `#[tokio::test]` each for a backend.
 //! A new backend adds one `conformance_suite!(name, factory)` line.
 
+use roundtrip_core::run::RunStatus;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -67,7 +68,7 @@ fn run_record(run_id: &str, started_at: i64) -> RunRecord {
         suite_path: "suites/orders.yaml".to_owned(),
         started_at,
         finished_at: None,
-        status: "running".to_owned(),
+        status: RunStatus::Running,
         owner: None,
     }
 }
@@ -211,7 +212,10 @@ pub mod conformance {
             matches!(err, Err(StoreError::NoSuchRun(ref r)) if r == "nope"),
             "{err:?}"
         );
-        let err = t.store.finish_run(&summary("nope", vec![]), "passed").await;
+        let err = t
+            .store
+            .finish_run(&summary("nope", vec![]), RunStatus::Passed)
+            .await;
         assert!(matches!(err, Err(StoreError::NoSuchRun(_))), "{err:?}");
         let err = t
             .store
@@ -492,7 +496,7 @@ pub mod conformance {
 
         let summary = summary("run-a", vec![again, second]);
         t.store
-            .finish_run(&summary, "failed")
+            .finish_run(&summary, RunStatus::Failed)
             .await
             .expect("finish");
         assert_eq!(
@@ -835,7 +839,10 @@ mod sqlite {
             .await
             .expect("scenario");
         let summary = summary("run-a", vec![result.clone()]);
-        store.finish_run(&summary, "passed").await.expect("finish");
+        store
+            .finish_run(&summary, RunStatus::Passed)
+            .await
+            .expect("finish");
         store.close().await.expect("close");
 
         let store = SqliteStore::open(&path).expect("reopen");

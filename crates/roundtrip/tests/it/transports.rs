@@ -5,6 +5,7 @@
 //! observations (with a timeout that only fires when something is broken), or on a
 //! listener's `stop()`, which returns only after everything it accepted is committed.
 
+use roundtrip_core::run::RunStatus;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -39,7 +40,7 @@ async fn new_store(run_id: &str) -> Arc<dyn Store> {
             suite_path: "transports.yaml".to_owned(),
             started_at: 0,
             finished_at: None,
-            status: "running".to_owned(),
+            status: RunStatus::Running,
             owner: None,
         })
         .await
@@ -471,7 +472,10 @@ async fn webhook_commits_each_post_before_answering() {
         "the real port: {}",
         running.endpoint
     );
-    assert_eq!(running.delivery, "at-least-once");
+    assert_eq!(
+        running.delivery,
+        roundtrip::transport::Delivery::AtLeastOnce
+    );
     assert!(!running.polling);
 
     let client = reqwest::Client::new();
@@ -739,7 +743,10 @@ async fn dir_producer_and_listener_round_trip() {
     assert!(dir.is_dir(), "the listener creates the directory");
     assert_eq!(running.endpoint, dir.display().to_string());
     assert!(running.polling);
-    assert_eq!(running.delivery, "at-least-once");
+    assert_eq!(
+        running.delivery,
+        roundtrip::transport::Delivery::AtLeastOnce
+    );
 
     let receipt = producer
         .send(outgoing(br#"{"n":1}"#, "c-1", None))

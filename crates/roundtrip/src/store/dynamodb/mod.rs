@@ -59,6 +59,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use roundtrip_core::observation::{NewObservation, Observation, SentEvent};
+use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{RunSummary, ScenarioResult};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -321,7 +322,7 @@ impl Store for DynamoStore {
             .collect()
     }
 
-    async fn finish_run(&self, summary: &RunSummary, status: &str) -> Result<(), StoreError> {
+    async fn finish_run(&self, summary: &RunSummary, status: RunStatus) -> Result<(), StoreError> {
         self.check_open()?;
         let shared = &self.shared;
         let mut record = match shared.read_run(&summary.run_id).await? {
@@ -329,7 +330,7 @@ impl Store for DynamoStore {
             None => return Err(StoreError::NoSuchRun(summary.run_id.clone())),
         };
         record.finished_at = Some(summary.finished_at);
-        record.status = status.to_owned();
+        record.status = status;
         shared
             .client
             .update_item()

@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use roundtrip_core::observation::{NewObservation, Observation, SentEvent};
+use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{RunSummary, ScenarioResult};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{broadcast, oneshot};
@@ -387,11 +388,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn finish_run(&self, summary: &RunSummary, status: &str) -> Result<(), StoreError> {
+    async fn finish_run(&self, summary: &RunSummary, status: RunStatus) -> Result<(), StoreError> {
         self.write(rows::WriteOp::Finish {
             run_id: summary.run_id.clone(),
             finished_at: summary.finished_at,
-            status: status.to_owned(),
+            status,
             json: rows::to_json(summary, "encode the run summary")?,
         })
         .await

@@ -4,6 +4,7 @@
 //! stored as SQLite's signed 64-bit integers, bit for bit, so they round-trip exactly.
 
 use roundtrip_core::observation::{NewObservation, Observation, Payload, SentEvent};
+use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{RunSummary, ScenarioResult};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -112,7 +113,7 @@ pub(super) enum WriteOp {
     Finish {
         run_id: String,
         finished_at: i64,
-        status: String,
+        status: RunStatus,
         json: String,
     },
 }
@@ -135,7 +136,7 @@ impl WriteOp {
                         r.suite_path,
                         r.started_at,
                         r.finished_at,
-                        r.status,
+                        r.status.as_str(),
                         r.owner
                     ])
                 })
@@ -181,7 +182,9 @@ impl WriteOp {
                         "UPDATE runs SET finished_at = ?2, status = ?3, summary = ?4
                          WHERE run_id = ?1",
                     )
-                    .and_then(|mut s| s.execute(params![run_id, finished_at, status, json]))
+                    .and_then(|mut s| {
+                        s.execute(params![run_id, finished_at, status.as_str(), json])
+                    })
                     .map_err(|e| write_error("finish the run", run_id, e))?;
                 if changed == 0 {
                     return Err(StoreError::NoSuchRun(run_id.clone()));
@@ -281,7 +284,16 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         suite_path: row.get(2)?,
         started_at: row.get(3)?,
         finished_at: row.get(4)?,
-        status: row.get(5)?,
+        status: {
+            let text: String = row.get(5)?;
+            RunStatus::parse(&text).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    format!("`{text}` is not a run status").into(),
+                )
+            })?
+        },
         owner: row.get(6)?,
     })
 }

@@ -242,6 +242,7 @@ impl std::error::Error for Shared {
 #[cfg(test)]
 mod tests {
     use roundtrip_core::observation::Payload;
+    use roundtrip_core::run::RunStatus;
 
     use super::*;
     use crate::store::RunRecord;
@@ -291,7 +292,7 @@ mod tests {
             suite_path: "s.yaml".to_owned(),
             started_at: 0,
             finished_at: None,
-            status: "running".to_owned(),
+            status: RunStatus::Running,
             owner: None,
         };
         let mut pending = vec![Pending::Write {

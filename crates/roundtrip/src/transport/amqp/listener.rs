@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use crate::transport::amqp::conn::AmqpConn;
 use crate::transport::backoff::Backoff;
 use crate::transport::{
-    DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
-    RunningListener,
+    Delivery, DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError,
+    Received, RunningListener,
 };
 
 /// Unacknowledged deliveries in flight unless the channel says otherwise.
@@ -288,7 +288,7 @@ impl Listener for AmqpListener {
         });
         Ok(RunningListener::new(
             endpoint,
-            "at-least-once",
+            Delivery::AtLeastOnce,
             false,
             stop,
             task,

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::aws::service_error;
 use crate::transport::backoff::Backoff;
-use crate::transport::{GapKind, ObservationSink, Outage, Received};
+use crate::transport::{Delivery, GapKind, ObservationSink, Outage, Received};
 
 /// The message attribute that says a body was base64-encoded by the producer because
 /// SQS and SNS carry text only.
@@ -175,7 +175,7 @@ impl<T: Teardown> OwnedQueue<T> {
     ) -> crate::transport::RunningListener {
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(self.consume(sink, decode, stopped));
-        crate::transport::RunningListener::new(endpoint, "at-least-once", false, stop, task)
+        crate::transport::RunningListener::new(endpoint, Delivery::AtLeastOnce, false, stop, task)
     }
 
     /// Consumes the queue until `stop`, then removes what the listener created (failures

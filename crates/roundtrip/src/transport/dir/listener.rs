@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::transport::dir::{MAX_FILE, resolve};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, Received, RunningListener,
+    Delivery, DriverContext, ListenError, Listener, ObservationSink, Received, RunningListener,
 };
 
 /// The polling interval while files keep arriving.
@@ -98,7 +98,7 @@ impl Listener for DirListener {
         });
         Ok(RunningListener::new(
             endpoint,
-            "at-least-once",
+            Delivery::AtLeastOnce,
             true,
             stop_tx,
             task,

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::transport::jetstream::producer::ensure_stream;
 use crate::transport::nats::conn::{DEFAULT_BUFFER, IN_FLIGHT, NatsConn, headers_of};
 use crate::transport::{
-    DriverContext, GapKind, ListenError, Listener, ObservationSink, PlanError, Received,
+    Delivery, DriverContext, GapKind, ListenError, Listener, ObservationSink, PlanError, Received,
     RunningListener,
 };
 
@@ -160,7 +160,7 @@ impl Listener for JetStreamListener {
                 self.stream,
                 self.subject
             ),
-            "at-least-once",
+            Delivery::AtLeastOnce,
             false,
             stop,
             task,

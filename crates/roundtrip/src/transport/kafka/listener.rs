@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::transport::kafka::conn::KafkaConn;
 use crate::transport::{
-    DriverContext, GapKind, ListenError, Listener, ObservationSink, PlanError, Received,
+    Delivery, DriverContext, GapKind, ListenError, Listener, ObservationSink, PlanError, Received,
     RunningListener,
 };
 
@@ -304,7 +304,7 @@ impl Listener for KafkaListener {
         );
         Ok(RunningListener::new(
             endpoint,
-            "at-least-once",
+            Delivery::AtLeastOnce,
             false,
             stop,
             task,

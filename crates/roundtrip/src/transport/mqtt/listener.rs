@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::transport::backoff::Backoff;
 use crate::transport::mqtt::conn::{Client, Ev, EventLoop, Message, MqttConn};
 use crate::transport::{
-    DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError,
+    Delivery, DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError,
     RunningListener,
 };
 
@@ -92,9 +92,9 @@ impl Listener for MqttListener {
         Ok(RunningListener::new(
             endpoint,
             if persistent {
-                "at-least-once"
+                Delivery::AtLeastOnce
             } else {
-                "at-most-once"
+                Delivery::AtMostOnce
             },
             false,
             stop,

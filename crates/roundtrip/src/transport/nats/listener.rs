@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 
 use crate::transport::nats::conn::{DEFAULT_BUFFER, IN_FLIGHT, NatsConn, headers_of};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    Delivery, DriverContext, ListenError, Listener, ObservationSink, PlanError, Received,
+    RunningListener,
 };
 
 /// Proves the server has processed every SUB sent so far: it handles one connection's
@@ -123,7 +124,7 @@ impl Listener for NatsListener {
         });
         Ok(RunningListener::new(
             format!("{} subject {}", self.conn.endpoint(), self.subject),
-            "at-most-once",
+            Delivery::AtMostOnce,
             false,
             stop,
             task,

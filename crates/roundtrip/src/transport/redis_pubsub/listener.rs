@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use crate::transport::backoff::Backoff;
 use crate::transport::redis_stream::conn::RedisConn;
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
+    Delivery, DriverContext, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
     RunningListener,
 };
 
@@ -125,7 +125,7 @@ impl Listener for PubSubListener {
         });
         Ok(RunningListener::new(
             endpoint,
-            "at-most-once",
+            Delivery::AtMostOnce,
             false,
             stop,
             task,

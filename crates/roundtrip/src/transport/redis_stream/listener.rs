@@ -14,8 +14,8 @@ use crate::transport::backoff::Backoff;
 use crate::transport::redis_stream::conn::RedisConn;
 use crate::transport::redis_stream::producer::BODY_FIELD;
 use crate::transport::{
-    DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
-    RunningListener,
+    Delivery, DriverContext, GapKind, ListenError, Listener, ObservationSink, Outage, PlanError,
+    Received, RunningListener,
 };
 
 /// Entries read per XREAD / XREADGROUP call.
@@ -134,9 +134,9 @@ impl Listener for StreamListener {
             }
         };
         let delivery = if self.group.is_some() {
-            "at-least-once"
+            Delivery::AtLeastOnce
         } else {
-            "at-most-once"
+            Delivery::AtMostOnce
         };
         let endpoint = format!("{} stream {}", self.conn.endpoint, self.stream);
         let (stop, stopped) = oneshot::channel::<()>();

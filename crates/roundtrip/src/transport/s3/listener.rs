@@ -16,7 +16,7 @@ use crate::transport::aws::queue::{self, Decode, Decoded, OwnedQueue, QueueSourc
 use crate::transport::error::start_error;
 use crate::transport::s3::{client, ensure_bucket};
 use crate::transport::{
-    DriverContext, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
+    Delivery, DriverContext, ListenError, Listener, ObservationSink, Outage, PlanError, Received,
     RunningListener,
 };
 
@@ -174,7 +174,7 @@ impl Listener for S3Listener {
         let task = tokio::spawn(poll(client, filter, seen, poll_max, sink, stopped));
         Ok(RunningListener::new(
             location,
-            "at-most-once",
+            Delivery::AtMostOnce,
             true,
             stop,
             task,

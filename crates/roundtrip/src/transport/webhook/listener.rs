@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::transport::{
-    ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    Delivery, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
 };
 
 /// The largest body the server reads; larger ones answer `413 Payload Too Large`.
@@ -152,7 +152,7 @@ impl Listener for WebhookListener {
         // task accepts them, so the listener is ready as of now.
         Ok(RunningListener::new(
             endpoint,
-            "at-least-once",
+            Delivery::AtLeastOnce,
             false,
             stop_tx,
             task,
