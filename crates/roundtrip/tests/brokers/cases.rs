@@ -1,6 +1,9 @@
 //! One [`Case`] per driver, and the conformance tests generated for each.
 
-#![allow(unused_imports)]
+#![allow(
+    unused_imports,
+    reason = "each case imports what its transport needs; a build with some features leaves some unused"
+)]
 
 use roundtrip::core::model::*;
 

@@ -184,7 +184,10 @@ pub(crate) enum Client {
 
 /// An event loop of either protocol version. One exists per client, so the size
 /// difference between the variants does not matter.
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one exists per client or event: the size difference does not matter"
+)]
 pub(crate) enum EventLoop {
     V3(rumqttc::EventLoop),
     V5(rumqttc::v5::EventLoop),
@@ -211,7 +214,10 @@ pub(crate) enum AckHandle {
 
 /// What the event loop reported, in version-independent terms. Moved once per event.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one exists per client or event: the size difference does not matter"
+)]
 pub(crate) enum Ev {
     Connected {
         session_present: bool,

@@ -59,16 +59,15 @@ impl Listener for MqttListener {
         let (stop, stopped) = oneshot::channel::<()>();
         let endpoint = format!("{} topic {}", self.conn.endpoint, self.topic);
         let recorder = tokio::spawn(record_in_order(messages_rx, client.clone(), sink.clone()));
-        let task = tokio::spawn(drive_listener(
+        let driver = Driver {
             events,
-            client.clone(),
-            *self,
+            client: client.clone(),
+            listener: *self,
             sink,
-            Some(ready_tx),
-            messages_tx,
-            stopped,
+            messages: messages_tx,
             recorder,
-        ));
+        };
+        let task = tokio::spawn(driver.run(Some(ready_tx), stopped));
         // Connecting, then the SUBACK: each may take the connect timeout.
         match tokio::time::timeout(self_timeout * 2, ready_rx).await {
             Ok(Ok(Ok(()))) => {}
@@ -182,102 +181,118 @@ impl DroppedCounter {
     }
 }
 
-/// Polls the listener's event loop: readiness, messages, reconnects (as gaps), stop.
-#[allow(clippy::too_many_arguments)]
-async fn drive_listener(
-    mut events: EventLoop,
+/// What a started listener's task owns: the client and its event loop, where messages
+/// go (the in-order recorder) and where gaps go.
+struct Driver {
+    events: EventLoop,
     client: Client,
     listener: MqttListener,
     sink: ObservationSink,
-    mut ready: Option<oneshot::Sender<Result<(), String>>>,
     messages: mpsc::Sender<Message>,
-    mut stopped: oneshot::Receiver<()>,
     recorder: tokio::task::JoinHandle<()>,
-) {
-    // If this task is aborted (a crash, in tests), the recorder goes with it.
-    let mut recorder = AbortOnDrop(recorder);
-    let conn = &listener.conn;
-    let mut backoff = Backoff::default();
-    let mut down = Outage::default();
-    let mut dropped = DroppedCounter::default();
-    loop {
-        let event = tokio::select! {
-            e = events.poll() => e,
-            _ = &mut stopped => break,
-        };
-        match event {
-            Ok(Ev::Connected { session_present }) => {
-                backoff.reset();
-                down.recovered(
-                    &sink,
-                    if session_present {
-                        "the broker kept the session, QoS ≥ 1 messages were queued"
-                    } else {
-                        "the session was lost, messages published meanwhile were missed"
-                    },
-                );
-                // A listener subscribes at QoS 1 at most: it records at least once and
-                // counts duplicates itself, and a QoS 2 handshake cannot be resumed by a
-                // restarted listener (the broker re-sends PUBREL for packets the new
-                // client never saw, which rumqttc rejects).
-                if let Err(e) = client.subscribe(&listener.topic, conn.qos.min(1)).await {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(Err(e));
-                    }
-                    return;
-                }
-                // Best effort: brokers without `$SYS` refuse or ignore it.
-                let _ = client.subscribe(DROPPED_TOPIC, 0).await;
-            }
-            Ok(Ev::Subscribed(result)) => {
-                if let Some(r) = ready.take() {
-                    let failed = result.is_err();
-                    let _ = r.send(result);
-                    if failed {
+}
+
+impl Driver {
+    /// Polls the event loop: readiness (answered on `ready`), messages, reconnects (as
+    /// gaps), until `stopped`.
+    async fn run(
+        self,
+        mut ready: Option<oneshot::Sender<Result<(), String>>>,
+        mut stopped: oneshot::Receiver<()>,
+    ) {
+        let Driver {
+            mut events,
+            client,
+            listener,
+            sink,
+            messages,
+            recorder,
+        } = self;
+        // If this task is aborted (a crash, in tests), the recorder goes with it.
+        let mut recorder = AbortOnDrop(recorder);
+        let conn = &listener.conn;
+        let mut backoff = Backoff::default();
+        let mut down = Outage::default();
+        let mut dropped = DroppedCounter::default();
+        loop {
+            let event = tokio::select! {
+                e = events.poll() => e,
+                _ = &mut stopped => break,
+            };
+            match event {
+                Ok(Ev::Connected { session_present }) => {
+                    backoff.reset();
+                    down.recovered(
+                        &sink,
+                        if session_present {
+                            "the broker kept the session, QoS ≥ 1 messages were queued"
+                        } else {
+                            "the session was lost, messages published meanwhile were missed"
+                        },
+                    );
+                    // A listener subscribes at QoS 1 at most: it records at least once and
+                    // counts duplicates itself, and a QoS 2 handshake cannot be resumed by a
+                    // restarted listener (the broker re-sends PUBREL for packets the new
+                    // client never saw, which rumqttc rejects).
+                    if let Err(e) = client.subscribe(&listener.topic, conn.qos.min(1)).await {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e));
+                        }
                         return;
                     }
+                    // Best effort: brokers without `$SYS` refuse or ignore it.
+                    let _ = client.subscribe(DROPPED_TOPIC, 0).await;
+                }
+                Ok(Ev::Subscribed(result)) => {
+                    if let Some(r) = ready.take() {
+                        let failed = result.is_err();
+                        let _ = r.send(result);
+                        if failed {
+                            return;
+                        }
+                    }
+                }
+                Ok(Ev::Message(m)) if m.received.key.as_deref() == Some(DROPPED_TOPIC) => {
+                    dropped.observe(&m.received.body, &sink);
+                }
+                Ok(Ev::Message(m)) => {
+                    if messages.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(crate::transport::error::connect_failed(
+                            "MQTT broker",
+                            &conn.endpoint,
+                            e,
+                        )));
+                        return;
+                    }
+                    down.failed(&sink, "disconnected", Some(e));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = &mut stopped => break,
+                    }
                 }
             }
-            Ok(Ev::Message(m)) if m.received.key.as_deref() == Some(DROPPED_TOPIC) => {
-                dropped.observe(&m.received.body, &sink);
-            }
-            Ok(Ev::Message(m)) => {
-                if messages.send(m).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(crate::transport::error::connect_failed(
-                        "MQTT broker",
-                        &conn.endpoint,
-                        e,
-                    )));
-                    return;
-                }
-                down.failed(&sink, "disconnected", Some(e));
+        }
+        // Stop: let the recorder commit and queue its acks, then keep polling so that they
+        // reach the broker before the disconnect.
+        drop(messages);
+        let flushed = async {
+            loop {
                 tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = &mut stopped => break,
+                    _ = &mut recorder.0 => break,
+                    e = events.poll() => if e.is_err() { break },
                 }
             }
-        }
+            client.disconnect().await;
+            while events.poll().await.is_ok() {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
     }
-    // Stop: let the recorder commit and queue its acks, then keep polling so that they
-    // reach the broker before the disconnect.
-    drop(messages);
-    let flushed = async {
-        loop {
-            tokio::select! {
-                _ = &mut recorder.0 => break,
-                e = events.poll() => if e.is_err() { break },
-            }
-        }
-        client.disconnect().await;
-        while events.poll().await.is_ok() {}
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
 }
 
 #[cfg(test)]
