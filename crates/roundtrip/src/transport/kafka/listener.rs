@@ -134,6 +134,59 @@ impl KafkaListener {
     }
 }
 
+/// Assigns every partition of `topic` to `consumer` at its current end.
+async fn assign_at_end(
+    consumer: &Arc<StreamConsumer<GroupContext>>,
+    topic: &str,
+    partitions: Vec<i32>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (c, t) = (Arc::clone(consumer), topic.to_owned());
+    let tpl = tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let (_, high) = c.fetch_watermarks(&t, p, timeout)?;
+            tpl.add_partition_offset(&t, p, Offset::Offset(high))?;
+        }
+        Ok::<_, rdkafka::error::KafkaError>(tpl)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("read the end offsets of `{topic}`: {e}"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("assign the partitions of `{topic}`: {e}"))
+}
+
+/// A record as the sink takes it, and its position (topic, partition, offset).
+fn received(message: &rdkafka::message::OwnedMessage) -> (Received, (String, i32, i64)) {
+    let mut headers = Vec::new();
+    if let Some(h) = message.headers() {
+        for header in h.iter() {
+            let value = header
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            headers.push((header.key.to_owned(), value.unwrap_or_default()));
+        }
+    }
+    let mut received = Received::new(message.payload().unwrap_or_default().to_vec(), headers);
+    received.key = message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned());
+    let position = (
+        message.topic().to_owned(),
+        message.partition(),
+        message.offset(),
+    );
+    received.message_id = Some(format!("{}/{}/{}", position.0, position.1, position.2));
+    received.meta.extend([
+        ("topic".to_owned(), position.0.clone()),
+        ("partition".to_owned(), position.1.to_string()),
+        ("offset".to_owned(), position.2.to_string()),
+    ]);
+    (received, position)
+}
+
 #[async_trait]
 impl Listener for KafkaListener {
     async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
@@ -182,22 +235,9 @@ impl Listener for KafkaListener {
         } else {
             // Every partition at its current end: the listener's start position is fixed
             // before `start` returns.
-            let c = Arc::clone(&consumer);
-            let (t, timeout) = (topic.clone(), self.conn.timeout);
-            let tpl = tokio::task::spawn_blocking(move || {
-                let mut tpl = TopicPartitionList::new();
-                for p in partitions {
-                    let (_, high) = c.fetch_watermarks(&t, p, timeout)?;
-                    tpl.add_partition_offset(&t, p, Offset::Offset(high))?;
-                }
-                Ok::<_, rdkafka::error::KafkaError>(tpl)
-            })
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| fail(format!("read the end offsets of `{topic}`: {e}")))?;
-            consumer
-                .assign(&tpl)
-                .map_err(|e| fail(format!("assign the partitions of `{topic}`: {e}")))?;
+            assign_at_end(&consumer, &topic, partitions, self.conn.timeout)
+                .await
+                .map_err(fail)?;
             let _ = assigned.borrow_and_update();
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -242,22 +282,7 @@ impl Listener for KafkaListener {
                                     continue;
                                 }
                             };
-                            let mut headers = Vec::new();
-                            if let Some(h) = message.headers() {
-                                for header in h.iter() {
-                                    let value = header.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                                    headers.push((header.key.to_owned(), value.unwrap_or_default()));
-                                }
-                            }
-                            let mut received = Received::new(message.payload().unwrap_or_default().to_vec(), headers);
-                            received.key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                            let position = (message.topic().to_owned(), message.partition(), message.offset());
-                            received.message_id = Some(format!("{}/{}/{}", position.0, position.1, position.2));
-                            received.meta.extend([
-                                ("topic".to_owned(), position.0.clone()),
-                                ("partition".to_owned(), position.1.to_string()),
-                                ("offset".to_owned(), position.2.to_string()),
-                            ]);
+                            let (received, position) = received(&message);
                             let sink = sink.clone();
                             records.push_back(async move { (sink.record(received).await.is_ok(), position) });
                         }

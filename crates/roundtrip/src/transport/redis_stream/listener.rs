@@ -145,21 +145,14 @@ impl Listener for StreamListener {
     }
 }
 
-async fn read_stream(
-    listener: StreamListener,
-    mut connection: MultiplexedConnection,
-    mut cursor: Cursor,
-    sink: ObservationSink,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut backoff = Backoff::default();
-    let mut down = Outage::default();
-    loop {
-        let cmd = match &cursor {
+impl Cursor {
+    /// The command that reads the next batch from `stream` at this cursor.
+    fn read_command(&self, stream: &str) -> redis::Cmd {
+        match self {
             Cursor::After(id) => {
                 let mut c = redis::cmd("XREAD");
                 c.arg("COUNT").arg(BATCH).arg("BLOCK").arg(BLOCK_MS);
-                c.arg("STREAMS").arg(&listener.stream).arg(id);
+                c.arg("STREAMS").arg(stream).arg(id);
                 c
             }
             Cursor::Group {
@@ -177,11 +170,25 @@ async fn read_stream(
                     c.arg("BLOCK").arg(BLOCK_MS);
                 }
                 c.arg("STREAMS")
-                    .arg(&listener.stream)
+                    .arg(stream)
                     .arg(if *pending { "0" } else { ">" });
                 c
             }
-        };
+        }
+    }
+}
+
+async fn read_stream(
+    listener: StreamListener,
+    mut connection: MultiplexedConnection,
+    mut cursor: Cursor,
+    sink: ObservationSink,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut backoff = Backoff::default();
+    let mut down = Outage::default();
+    loop {
+        let cmd = cursor.read_command(&listener.stream);
         let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
             reply = cmd.query_async(&mut connection) => reply,
             _ = &mut stopped => return,
