@@ -19,12 +19,7 @@ use serde_json::Value;
 mod channel;
 mod units;
 
-pub use channel::{
-    AmqpChannel, AuthOptions, AwsEndpoint, Capabilities, ChannelOptions, ChannelSpec, Connection,
-    DirChannel, EventBridgeChannel, EventTemplate, EventTemplates, HttpChannel, JetStreamChannel,
-    KafkaChannel, MqttChannel, MqttVersion, NatsChannel, Problem, ProblemKind, RedisPubSubChannel,
-    RedisStreamChannel, RunTemplate, S3Channel, SnsChannel, SqsChannel, TlsOptions, WebhookChannel,
-};
+pub use channel::*;
 pub use units::{ByteSize, DurationSpec, MAX_DURATION};
 
 /// The version of the suite file format that this crate reads.
