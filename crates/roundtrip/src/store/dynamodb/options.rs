@@ -5,7 +5,7 @@ use std::time::Duration;
 /// Items expire this long after they were written, unless the URL says `ttl=…`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Settings of a [`DynamoStore`], parsed from a `dynamodb://` URL.
+/// Settings of a [`DynamoStore`](super::DynamoStore), parsed from a `dynamodb://` URL.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DynamoOptions {
     /// The table.

@@ -7,7 +7,7 @@
 //! an emulator (`AWS_ENDPOINT_URL=http://127.0.0.1:5055`) and against a real account.
 //! Credentials are never read from a suite file and never printed.
 //!
-//! Every listener ends in an SQS queue consumed by one receive loop ([`queue`]): long
+//! Every listener ends in an SQS queue consumed by one receive loop (`queue.rs`): long
 //! polling (push-like: a message is returned as soon as it arrives) and deletion only
 //! after the store committed. `sns` and `eventbridge` listeners create that queue (and
 //! the subscription or rule feeding it) for the run and remove them when they stop; see

@@ -20,7 +20,7 @@
 //! - Writers must create files atomically (write elsewhere, then rename into the
 //!   directory), as the producer does: a file written in place may be read before it is
 //!   complete.
-//! - [`RunningListener::stop`] scans one last time, so every file renamed in before the
+//! - [`RunningListener::stop`](super::RunningListener::stop) scans one last time, so every file renamed in before the
 //!   stop is recorded.
 //!
 //! Files stay where they are, so a run records them at least once.

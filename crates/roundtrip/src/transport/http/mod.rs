@@ -7,8 +7,8 @@
 //! producer keeps connections alive across a scenario's sends.
 //!
 //! A 2xx answer means the SUT accepted the event. Any other status is a
-//! [`ProduceError::Rejected`] quoting the status and the start of the answer's body; a
-//! connection failure or a timeout is [`ProduceError::Unreachable`] naming the URL.
+//! [`ProduceError::Rejected`](super::ProduceError::Rejected) quoting the status and the start of the answer's body; a
+//! connection failure or a timeout is [`ProduceError::Unreachable`](super::ProduceError::Unreachable) naming the URL.
 //!
 //! `https://` URLs need the cargo feature `tls`.
 

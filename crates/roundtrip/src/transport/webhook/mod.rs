@@ -2,7 +2,7 @@
 //!
 //! [`WebhookListener::start`] binds the channel's `listen` address and returns once the
 //! server accepts connections; with port 0 the operating system picks a free port and
-//! [`RunningListener::endpoint`] carries the real one (`http://127.0.0.1:43121/events`),
+//! [`RunningListener::endpoint`](super::RunningListener::endpoint) carries the real one (`http://127.0.0.1:43121/events`),
 //! so a test can hand it to the SUT.
 //!
 //! Every `POST` or `PUT` to the channel's `path` is one observation: the body (any bytes:
@@ -19,7 +19,7 @@
 //! beyond 64 MiB answers `413` and counts as a fault. Header values that are not UTF-8
 //! are kept exactly, base64-encoded, and named in `x-roundtrip-base64-headers`.
 //!
-//! [`RunningListener::stop`] stops accepting connections, lets requests in flight finish
+//! [`RunningListener::stop`](super::RunningListener::stop) stops accepting connections, lets requests in flight finish
 //! (up to 10 s), then returns.
 
 mod listener;
