@@ -34,6 +34,8 @@ mod router;
 mod scenario;
 mod session;
 mod sut;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use event::RunEvent;
 pub use scenario::COMMIT_SLACK;

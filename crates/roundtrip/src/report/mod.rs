@@ -9,3 +9,6 @@
 pub mod json;
 pub mod junit;
 pub mod text;
+
+#[cfg(test)]
+mod tests;
