@@ -9,7 +9,7 @@ Prints, for the library and binary sources (`crates/*/src`, `examples/*/src`):
   paths (`crate::`, `super::`, `self::`, `roundtrip_core::`) resolve into B. `pub use`
   re-exports and `mod` declarations are a module's facade, not a dependency, and are not
   counted; `#[cfg(test)] mod tests` blocks are left out;
-- the longest functions, in lines.
+- the longest functions outside tests, in lines (comments left out).
 
 Usage: scripts/structure.py [--longest N]. It reads text only; it approximates Rust's
 name resolution by the longest module prefix of each path, which is enough for a review.
@@ -170,7 +170,7 @@ def cycles(files):
 def longest_functions(files, n):
     rows = []
     for f in files:
-        lines = f.read_text().splitlines()
+        lines = strip_tests(f.read_text()).splitlines()
         i = 0
         while i < len(lines):
             m = re.match(r"\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+(\w+)", lines[i])

@@ -39,7 +39,7 @@ use roundtrip::core::model::ChannelSpec;
 use roundtrip::transport::{DriverContext, Outgoing, ProduceError, Producer, registry};
 use tokio::sync::mpsc;
 
-use crate::error_chain;
+use crate::chain::error_chain;
 use crate::storage::{Durability, Storage, StoredEvent, write_atomically};
 
 /// How many times an HTTP emit is tried before giving up.

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::error_chain;
+use crate::chain::error_chain;
 use crate::process::Queued;
 use crate::propagate::Propagated;
 use crate::storage::Storage;

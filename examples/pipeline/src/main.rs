@@ -58,6 +58,7 @@
 //! a usage or startup error, such as the port being taken, exits with 2; other failures
 //! with 1.
 
+mod chain;
 mod cli;
 mod emit;
 mod faults;
@@ -78,6 +79,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::chain::error_chain;
 use crate::cli::{Cli, Config};
 use crate::emit::{Emitter, Output};
 use crate::ingest::Ingest;
@@ -196,18 +198,6 @@ impl std::error::Error for RunError {
             Self::Emitter(_) => None,
         }
     }
-}
-
-/// An error and its sources, joined by `: `.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 async fn serve(config: &Config, data_dir: &Path) -> Result<ExitCode, RunError> {
