@@ -502,6 +502,14 @@ impl ExpectationMachine {
         self.deadlines.first().map(|&(at, _)| at)
     }
 
+    /// Whether `correlation_id` is an event this machine was told was sent (by
+    /// [`Self::on_sent`]; not one whose send failed).
+    pub fn knows_sent(&self, correlation_id: &str) -> bool {
+        self.by_id.get(correlation_id).is_some_and(|&slot| {
+            self.events[slot].standing != Standing::Failed(FailureKind::NotSent)
+        })
+    }
+
     /// The verdict, once decided; it never changes afterwards.
     pub fn verdict(&self) -> Option<&ExpectationVerdict> {
         self.verdict.as_ref()
@@ -1685,6 +1693,16 @@ mod tests {
         );
         let seqs: Vec<u64> = f.evidence.offending.iter().map(|b| b.seq).collect();
         assert_eq!(seqs, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_machine_knows_the_events_it_was_told_were_sent() {
+        let mut m = machine(json!({"within": "1s"}));
+        send(&mut m, 0, 0);
+        m.on_not_sent(&cid(1), 1);
+        assert!(m.knows_sent(&cid(0)));
+        assert!(!m.knows_sent(&cid(1)), "a failed send is not a sent event");
+        assert!(!m.knows_sent(&cid(2)));
     }
 
     #[test]

@@ -81,7 +81,6 @@ pub(crate) async fn run(
     ));
     drop(obs_tx);
 
-    let mut known: HashSet<String> = HashSet::new();
     let mut early: HashMap<String, Vec<Arc<Observation>>> = HashMap::new();
     let mut sent = 0u64;
     let mut send_errors = 0u64;
@@ -96,12 +95,13 @@ pub(crate) async fn run(
         feed_machines(machines, scenario, obs);
     };
     let accept = |machines: &mut Vec<ExpectationMachine>,
-                  known: &HashSet<String>,
                   early: &mut HashMap<String, Vec<Arc<Observation>>>,
                   obs: Arc<Observation>| {
         match &obs.correlation_id {
             // Routed to us before its send was confirmed: hold it until then.
-            Some(id) if !known.contains(id) => early.entry(id.clone()).or_default().push(obs),
+            Some(id) if !machines.iter().any(|m| m.knows_sent(id)) => {
+                early.entry(id.clone()).or_default().push(obs);
+            }
             _ => feed_machines(machines, scenario, &obs),
         }
     };
@@ -133,7 +133,6 @@ pub(crate) async fn run(
                             sent_at: ev.sent_at,
                         });
                     }
-                    known.insert(ev.correlation_id.clone());
                     if let Some(buffered) = early.remove(&ev.correlation_id) {
                         for obs in buffered {
                             feed(&mut machines, &obs);
@@ -162,13 +161,13 @@ pub(crate) async fn run(
                 }
             },
             Some(obs) = obs_rx.recv() => {
-                accept(&mut machines, &known, &mut early, obs);
+                accept(&mut machines, &mut early, obs);
             }
             Some(obs) = evidence_rx.recv() => feed(&mut machines, &obs),
             () = sleep_until_opt(wake) => {
                 // Take in everything that is already here before judging the deadline.
                 while let Ok(obs) = obs_rx.try_recv() {
-                    accept(&mut machines, &known, &mut early, obs);
+                    accept(&mut machines, &mut early, obs);
                 }
                 while let Ok(obs) = evidence_rx.try_recv() {
                     feed(&mut machines, &obs);

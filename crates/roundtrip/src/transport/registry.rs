@@ -265,6 +265,21 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_the_loader_would_refuse_is_refused_by_its_driver_with_the_same_rule() {
+        let spec = ChannelSpec::Webhook(WebhookChannel {
+            listen: "127.0.0.1".to_owned(),
+            path: "events".to_owned(),
+            max_payload: None,
+        });
+        let err = listener("hook", &spec, &ctx()).expect_err("no port, no leading slash");
+        assert_eq!(
+            err.to_string(),
+            "channel `hook` is misconfigured: `listen` must be `host:port`, not `127.0.0.1`: \
+             there is no port; write it like `127.0.0.1:7002` (port 0 picks a free port)"
+        );
+    }
+
+    #[test]
     fn the_payload_limit_defaults_to_one_mebibyte() {
         assert_eq!(max_payload(&webhook(None)), DEFAULT_MAX_PAYLOAD);
         assert_eq!(max_payload(&webhook(Some(ByteSize(512)))), 512);

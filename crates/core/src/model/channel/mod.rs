@@ -290,6 +290,17 @@ impl Problem {
         Problem::new(&[], ProblemKind::AtMostOne(keys.to_vec()), help)
     }
 
+    /// What is wrong, as one line.
+    pub fn message(&self) -> String {
+        match &self.kind {
+            ProblemKind::Value(m) | ProblemKind::Key(m) => m.clone(),
+            ProblemKind::AtMostOne(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+                format!("only one of {} may be given", keys.join(", "))
+            }
+        }
+    }
+
     fn new(at: &[&str], kind: ProblemKind, help: impl Into<String>) -> Problem {
         Problem {
             at: at.iter().map(|s| (*s).to_owned()).collect(),

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use roundtrip_core::model::WebhookChannel;
+use roundtrip_core::model::{ChannelOptions, WebhookChannel};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -65,20 +65,13 @@ pub struct WebhookListener {
 }
 
 impl WebhookListener {
-    /// A listener for `channel`; checks the path.
+    /// A listener for `channel`; its options must follow the channel's rules (a
+    /// `host:port` to listen on, a path starting with `/`), as the loader checks them.
     pub fn new(channel: &str, spec: &WebhookChannel) -> Result<WebhookListener, PlanError> {
-        if !spec.path.starts_with('/') {
+        if let Some(problem) = spec.problems().into_iter().next() {
             return Err(PlanError::Invalid {
                 channel: channel.to_owned(),
-                message: format!("the webhook path `{}` must start with `/`", spec.path),
-            });
-        }
-        if spec.listen.trim().is_empty() {
-            return Err(PlanError::Invalid {
-                channel: channel.to_owned(),
-                message: "the webhook `listen` address is empty; write `host:port`, e.g. \
-                          `127.0.0.1:7002` (port 0 picks a free port)"
-                    .to_owned(),
+                message: format!("{}; {}", problem.message(), problem.help),
             });
         }
         Ok(WebhookListener {
