@@ -22,6 +22,33 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+/// The `producer` and `listener` constructors the registry calls, for a transport whose
+/// drivers are both built from `(channel, spec, ctx)`.
+#[cfg(any(feature = "_broker", feature = "aws"))]
+macro_rules! constructors {
+    ($transport:literal, $spec:ty, $producer:ty, $listener:ty) => {
+        #[doc = concat!("The producer for a `", $transport, "` channel.")]
+        pub fn producer(
+            channel: &str,
+            spec: &$spec,
+            ctx: &$crate::transport::DriverContext,
+        ) -> Result<Box<dyn $crate::transport::Producer>, $crate::transport::PlanError> {
+            Ok(Box::new(<$producer>::new(channel, spec, ctx)?))
+        }
+
+        #[doc = concat!("The listener for a `", $transport, "` channel.")]
+        pub fn listener(
+            channel: &str,
+            spec: &$spec,
+            ctx: &$crate::transport::DriverContext,
+        ) -> Result<Box<dyn $crate::transport::Listener>, $crate::transport::PlanError> {
+            Ok(Box::new(<$listener>::new(channel, spec, ctx)?))
+        }
+    };
+}
+#[cfg(any(feature = "_broker", feature = "aws"))]
+pub(crate) use constructors;
+
 // One module per transport, named as suite files name it; `registry` is the one list of
 // them. Modules every driver shares come first.
 pub mod backoff;

@@ -51,13 +51,12 @@ macro_rules! gated {
     }};
 }
 
-/// The producer for `channel`, or why the suite cannot send to it.
+/// The producer for the channel `name`, or why the suite cannot send to it.
 pub fn producer(
-    channel: &str,
+    name: &str,
     spec: &ChannelSpec,
     ctx: &DriverContext,
 ) -> Result<Box<dyn Producer>, PlanError> {
-    let (name, ctx) = (channel, ctx);
     match spec {
         ChannelSpec::Http(c) => http::producer(name, c, ctx),
         ChannelSpec::Webhook(_) => Err(PlanError::ListenOnly {
@@ -109,13 +108,12 @@ pub fn producer(
     }
 }
 
-/// The listener for `channel`, or why the suite cannot listen on it.
+/// The listener for the channel `name`, or why the suite cannot listen on it.
 pub fn listener(
-    channel: &str,
+    name: &str,
     spec: &ChannelSpec,
     ctx: &DriverContext,
 ) -> Result<Box<dyn Listener>, PlanError> {
-    let (name, ctx) = (channel, ctx);
     match spec {
         ChannelSpec::Http(_) => Err(PlanError::SendOnly {
             channel: name.to_owned(),

@@ -299,11 +299,6 @@ impl Outage {
             ),
         );
     }
-
-    /// An outage is going on.
-    pub fn is_open(&self) -> bool {
-        self.open.is_some()
-    }
 }
 
 fn because(cause: Option<&str>) -> String {
@@ -340,7 +335,6 @@ mod tests {
         let mut outage = Outage::default();
         outage.failed(&sink, "connection lost", Some("reset by peer".into()));
         outage.failed(&sink, "connection lost", Some("refused".into()));
-        assert!(outage.is_open());
         let gaps = sink.stats().gaps();
         assert_eq!(gaps.len(), 1, "one outage, one gap: {gaps:?}");
         assert_eq!(
@@ -354,7 +348,6 @@ mod tests {
         );
 
         outage.recovered(&sink, "the group kept the position");
-        assert!(!outage.is_open());
         let gaps = sink.stats().gaps();
         let end = gaps[0].end.expect("ended");
         assert!(end >= gaps[0].start);

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, AuthOptions, TlsOptions, impl_connection};
-use super::{ByteSize, Capabilities, ChannelOptions, DurationSpec, Problem, RunTemplate, is_false};
+use super::{ByteSize, ChannelOptions, DurationSpec, Problem, RunTemplate, is_false};
 
 /// `amqp` channel options (RabbitMQ and other AMQP 0.9.1 brokers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -73,10 +73,6 @@ impl_connection!(AmqpChannel => url);
 impl ChannelOptions for AmqpChannel {
     fn transport(&self) -> &'static str {
         "amqp"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

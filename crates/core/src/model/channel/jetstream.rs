@@ -4,9 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, AuthOptions, TlsOptions, impl_connection};
-use super::{
-    ByteSize, Capabilities, ChannelOptions, DurationSpec, Problem, RunTemplate, is_false, positive,
-};
+use super::{ByteSize, ChannelOptions, DurationSpec, Problem, RunTemplate, is_false, positive};
 
 /// `jetstream` channel options (NATS JetStream: at-least-once).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -76,10 +74,6 @@ impl_connection!(JetStreamChannel => url);
 impl ChannelOptions for JetStreamChannel {
     fn transport(&self) -> &'static str {
         "jetstream"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

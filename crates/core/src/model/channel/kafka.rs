@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::connection::{self, AuthOptions, TlsOptions, impl_connection};
 use super::{
-    ByteSize, Capabilities, ChannelOptions, DurationSpec, EventTemplate, EventTemplates, Problem,
-    RunTemplate, is_false,
+    ByteSize, ChannelOptions, DurationSpec, EventTemplate, EventTemplates, Problem, RunTemplate,
+    is_false,
 };
 
 /// `kafka` channel options (any Kafka-API broker).
@@ -75,10 +75,6 @@ impl_connection!(KafkaChannel => brokers);
 impl ChannelOptions for KafkaChannel {
     fn transport(&self) -> &'static str {
         "kafka"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

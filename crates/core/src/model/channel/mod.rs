@@ -155,8 +155,10 @@ pub trait ChannelOptions {
     /// The transport name, as written in suite files (`nats`, `redis_stream`, …).
     fn transport(&self) -> &'static str;
 
-    /// What the transport can do with these options.
-    fn capabilities(&self) -> Capabilities;
+    /// What the transport can do with these options; most go both ways, with headers.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::BOTH_WAYS
+    }
 
     /// The channel's `max_payload`, if it sets one.
     fn max_payload(&self) -> Option<ByteSize>;

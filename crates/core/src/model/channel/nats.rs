@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, AuthOptions, TlsOptions, impl_connection};
-use super::{ByteSize, Capabilities, ChannelOptions, DurationSpec, Problem, RunTemplate, is_false};
+use super::{ByteSize, ChannelOptions, DurationSpec, Problem, RunTemplate, is_false};
 
 /// `nats` channel options (NATS core: at-most-once).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -68,10 +68,6 @@ impl_connection!(NatsChannel => url);
 impl ChannelOptions for NatsChannel {
     fn transport(&self) -> &'static str {
         "nats"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

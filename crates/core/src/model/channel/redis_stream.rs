@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, AuthOptions, TlsOptions, impl_connection};
-use super::{ByteSize, Capabilities, ChannelOptions, DurationSpec, Problem, RunTemplate};
+use super::{ByteSize, ChannelOptions, DurationSpec, Problem, RunTemplate};
 
 /// `redis_stream` channel options (Redis Streams).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -65,10 +65,6 @@ impl_connection!(RedisStreamChannel => url);
 impl ChannelOptions for RedisStreamChannel {
     fn transport(&self) -> &'static str {
         "redis_stream"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

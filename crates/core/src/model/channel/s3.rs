@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::aws::{self, impl_aws_endpoint};
 use super::{
-    ByteSize, Capabilities, ChannelOptions, DurationSpec, EventTemplate, EventTemplates, Problem,
-    RunTemplate, is_false, positive,
+    ByteSize, ChannelOptions, DurationSpec, EventTemplate, EventTemplates, Problem, RunTemplate,
+    is_false, positive,
 };
 
 /// `s3` channel options: objects put into a bucket (producer) or appearing in one
@@ -93,10 +93,6 @@ impl_aws_endpoint!(S3Channel);
 impl ChannelOptions for S3Channel {
     fn transport(&self) -> &'static str {
         "s3"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::aws::{self, impl_aws_endpoint};
 use super::{
-    ByteSize, Capabilities, ChannelOptions, EventTemplate, EventTemplates, FIFO_DEDUP_DEFAULT,
+    ByteSize, ChannelOptions, EventTemplate, EventTemplates, FIFO_DEDUP_DEFAULT,
     FIFO_GROUP_DEFAULT, Problem, RunTemplate, is_false, json_object,
 };
 
@@ -53,10 +53,6 @@ impl_aws_endpoint!(SnsChannel);
 impl ChannelOptions for SnsChannel {
     fn transport(&self) -> &'static str {
         "sns"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::aws::{self, impl_aws_endpoint};
 use super::{
-    ByteSize, Capabilities, ChannelOptions, DurationSpec, EventTemplate, EventTemplates,
-    FIFO_DEDUP_DEFAULT, FIFO_GROUP_DEFAULT, Problem, RunTemplate, is_false, positive,
+    ByteSize, ChannelOptions, DurationSpec, EventTemplate, EventTemplates, FIFO_DEDUP_DEFAULT,
+    FIFO_GROUP_DEFAULT, Problem, RunTemplate, is_false, positive,
 };
 
 /// `sqs` channel options.
@@ -78,10 +78,6 @@ impl_aws_endpoint!(SqsChannel);
 impl ChannelOptions for SqsChannel {
     fn transport(&self) -> &'static str {
         "sqs"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::BOTH_WAYS
     }
 
     fn max_payload(&self) -> Option<ByteSize> {

@@ -18,22 +18,4 @@ use roundtrip_core::model::AmqpChannel;
 pub use listener::{AmqpListener, listener_connection_name};
 pub use producer::AmqpProducer;
 
-use super::{DriverContext, Listener, PlanError, Producer};
-
-/// The producer for a `amqp` channel.
-pub fn producer(
-    channel: &str,
-    spec: &AmqpChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(AmqpProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for a `amqp` channel.
-pub fn listener(
-    channel: &str,
-    spec: &AmqpChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(AmqpListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("amqp", AmqpChannel, AmqpProducer, AmqpListener);

@@ -16,25 +16,13 @@ use aws_sdk_eventbridge::Client;
 use roundtrip_core::model::EventBridgeChannel;
 
 use crate::aws::{error_code, service_error};
-use crate::transport::{DriverContext, Listener, PlanError, Producer};
 
-/// The producer for an `eventbridge` channel.
-pub fn producer(
-    channel: &str,
-    spec: &EventBridgeChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(EventBridgeProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for an `eventbridge` channel.
-pub fn listener(
-    channel: &str,
-    spec: &EventBridgeChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(EventBridgeListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!(
+    "eventbridge",
+    EventBridgeChannel,
+    EventBridgeProducer,
+    EventBridgeListener
+);
 
 /// The `source` of produced events when the channel sets none.
 pub const DEFAULT_SOURCE: &str = "roundtrip";

@@ -22,22 +22,4 @@ use roundtrip_core::model::KafkaChannel;
 pub use listener::KafkaListener;
 pub use producer::KafkaProducer;
 
-use super::{DriverContext, Listener, PlanError, Producer};
-
-/// The producer for a `kafka` channel.
-pub fn producer(
-    channel: &str,
-    spec: &KafkaChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(KafkaProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for a `kafka` channel.
-pub fn listener(
-    channel: &str,
-    spec: &KafkaChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(KafkaListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("kafka", KafkaChannel, KafkaProducer, KafkaListener);

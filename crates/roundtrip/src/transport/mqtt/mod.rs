@@ -22,22 +22,4 @@ use roundtrip_core::model::MqttChannel;
 pub use listener::MqttListener;
 pub use producer::MqttProducer;
 
-use super::{DriverContext, Listener, PlanError, Producer};
-
-/// The producer for a `mqtt` channel.
-pub fn producer(
-    channel: &str,
-    spec: &MqttChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(MqttProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for a `mqtt` channel.
-pub fn listener(
-    channel: &str,
-    spec: &MqttChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(MqttListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("mqtt", MqttChannel, MqttProducer, MqttListener);

@@ -16,22 +16,4 @@ pub use conn::DEFAULT_BUFFER;
 pub use listener::NatsListener;
 pub use producer::NatsProducer;
 
-use super::{DriverContext, Listener, PlanError, Producer};
-
-/// The producer for a `nats` channel.
-pub fn producer(
-    channel: &str,
-    spec: &NatsChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(NatsProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for a `nats` channel.
-pub fn listener(
-    channel: &str,
-    spec: &NatsChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(NatsListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("nats", NatsChannel, NatsProducer, NatsListener);

@@ -17,22 +17,9 @@ use roundtrip_core::model::RedisStreamChannel;
 pub use listener::{StreamListener, connection_name};
 pub use producer::{BODY_FIELD, StreamProducer};
 
-use super::{DriverContext, Listener, PlanError, Producer};
-
-/// The producer for a `redis_stream` channel.
-pub fn producer(
-    channel: &str,
-    spec: &RedisStreamChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(StreamProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for a `redis_stream` channel.
-pub fn listener(
-    channel: &str,
-    spec: &RedisStreamChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(StreamListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!(
+    "redis_stream",
+    RedisStreamChannel,
+    StreamProducer,
+    StreamListener
+);

@@ -29,25 +29,8 @@ use aws_sdk_s3::Client;
 use roundtrip_core::model::S3Channel;
 
 use crate::aws::{error_code, load_config, service_error};
-use crate::transport::{DriverContext, Listener, PlanError, Producer};
 
-/// The producer for an `s3` channel.
-pub fn producer(
-    channel: &str,
-    spec: &S3Channel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(S3Producer::new(channel, spec, ctx)?))
-}
-
-/// The listener for an `s3` channel.
-pub fn listener(
-    channel: &str,
-    spec: &S3Channel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(S3Listener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("s3", S3Channel, S3Producer, S3Listener);
 
 /// An S3 client; path-style addressing whenever an endpoint is configured (emulators
 /// do not resolve bucket subdomains).

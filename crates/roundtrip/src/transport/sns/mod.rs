@@ -12,25 +12,8 @@ use aws_sdk_sns::Client;
 use roundtrip_core::model::SnsChannel;
 
 use crate::aws::service_error;
-use crate::transport::{DriverContext, Listener, PlanError, Producer};
 
-/// The producer for an `sns` channel.
-pub fn producer(
-    channel: &str,
-    spec: &SnsChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(SnsProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for an `sns` channel.
-pub fn listener(
-    channel: &str,
-    spec: &SnsChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(SnsListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("sns", SnsChannel, SnsProducer, SnsListener);
 
 /// The ARN of `topic` (a name or an ARN), creating it when `create`.
 async fn topic_arn(client: &Client, topic: &str, create: bool) -> Result<String, String> {

@@ -11,25 +11,8 @@ use aws_sdk_sqs::Client;
 use roundtrip_core::model::SqsChannel;
 
 use crate::aws::{describe_endpoint, load_config};
-use crate::transport::{DriverContext, Listener, PlanError, Producer};
 
-/// The producer for an `sqs` channel.
-pub fn producer(
-    channel: &str,
-    spec: &SqsChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Producer>, PlanError> {
-    Ok(Box::new(SqsProducer::new(channel, spec, ctx)?))
-}
-
-/// The listener for an `sqs` channel.
-pub fn listener(
-    channel: &str,
-    spec: &SqsChannel,
-    ctx: &DriverContext,
-) -> Result<Box<dyn Listener>, PlanError> {
-    Ok(Box::new(SqsListener::new(channel, spec, ctx)?))
-}
+crate::transport::constructors!("sqs", SqsChannel, SqsProducer, SqsListener);
 
 /// The SQS client for a channel's region and endpoint.
 async fn client(region: Option<&str>, endpoint: Option<&str>) -> Result<(Client, String), String> {
