@@ -299,18 +299,32 @@ impl Run {
             self.summary.sut_log = process.stop_or_hurry(opts.hurry.clone()).await;
             self.summary.sut_exited = process.exited_early().map(str::to_owned);
         }
-        for l in std::mem::take(&mut self.listeners) {
-            let (delivery, polling) = (l.running.delivery, l.running.polling);
-            l.running.stop().await;
+        // Stopped together: a stop can wait for a receive in flight (SQS, Redis groups).
+        let stops: Vec<_> = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(|l| {
+                let (delivery, polling) = (l.running.delivery, l.running.polling);
+                (
+                    l.channel,
+                    l.transport,
+                    l.stats,
+                    delivery,
+                    polling,
+                    tokio::spawn(l.running.stop()),
+                )
+            })
+            .collect();
+        for (channel, transport, stats, delivery, polling, stop) in stops {
+            let _ = stop.await;
             self.summary.listeners.push(ListenerSummary {
-                channel: l.channel,
-                transport: l.transport.to_owned(),
-                recorded: l.stats.recorded.load(Ordering::Relaxed),
-                faults: l.stats.faults.load(Ordering::Relaxed),
+                channel,
+                transport: transport.to_owned(),
+                recorded: stats.recorded.load(Ordering::Relaxed),
+                faults: stats.faults.load(Ordering::Relaxed),
                 delivery: delivery.as_str().to_owned(),
                 polling,
-                redelivered: l.stats.redelivered.load(Ordering::Relaxed),
-                gaps: l.stats.gap_causes(),
+                redelivered: stats.redelivered.load(Ordering::Relaxed),
+                gaps: stats.gap_causes(),
             });
         }
         self.dispatcher.abort();

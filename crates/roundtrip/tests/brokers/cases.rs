@@ -725,6 +725,64 @@ async fn a_dropped_redis_connection_is_a_reported_gap_and_nothing_is_lost() {
     }
 }
 
+/// A group listener's stop waits for its blocked read: once `stop` returns, no read of
+/// its connection is left blocked on the server, where it would take the next entry
+/// into its pending list, out of sight of the listener started next.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_redis_group_listener_leaves_no_read_blocked() {
+    let stream = unique("conf:stop");
+    let case = Case {
+        listener: redis_stream(&stream, Some("roundtrip"), "redis://127.0.0.1:6379"),
+        ..redis_stream_case().await
+    };
+    let bench = checks::Bench::new(&case).await;
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("client");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let name = roundtrip::transport::redis_stream::connection_name(&stream);
+    for round in 0..5 {
+        let (listener, _) = bench.listen(&case.listener).await;
+        // Wait (on the server's own word) until the listener's read is blocked.
+        let waiting = tokio::time::Instant::now() + checks::PATIENCE;
+        while blocked_reads(&mut admin, &name).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < waiting,
+                "round {round}: the listener never blocked in XREADGROUP"
+            );
+            tokio::task::yield_now().await;
+        }
+        listener.stop().await;
+        assert_eq!(
+            blocked_reads(&mut admin, &name).await,
+            0,
+            "round {round}: a read is still blocked after stop"
+        );
+    }
+}
+
+/// How many connections named `name` are blocked in a command, per `CLIENT LIST`.
+#[cfg(feature = "redis")]
+async fn blocked_reads(admin: &mut redis::aio::MultiplexedConnection, name: &str) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .expect("list");
+    let named = format!("name={name}");
+    clients
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == named))
+        .filter(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("flags="))
+                .is_some_and(|flags| flags.contains('b'))
+        })
+        .count()
+}
+
 // -------------------------------------------------------------------------------------
 // TLS: a NATS (4223) and a Redis (6390) that accept only mutual TLS, with the test CA
 // and certificates `scripts/services.sh start` generates.

@@ -178,6 +178,15 @@ impl Cursor {
     }
 }
 
+/// Reads until `stopped` fires, recording into `sink`.
+///
+/// A group read blocked when the listener stops is not abandoned: Redis would still hand
+/// the next entry to it (a blocked client is served before any that blocks later, and
+/// an abandoned one stays blocked until its socket is closed), and that entry would sit
+/// in this consumer's pending list, unseen by a listener started meanwhile. The stop
+/// waits for that read to end (at most `BLOCK_MS`, since it returns as soon as an entry
+/// arrives) and leaves what it returned pending, unrecorded: those entries arrived after
+/// this run ended, and the consumer's next start reads them first, as redeliveries.
 async fn read_stream(
     listener: StreamListener,
     mut connection: MultiplexedConnection,
@@ -188,10 +197,20 @@ async fn read_stream(
     let mut backoff = Backoff::default();
     let mut down = Outage::default();
     loop {
-        let cmd = cursor.read_command(&listener.stream);
-        let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
-            reply = cmd.query_async(&mut connection) => reply,
-            _ = &mut stopped => return,
+        let reply = {
+            let cmd = cursor.read_command(&listener.stream);
+            let read = cmd.query_async::<Option<StreamReadReply>>(&mut connection);
+            tokio::pin!(read);
+            tokio::select! {
+                reply = &mut read => reply,
+                _ = &mut stopped => {
+                    if matches!(cursor, Cursor::Group { .. }) {
+                        let bound = listener_response_timeout(listener.conn.timeout);
+                        let _ = tokio::time::timeout(bound, &mut read).await;
+                    }
+                    return;
+                }
+            }
         };
         let entries = match reply {
             Ok(reply) => {
