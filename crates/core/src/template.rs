@@ -13,6 +13,13 @@
 //! | `now_ms()` | the current time in Unix milliseconds |
 //! | `env("NAME")` | an environment variable (an error if it is unset) |
 //! | `env("NAME", "default")` | an environment variable, or the default |
+//! | `port.NAME` | a TCP port on 127.0.0.1 that was free when the run chose it; the same for every use of `NAME` in the run |
+//! | `channel.NAME.url` | where the listener of channel `NAME` was bound, as a URL (`http://127.0.0.1:41234/processed`) |
+//! | `channel.NAME.addr` | the same, as `host:port` |
+//!
+//! `port.NAME` and `channel.NAME.*` come from the run, through the context's
+//! [`port`](TemplateContext::port) and [`channel_address`](TemplateContext::channel_address);
+//! a context without a run has neither.
 //!
 //! Whitespace inside the braces is optional. Everything is pure: the clock, the UUID
 //! source and the environment come from a [`TemplateContext`] that the caller provides.
@@ -57,6 +64,36 @@ pub trait TemplateContext {
     fn new_uuid(&self) -> String;
     /// An environment variable (`{{ env("NAME") }}`), `None` when unset.
     fn env(&self, name: &str) -> Option<String>;
+    /// The run's port called `name` (`{{ port.NAME }}`), or why there is none.
+    fn port(&self, name: &str) -> Result<u16, String> {
+        let _ = name;
+        Err("ports are chosen by a run, and there is none here".to_owned())
+    }
+    /// Where `channel`'s listener was bound (`{{ channel.NAME.url }}`, `.addr`), or why
+    /// that is not known.
+    fn channel_address(&self, channel: &str, part: AddressPart) -> Result<String, String> {
+        let _ = (channel, part);
+        Err("a channel's address is known only once its listener started".to_owned())
+    }
+}
+
+/// Which form of a channel's bound address a template asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPart {
+    /// `url`: `http://host:port/path`.
+    Url,
+    /// `addr`: `host:port`.
+    Addr,
+}
+
+impl AddressPart {
+    /// The name written in a template.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressPart::Url => "url",
+            AddressPart::Addr => "addr",
+        }
+    }
 }
 
 /// Why a template could not be parsed or rendered. Columns are 1-based character
@@ -98,6 +135,14 @@ pub enum TemplateError {
         /// What is wrong and how it should look.
         reason: String,
     },
+    /// A `port.NAME` or `channel.NAME.*` that has no value where it is rendered.
+    #[error("`{{{{ {expr} }}}}` has no value here: {reason}")]
+    Unavailable {
+        /// The expression, as written.
+        expr: String,
+        /// Why.
+        reason: String,
+    },
     /// `env("NAME")` without a default, and the variable is not set.
     #[error(
         "environment variable `{name}` is not set (set it, or give a default: \
@@ -122,7 +167,7 @@ impl TemplateError {
             | TemplateError::Empty { column }
             | TemplateError::Unknown { column, .. }
             | TemplateError::Arguments { column, .. } => Some(*column),
-            TemplateError::EnvUnset { .. } => None,
+            TemplateError::EnvUnset { .. } | TemplateError::Unavailable { .. } => None,
         }
     }
 }
@@ -149,6 +194,18 @@ pub enum Expr {
         /// The value used when the variable is unset.
         default: Option<String>,
     },
+    /// `port.NAME`
+    Port {
+        /// The port's name.
+        name: String,
+    },
+    /// `channel.NAME.url` or `channel.NAME.addr`
+    ChannelAddress {
+        /// The channel.
+        channel: String,
+        /// Which form.
+        part: AddressPart,
+    },
 }
 
 impl fmt::Display for Expr {
@@ -168,6 +225,10 @@ impl fmt::Display for Expr {
                 name,
                 default: Some(d),
             } => write!(f, "env({name:?}, {d:?})"),
+            Expr::Port { name } => write!(f, "port.{name}"),
+            Expr::ChannelAddress { channel, part } => {
+                write!(f, "channel.{channel}.{}", part.as_str())
+            }
         }
     }
 }
@@ -182,6 +243,9 @@ pub const EXPRESSIONS: &[&str] = &[
     "now_ms()",
     "env(\"NAME\")",
     "env(\"NAME\", \"default\")",
+    "port.NAME",
+    "channel.NAME.url",
+    "channel.NAME.addr",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +369,20 @@ fn eval(e: &Expr, ctx: &dyn TemplateContext) -> Result<String, TemplateError> {
             (None, Some(d)) => d.clone(),
             (None, None) => return Err(TemplateError::EnvUnset { name: name.clone() }),
         },
+        Expr::Port { name } => ctx
+            .port(name)
+            .map_err(|reason| TemplateError::Unavailable {
+                expr: e.to_string(),
+                reason,
+            })?
+            .to_string(),
+        Expr::ChannelAddress { channel, part } => {
+            ctx.channel_address(channel, *part)
+                .map_err(|reason| TemplateError::Unavailable {
+                    expr: e.to_string(),
+                    reason,
+                })?
+        }
     })
 }
 
@@ -323,6 +401,20 @@ fn parse_expr(inner: &str, column: usize) -> Result<Expr, TemplateError> {
     let expr = inner.trim();
     if expr.is_empty() {
         return Err(TemplateError::Empty { column });
+    }
+    if let Some(name) = expr.strip_prefix("port.") {
+        return parse_port(name.trim()).map_err(|reason| TemplateError::Arguments {
+            expr: expr.to_owned(),
+            column,
+            reason,
+        });
+    }
+    if let Some(rest) = expr.strip_prefix("channel.") {
+        return parse_channel_address(rest).map_err(|reason| TemplateError::Arguments {
+            expr: expr.to_owned(),
+            column,
+            reason,
+        });
     }
     let name_end = expr
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -388,6 +480,49 @@ fn parse_expr(inner: &str, column: usize) -> Result<Expr, TemplateError> {
     }
 }
 
+/// `NAME` of `port.NAME`: letters, digits, `_` and `-`.
+fn parse_port(name: &str) -> Result<Expr, String> {
+    if name.is_empty() {
+        return Err("name the port: `port.in`".to_owned());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "a port's name has letters, digits, `_` and `-`, not `{}`",
+            bad.escape_default()
+        ));
+    }
+    Ok(Expr::Port {
+        name: name.to_owned(),
+    })
+}
+
+/// `NAME.url` or `NAME.addr` of `channel.NAME.url`; a channel's name may hold dots.
+fn parse_channel_address(rest: &str) -> Result<Expr, String> {
+    const SHAPE: &str = "write `channel.NAME.url` or `channel.NAME.addr`";
+    let Some((channel, part)) = rest.rsplit_once('.') else {
+        return Err(format!("say which form of the address; {SHAPE}"));
+    };
+    let part = match part.trim() {
+        "url" => AddressPart::Url,
+        "addr" => AddressPart::Addr,
+        other => {
+            return Err(format!(
+                "a channel has `url` and `addr`, not `{other}`; {SHAPE}"
+            ));
+        }
+    };
+    if channel.is_empty() || channel.trim() != channel {
+        return Err(format!("name the channel; {SHAPE}"));
+    }
+    Ok(Expr::ChannelAddress {
+        channel: channel.to_owned(),
+        part,
+    })
+}
+
 fn unknown(expr: &str, column: usize) -> TemplateError {
     const NAMES: &[(&str, &str)] = &[
         ("uuid", "uuid()"),
@@ -397,6 +532,8 @@ fn unknown(expr: &str, column: usize) -> TemplateError {
         ("now", "now()"),
         ("now_ms", "now_ms()"),
         ("env", "env(\"NAME\")"),
+        ("port", "port.NAME"),
+        ("channel", "channel.NAME.url"),
     ];
     let head: String = expr
         .chars()
@@ -565,6 +702,19 @@ mod tests {
         }
         fn env(&self, name: &str) -> Option<String> {
             self.env.get(name).map(|v| (*v).to_owned())
+        }
+        fn port(&self, name: &str) -> Result<u16, String> {
+            match name {
+                "in" => Ok(41_000),
+                _ => Err(format!("no port `{name}`")),
+            }
+        }
+        fn channel_address(&self, channel: &str, part: AddressPart) -> Result<String, String> {
+            match (channel, part) {
+                ("out.v2", AddressPart::Url) => Ok("http://127.0.0.1:41001/out".to_owned()),
+                ("out.v2", AddressPart::Addr) => Ok("127.0.0.1:41001".to_owned()),
+                _ => Err(format!("no channel `{channel}`")),
+            }
         }
     }
 
@@ -736,8 +886,77 @@ mod tests {
 
     #[test]
     fn expressions_display_as_written() {
-        let t = Template::parse("{{uuid()}}{{ env(\"A\", \"b\") }}{{seq}}").expect("parses");
+        let t = Template::parse(
+            "{{uuid()}}{{ env(\"A\", \"b\") }}{{seq}}{{ port.in }}{{channel.a.b.addr}}",
+        )
+        .expect("parses");
         let shown: Vec<String> = t.expressions().map(ToString::to_string).collect();
-        assert_eq!(shown, ["uuid()", "env(\"A\", \"b\")", "seq"]);
+        assert_eq!(
+            shown,
+            [
+                "uuid()",
+                "env(\"A\", \"b\")",
+                "seq",
+                "port.in",
+                "channel.a.b.addr"
+            ]
+        );
+    }
+
+    #[test]
+    fn ports_and_channel_addresses_come_from_the_run() {
+        assert_eq!(
+            render("--listen 127.0.0.1:{{ port.in }} --emit {{ channel.out.v2.url }}"),
+            Ok("--listen 127.0.0.1:41000 --emit http://127.0.0.1:41001/out".into())
+        );
+        assert_eq!(
+            render("{{channel.out.v2.addr}}"),
+            Ok("127.0.0.1:41001".into())
+        );
+        let err = render("{{ port.other }}").expect_err("no such port");
+        assert_eq!(
+            err.to_string(),
+            "`{{ port.other }}` has no value here: no port `other`"
+        );
+        assert_eq!(err.column(), None);
+        // A context without a run has neither.
+        struct Bare;
+        impl TemplateContext for Bare {
+            fn run_id(&self) -> &str {
+                ""
+            }
+            fn correlation_id(&self) -> &str {
+                ""
+            }
+            fn seq(&self) -> u64 {
+                0
+            }
+            fn now_unix_nanos(&self) -> i64 {
+                0
+            }
+            fn new_uuid(&self) -> String {
+                String::new()
+            }
+            fn env(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        let bare = |s: &str| Template::parse(s).expect("parses").render(&Bare);
+        assert!(bare("{{ port.in }}").is_err());
+        assert!(bare("{{ channel.out.url }}").is_err());
+    }
+
+    #[test]
+    fn ports_and_channel_addresses_are_written_as_such() {
+        let msg = |s: &str| Template::parse(s).expect_err("invalid").to_string();
+        assert!(msg("{{ port. }}").contains("name the port"));
+        assert!(msg("{{ port.a b }}").contains("not ` `"));
+        assert!(msg("{{ channel.out }}").contains("say which form"));
+        assert!(msg("{{ channel.a.out }}").contains("a channel has `url` and `addr`, not `out`"));
+        assert!(msg("{{ channel.out.host }}").contains("not `host`"));
+        assert!(msg("{{ channel..url }}").contains("name the channel"));
+        assert!(msg("{{ channel.url }}").contains("say which form"));
+        assert!(msg("{{ port }}").contains("did you mean `port.NAME`?"));
+        assert!(msg("{{ chanel.out.url }}").contains("unknown template expression"));
     }
 }

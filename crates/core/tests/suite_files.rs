@@ -166,6 +166,7 @@ bad_fixtures!(
     huge_numbers,
     bad_schema,
     bad_templates,
+    channel_addresses,
     body_conflict,
     aws_rules,
     broker_rules,

@@ -21,7 +21,6 @@ use roundtrip_core::model::{DurationSpec, ReadyProbe};
 use serde_json::json;
 
 const EVENTS: usize = 1_000;
-const PORT: u16 = 47171;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,11 +46,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .map(|s| s.to_string())
     .chain([
         "--listen".into(),
-        format!("127.0.0.1:{PORT}"),
+        "127.0.0.1:{{ port.in }}".into(),
         "--emit".into(),
-        format!("http://127.0.0.1:{}/processed", PORT + 1),
+        "{{ channel.out.url }}".into(),
         "--dead-letter".into(),
-        format!("http://127.0.0.1:{}/dead-letter", PORT + 2),
+        "http://127.0.0.1:{{ port.nowhere }}/dead-letter".into(),
     ])
     .collect();
     let mut builder = Harness::builder("time to detect")
@@ -64,8 +63,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 within: DurationSpec(std::time::Duration::from_secs(600)),
             },
         )
-        .http("in", format!("http://127.0.0.1:{PORT}/events"))
-        .webhook("out", format!("127.0.0.1:{}", PORT + 1), "/processed");
+        .http("in", "http://127.0.0.1:{{ port.in }}/events")
+        .webhook("out", "127.0.0.1:0", "/processed");
     for i in 0..EVENTS {
         builder = builder.scenario(
             format!("event {i}"),

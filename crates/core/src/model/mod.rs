@@ -48,7 +48,8 @@ pub struct Suite {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SutSpec {
-    /// The program and its arguments. Each element is a template (`{{ env("PORT") }}`).
+    /// The program and its arguments. Each element is a template (`{{ port.in }}`,
+    /// `{{ channel.out.url }}`), rendered once the listeners are up.
     pub start: Vec<String>,
     /// Extra environment variables for the SUT process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -78,10 +79,10 @@ fn is_default_stop_grace(d: &DurationSpec) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadyProbe {
-    /// Ready when a GET to this URL answers 2xx.
+    /// Ready when a GET to this URL answers 2xx. A template (`{{ port.in }}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
-    /// Ready when a TCP connection to `host:port` succeeds.
+    /// Ready when a TCP connection to `host:port` succeeds. A template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<String>,
     /// Ready when a line of the SUT's stdout or stderr contains this text.

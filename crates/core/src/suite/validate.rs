@@ -19,8 +19,10 @@
 //! - a `where` predicate has exactly one comparison; JSONPaths (`where[].path`,
 //!   `ordered_by`, `correlate.json`) parse as RFC 9535; regexes compile; `schema` is a
 //!   valid JSON Schema;
-//! - templates parse (`sut.start`, `http` URLs and headers, `dir` file names, send
-//!   bodies, texts and headers);
+//! - templates parse (`sut.start`, `sut.ready`, `http` URLs and headers, `dir` file
+//!   names, send bodies, texts and headers); `channel.NAME.url` (and `.addr`) names a
+//!   declared channel that binds an address (`webhook`), and only in `sut.start` and
+//!   `sut.ready`, which are rendered once the listeners are up;
 //! - deadlines (`within`, `none_within`, `sut.ready.within`, `http` timeouts) are
 //!   longer than zero (`grace` and `stop_grace` may be zero); `within`, `none_within`
 //!   and `grace` are at most 24 h (any duration at most 30 days, at parse time);
@@ -45,7 +47,7 @@ use crate::expect::{Mode, ModeError};
 use crate::model::{
     ChannelSpec, DurationSpec, Expectation, Predicate, ProblemKind, SendStep, Suite,
 };
-use crate::template::{EXPRESSIONS, Template, TemplateError};
+use crate::template::{EXPRESSIONS, Expr, Template, TemplateError};
 
 /// Turns paths into diagnostics for one suite text.
 #[derive(Debug)]
@@ -78,6 +80,8 @@ impl<'a> Locator<'a> {
 struct Checker<'a> {
     at: &'a Locator<'a>,
     out: Vec<Diagnostic>,
+    /// The suite's channels, for templates that name one.
+    channels: &'a std::collections::BTreeMap<String, ChannelSpec>,
 }
 
 impl Checker<'_> {
@@ -106,6 +110,7 @@ pub(crate) fn validate(suite: &Suite, at: &Locator<'_>) -> Vec<Diagnostic> {
     let mut c = Checker {
         at,
         out: Vec::new(),
+        channels: &suite.channels,
     };
     let root = YamlPath::root();
     if suite.name.trim().is_empty() {
@@ -143,10 +148,15 @@ fn check_sut(c: &mut Checker<'_>, suite: &Suite) {
         Some(_) => {}
     }
     for (i, arg) in sut.start.iter().enumerate() {
-        check_template(c, &start.index(i), arg);
+        check_template(c, &start.index(i), arg, Scope::Sut);
     }
 
     let ready = path.key("ready");
+    for (key, probe) in [("http", &sut.ready.http), ("tcp", &sut.ready.tcp)] {
+        if let Some(probe) = probe {
+            check_template(c, &ready.key(key), probe, Scope::Sut);
+        }
+    }
     let kinds = [
         ("http", sut.ready.http.is_some()),
         ("tcp", sut.ready.tcp.is_some()),
@@ -207,12 +217,12 @@ fn check_channel(c: &mut Checker<'_>, path: &YamlPath, spec: &ChannelSpec) {
     // The templates as written: rendering happens later, on a copy.
     let mut written = spec.clone();
     for t in written.options_mut().run_templates() {
-        check_template(c, &below(&t.at), t.value);
+        check_template(c, &below(&t.at), t.value, Scope::Channel);
     }
     let events = spec.options().event_templates();
     for t in events.key.iter().chain(events.fifo.iter().flatten()) {
         if let Some(template) = t.written {
-            check_template(c, &opts.key(t.key), template);
+            check_template(c, &opts.key(t.key), template, Scope::Message);
         }
     }
     for problem in spec.options().problems() {
@@ -378,7 +388,7 @@ fn check_send(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, step: &SendStep
         check_json_templates(c, &at.key("body"), body);
     }
     if let Some(text) = &step.text {
-        check_template(c, &at.key("text"), text);
+        check_template(c, &at.key("text"), text, Scope::Message);
     }
     if let Some(b64) = &step.base64
         && let Err(e) = base64::engine::general_purpose::STANDARD.decode(b64.trim())
@@ -393,7 +403,7 @@ fn check_send(c: &mut Checker<'_>, suite: &Suite, at: &YamlPath, step: &SendStep
         );
     }
     for (name, value) in &step.headers {
-        check_template(c, &at.key("headers").key(name), value);
+        check_template(c, &at.key("headers").key(name), value, Scope::Message);
     }
     for (key, n, max) in [
         ("repeat", step.repeat, MAX_REPEAT),
@@ -775,17 +785,92 @@ fn at_most_one(c: &mut Checker<'_>, at: &YamlPath, options: &[(&str, bool)], hel
     c.key(&at.key(given[1]), message, help);
 }
 
-fn check_template(c: &mut Checker<'_>, at: &YamlPath, s: &str) {
-    if let Err(e) = Template::parse(s) {
-        let loc = c.at.index.value(at);
-        report_template(c, loc, s, &e);
+/// Where a template is rendered, which decides what it may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `sut.start` and `sut.ready`: rendered once the listeners are up.
+    Sut,
+    /// A channel's options rendered per run: before any listener starts.
+    Channel,
+    /// A message, rendered per event.
+    Message,
+}
+
+fn check_template(c: &mut Checker<'_>, at: &YamlPath, s: &str, scope: Scope) {
+    match Template::parse(s) {
+        Ok(t) => {
+            for e in t.expressions() {
+                if let Expr::ChannelAddress { channel, .. } = e {
+                    check_channel_address(c, at, &e.to_string(), channel, scope);
+                }
+            }
+        }
+        Err(e) => {
+            let loc = c.at.index.value(at);
+            report_template(c, loc, s, &e);
+        }
+    }
+}
+
+/// `channel.NAME.url` names a declared channel that binds an address, and is used
+/// where that address is known.
+fn check_channel_address(
+    c: &mut Checker<'_>,
+    at: &YamlPath,
+    expr: &str,
+    channel: &str,
+    scope: Scope,
+) {
+    const WHERE: &str = "a channel's address is known once its listener started: name it in \
+                         `sut.start` or `sut.ready`";
+    match scope {
+        Scope::Sut => {}
+        Scope::Channel => {
+            return c.value(
+                at,
+                format!("`{{{{ {expr} }}}}` cannot be used in a channel's options"),
+                format!("{WHERE}; a channel's options are rendered before any listener starts"),
+            );
+        }
+        Scope::Message => {
+            return c.value(
+                at,
+                format!("`{{{{ {expr} }}}}` cannot be used in a message"),
+                WHERE,
+            );
+        }
+    }
+    let Some(spec) = c.channels.get(channel) else {
+        let help =
+            did_you_mean(channel, c.channels.keys().map(String::as_str)).unwrap_or_else(|| {
+                format!(
+                    "declare it under `channels`, or name one of {}",
+                    list(c.channels.keys().map(String::as_str))
+                )
+            });
+        return c.value(
+            at,
+            format!("`{{{{ {expr} }}}}` names no declared channel: there is no `{channel}`"),
+            help,
+        );
+    };
+    if !spec.options().binds_address() {
+        c.value(
+            at,
+            format!(
+                "`{{{{ {expr} }}}}`: channel `{channel}` is a `{}` channel, which binds no \
+                 address of its own",
+                spec.transport()
+            ),
+            "only a `webhook` channel has one (its `listen`; port 0 picks a free port)",
+        );
     }
 }
 
 /// Checks every string (and key) of a JSON body, pointing at the offending one.
 fn check_json_templates(c: &mut Checker<'_>, at: &YamlPath, v: &Value) {
     match v {
-        Value::String(s) => check_template(c, at, s),
+        Value::String(s) => check_template(c, at, s, Scope::Message),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 check_json_templates(c, &at.index(i), item);
@@ -794,9 +879,19 @@ fn check_json_templates(c: &mut Checker<'_>, at: &YamlPath, v: &Value) {
         Value::Object(map) => {
             for (k, item) in map {
                 let child = at.key(k);
-                if let Err(e) = Template::parse(k) {
-                    let loc = c.at.index.key(&child);
-                    report_template(c, loc, k, &e);
+                match Template::parse(k) {
+                    Ok(t) => {
+                        for e in t.expressions() {
+                            if let Expr::ChannelAddress { channel, .. } = e {
+                                let expr = e.to_string();
+                                check_channel_address(c, &child, &expr, channel, Scope::Message);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let loc = c.at.index.key(&child);
+                        report_template(c, loc, k, &e);
+                    }
                 }
                 check_json_templates(c, &child, item);
             }
@@ -835,6 +930,10 @@ fn report_template(c: &mut Checker<'_>, loc: Loc, s: &str, e: &TemplateError) {
         TemplateError::EnvUnset { name } => (
             format!("environment variable `{name}` is not set"),
             "set it, or give a default".to_owned(),
+        ),
+        TemplateError::Unavailable { expr, reason } => (
+            format!("`{{{{ {expr} }}}}` has no value here"),
+            reason.clone(),
         ),
     };
     let loc = e

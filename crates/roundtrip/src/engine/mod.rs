@@ -27,6 +27,7 @@ use crate::error::{HarnessError, error_chain};
 use crate::store::{RunRecord, Store, StoreError};
 use crate::transport::{ListenerStats, ObservationSink, RunningListener};
 
+mod bindings;
 mod event;
 mod plan;
 mod produce;
@@ -226,6 +227,11 @@ impl Run {
             );
             let stats = sink.stats();
             let running = planned.driver.start(sink).await?;
+            if let Some(bound) = &running.bound {
+                self.plan
+                    .bindings
+                    .bind_channel(&planned.channel, bound.clone());
+            }
             emit(
                 opts,
                 RunEvent::ListenerReady {
@@ -256,12 +262,20 @@ impl Run {
     /// Starts the SUT, if the suite starts one, and waits for its readiness probe.
     /// `false` when the run was interrupted meanwhile.
     async fn start_sut(&mut self, opts: &RunOptions) -> Result<bool, HarnessError> {
-        let Some(sut) = &self.plan.sut else {
+        let rendered = self
+            .plan
+            .sut
+            .as_ref()
+            .map(|sut| sut.render(&self.plan.run_id, &self.plan.bindings));
+        // The ports were held for the SUT: from here on, they are its to bind.
+        self.plan.bindings.release_ports();
+        let Some(rendered) = rendered else {
             return Ok(true);
         };
+        let (spec, argv) = rendered?;
         let mut cancel = opts.cancel.clone();
         tokio::select! {
-            result = SutProcess::start(&sut.spec, &sut.argv, &self.plan.base_dir) => {
+            result = SutProcess::start(&spec, &argv, &self.plan.base_dir) => {
                 let process = result?;
                 emit(opts, RunEvent::SutReady {
                     pid: process.pid(),
@@ -285,6 +299,7 @@ impl Run {
             store: Arc::clone(&self.store),
             producers: self.plan.producers.clone(),
             router: Arc::clone(&self.router),
+            bindings: Arc::clone(&self.plan.bindings),
         });
         let (scenarios, store_error) = run_scenarios(&session, &self.plan.scenarios, opts).await;
         self.summary.scenarios = scenarios;

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use roundtrip_core::correlate::Correlator;
 use roundtrip_core::model::{ChannelSpec, Expectation, SutSpec};
 use roundtrip_core::suite::LoadedSuite;
-use roundtrip_core::template::Template;
+use roundtrip_core::template::{Expr, Template};
 
+use super::bindings::Bindings;
 use super::produce::{EventContext, MessageTemplate};
 use crate::error::HarnessError;
 use crate::transport::{DriverContext, Listener, Producer, registry};
@@ -34,9 +35,12 @@ pub(crate) struct Plan {
     pub base_dir: PathBuf,
     /// How observations are tied to events.
     pub correlator: Arc<Correlator>,
+    /// The run's ports and, once they started, its listeners' addresses.
+    pub bindings: Arc<Bindings>,
     /// One producer per channel that a scenario sends to.
     pub producers: BTreeMap<String, Arc<dyn Producer>>,
-    /// One listener per channel that a scenario expects on, in channel order.
+    /// One listener per channel that a scenario expects on or the SUT's templates name
+    /// (`{{ channel.NAME.url }}`), in channel order.
     pub listeners: Vec<PlannedListener>,
     /// The SUT to start, if the suite starts one.
     pub sut: Option<PlannedSut>,
@@ -57,13 +61,95 @@ pub(crate) struct PlannedListener {
     pub driver: Box<dyn Listener>,
 }
 
-/// The SUT: its spec and its command line, rendered for the run.
+/// The SUT: its spec, with its command line and probe compiled. They are rendered once
+/// the listeners are up, since they may name where a listener was bound.
 #[derive(Debug)]
 pub(crate) struct PlannedSut {
-    /// How to start and probe it.
+    /// How to start and probe it, as written.
     pub spec: SutSpec,
     /// The program and its arguments.
-    pub argv: Vec<String>,
+    start: Vec<Template>,
+    /// `ready.http` and `ready.tcp`, when given.
+    ready_http: Option<Template>,
+    ready_tcp: Option<Template>,
+}
+
+impl PlannedSut {
+    fn new(spec: &SutSpec) -> Result<PlannedSut, HarnessError> {
+        let compile = |text: &str, what: &str| {
+            Template::parse(text).map_err(|e| HarnessError::Template {
+                what: format!("{what} `{text}`"),
+                message: e.to_string(),
+            })
+        };
+        Ok(PlannedSut {
+            start: spec
+                .start
+                .iter()
+                .map(|arg| compile(arg, "sut.start argument"))
+                .collect::<Result<_, _>>()?,
+            ready_http: spec
+                .ready
+                .http
+                .as_deref()
+                .map(|t| compile(t, "sut.ready.http"))
+                .transpose()?,
+            ready_tcp: spec
+                .ready
+                .tcp
+                .as_deref()
+                .map(|t| compile(t, "sut.ready.tcp"))
+                .transpose()?,
+            spec: spec.clone(),
+        })
+    }
+
+    /// The channels its templates name (`{{ channel.NAME.url }}`).
+    fn channels(&self) -> impl Iterator<Item = &str> {
+        self.start
+            .iter()
+            .chain(&self.ready_http)
+            .chain(&self.ready_tcp)
+            .flat_map(Template::expressions)
+            .filter_map(|e| match e {
+                Expr::ChannelAddress { channel, .. } => Some(channel.as_str()),
+                _ => None,
+            })
+    }
+
+    /// The spec with its probe rendered, and the command line.
+    pub(crate) fn render(
+        &self,
+        run_id: &str,
+        bindings: &Bindings,
+    ) -> Result<(SutSpec, Vec<String>), HarnessError> {
+        let ctx = EventContext {
+            run_id,
+            correlation_id: "",
+            seq: 0,
+            bindings,
+        };
+        let render = |t: &Template, what: &str| {
+            t.render(&ctx).map_err(|e| HarnessError::Template {
+                what: what.to_owned(),
+                message: e.to_string(),
+            })
+        };
+        let argv = self
+            .start
+            .iter()
+            .zip(&self.spec.start)
+            .map(|(t, arg)| render(t, &format!("sut.start argument `{arg}`")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut spec = self.spec.clone();
+        if let Some(t) = &self.ready_http {
+            spec.ready.http = Some(render(t, "sut.ready.http")?);
+        }
+        if let Some(t) = &self.ready_tcp {
+            spec.ready.tcp = Some(render(t, "sut.ready.tcp")?);
+        }
+        Ok((spec, argv))
+    }
 }
 
 /// One scenario: what it sends and what it expects.
@@ -97,6 +183,7 @@ impl Plan {
         let ctx = DriverContext {
             base_dir: loaded.base_dir.clone(),
         };
+        let bindings = Arc::new(Bindings::new());
         let mut rendered: BTreeMap<&str, ChannelSpec> = BTreeMap::new();
         let mut channel = |name: &str| -> Result<Option<ChannelSpec>, HarnessError> {
             if let Some(spec) = rendered.get(name) {
@@ -105,7 +192,7 @@ impl Plan {
             let Some((key, spec)) = suite.channels.get_key_value(name) else {
                 return Ok(None);
             };
-            let spec = render_channel(name, spec, &run_id)?;
+            let spec = render_channel(name, spec, &run_id, &bindings)?;
             rendered.insert(key, spec.clone());
             Ok(Some(spec))
         };
@@ -138,21 +225,7 @@ impl Plan {
                 });
             }
             for e in &scenario.expect {
-                if listeners.contains_key(&e.on) {
-                    continue;
-                }
-                let Some(spec) = channel(&e.on)? else {
-                    continue;
-                };
-                listeners.insert(
-                    e.on.clone(),
-                    PlannedListener {
-                        channel: e.on.clone(),
-                        transport: spec.transport(),
-                        max_payload: registry::max_payload(&spec),
-                        driver: registry::listener(&e.on, &spec, &ctx)?,
-                    },
-                );
+                listen(&e.on, &mut listeners, &mut channel, &ctx)?;
             }
             scenarios.push(PlannedScenario {
                 name: scenario.name.clone(),
@@ -164,19 +237,18 @@ impl Plan {
             what: "correlate".into(),
             message: e.to_string(),
         })?;
-        let sut = match &suite.sut {
-            Some(spec) => Some(PlannedSut {
-                argv: render_argv(&spec.start, &run_id)?,
-                spec: spec.clone(),
-            }),
-            None => None,
-        };
+        let sut = suite.sut.as_ref().map(PlannedSut::new).transpose()?;
+        // A channel the SUT is told about is listened on, whichever scenarios run.
+        for name in sut.iter().flat_map(PlannedSut::channels) {
+            listen(name, &mut listeners, &mut channel, &ctx)?;
+        }
         Ok(Plan {
             run_id,
             suite: suite.name.clone(),
             suite_path: loaded.path.display().to_string(),
             base_dir: loaded.base_dir.clone(),
             correlator: Arc::new(correlator),
+            bindings,
             producers,
             listeners: listeners.into_values().collect(),
             sut,
@@ -185,16 +257,43 @@ impl Plan {
     }
 }
 
+/// Plans a listener for channel `name`, once.
+fn listen(
+    name: &str,
+    listeners: &mut BTreeMap<String, PlannedListener>,
+    channel: &mut impl FnMut(&str) -> Result<Option<ChannelSpec>, HarnessError>,
+    ctx: &DriverContext,
+) -> Result<(), HarnessError> {
+    if listeners.contains_key(name) {
+        return Ok(());
+    }
+    let Some(spec) = channel(name)? else {
+        return Ok(());
+    };
+    listeners.insert(
+        name.to_owned(),
+        PlannedListener {
+            channel: name.to_owned(),
+            transport: spec.transport(),
+            max_payload: registry::max_payload(&spec),
+            driver: registry::listener(name, &spec, ctx)?,
+        },
+    );
+    Ok(())
+}
+
 /// Renders a run-level template (no event: `correlation_id` is empty, `seq` is 0).
 fn render_once(
     text: &str,
     what: impl FnOnce() -> String,
     run_id: &str,
+    bindings: &Bindings,
 ) -> Result<String, HarnessError> {
     let ctx = EventContext {
         run_id,
         correlation_id: "",
         seq: 0,
+        bindings,
     };
     Template::parse(text)
         .and_then(|t| t.render(&ctx))
@@ -202,12 +301,6 @@ fn render_once(
             what: what(),
             message: e.to_string(),
         })
-}
-
-fn render_argv(argv: &[String], run_id: &str) -> Result<Vec<String>, HarnessError> {
-    argv.iter()
-        .map(|arg| render_once(arg, || format!("sut.start argument `{arg}`"), run_id))
-        .collect()
 }
 
 /// A channel's per-run templates ([`ChannelOptions::run_templates`]: subjects, topics,
@@ -218,6 +311,7 @@ fn render_channel(
     name: &str,
     spec: &ChannelSpec,
     run_id: &str,
+    bindings: &Bindings,
 ) -> Result<ChannelSpec, HarnessError> {
     let mut spec = spec.clone();
     for t in spec.options_mut().run_templates() {
@@ -225,7 +319,99 @@ fn render_channel(
             t.value,
             || format!("{} of channel `{name}`", t.what),
             run_id,
+            bindings,
         )?;
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener};
+
+    use roundtrip_core::suite::{LoadedSuite, parse};
+
+    use super::*;
+    use crate::transport::BoundAddress;
+
+    const SUITE: &str = r#"
+name: plan
+sut:
+  start: [./pipeline, --listen, "127.0.0.1:{{ port.in }}", --dead-letter, "{{ channel.dead.url }}",
+          --emit, "{{ channel.out.addr }}", "{{ run_id }}"]
+  ready: { http: "http://127.0.0.1:{{ port.in }}/health", within: 1s }
+channels:
+  in: { http: { url: "http://127.0.0.1:{{ port.in }}/events" } }
+  out: { webhook: { listen: "127.0.0.1:0", path: /out } }
+  dead: { webhook: { listen: "127.0.0.1:0", path: /dead } }
+scenarios:
+  - name: s
+    send: [ { to: in } ]
+    expect: [ { on: out, within: 1s } ]
+"#;
+
+    fn plan() -> Plan {
+        let loaded = LoadedSuite {
+            suite: parse("plan.yaml", SUITE).expect("a valid suite"),
+            path: "plan.yaml".into(),
+            base_dir: ".".into(),
+        };
+        Plan::new(&loaded, "run-1".to_owned()).expect("plans")
+    }
+
+    #[test]
+    fn a_channel_the_sut_is_told_about_is_listened_on_though_no_scenario_expects_on_it() {
+        let plan = plan();
+        let listened: Vec<&str> = plan.listeners.iter().map(|l| l.channel.as_str()).collect();
+        assert_eq!(listened, ["dead", "out"]);
+    }
+
+    #[test]
+    fn the_sut_is_rendered_with_the_run_s_port_and_its_listeners_addresses() {
+        let plan = plan();
+        // The channel took the port when it was planned, and holds it for the SUT.
+        let port = plan.bindings.port("in").expect("chosen at plan time");
+        assert!(
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err(),
+            "held"
+        );
+        let sut = plan.sut.as_ref().expect("a SUT");
+        let early = sut
+            .render(&plan.run_id, &plan.bindings)
+            .expect_err("no listener yet");
+        assert!(
+            early
+                .to_string()
+                .contains("channel `dead` has no listener bound"),
+            "{early}"
+        );
+        for (channel, at) in [("out", 41001), ("dead", 41002)] {
+            let local = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, at));
+            plan.bindings
+                .bind_channel(channel, BoundAddress::http(local, &format!("/{channel}")));
+        }
+        let (spec, argv) = sut.render(&plan.run_id, &plan.bindings).expect("renders");
+        assert_eq!(
+            argv,
+            [
+                "./pipeline".to_owned(),
+                "--listen".to_owned(),
+                format!("127.0.0.1:{port}"),
+                "--dead-letter".to_owned(),
+                "http://127.0.0.1:41002/dead".to_owned(),
+                "--emit".to_owned(),
+                "127.0.0.1:41001".to_owned(),
+                "run-1".to_owned(),
+            ]
+        );
+        assert_eq!(
+            spec.ready.http,
+            Some(format!("http://127.0.0.1:{port}/health"))
+        );
+        let producer_url = plan.producers.get("in").map(|p| format!("{p:?}"));
+        assert!(
+            producer_url.is_some_and(|p| p.contains(&format!("port: Some({port})"))),
+            "the http channel was rendered with the same port"
+        );
+    }
 }

@@ -3,17 +3,21 @@
 
 use roundtrip_core::correlate;
 use roundtrip_core::model::{ChannelSpec, CorrelationRule, RUN_ID_HEADER, SendStep};
-use roundtrip_core::template::{JsonTemplate, Template, TemplateContext};
+use roundtrip_core::template::{AddressPart, JsonTemplate, Template, TemplateContext};
+
+use super::bindings::Bindings;
 
 use crate::clock;
 use crate::transport::{Fifo, Outgoing};
 
-/// The template context of one produced event.
+/// The template context of one produced event (or, with an empty correlation id and
+/// `seq` 0, of the run: its channels and its SUT).
 #[derive(Debug)]
 pub(crate) struct EventContext<'a> {
     pub run_id: &'a str,
     pub correlation_id: &'a str,
     pub seq: u64,
+    pub bindings: &'a Bindings,
 }
 
 impl TemplateContext for EventContext<'_> {
@@ -39,6 +43,14 @@ impl TemplateContext for EventContext<'_> {
 
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+
+    fn port(&self, name: &str) -> Result<u16, String> {
+        self.bindings.port(name)
+    }
+
+    fn channel_address(&self, channel: &str, part: AddressPart) -> Result<String, String> {
+        self.bindings.channel_address(channel, part)
     }
 }
 
@@ -193,10 +205,12 @@ mod tests {
     }
 
     fn ctx() -> EventContext<'static> {
+        static BINDINGS: Bindings = Bindings::new();
         EventContext {
             run_id: "run-1",
             correlation_id: "0192c0de-0000-7000-8000-000000000001",
             seq: 7,
+            bindings: &BINDINGS,
         }
     }
 

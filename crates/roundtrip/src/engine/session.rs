@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use roundtrip_core::observation::SentEvent;
 
+use super::bindings::Bindings;
 use super::plan::PlannedSend;
 use super::produce::EventContext;
 use super::router::Router;
@@ -21,6 +22,7 @@ pub(crate) struct Session {
     pub store: Arc<dyn Store>,
     pub producers: BTreeMap<String, Arc<dyn Producer>>,
     pub router: Arc<Router>,
+    pub bindings: Arc<Bindings>,
 }
 
 /// One event, sent (or not) and recorded.
@@ -48,6 +50,7 @@ impl Session {
             run_id: &self.run_id,
             correlation_id: &correlation_id,
             seq: index,
+            bindings: &self.bindings,
         };
         let mut sent = Sent {
             event: SentEvent {

@@ -132,6 +132,7 @@ pub(crate) async fn run(
             store: Arc::clone(&store),
             producers,
             router: Arc::clone(&router),
+            bindings: Arc::new(super::bindings::Bindings::new()),
         });
         let planned = PlannedScenario {
             name: (*name).to_owned(),

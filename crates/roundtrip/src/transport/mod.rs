@@ -213,6 +213,33 @@ impl Delivery {
     }
 }
 
+/// Where a listener that binds an address of its own (a webhook) can be reached:
+/// what `{{ channel.NAME.url }}` and `{{ channel.NAME.addr }}` render to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundAddress {
+    /// `host:port`; an unspecified host (`0.0.0.0`, `[::]`) as loopback, which reaches it.
+    pub addr: String,
+    /// The URL the SUT delivers to.
+    pub url: String,
+}
+
+impl BoundAddress {
+    /// The address of a socket bound at `local`, with `path` for its URL.
+    pub fn http(local: std::net::SocketAddr, path: &str) -> BoundAddress {
+        let mut reachable = local;
+        if local.ip().is_unspecified() {
+            reachable.set_ip(match local {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        BoundAddress {
+            addr: reachable.to_string(),
+            url: format!("http://{reachable}{path}"),
+        }
+    }
+}
+
 /// A started listener.
 #[derive(Debug)]
 pub struct RunningListener {
@@ -222,6 +249,8 @@ pub struct RunningListener {
     pub delivery: Delivery,
     /// True for listeners that poll their source.
     pub polling: bool,
+    /// Where it was bound, for a listener that binds an address of its own.
+    pub bound: Option<BoundAddress>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -239,9 +268,16 @@ impl RunningListener {
             endpoint,
             delivery,
             polling,
+            bound: None,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// The same listener, bound at `address`.
+    pub fn bound_at(mut self, address: BoundAddress) -> RunningListener {
+        self.bound = Some(address);
+        self
     }
 
     /// Ends the listener abruptly, as a crash would: nothing more is recorded or

@@ -7,8 +7,9 @@ use roundtrip::harness::{Error, Event, Expect, Harness};
 use roundtrip_core::model::{DurationSpec, ReadyProbe};
 use serde_json::json;
 
-fn pipeline_args(port: u16, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
+/// The pipeline, on a free input port, emitting to the webhook `out` (bound to port 0).
+fn pipeline_args() -> Vec<String> {
+    [
         "cargo",
         "run",
         "--quiet",
@@ -17,20 +18,16 @@ fn pipeline_args(port: u16, extra: &[&str]) -> Vec<String> {
         "--bin",
         "pipeline",
         "--",
+        "--listen",
+        "127.0.0.1:{{ port.in }}",
+        "--emit",
+        "{{ channel.out.url }}",
+        "--dead-letter",
+        "http://127.0.0.1:{{ port.nowhere }}/dead-letter",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    args.extend([
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--emit".into(),
-        format!("http://127.0.0.1:{}/processed", port + 1),
-        "--dead-letter".into(),
-        format!("http://127.0.0.1:{}/dead-letter", port + 2),
-    ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+    .collect()
 }
 
 fn ready() -> ReadyProbe {
@@ -60,11 +57,10 @@ async fn a_suite_file_runs_from_a_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suite_built_in_code_fails_with_evidence() {
-    let port = 47161;
     let harness = Harness::builder("in code")
-        .sut(pipeline_args(port, &[]), ready())
-        .http("in", format!("http://127.0.0.1:{port}/events"))
-        .webhook("out", format!("127.0.0.1:{}", port + 1), "/processed")
+        .sut(pipeline_args(), ready())
+        .http("in", "http://127.0.0.1:{{ port.in }}/events")
+        .webhook("out", "127.0.0.1:0", "/processed")
         .scenario(
             "passes",
             [Event::to("in").json(json!({ "item": "widget" }))],

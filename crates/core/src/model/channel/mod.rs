@@ -175,6 +175,12 @@ pub trait ChannelOptions {
         EventTemplates::default()
     }
 
+    /// Whether its listener binds an address of its own, which the SUT delivers to and
+    /// templates name as `{{ channel.NAME.url }}` (a webhook's `listen`).
+    fn binds_address(&self) -> bool {
+        false
+    }
+
     /// What is wrong with the options beyond their YAML shape. Templates are checked by
     /// the loader, from [`ChannelOptions::run_templates`] and
     /// [`ChannelOptions::event_templates`].
@@ -339,7 +345,8 @@ pub(crate) fn json_object(
     }
 }
 
-/// `text` with every `{{ … }}` replaced by `with`: the shape a template renders to.
+/// `text` with every `{{ … }}` replaced by `with` (a `{{ port.NAME }}` by a port
+/// number): the shape a template renders to.
 pub(crate) fn without_templates(text: &str, with: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -347,7 +354,12 @@ pub(crate) fn without_templates(text: &str, with: &str) -> String {
         out.push_str(&rest[..open]);
         match rest[open..].find("}}") {
             Some(close) => {
-                out.push_str(with);
+                let inner = rest[open + 2..open + close].trim();
+                out.push_str(if inner.starts_with("port.") {
+                    "1"
+                } else {
+                    with
+                });
                 rest = &rest[open + close + 2..];
             }
             None => rest = "",
@@ -488,5 +500,6 @@ eventbridge: { eventbridge: {} }
     fn template_shapes_replace_each_expression() {
         assert_eq!(without_templates("a{{ x }}b{{y}}", "_"), "a_b_");
         assert_eq!(without_templates("a{{ open", "_"), "a");
+        assert_eq!(without_templates("h:{{ port.in }}/{{ seq }}", "x"), "h:1/x");
     }
 }

@@ -48,6 +48,10 @@ impl ChannelOptions for WebhookChannel {
         self.max_payload
     }
 
+    fn binds_address(&self) -> bool {
+        true
+    }
+
     fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if let Err(why) = host_port(&self.listen) {

@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::transport::{
-    Delivery, ListenError, Listener, ObservationSink, PlanError, Received, RunningListener,
+    BoundAddress, Delivery, ListenError, Listener, ObservationSink, PlanError, Received,
+    RunningListener,
 };
 
 /// The largest body the server reads; larger ones answer `413 Payload Too Large`.
@@ -131,6 +132,7 @@ impl Listener for WebhookListener {
             .local_addr()
             .map_err(|e| self.start_error(format!("cannot listen on {}", self.listen), e))?;
         let endpoint = format!("http://{local}{}", self.path);
+        let bound = BoundAddress::http(local, &self.path);
 
         let limits = self.limits;
         let shared = Arc::new(Shared {
@@ -143,13 +145,10 @@ impl Listener for WebhookListener {
         let task = tokio::spawn(serve(listener, app, limits, sink, stop_rx));
         // The socket is bound and listening: connections queue in the backlog until the
         // task accepts them, so the listener is ready as of now.
-        Ok(RunningListener::new(
-            endpoint,
-            Delivery::AtLeastOnce,
-            false,
-            stop_tx,
-            task,
-        ))
+        Ok(
+            RunningListener::new(endpoint, Delivery::AtLeastOnce, false, stop_tx, task)
+                .bound_at(bound),
+        )
     }
 }
 
