@@ -187,19 +187,12 @@ fn received(message: &rdkafka::message::OwnedMessage) -> (Received, (String, i32
     (received, position)
 }
 
-#[async_trait]
-impl Listener for KafkaListener {
-    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
-        let channel = self.conn.channel.clone();
-        let fail = |m: String| crate::transport::error::start_error(&channel, m, "kafka");
-        let (assigned_tx, mut assigned) = watch::channel(false);
+impl KafkaListener {
+    /// The consumer's configuration in `group`.
+    fn consumer_config(&self, group: &str) -> rdkafka::ClientConfig {
         let mut config = self.conn.client_config();
-        let group = self
-            .group
-            .clone()
-            .unwrap_or_else(|| format!("roundtrip-{}", uuid::Uuid::new_v4().simple()));
         config
-            .set("group.id", &group)
+            .set("group.id", group)
             // Offsets are committed by the listener itself, only ever for recorded
             // records: librdkafka's own commits (periodic, and on close or revocation)
             // are off.
@@ -212,6 +205,21 @@ impl Listener for KafkaListener {
             // a millisecond after it is written, at the cost of idle fetch requests.
             .set("fetch.wait.max.ms", "1")
             .set("fetch.error.backoff.ms", "10");
+        config
+    }
+}
+
+#[async_trait]
+impl Listener for KafkaListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        let channel = self.conn.channel.clone();
+        let fail = |m: String| crate::transport::error::start_error(&channel, m, "kafka");
+        let (assigned_tx, mut assigned) = watch::channel(false);
+        let group = self
+            .group
+            .clone()
+            .unwrap_or_else(|| format!("roundtrip-{}", uuid::Uuid::new_v4().simple()));
+        let config = self.consumer_config(&group);
         let consumer: Arc<StreamConsumer<GroupContext>> = Arc::new(
             config
                 .create_with_context(GroupContext {
@@ -242,73 +250,14 @@ impl Listener for KafkaListener {
         }
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let task_consumer = Arc::clone(&consumer);
-        let commits = self.group.is_some();
-        let task = tokio::spawn(async move {
-            let consumer = task_consumer;
-            let mut ready = Some(ready_tx);
-            if !commits && let Some(r) = ready.take() {
-                let _ = r.send(());
-            }
-            let mut offsets = Offsets::default();
-            {
-                let stream = consumer.stream().take_until(stopped);
-                let mut stream = std::pin::pin!(stream);
-                let mut records = futures_util::stream::FuturesOrdered::new();
-                let mut tick = tokio::time::interval(COMMIT_EVERY);
-                loop {
-                    tokio::select! {
-                        biased;
-                        Some((committed, position)) = records.next(), if !records.is_empty() => {
-                            if commits {
-                                offsets.taken_back(committed, position);
-                            }
-                        }
-                        _ = tick.tick(), if commits && !offsets.is_empty() => {
-                            offsets.commit(&*consumer, CommitMode::Async, &sink);
-                        }
-                        changed = assigned.changed(), if ready.is_some() => {
-                            if changed.is_ok() && *assigned.borrow()
-                                && let Some(r) = ready.take() {
-                                let _ = r.send(());
-                            }
-                        }
-                        next = stream.next(), if records.len() < IN_FLIGHT => {
-                            let Some(next) = next else { break };
-                            let message = match next {
-                                Ok(m) => m.detach(),
-                                Err(e) => {
-                                    sink.consumer_error(e);
-                                    continue;
-                                }
-                            };
-                            let (received, position) = received(&message);
-                            let sink = sink.clone();
-                            records.push_back(async move { (sink.record(received).await.is_ok(), position) });
-                        }
-                    }
-                }
-                while let Some((committed, position)) = records.next().await {
-                    if commits {
-                        offsets.taken_back(committed, position);
-                    }
-                }
-            }
-            consumer
-                .context()
-                .stopping
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            // The final commit, and the consumer's close (librdkafka leaves the group,
-            // which can take a while), happen off the async workers, bounded.
-            let sink = sink.clone();
-            let closing = tokio::task::spawn_blocking(move || {
-                if commits && !offsets.is_empty() {
-                    offsets.commit(&*consumer, CommitMode::Sync, &sink);
-                }
-                drop(consumer);
-            });
-            let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
-        });
+        let task = tokio::spawn(consume(
+            Arc::clone(&consumer),
+            sink,
+            self.group.is_some(),
+            assigned,
+            ready_tx,
+            stopped,
+        ));
         if !matches!(
             tokio::time::timeout(self.conn.timeout * 3, ready_rx).await,
             Ok(Ok(()))
@@ -335,4 +284,79 @@ impl Listener for KafkaListener {
             task,
         ))
     }
+}
+
+/// Records what the consumer delivers until `stopped` fires, at most [`IN_FLIGHT`]
+/// records at once; with `commits` (a group), commits the offsets of recorded records
+/// every [`COMMIT_EVERY`] and once more at the end, off the async workers. `ready` fires
+/// once partitions are assigned (at once without a group: they were assigned at start).
+async fn consume(
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    sink: ObservationSink,
+    commits: bool,
+    mut assigned: watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let mut ready = Some(ready);
+    if !commits && let Some(r) = ready.take() {
+        let _ = r.send(());
+    }
+    let mut offsets = Offsets::default();
+    {
+        let stream = consumer.stream().take_until(stopped);
+        let mut stream = std::pin::pin!(stream);
+        let mut records = futures_util::stream::FuturesOrdered::new();
+        let mut tick = tokio::time::interval(COMMIT_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                Some((committed, position)) = records.next(), if !records.is_empty() => {
+                    if commits {
+                        offsets.taken_back(committed, position);
+                    }
+                }
+                _ = tick.tick(), if commits && !offsets.is_empty() => {
+                    offsets.commit(&*consumer, CommitMode::Async, &sink);
+                }
+                changed = assigned.changed(), if ready.is_some() => {
+                    if changed.is_ok() && *assigned.borrow()
+                        && let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                next = stream.next(), if records.len() < IN_FLIGHT => {
+                    let Some(next) = next else { break };
+                    let message = match next {
+                        Ok(m) => m.detach(),
+                        Err(e) => {
+                            sink.consumer_error(e);
+                            continue;
+                        }
+                    };
+                    let (received, position) = received(&message);
+                    let sink = sink.clone();
+                    records.push_back(async move { (sink.record(received).await.is_ok(), position) });
+                }
+            }
+        }
+        while let Some((committed, position)) = records.next().await {
+            if commits {
+                offsets.taken_back(committed, position);
+            }
+        }
+    }
+    consumer
+        .context()
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The final commit, and the consumer's close (librdkafka leaves the group, which can
+    // take a while), happen off the async workers, bounded.
+    let closing = tokio::task::spawn_blocking(move || {
+        if commits && !offsets.is_empty() {
+            offsets.commit(&*consumer, CommitMode::Sync, &sink);
+        }
+        drop(consumer);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
 }
