@@ -82,11 +82,7 @@ pub(crate) async fn run(
     drop(obs_tx);
 
     let mut early: HashMap<String, Vec<Arc<Observation>>> = HashMap::new();
-    let mut sent = 0u64;
-    let mut send_errors = 0u64;
-    let mut first_error: Option<String> = None;
-    let mut not_attempted = 0u64;
-    let (mut slow, mut slowest) = (0u64, 0u64);
+    let mut tally = SendTally::default();
     let mut sends_done = false;
     let mut interrupted = false;
     let mut correlation_ids: Vec<String> = Vec::new();
@@ -120,11 +116,7 @@ pub(crate) async fn run(
             }
             note = note_rx.recv(), if !sends_done => match note {
                 Some(SendNote::Sent(ev, took)) => {
-                    sent += 1;
-                    if took >= nanos(SLOW_SEND) {
-                        slow += 1;
-                        slowest = slowest.max(took);
-                    }
+                    tally.sent(took);
                     for m in &mut machines {
                         m.on_sent(SentRef {
                             correlation_id: &ev.correlation_id,
@@ -141,18 +133,14 @@ pub(crate) async fn run(
                     correlation_ids.push(ev.correlation_id);
                 }
                 Some(SendNote::Failed(ev)) => {
-                    sent += 1;
-                    send_errors += 1;
+                    tally.failed(ev.error.as_deref());
                     for m in &mut machines {
                         m.on_not_sent(&ev.correlation_id, ev.index);
                     }
                     early.remove(&ev.correlation_id);
-                    if first_error.is_none() {
-                        first_error = ev.error.clone();
-                    }
                     correlation_ids.push(ev.correlation_id);
                 }
-                Some(SendNote::Abandoned { not_attempted: n }) => not_attempted = n,
+                Some(SendNote::Abandoned { not_attempted: n }) => tally.not_attempted = n,
                 Some(SendNote::Done) | None => {
                     sends_done = true;
                     for m in &mut machines {
@@ -189,45 +177,90 @@ pub(crate) async fn run(
         .filter_map(|m| m.verdict().cloned())
         .collect();
     let failed = expectations.iter().any(|v| !v.passed());
-    let (status, error) = if interrupted {
-        (
-            ScenarioStatus::Error,
-            Some("interrupted before every expectation had a verdict".to_owned()),
-        )
-    } else if send_errors > 0 {
-        let mut error = first_error.unwrap_or_default();
-        if not_attempted > 0 {
-            error.push_str(&format!(
-                "; sending stopped after {MAX_CONSECUTIVE_UNREACHABLE} connection failures in a \
-                 row: {not_attempted} more event(s) were not attempted"
-            ));
-        }
-        (ScenarioStatus::Error, Some(error))
-    } else if failed {
-        (ScenarioStatus::Failed, None)
-    } else {
-        (ScenarioStatus::Passed, None)
-    };
-    let mut notes = Vec::new();
-    if slow > 0 {
-        notes.push(format!(
-            "{slow} of {sent} send(s) took {} or more to be accepted (the slowest {}): the SLA \
-             clock starts when a send begins, so an input that is slow to accept (a small \
-             listen backlog, a cold start, a busy broker) spends the SLA before the system \
-             has the event",
-            roundtrip_core::latency::format_ns(nanos(SLOW_SEND)),
-            roundtrip_core::latency::format_ns(slowest)
-        ));
-    }
+    let (status, error) = tally.outcome(interrupted, failed);
     ScenarioResult {
         name: scenario.name.clone(),
         status,
-        sent,
-        send_errors,
+        sent: tally.sent,
+        send_errors: tally.errors,
         error,
         expectations,
         duration_ns: clock::mono_now().saturating_sub(started),
-        notes,
+        notes: tally.notes(),
+    }
+}
+
+/// What a scenario's sends came to.
+#[derive(Debug, Default)]
+struct SendTally {
+    /// Attempted, accepted or not.
+    sent: u64,
+    /// Not accepted.
+    errors: u64,
+    first_error: Option<String>,
+    /// Never attempted, after too many connection failures in a row.
+    not_attempted: u64,
+    /// Accepted only after [`SLOW_SEND`] or more, and the slowest of those (ns).
+    slow: u64,
+    slowest: u64,
+}
+
+impl SendTally {
+    fn sent(&mut self, took: u64) {
+        self.sent += 1;
+        if took >= nanos(SLOW_SEND) {
+            self.slow += 1;
+            self.slowest = self.slowest.max(took);
+        }
+    }
+
+    fn failed(&mut self, error: Option<&str>) {
+        self.sent += 1;
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = error.map(str::to_owned);
+        }
+    }
+
+    /// The scenario's status and error: an interruption or a failed send is an error
+    /// (its verdicts are not the system's), then a failed expectation fails it.
+    fn outcome(&self, interrupted: bool, failed: bool) -> (ScenarioStatus, Option<String>) {
+        if interrupted {
+            (
+                ScenarioStatus::Error,
+                Some("interrupted before every expectation had a verdict".to_owned()),
+            )
+        } else if self.errors > 0 {
+            let mut error = self.first_error.clone().unwrap_or_default();
+            if self.not_attempted > 0 {
+                error.push_str(&format!(
+                    "; sending stopped after {MAX_CONSECUTIVE_UNREACHABLE} connection failures \
+                     in a row: {} more event(s) were not attempted",
+                    self.not_attempted
+                ));
+            }
+            (ScenarioStatus::Error, Some(error))
+        } else if failed {
+            (ScenarioStatus::Failed, None)
+        } else {
+            (ScenarioStatus::Passed, None)
+        }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        if self.slow == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} of {} send(s) took {} or more to be accepted (the slowest {}): the SLA clock \
+             starts when a send begins, so an input that is slow to accept (a small listen \
+             backlog, a cold start, a busy broker) spends the SLA before the system has the \
+             event",
+            self.slow,
+            self.sent,
+            roundtrip_core::latency::format_ns(nanos(SLOW_SEND)),
+            roundtrip_core::latency::format_ns(self.slowest)
+        )]
     }
 }
 
