@@ -6,7 +6,7 @@
 #   scripts/services.sh aws-env  print the environment for the AWS emulator:
 #                                eval "$(scripts/services.sh aws-env)"
 #
-# Servers: NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883, and
+# Servers: PostgreSQL (5432, for the Postgres store), NATS with JetStream (4222), Redis (6379), RabbitMQ (5672), Mosquitto (1883, and
 # 1884 with no per-client queue limit), and tansu, a Kafka-API broker (9092, in-memory storage). For the TLS tests, a second
 # NATS (4223), Redis (6390) and Mosquitto (8883) that speak only mutual TLS, with a throwaway CA and
 # certificates generated once into $ROUNDTRIP_TLS_DIR (default ~/.cache/roundtrip-tls). On Debian the first four come
@@ -26,6 +26,7 @@ up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # name port start-command...
 SERVICES=(
+  "postgres 5432"
   "nats 4222"
   "redis 6379"
   "rabbitmq 5672"
@@ -61,6 +62,10 @@ ensure_certs() {
 
 start_one() {
   case "$1" in
+    postgres)
+      # Debian's cluster (trust auth on loopback, a `test` database: the Postgres store's
+      # tests use it, each in a schema of its own).
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start ;;
     nats)
       mkdir -p /var/lib/nats-server
       start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \

@@ -91,7 +91,8 @@ pub struct AwsCleanupArgs {
 
 #[derive(Debug, Args)]
 pub struct StoreArg {
-    /// The store: an SQLite file path, `sqlite:PATH`, `sqlite::memory:`, or (feature
+    /// The store: an SQLite file path, `sqlite:PATH`, `sqlite::memory:`, (feature
+    /// `postgres`) `postgres://USER@HOST/DATABASE?schema=roundtrip`, or (feature
     /// `dynamodb`) `dynamodb://TABLE?region=…&endpoint=…&ttl=30d`.
     #[arg(
         long,

@@ -1,8 +1,8 @@
 //! The store: a durable, append-only log of runs, sent events, observations and verdicts.
 //!
 //! One trait, [`Store`], with one backend per module ([`sqlite`] is the embedded default;
-//! `dynamodb` is behind the feature of that name; Postgres comes later). Every backend passes the same
-//! conformance suite (`tests/it/store.rs`).
+//! `dynamodb` and `postgres` are behind the features of those names). Every backend
+//! passes the same conformance suite (`tests/it/store.rs`).
 //!
 //! ## The write path
 //! [`Store::record`] resolves only after the observation is committed, so a listener can
@@ -27,6 +27,8 @@ use tokio::sync::broadcast;
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 /// A run as listed by [`Store::runs`].
@@ -168,20 +170,15 @@ pub(crate) fn follow(
 /// - `sqlite::memory:`: an in-memory SQLite store (tests);
 /// - `dynamodb://TABLE?region=…&endpoint=…&ttl=30d&create=true`: a DynamoDB table
 ///   (feature `dynamodb`; see the `store::dynamodb` module);
-/// - `postgres://…`: a backend roundtrip does not have yet.
+/// - `postgres://USER@HOST/DATABASE?schema=…`: a Postgres database (feature
+///   `postgres`; see the `store::postgres` module).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let unsupported = |scheme: &str| StoreError::Open {
-        location: url.to_owned(),
-        source: if scheme == "postgres" {
-            "roundtrip has no Postgres store yet; use an SQLite path, or (with the cargo \
-             feature `dynamodb`) a DynamoDB table"
-                .to_owned()
-        } else {
-            format!(
-                "the `{scheme}` store backend is not compiled into this build of roundtrip; \
-                 rebuild with `--features {scheme}` or use an SQLite path"
-            )
-        }
+        location: roundtrip_core::redact::url(url),
+        source: format!(
+            "the `{scheme}` store backend is not compiled into this build of roundtrip; \
+             rebuild with `--features {scheme}` or use an SQLite path"
+        )
         .into(),
     };
     if url == "sqlite::memory:" {
@@ -194,6 +191,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("dynamodb://") {
         return Ok(Arc::new(dynamodb::DynamoStore::open(url).await?));
     }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+    }
     for scheme in ["postgres", "postgresql", "dynamodb"] {
         if url.starts_with(&format!("{scheme}://")) {
             return Err(unsupported(if scheme == "postgresql" {
@@ -205,9 +206,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     if url.contains("://") {
         return Err(StoreError::Open {
-            location: url.to_owned(),
-            source: "unknown store URL scheme; use `sqlite:PATH`, a file path or \
-                     `sqlite::memory:`"
+            location: roundtrip_core::redact::url(url),
+            source: "unknown store URL scheme; use `sqlite:PATH`, a file path, \
+                     `sqlite::memory:`, `postgres://…` or `dynamodb://TABLE`"
                 .into(),
         });
     }

@@ -18,11 +18,12 @@ use roundtrip::store::sqlite::{SCHEMA_VERSION, SqliteOptions, SqliteStore, Synch
 use roundtrip::store::{RunRecord, Store, StoreError};
 use tokio::sync::broadcast::error::TryRecvError;
 
-/// A store under test, with whatever must outlive it (a temporary directory).
+/// A store under test, with whatever must outlive it (a temporary directory, a
+/// database schema to drop).
 pub struct TestStore {
     /// The store.
     pub store: Arc<dyn Store>,
-    _guard: Option<tempfile::TempDir>,
+    _guard: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// Opens a fresh, empty store whose feed buffers `feed_capacity` observations.
@@ -56,7 +57,7 @@ fn sqlite_file(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> +
         let store = SqliteStore::open_with(path, &options(feed_capacity)).expect("open");
         TestStore {
             store: Arc::new(store),
-            _guard: Some(dir),
+            _guard: Some(Box::new(dir)),
         }
     })
 }
@@ -600,6 +601,296 @@ conformance_suite!(sqlite_memory, super::sqlite_memory);
 conformance_suite!(sqlite_file, super::sqlite_file);
 #[cfg(feature = "dynamodb")]
 conformance_suite!(dynamodb, super::dynamodb_table);
+#[cfg(feature = "postgres")]
+conformance_suite!(postgres, super::postgres_schema);
+
+/// The database the Postgres tests use (`ROUNDTRIP_TEST_POSTGRES`, default the local
+/// server's `test` database with trust auth, as CI runs it); each test works in a schema
+/// of its own, dropped at the end.
+#[cfg(feature = "postgres")]
+fn postgres_url(schema: &str) -> String {
+    let base = std::env::var("ROUNDTRIP_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}schema={schema}")
+}
+
+/// Drops its schema when the test is over (on a thread of its own: `Drop` cannot await).
+#[cfg(feature = "postgres")]
+struct DropSchema(String);
+
+#[cfg(feature = "postgres")]
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let url = postgres_url(&self.0);
+        let schema = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let options = PostgresOptions::from_url(&url).expect("a valid URL");
+                if let Ok((client, connection)) = options
+                    .config
+                    .connect(roundtrip::store::postgres::tokio_postgres::NoTls)
+                    .await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(feature = "postgres")]
+use roundtrip::store::postgres::{PostgresOptions, PostgresStore};
+
+#[cfg(feature = "postgres")]
+fn fresh_schema(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str, feed_capacity: usize) -> PostgresStore {
+    let options = PostgresOptions {
+        feed_capacity,
+        ..PostgresOptions::from_url(url).expect("a valid URL")
+    };
+    PostgresStore::open_with(options).await.unwrap_or_else(|e| {
+        panic!(
+            "open a Postgres store (is Postgres running on 127.0.0.1:5432 with a `test` \
+             database, or ROUNDTRIP_TEST_POSTGRES set?): {}",
+            error_chain(&e)
+        )
+    })
+}
+
+/// A fresh schema in the test database.
+#[cfg(feature = "postgres")]
+fn postgres_schema(feed_capacity: usize) -> Pin<Box<dyn Future<Output = TestStore> + Send>> {
+    Box::pin(async move {
+        let schema = fresh_schema("conformance");
+        let store = open_postgres(&postgres_url(&schema), feed_capacity).await;
+        TestStore {
+            store: Arc::new(store),
+            _guard: Some(Box::new(DropSchema(schema))),
+        }
+    })
+}
+
+/// The Postgres backend's own behaviour: several writers, reopening, schema versions.
+#[cfg(feature = "postgres")]
+mod postgres_backend {
+    use super::*;
+
+    async fn admin(schema: &str) -> roundtrip::store::postgres::tokio_postgres::Client {
+        let options = PostgresOptions::from_url(&postgres_url(schema)).expect("a valid URL");
+        let (client, connection) = options
+            .config
+            .connect(roundtrip::store::postgres::tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_in_several_stores_take_distinct_sequence_numbers_in_commit_order() {
+        let schema = fresh_schema("writers");
+        let _drop = DropSchema(schema.clone());
+        let url = postgres_url(&schema);
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            stores.push(Arc::new(open_postgres(&url, FEED).await));
+        }
+        new_run(&*stores[0], "run-a").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (w, store) in stores.iter().enumerate() {
+            for i in 0..200u64 {
+                let store = Arc::clone(store);
+                let n = w as u64 * 1000 + i;
+                tasks.spawn(async move { store.record(json_observation("run-a", n)).await });
+            }
+        }
+        let seqs: HashSet<u64> = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .map(|r| r.expect("recorded").seq)
+            .collect();
+        assert_eq!(
+            seqs.len(),
+            600,
+            "two writers were given one sequence number"
+        );
+        // Commit order is sequence order, and the numbers have no holes: a reader that
+        // follows `seq > last` sees every row.
+        let stored = stores[1]
+            .observations("run-a", 0, usize::MAX)
+            .await
+            .expect("read");
+        let read: Vec<u64> = stored.iter().map(|o| o.seq).collect();
+        let first = *read.first().expect("rows");
+        assert_eq!(read, (first..first + 600).collect::<Vec<_>>());
+        assert_eq!(read.iter().copied().collect::<HashSet<_>>(), seqs);
+        for store in &stores {
+            store.close().await.expect("close");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_store_keeps_what_was_acknowledged() {
+        let schema = fresh_schema("reopen");
+        let _drop = DropSchema(schema.clone());
+        let url = postgres_url(&schema);
+        let first = open_postgres(&url, FEED).await;
+        new_run(&first, "run-a").await;
+        let o = first
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        drop(first);
+        let second = open_postgres(&url, FEED).await;
+        let stored = second.observations("run-a", 0, 10).await.expect("read");
+        assert_eq!(seqs(&stored), [o.seq]);
+        let next = second
+            .record(json_observation("run-a", 2))
+            .await
+            .expect("record");
+        assert!(next.seq > o.seq, "sequence numbers go on after a reopen");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn strings_postgres_text_cannot_hold_round_trip_exactly() {
+        let schema = fresh_schema("nul");
+        let _drop = DropSchema(schema.clone());
+        let store = open_postgres(&postgres_url(&schema), FEED).await;
+        new_run(&store, "run-a").await;
+        let mut o = json_observation("run-a", 1);
+        o.channel = "out\0put".to_owned();
+        o.correlation_id = Some("corr\0-1".to_owned());
+        o.key = Some("k\0".to_owned());
+        o.message_id = Some("\0".to_owned());
+        o.headers = vec![("x-a".to_owned(), "v\0w".to_owned())];
+        o.meta = vec![("topic".to_owned(), "t\0".to_owned())];
+        let committed = store
+            .record(o.clone())
+            .await
+            .expect("a NUL is stored, not refused");
+        let stored = store.correlated("run-a", "corr\0-1").await.expect("read");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0], *committed);
+        assert_eq!(stored[0].channel, o.channel);
+        assert_eq!(stored[0].headers, o.headers);
+        // A run id with a NUL names no run: refused alone, the store goes on.
+        let bad = store.record(json_observation("run\0a", 2)).await;
+        assert!(matches!(bad, Err(StoreError::NoSuchRun(_))), "{bad:?}");
+        store
+            .record(json_observation("run-a", 3))
+            .await
+            .expect("still writing");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn schema_versions_are_checked_and_migrated_once() {
+        use roundtrip::store::postgres::SCHEMA_VERSION;
+        // Several processes opening one new schema at once: one migrates, all open.
+        let schema = fresh_schema("migrate");
+        let _drop = DropSchema(schema.clone());
+        let url = postgres_url(&schema);
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let url = url.clone();
+            opening.spawn(async move { open_postgres(&url, FEED).await });
+        }
+        assert_eq!(opening.join_all().await.len(), 4);
+        let client = admin(&schema).await;
+        let version: i64 = client
+            .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])
+            .await
+            .expect("the version row")
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+        // A newer schema is refused, not misread.
+        client
+            .execute(
+                &format!("UPDATE {schema}.schema_version SET version = version + 1"),
+                &[],
+            )
+            .await
+            .expect("bump");
+        let err = PostgresStore::open(&url).await.expect_err("newer schema");
+        assert!(
+            error_chain(&err).contains("is newer than this roundtrip supports"),
+            "{}",
+            error_chain(&err)
+        );
+
+        // `migrate=false` refuses a schema that is not current, and says what to run.
+        let fresh = fresh_schema("unmigrated");
+        let _drop_fresh = DropSchema(fresh.clone());
+        let err = PostgresStore::open(&format!("{}&migrate=false", postgres_url(&fresh)))
+            .await
+            .expect_err("not migrated");
+        assert!(
+            error_chain(&err).contains("run `roundtrip migrate --store URL` first"),
+            "{}",
+            error_chain(&err)
+        );
+        let options = PostgresOptions::from_url(&postgres_url(&fresh)).expect("a valid URL");
+        assert_eq!(
+            roundtrip::store::postgres::migrate(&options)
+                .await
+                .expect("migrates"),
+            0
+        );
+        PostgresStore::open(&format!("{}&migrate=false", postgres_url(&fresh)))
+            .await
+            .expect("current now");
+
+        // A schema holding someone else's tables is left alone.
+        let foreign = fresh_schema("foreign");
+        let _drop_foreign = DropSchema(foreign.clone());
+        let other = admin(&foreign).await;
+        other
+            .batch_execute(&format!(
+                "CREATE SCHEMA {foreign}; CREATE TABLE {foreign}.orders (id int)"
+            ))
+            .await
+            .expect("a foreign table");
+        let err = PostgresStore::open(&postgres_url(&foreign))
+            .await
+            .expect_err("foreign");
+        assert!(
+            error_chain(&err).contains("not a roundtrip store"),
+            "{}",
+            error_chain(&err)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_server_is_a_clear_open_error_without_the_password() {
+        let err = PostgresStore::open("postgres://rt:hunter2@127.0.0.1:1/test?connect_timeout=2")
+            .await
+            .expect_err("nothing listens on port 1");
+        let shown = error_chain(&err);
+        assert!(
+            shown.contains("is Postgres running and reachable"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let by_url =
+            roundtrip::store::open("postgres://rt:hunter2@127.0.0.1:1/test?connect_timeout=2")
+                .await
+                .expect_err("the same through store::open");
+        assert!(!error_chain(&by_url).contains("hunter2"));
+    }
+}
 
 /// Options for `table` on the AWS emulator (`scripts/services.sh start` runs moto on
 /// 127.0.0.1:5055; `ROUNDTRIP_AWS_ENDPOINT` points elsewhere). Credentials come from
@@ -1014,13 +1305,19 @@ mod sqlite {
                 .expect("create");
             store.close().await.expect("close");
         }
-        let err = roundtrip::store::open("postgres://db/roundtrip")
-            .await
-            .expect_err("no pg");
-        // No feature builds a Postgres store yet: the hint must not name one.
-        let text = error_chain(&err);
-        assert!(text.contains("no Postgres store yet"), "{text}");
-        assert!(!text.contains("--features postgres"), "{text}");
+        // A build without the backend names the feature that has it.
+        #[cfg(not(feature = "postgres"))]
+        {
+            let err = roundtrip::store::open("postgres://rt:hunter2@db/roundtrip")
+                .await
+                .expect_err("no pg");
+            let text = error_chain(&err);
+            assert!(
+                text.contains("rebuild with `--features postgres`"),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2"), "{text}");
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,378 @@
+//! The Postgres store (feature `postgres`): one database shared by every process that
+//! records or reads (listener services, runners, `roundtrip report`).
+//!
+//! Opened with `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE?schema=roundtrip`; see
+//! [`PostgresOptions`] for the parameters and `docs/stores/postgres.md` for the tables.
+//!
+//! ## Writes
+//! One writer task per store owns a connection of its own and group-commits exactly as
+//! the SQLite store does: whatever is queued when a commit starts goes into one
+//! transaction (observations in one multi-row `INSERT … SELECT FROM UNNEST`), and
+//! [`Store::record`] resolves only after the commit. Several processes may write into one
+//! database at once: sequence numbers are taken under a row lock held until commit, so
+//! they follow commit order across all of them (the schema module says why that matters
+//! to a reader).
+//!
+//! ## Reads
+//! A small pool of other connections ([`PostgresOptions::pool`]); a read sees everything
+//! committed before it started.
+//!
+//! ## The feed
+//! Observations this process commits are announced on the broadcast feed, in sequence
+//! order, before their `record` resolves. (Observations committed by another process are
+//! read with [`Store::observations`]; a push across processes is the next step.)
+//!
+//! ## Migrations
+//! Versioned, in one transaction under an advisory lock, at open unless the URL says
+//! `migrate=false` (then a schema that is not current is refused, and [`migrate`] brings
+//! it up to date as a step of its own).
+
+mod options;
+mod rows;
+mod schema;
+mod writer;
+
+pub use options::PostgresOptions;
+pub use schema::{SCHEMA_VERSION, SchemaError};
+/// The driver, for callers that need the database directly (administration, tests).
+pub use tokio_postgres;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use roundtrip_core::observation::{NewObservation, Observation, SentEvent};
+use roundtrip_core::run::RunStatus;
+use roundtrip_core::run::{RunSummary, ScenarioResult};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_postgres::{Client, NoTls};
+
+use self::rows::{
+    OBSERVATION_COLUMNS, RUN_COLUMNS, SENT_COLUMNS, b, json_column, observation_row, read_error,
+    run_row, sent_row, to_json,
+};
+use self::writer::{Command, WriteOp, Writer};
+use crate::store::{RunRecord, Store, StoreError};
+
+/// The Postgres store. See the [module docs](self).
+#[derive(Debug)]
+pub struct PostgresStore {
+    location: String,
+    pool: Pool,
+    commands: mpsc::UnboundedSender<Command>,
+    feed: broadcast::WeakSender<Arc<Observation>>,
+    closed: AtomicBool,
+}
+
+/// A connection of the store's own (the writer's), its driver task spawned.
+async fn connect(options: &PostgresOptions) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config(options).connect(NoTls).await?;
+    tokio::spawn(async move {
+        // Its error reaches the client as a closed connection; nothing to add here.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The driver's settings, with every connection's `search_path` set to the schema.
+fn config(options: &PostgresOptions) -> tokio_postgres::Config {
+    let mut config = options.config.clone();
+    let given = config.get_options().unwrap_or_default().to_owned();
+    config.options(format!("{given} -c search_path={}", options.schema).trim());
+    config
+}
+
+fn open_error(location: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        location: location.to_owned(),
+        source: why.to_string().into(),
+    }
+}
+
+/// What went wrong talking to Postgres, with the hint for the usual causes.
+fn unreachable(options: &PostgresOptions, e: &tokio_postgres::Error) -> String {
+    let chain = crate::error::error_chain(e);
+    format!(
+        "{chain} (is Postgres running and reachable at {}, and may this user connect to \
+         that database?)",
+        options.location
+    )
+}
+
+/// Brings the store's schema up to [`SCHEMA_VERSION`]; returns the version it was at.
+/// What `roundtrip migrate` runs.
+pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
+    let mut client = connect(options)
+        .await
+        .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;
+    schema::migrate(&mut client, &options.schema, true)
+        .await
+        .map_err(|e| open_error(&options.location, e))
+}
+
+impl PostgresStore {
+    /// Opens the store named by a `postgres://` URL.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PostgresOptions::from_url(url)
+            .map_err(|why| open_error(&roundtrip_core::redact::url(url), why))?;
+        PostgresStore::open_with(options).await
+    }
+
+    /// Opens the store with these options, migrating its schema unless they say not to.
+    pub async fn open_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let location = options.location.clone();
+        let mut client = connect(&options)
+            .await
+            .map_err(|e| open_error(&location, unreachable(&options, &e)))?;
+        schema::migrate(&mut client, &options.schema, options.migrate)
+            .await
+            .map_err(|e| open_error(&location, e))?;
+        let manager = Manager::from_config(
+            config(&options),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool)
+            .build()
+            .map_err(|e| open_error(&location, e))?;
+        let (feed, _) = broadcast::channel(options.feed_capacity.clamp(1, 1 << 24));
+        let weak = feed.downgrade();
+        let (commands, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(
+            Writer {
+                client: Some(client),
+                options,
+                commands: receiver,
+                feed,
+            }
+            .run(),
+        );
+        Ok(PostgresStore {
+            location,
+            pool,
+            commands,
+            feed: weak,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Where the store is: its URL, password masked.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<(), StoreError> {
+        self.check_open()?;
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Write { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn reader(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.check_open()?;
+        self.pool.get().await.map_err(|e| StoreError::Io {
+            operation: "connect to Postgres to read",
+            source: Box::new(e),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.write(WriteOp::CreateRun(run.clone())).await
+    }
+
+    async fn record_sent(&self, event: &SentEvent) -> Result<(), StoreError> {
+        self.write(WriteOp::Sent(event.clone())).await
+    }
+
+    async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError> {
+        self.check_open()?;
+        let observation = Box::new(rows::Encoded::new(observation)?);
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Record { observation, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Observation>> {
+        crate::store::follow(&self.feed)
+    }
+
+    async fn observations(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Observation>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.reader().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {OBSERVATION_COLUMNS} FROM observations
+                     WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                ),
+                &[&run_id, &after, &limit],
+            )
+            .await
+            .map_err(read_error("read observations"))?
+            .iter()
+            .map(observation_row)
+            .collect()
+    }
+
+    async fn correlated(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+    ) -> Result<Vec<Observation>, StoreError> {
+        let client = self.reader().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {OBSERVATION_COLUMNS} FROM observations
+                     WHERE run_id = $1 AND correlation_id = $2 ORDER BY seq"
+                ),
+                &[&run_id, &b(correlation_id)],
+            )
+            .await
+            .map_err(read_error("read an event's observations"))?
+            .iter()
+            .map(observation_row)
+            .collect()
+    }
+
+    async fn sent_events(&self, run_id: &str) -> Result<Vec<SentEvent>, StoreError> {
+        let client = self.reader().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {SENT_COLUMNS} FROM sent_events WHERE run_id = $1
+                     ORDER BY sent_mono, scenario, idx"
+                ),
+                &[&run_id],
+            )
+            .await
+            .map_err(read_error("read sent events"))?
+            .iter()
+            .map(sent_row)
+            .collect()
+    }
+
+    async fn record_scenario(
+        &self,
+        run_id: &str,
+        result: &ScenarioResult,
+    ) -> Result<(), StoreError> {
+        self.write(WriteOp::Scenario {
+            run_id: run_id.to_owned(),
+            name: result.name.clone(),
+            json: to_json(result, "encode a scenario result")?,
+        })
+        .await
+    }
+
+    async fn scenario_results(&self, run_id: &str) -> Result<Vec<ScenarioResult>, StoreError> {
+        let client = self.reader().await?;
+        client
+            .query(
+                "SELECT result FROM scenario_results WHERE run_id = $1 ORDER BY id",
+                &[&run_id],
+            )
+            .await
+            .map_err(read_error("read scenario results"))?
+            .iter()
+            .map(|row| json_column(row, "decode a scenario result"))
+            .collect()
+    }
+
+    async fn finish_run(&self, summary: &RunSummary, status: RunStatus) -> Result<(), StoreError> {
+        self.write(WriteOp::Finish {
+            run_id: summary.run_id.clone(),
+            finished_at: summary.finished_at,
+            status,
+            json: to_json(summary, "encode the run summary")?,
+        })
+        .await
+    }
+
+    async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.reader().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, run_id DESC
+                     LIMIT $1"
+                ),
+                &[&limit],
+            )
+            .await
+            .map_err(read_error("list runs"))?
+            .iter()
+            .map(run_row)
+            .collect()
+    }
+
+    async fn run_summary(&self, run_id: &str) -> Result<Option<RunSummary>, StoreError> {
+        let client = self.reader().await?;
+        let row = client
+            .query_opt("SELECT summary FROM runs WHERE run_id = $1", &[&run_id])
+            .await
+            .map_err(read_error("read the run summary"))?;
+        let Some(row) = row else { return Ok(None) };
+        let json: Option<String> = row.try_get(0).map_err(read_error("read the run summary"))?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Io {
+                operation: "decode the run summary",
+                source: Box::new(e),
+            })
+        })
+        .transpose()
+    }
+
+    async fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let client = self.reader().await?;
+        client
+            .query_opt(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1"),
+                &[&run_id],
+            )
+            .await
+            .map_err(read_error("read the run"))?
+            .as_ref()
+            .map(run_row)
+            .transpose()
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Close(reply)).is_err() {
+            return Ok(());
+        }
+        let closed = answer.await.unwrap_or(Ok(()));
+        self.pool.close();
+        closed
+    }
+}

@@ -1,0 +1,195 @@
+//! The store's URL: `postgres://USER:PASSWORD@HOST:PORT/DATABASE?schema=roundtrip&…`.
+//!
+//! Everything but roundtrip's own parameters (`schema`, `pool`, `migrate`, `max_batch`)
+//! goes to the driver as it is (`sslmode`, `connect_timeout`, `application_name`, …: the
+//! libpq names that tokio-postgres understands). The password never reaches a message:
+//! [`PostgresOptions::location`] is the URL with it masked.
+
+use std::str::FromStr;
+
+/// Settings of a [`PostgresStore`](super::PostgresStore), parsed from its URL.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// The connection settings for the driver.
+    pub config: tokio_postgres::Config,
+    /// The schema that holds roundtrip's tables (default `roundtrip`), so a shared
+    /// database keeps them apart from everything else.
+    pub schema: String,
+    /// Read connections kept open (default 4); the writer has one of its own.
+    pub pool: usize,
+    /// Bring the schema up to date at open (default). With `migrate=false` the store
+    /// refuses a schema that is not current: `roundtrip migrate` updates it, as its own
+    /// step, before any service or runner opens it.
+    pub migrate: bool,
+    /// The most writes committed in one transaction (default 4096).
+    pub max_batch: usize,
+    /// How many observations a subscriber may fall behind before it lags (default
+    /// 16384).
+    pub feed_capacity: usize,
+    /// The URL, password masked, for messages.
+    pub location: String,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the driver's config: it holds the password.
+        f.debug_struct("PostgresOptions")
+            .field("location", &self.location)
+            .field("schema", &self.schema)
+            .field("pool", &self.pool)
+            .field("migrate", &self.migrate)
+            .field("max_batch", &self.max_batch)
+            .field("feed_capacity", &self.feed_capacity)
+            .finish()
+    }
+}
+
+/// roundtrip's own URL parameters.
+const OWN: &[&str] = &["schema", "pool", "migrate", "max_batch"];
+
+impl PostgresOptions {
+    /// Parses `postgres://…` or `postgresql://…`.
+    pub fn from_url(url: &str) -> Result<PostgresOptions, String> {
+        let location = roundtrip_core::redact::url(url);
+        let parsed = url::Url::parse(url).map_err(|e| {
+            format!(
+                "`{location}` is not a URL ({e}); write it like \
+                                  `postgres://user@127.0.0.1:5432/database`"
+            )
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "a Postgres store URL starts with `postgres://`, not `{}://`",
+                parsed.scheme()
+            ));
+        }
+        let mut options = PostgresOptions {
+            config: tokio_postgres::Config::new(),
+            schema: "roundtrip".to_owned(),
+            pool: 4,
+            migrate: true,
+            max_batch: 4096,
+            feed_capacity: 16_384,
+            location,
+        };
+        let mut driver = parsed.clone();
+        driver.set_query(None);
+        {
+            let mut passed = driver.query_pairs_mut();
+            for (key, value) in parsed.query_pairs() {
+                match key.as_ref() {
+                    "schema" => options.schema = schema_name(&value)?,
+                    "pool" => options.pool = number(&key, &value, 1, 64)?,
+                    "max_batch" => options.max_batch = number(&key, &value, 1, 100_000)?,
+                    "migrate" => {
+                        options.migrate = match value.as_ref() {
+                            "true" => true,
+                            "false" => false,
+                            _ => {
+                                return Err(format!("`migrate={value}` must be `true` or `false`"));
+                            }
+                        }
+                    }
+                    _ => {
+                        passed.append_pair(&key, &value);
+                    }
+                }
+            }
+        }
+        let driver = driver.as_str().trim_end_matches('?').to_owned();
+        options.config = tokio_postgres::Config::from_str(&driver).map_err(|e| {
+            format!(
+                "`{}` is not a Postgres connection URL: {e} (roundtrip's own parameters are {}; \
+                 the others are libpq's, such as `sslmode` and `connect_timeout`)",
+                options.location,
+                OWN.iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        if options.config.get_hosts().is_empty() {
+            options.config.host("127.0.0.1");
+        }
+        if options.config.get_connect_timeout().is_none() {
+            options
+                .config
+                .connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if options.config.get_application_name().is_none() {
+            options.config.application_name("roundtrip");
+        }
+        Ok(options)
+    }
+}
+
+/// A schema name roundtrip can write into SQL unquoted: lowercase ASCII letters, digits
+/// and `_`, starting with a letter, at most 63 bytes (Postgres' identifier limit).
+fn schema_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "`schema={value}` is not a schema name roundtrip uses: lowercase letters, digits \
+             and `_`, starting with a letter, at most 63 (e.g. `schema=roundtrip`)"
+        ))
+    }
+}
+
+fn number(key: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("`{key}={value}` must be a number from {min} to {max}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_the_connection_and_roundtrip_s_parameters() {
+        let o = PostgresOptions::from_url(
+            "postgres://rt:s3cret@db.internal:6543/results?schema=ci_runs&pool=8&migrate=false&sslmode=require&max_batch=500",
+        )
+        .expect("parses");
+        assert_eq!(o.schema, "ci_runs");
+        assert_eq!((o.pool, o.migrate, o.max_batch), (8, false, 500));
+        assert_eq!(o.config.get_dbname(), Some("results"));
+        assert_eq!(o.config.get_user(), Some("rt"));
+        assert_eq!(o.config.get_ports(), [6543]);
+        assert_eq!(
+            o.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(!o.location.contains("s3cret"), "{}", o.location);
+        assert!(!format!("{o:?}").contains("s3cret"));
+        let plain =
+            PostgresOptions::from_url("postgresql://postgres@127.0.0.1/test").expect("parses");
+        assert_eq!(
+            (plain.schema.as_str(), plain.pool, plain.migrate),
+            ("roundtrip", 4, true)
+        );
+    }
+
+    #[test]
+    fn bad_urls_say_what_to_write() {
+        let err = |url: &str| PostgresOptions::from_url(url).expect_err(url);
+        assert!(err("postgres://h/db?schema=Robert%27);--").contains("not a schema name"));
+        assert!(err("postgres://h/db?pool=0").contains("from 1 to 64"));
+        assert!(err("postgres://h/db?migrate=yes").contains("`true` or `false`"));
+        let unknown = err("postgres://u:hunter2@h/db?colour=red");
+        assert!(
+            unknown.contains("roundtrip's own parameters are `schema`"),
+            "{unknown}"
+        );
+        assert!(!unknown.contains("hunter2"), "{unknown}");
+    }
+}

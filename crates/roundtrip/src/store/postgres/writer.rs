@@ -1,0 +1,350 @@
+//! The writer task: the only connection that writes, committing in groups.
+//!
+//! Like SQLite's writer thread: it waits for the first queued command, takes whatever
+//! else is already queued (at most `max_batch` writes) into one transaction, commits it,
+//! and only then publishes each committed observation on the feed and answers its
+//! waiter. Writes are applied in the order they were handed over. A write other than an
+//! observation runs under a savepoint, so one that fails (an unknown run) fails alone; an
+//! observation for an unknown run is answered [`StoreError::NoSuchRun`] and the rest of
+//! its batch commits. Sequence numbers come from `observation_seq`, whose row lock makes
+//! them follow commit order across processes (see the schema's docs).
+//!
+//! A lost connection fails the batch in flight (its waiters get the error; nothing of it
+//! was acknowledged) and the writer reconnects for the next one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use roundtrip_core::observation::Observation;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_postgres::Client;
+
+use super::rows::{Encoded, ObservationColumns, b, to_sql, write_error};
+use super::{PostgresOptions, connect};
+use crate::error::error_chain;
+use crate::store::{RunRecord, StoreError};
+use roundtrip_core::observation::SentEvent;
+use roundtrip_core::run::RunStatus;
+
+/// A reply channel.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write other than an observation.
+#[derive(Debug)]
+pub(super) enum WriteOp {
+    CreateRun(RunRecord),
+    Sent(SentEvent),
+    Scenario {
+        run_id: String,
+        name: String,
+        json: String,
+    },
+    Finish {
+        run_id: String,
+        finished_at: i64,
+        status: RunStatus,
+        json: String,
+    },
+}
+
+/// What the store asks of its writer.
+#[derive(Debug)]
+pub(super) enum Command {
+    Record {
+        observation: Box<Encoded>,
+        reply: Reply<Arc<Observation>>,
+    },
+    Write {
+        op: WriteOp,
+        reply: Reply<()>,
+    },
+    /// Commit everything queued before this, then stop.
+    Close(Reply<()>),
+}
+
+enum Pending {
+    Record(Box<Encoded>, Reply<Arc<Observation>>),
+    Write(WriteOp, Reply<()>),
+}
+
+pub(super) struct Writer {
+    pub(super) client: Option<Client>,
+    pub(super) options: PostgresOptions,
+    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    pub(super) feed: broadcast::Sender<Arc<Observation>>,
+}
+
+impl Writer {
+    pub(super) async fn run(mut self) {
+        let mut pending = Vec::with_capacity(self.options.max_batch);
+        let close = 'outer: loop {
+            let Some(mut command) = self.commands.recv().await else {
+                break None;
+            };
+            loop {
+                match command {
+                    Command::Record { observation, reply } => {
+                        pending.push(Pending::Record(observation, reply));
+                    }
+                    Command::Write { op, reply } => pending.push(Pending::Write(op, reply)),
+                    Command::Close(reply) => {
+                        self.commit(&mut pending).await;
+                        break 'outer Some(reply);
+                    }
+                }
+                if pending.len() >= self.options.max_batch {
+                    break;
+                }
+                match self.commands.try_recv() {
+                    Ok(next) => command = next,
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut pending).await;
+        };
+        // Commands queued after the close are dropped unanswered: their callers see
+        // `StoreError::Closed`, and nothing they sent was acknowledged.
+        self.commands.close();
+        drop(self.feed);
+        drop(self.client);
+        if let Some(reply) = close {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// Commits `pending` in one transaction, then publishes and answers each write.
+    async fn commit(&mut self, pending: &mut Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            match connect(&self.options).await {
+                Ok(client) => self.client = Some(client),
+                Err(e) => return fail_all(pending, "connect to Postgres", &e.to_string()),
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let outcomes = match apply(client, pending).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                if client.is_closed() {
+                    self.client = None;
+                }
+                return fail_all(pending, "commit a batch of writes", &error_chain(&e));
+            }
+        };
+        for (item, outcome) in pending.drain(..).zip(outcomes) {
+            match item {
+                Pending::Record(encoded, reply) => {
+                    let committed = outcome.map(|seq| Arc::new(encoded.observation.committed(seq)));
+                    if let Ok(o) = &committed {
+                        // Published before the waiter wakes, as SQLite's writer does.
+                        let _ = self.feed.send(Arc::clone(o));
+                    }
+                    let _ = reply.send(committed);
+                }
+                Pending::Write(_, reply) => {
+                    let _ = reply.send(outcome.map(drop));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the batch in one transaction; one outcome per item (a sequence number for an
+/// observation), or the error that undid all of it.
+async fn apply(
+    client: &mut Client,
+    pending: &[Pending],
+) -> Result<Vec<Result<u64, StoreError>>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let mut outcomes: Vec<Option<Result<u64, StoreError>>> = Vec::with_capacity(pending.len());
+    outcomes.resize_with(pending.len(), || None);
+    let mut start = 0;
+    while start < pending.len() {
+        match &pending[start] {
+            Pending::Write(op, _) => {
+                tx.batch_execute("SAVEPOINT write").await?;
+                let outcome = op.apply(&tx).await;
+                if outcome.is_err() {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT write").await?;
+                } else {
+                    tx.batch_execute("RELEASE SAVEPOINT write").await?;
+                }
+                outcomes[start] = Some(outcome.map(|()| 0));
+                start += 1;
+            }
+            Pending::Record(..) => {
+                // The observations up to the next other write, in one statement.
+                let end = pending[start..]
+                    .iter()
+                    .position(|p| matches!(p, Pending::Write(..)))
+                    .map_or(pending.len(), |n| start + n);
+                insert_observations(&tx, &pending[start..end], &mut outcomes[start..end]).await?;
+                start = end;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(StoreError::Closed)))
+        .collect())
+}
+
+/// Inserts a run of observations: those of unknown runs are answered `NoSuchRun`, the
+/// others take consecutive sequence numbers (the row lock on `observation_seq` is held
+/// until the commit) and go in with one `INSERT … SELECT FROM UNNEST`.
+async fn insert_observations(
+    tx: &tokio_postgres::Transaction<'_>,
+    items: &[Pending],
+    outcomes: &mut [Option<Result<u64, StoreError>>],
+) -> Result<(), tokio_postgres::Error> {
+    let encoded: Vec<&Encoded> = items
+        .iter()
+        .filter_map(|p| match p {
+            Pending::Record(e, _) => Some(&**e),
+            Pending::Write(..) => None,
+        })
+        .collect();
+    // A run id Postgres text cannot hold (a NUL) names no run.
+    let asked: Vec<&str> = encoded
+        .iter()
+        .map(|e| e.observation.run_id.as_str())
+        .filter(|id| !id.contains('\0'))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let known: HashSet<String> = tx
+        .query("SELECT run_id FROM runs WHERE run_id = ANY($1)", &[&asked])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let accepted = encoded
+        .iter()
+        .filter(|e| known.contains(&e.observation.run_id))
+        .count();
+    let mut next = 0u64;
+    if accepted > 0 {
+        let n = i64::try_from(accepted).unwrap_or(i64::MAX);
+        let first: i64 = tx
+            .query_one(
+                "UPDATE observation_seq SET next = next + $1 RETURNING next - $1",
+                &[&n],
+            )
+            .await?
+            .get(0);
+        next = first as u64;
+    }
+    let mut columns = ObservationColumns::default();
+    for (e, outcome) in encoded.iter().zip(outcomes.iter_mut()) {
+        if known.contains(&e.observation.run_id) {
+            columns.push(next, e);
+            *outcome = Some(Ok(next));
+            next += 1;
+        } else {
+            *outcome = Some(Err(StoreError::NoSuchRun(e.observation.run_id.clone())));
+        }
+    }
+    if !columns.is_empty() {
+        columns.insert(tx).await?;
+    }
+    Ok(())
+}
+
+impl WriteOp {
+    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        match self {
+            WriteOp::CreateRun(r) => tx
+                .execute(
+                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
+                         status, owner)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &r.run_id,
+                        &b(&r.suite),
+                        &b(&r.suite_path),
+                        &r.started_at,
+                        &r.finished_at,
+                        &r.status.as_str(),
+                        &r.owner.as_deref().map(b),
+                    ],
+                )
+                .await
+                .map(drop)
+                .map_err(|e| write_error("create the run", &r.run_id, e)),
+            WriteOp::Sent(e) => tx
+                .execute(
+                    "INSERT INTO sent_events (run_id, scenario, idx, channel, correlation_id,
+                         sent_at, sent_mono, size, error)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (run_id, scenario, idx) DO UPDATE SET
+                         channel = excluded.channel, correlation_id = excluded.correlation_id,
+                         sent_at = excluded.sent_at, sent_mono = excluded.sent_mono,
+                         size = excluded.size, error = excluded.error",
+                    &[
+                        &e.run_id,
+                        &b(&e.scenario),
+                        &to_sql(e.index),
+                        &b(&e.channel),
+                        &b(&e.correlation_id),
+                        &e.sent_at,
+                        &to_sql(e.sent_mono),
+                        &to_sql(e.size),
+                        &e.error,
+                    ],
+                )
+                .await
+                .map(drop)
+                .map_err(|err| write_error("record a sent event", &e.run_id, err)),
+            WriteOp::Scenario { run_id, name, json } => tx
+                .execute(
+                    "INSERT INTO scenario_results (run_id, name, result) VALUES ($1, $2, $3)
+                     ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result",
+                    &[run_id, &b(name), json],
+                )
+                .await
+                .map(drop)
+                .map_err(|e| write_error("record a scenario result", run_id, e)),
+            WriteOp::Finish {
+                run_id,
+                finished_at,
+                status,
+                json,
+            } => {
+                let changed = tx
+                    .execute(
+                        "UPDATE runs SET finished_at = $2, status = $3, summary = $4
+                         WHERE run_id = $1",
+                        &[run_id, finished_at, &status.as_str(), json],
+                    )
+                    .await
+                    .map_err(|e| write_error("finish the run", run_id, e))?;
+                if changed == 0 {
+                    return Err(StoreError::NoSuchRun(run_id.clone()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn fail_all(pending: &mut Vec<Pending>, operation: &'static str, why: &str) {
+    let error = || StoreError::Io {
+        operation,
+        source: why.to_owned().into(),
+    };
+    for item in pending.drain(..) {
+        match item {
+            Pending::Record(_, reply) => {
+                let _ = reply.send(Err(error()));
+            }
+            Pending::Write(_, reply) => {
+                let _ = reply.send(Err(error()));
+            }
+        }
+    }
+}
