@@ -743,6 +743,70 @@ mod postgres_backend {
         }
     }
 
+    /// Receives from `feed` until `n` observations arrived (or a minute passed).
+    async fn collect(
+        feed: &mut tokio::sync::broadcast::Receiver<Arc<Observation>>,
+        n: usize,
+    ) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seen.len() < n {
+            match tokio::time::timeout_at(deadline, feed.recv()).await {
+                Ok(Ok(o)) => seen.push(o.seq),
+                Ok(Err(e)) => panic!("the feed failed after {} of {n}: {e}", seen.len()),
+                Err(_) => panic!("only {} of {n} observations came on the feed", seen.len()),
+            }
+        }
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_store_s_feed_carries_every_writer_s_commits_in_sequence_order() {
+        let schema = fresh_schema("push");
+        let _drop = DropSchema(schema.clone());
+        let url = postgres_url(&schema);
+        let a = Arc::new(open_postgres(&url, FEED).await);
+        let b = Arc::new(open_postgres(&url, FEED).await);
+        // A store that only reads, and one that polls instead of listening (as behind
+        // a transaction-pooling PgBouncer).
+        let reader = open_postgres(&url, FEED).await;
+        let poller = open_postgres(&format!("{url}&listen=false&poll=20ms"), FEED).await;
+        let mut feeds = [
+            a.subscribe(),
+            b.subscribe(),
+            reader.subscribe(),
+            poller.subscribe(),
+        ];
+        new_run(&*a, "run-a").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (w, store) in [(0u64, &a), (1, &b)] {
+            for i in 0..150u64 {
+                let store = Arc::clone(store);
+                tasks.spawn(
+                    async move { store.record(json_observation("run-a", w * 1000 + i)).await },
+                );
+            }
+        }
+        let committed: HashSet<u64> = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .map(|r| r.expect("recorded").seq)
+            .collect();
+        for (i, feed) in feeds.iter_mut().enumerate() {
+            let seen = collect(feed, 300).await;
+            assert!(
+                seen.windows(2).all(|w| w[1] == w[0] + 1),
+                "feed {i} is not in sequence order without holes: {seen:?}"
+            );
+            assert_eq!(
+                seen.iter().copied().collect::<HashSet<_>>(),
+                committed,
+                "feed {i}"
+            );
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_store_keeps_what_was_acknowledged() {
         let schema = fresh_schema("reopen");

@@ -17,16 +17,20 @@
 //! A small pool of other connections ([`PostgresOptions::pool`]); a read sees everything
 //! committed before it started.
 //!
-//! ## The feed
-//! Observations this process commits are announced on the broadcast feed, in sequence
-//! order, before their `record` resolves. (Observations committed by another process are
-//! read with [`Store::observations`]; a push across processes is the next step.)
+//! ## The feed, across processes
+//! Every observation committed into the database, by this process or any other, is
+//! announced on the broadcast feed in sequence order; this process's own before their
+//! `record` resolves. Other processes' commits arrive through LISTEN/NOTIFY, used only
+//! as a wake-up (one notification per committed batch; the rows are read from the
+//! table): see the `follow` module. Behind a transaction-pooling PgBouncer, set
+//! `listen=false`: the feed then polls every `poll` (default 1 s).
 //!
 //! ## Migrations
 //! Versioned, in one transaction under an advisory lock, at open unless the URL says
 //! `migrate=false` (then a schema that is not current is refused, and [`migrate`] brings
 //! it up to date as a step of its own).
 
+mod follow;
 mod options;
 mod rows;
 mod schema;
@@ -139,15 +143,32 @@ impl PostgresStore {
             .max_size(options.pool)
             .build()
             .map_err(|e| open_error(&location, e))?;
+        let last: i64 = client
+            .query_one("SELECT next - 1 FROM observation_seq", &[])
+            .await
+            .map_err(|e| open_error(&location, unreachable(&options, &e)))?
+            .get(0);
         let (feed, _) = broadcast::channel(options.feed_capacity.clamp(1, 1 << 24));
         let weak = feed.downgrade();
+        let (committed, committed_rx) = mpsc::unbounded_channel();
+        let follower = tokio::spawn(
+            follow::Follower {
+                options: options.clone(),
+                pool: pool.clone(),
+                feed,
+                committed: committed_rx,
+                last: rows::from_sql(last),
+            }
+            .run(),
+        );
         let (commands, receiver) = mpsc::unbounded_channel();
         tokio::spawn(
             Writer {
                 client: Some(client),
                 options,
                 commands: receiver,
-                feed,
+                committed,
+                follower,
             }
             .run(),
         );

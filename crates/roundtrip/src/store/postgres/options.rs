@@ -26,6 +26,13 @@ pub struct PostgresOptions {
     /// How many observations a subscriber may fall behind before it lags (default
     /// 16384).
     pub feed_capacity: usize,
+    /// Wake up on other processes' commits with LISTEN/NOTIFY (default). Off
+    /// (`listen=false`) behind a transaction-pooling PgBouncer, where LISTEN silently
+    /// receives nothing: the feed then polls every `poll`.
+    pub listen: bool,
+    /// How often the feed reads other processes' commits without a wake-up (default 1 s;
+    /// a safety net while listening, the only way in when not).
+    pub poll: std::time::Duration,
     /// The URL, password masked, for messages.
     pub location: String,
 }
@@ -40,12 +47,14 @@ impl std::fmt::Debug for PostgresOptions {
             .field("migrate", &self.migrate)
             .field("max_batch", &self.max_batch)
             .field("feed_capacity", &self.feed_capacity)
+            .field("listen", &self.listen)
+            .field("poll", &self.poll)
             .finish()
     }
 }
 
 /// roundtrip's own URL parameters.
-const OWN: &[&str] = &["schema", "pool", "migrate", "max_batch"];
+const OWN: &[&str] = &["schema", "pool", "migrate", "max_batch", "listen", "poll"];
 
 impl PostgresOptions {
     /// Parses `postgres://…` or `postgresql://…`.
@@ -70,6 +79,8 @@ impl PostgresOptions {
             migrate: true,
             max_batch: 4096,
             feed_capacity: 16_384,
+            listen: true,
+            poll: std::time::Duration::from_secs(1),
             location,
         };
         let mut driver = parsed.clone();
@@ -81,15 +92,9 @@ impl PostgresOptions {
                     "schema" => options.schema = schema_name(&value)?,
                     "pool" => options.pool = number(&key, &value, 1, 64)?,
                     "max_batch" => options.max_batch = number(&key, &value, 1, 100_000)?,
-                    "migrate" => {
-                        options.migrate = match value.as_ref() {
-                            "true" => true,
-                            "false" => false,
-                            _ => {
-                                return Err(format!("`migrate={value}` must be `true` or `false`"));
-                            }
-                        }
-                    }
+                    "migrate" => options.migrate = boolean(&key, &value)?,
+                    "listen" => options.listen = boolean(&key, &value)?,
+                    "poll" => options.poll = poll(&value)?,
                     _ => {
                         passed.append_pair(&key, &value);
                     }
@@ -142,6 +147,24 @@ fn schema_name(value: &str) -> Result<String, String> {
     }
 }
 
+fn boolean(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{key}={value}` must be `true` or `false`")),
+    }
+}
+
+fn poll(value: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    humantime::parse_duration(value)
+        .ok()
+        .filter(|d| (Duration::from_millis(10)..=Duration::from_secs(3600)).contains(d))
+        .ok_or_else(|| {
+            format!("`poll={value}` must be a duration from 10ms to 1h, e.g. `poll=250ms`")
+        })
+}
+
 fn number(key: &str, value: &str, min: usize, max: usize) -> Result<usize, String> {
     value
         .parse::<usize>()
@@ -157,11 +180,15 @@ mod tests {
     #[test]
     fn urls_carry_the_connection_and_roundtrip_s_parameters() {
         let o = PostgresOptions::from_url(
-            "postgres://rt:s3cret@db.internal:6543/results?schema=ci_runs&pool=8&migrate=false&sslmode=require&max_batch=500",
+            "postgres://rt:s3cret@db.internal:6543/results?schema=ci_runs&pool=8&migrate=false&sslmode=require&max_batch=500&listen=false&poll=250ms",
         )
         .expect("parses");
         assert_eq!(o.schema, "ci_runs");
         assert_eq!((o.pool, o.migrate, o.max_batch), (8, false, 500));
+        assert_eq!(
+            (o.listen, o.poll),
+            (false, std::time::Duration::from_millis(250))
+        );
         assert_eq!(o.config.get_dbname(), Some("results"));
         assert_eq!(o.config.get_user(), Some("rt"));
         assert_eq!(o.config.get_ports(), [6543]);
@@ -185,6 +212,7 @@ mod tests {
         assert!(err("postgres://h/db?schema=Robert%27);--").contains("not a schema name"));
         assert!(err("postgres://h/db?pool=0").contains("from 1 to 64"));
         assert!(err("postgres://h/db?migrate=yes").contains("`true` or `false`"));
+        assert!(err("postgres://h/db?poll=1ms").contains("from 10ms to 1h"));
         let unknown = err("postgres://u:hunter2@h/db?colour=red");
         assert!(
             unknown.contains("roundtrip's own parameters are `schema`"),

@@ -16,9 +16,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use roundtrip_core::observation::Observation;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
+use super::follow::{Committed, channel};
 use super::rows::{Encoded, ObservationColumns, b, to_sql, write_error};
 use super::{PostgresOptions, connect};
 use crate::error::error_chain;
@@ -62,6 +63,14 @@ pub(super) enum Command {
     Close(Reply<()>),
 }
 
+enum Answer {
+    Record(
+        Reply<Arc<Observation>>,
+        Result<Arc<Observation>, StoreError>,
+    ),
+    Write(Reply<()>, Result<(), StoreError>),
+}
+
 enum Pending {
     Record(Box<Encoded>, Reply<Arc<Observation>>),
     Write(WriteOp, Reply<()>),
@@ -71,7 +80,9 @@ pub(super) struct Writer {
     pub(super) client: Option<Client>,
     pub(super) options: PostgresOptions,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
-    pub(super) feed: broadcast::Sender<Arc<Observation>>,
+    /// Where committed observations go to be published (the follower owns the feed).
+    pub(super) committed: mpsc::UnboundedSender<Committed>,
+    pub(super) follower: tokio::task::JoinHandle<()>,
 }
 
 impl Writer {
@@ -105,8 +116,10 @@ impl Writer {
         // Commands queued after the close are dropped unanswered: their callers see
         // `StoreError::Closed`, and nothing they sent was acknowledged.
         self.commands.close();
-        drop(self.feed);
+        drop(self.committed);
         drop(self.client);
+        // The feed ends when the follower stops.
+        let _ = self.follower.await;
         if let Some(reply) = close {
             let _ = reply.send(Ok(()));
         }
@@ -126,7 +139,8 @@ impl Writer {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        let outcomes = match apply(client, pending).await {
+        let notify = channel(&self.options.schema);
+        let outcomes = match apply(client, pending, &notify).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 if client.is_closed() {
@@ -135,18 +149,38 @@ impl Writer {
                 return fail_all(pending, "commit a batch of writes", &error_chain(&e));
             }
         };
+        let mut replies = Vec::with_capacity(pending.len());
+        let mut observations = Vec::new();
         for (item, outcome) in pending.drain(..).zip(outcomes) {
             match item {
                 Pending::Record(encoded, reply) => {
                     let committed = outcome.map(|seq| Arc::new(encoded.observation.committed(seq)));
                     if let Ok(o) = &committed {
-                        // Published before the waiter wakes, as SQLite's writer does.
-                        let _ = self.feed.send(Arc::clone(o));
+                        observations.push(Arc::clone(o));
                     }
+                    replies.push(Answer::Record(reply, committed));
+                }
+                Pending::Write(_, reply) => replies.push(Answer::Write(reply, outcome.map(drop))),
+            }
+        }
+        // On the feed before the waiters wake, as SQLite's writer does.
+        if !observations.is_empty() {
+            let (published, done) = oneshot::channel();
+            let batch = Committed {
+                observations,
+                published,
+            };
+            if self.committed.send(batch).is_ok() {
+                let _ = done.await;
+            }
+        }
+        for answer in replies {
+            match answer {
+                Answer::Record(reply, committed) => {
                     let _ = reply.send(committed);
                 }
-                Pending::Write(_, reply) => {
-                    let _ = reply.send(outcome.map(drop));
+                Answer::Write(reply, outcome) => {
+                    let _ = reply.send(outcome);
                 }
             }
         }
@@ -158,6 +192,7 @@ impl Writer {
 async fn apply(
     client: &mut Client,
     pending: &[Pending],
+    notify: &str,
 ) -> Result<Vec<Result<u64, StoreError>>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let mut outcomes: Vec<Option<Result<u64, StoreError>>> = Vec::with_capacity(pending.len());
@@ -186,6 +221,15 @@ async fn apply(
                 start = end;
             }
         }
+    }
+    let recorded = pending
+        .iter()
+        .zip(&outcomes)
+        .any(|(p, o)| matches!(p, Pending::Record(..)) && matches!(o, Some(Ok(_))));
+    if recorded {
+        // One wake-up per batch, delivered with the commit (never one per row: a NOTIFY
+        // takes a lock at commit that serialises every notifying transaction).
+        tx.execute("SELECT pg_notify($1, '')", &[&notify]).await?;
     }
     tx.commit().await?;
     Ok(outcomes
