@@ -30,6 +30,12 @@ pub enum Command {
     Report(ReportArgs),
     /// List recent runs in the store.
     Runs(RunsArgs),
+    /// Bring the store's schema up to date, as a step of its own (before services and
+    /// runners open it with `migrate=false`). Exit code 3 if the store cannot be reached.
+    Migrate(MigrateArgs),
+    /// Delete runs older than `--older-than`, with everything they recorded (the
+    /// Postgres store; SQLite files are deleted whole, DynamoDB expires items itself).
+    Gc(GcArgs),
     /// Remove AWS queues, rules and subscriptions that a killed run left behind
     /// (`roundtrip-h-…`). Listeners remove their own when a run ends, also when it fails
     /// or is interrupted; this is for a process that died. Exit code 3 if any removal
@@ -164,6 +170,21 @@ pub struct ReportArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub store: StoreArg,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Delete the runs that started longer ago than this, e.g. `7d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub older_than: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1700,3 +1700,62 @@ fn a_terminated_run_removes_its_aws_resources() {
         explain(&after)
     );
 }
+
+#[test]
+fn store_upkeep_commands_say_what_they_did_and_refuse_what_they_cannot_do() {
+    let s = Scratch::new();
+    let o = roundtrip(&["migrate", "--store", &s.store()]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(stdout(&o).contains("up to date"), "{}", explain(&o));
+    let o = roundtrip(&["gc", "--store", &s.store(), "--older-than", "7d"]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("an SQLite store is a file"),
+        "{}",
+        explain(&o)
+    );
+    let o = roundtrip(&["gc", "--store", &s.store(), "--older-than", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+}
+
+/// The Postgres store end to end through the CLI: a run recorded into it, listed,
+/// reported, and deleted by `gc`; `migrate` as a step of its own.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_postgres_store_records_reports_and_forgets_runs() {
+    let base = std::env::var("ROUNDTRIP_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("cli_{}", std::process::id());
+    let store = format!("{base}?schema={schema}");
+    let o = roundtrip(&["migrate", "--store", &format!("{store}&migrate=false")]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("migrated from schema version 0 to"),
+        "{}",
+        explain(&o)
+    );
+    let s = Scratch::new();
+    let suite = s.write(
+        "pg.yaml",
+        &format!("name: pg\n{}", LISTEN_ONLY.replace("PORT", "0")),
+    );
+    let o = roundtrip(&["run", &suite, "--store", &format!("{store}&migrate=false")]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let o = roundtrip(&["runs", "--store", &store]);
+    assert!(stdout(&o).contains("pg"), "{}", explain(&o));
+    let o = roundtrip(&["report", "latest", "--store", &store]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(stdout(&o).contains("nothing to see"), "{}", explain(&o));
+    let o = roundtrip(&["gc", "--store", &store, "--older-than", "0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(stdout(&o).contains("deleted 1 run(s)"), "{}", explain(&o));
+    let o = roundtrip(&["runs", "--store", &store]);
+    assert!(stdout(&o).contains("no runs in"), "{}", explain(&o));
+    let _ = std::process::Command::new("psql")
+        .args([
+            &base,
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .output();
+}

@@ -5,6 +5,7 @@ use crate::args::{Cli, Command};
 #[cfg(feature = "aws")]
 mod aws_cleanup;
 mod check;
+mod maintain;
 mod report;
 mod run;
 mod runs;
@@ -16,6 +17,8 @@ pub async fn dispatch(cli: Cli) -> u8 {
         Command::Check(args) => check::check(&args),
         Command::Report(args) => report::report(args).await,
         Command::Runs(args) => runs::runs(args).await,
+        Command::Migrate(args) => maintain::migrate(args).await,
+        Command::Gc(args) => maintain::gc(args).await,
         #[cfg(feature = "aws")]
         Command::AwsCleanup(args) => aws_cleanup::aws_cleanup(args).await,
         #[cfg(not(feature = "aws"))]

@@ -28,7 +28,10 @@ pub async fn report(args: ReportArgs) -> u8 {
             Ok(runs) => match runs.into_iter().next() {
                 Some(r) => r.run_id,
                 None => {
-                    eprintln!("error: the store {} has no runs", args.store.store);
+                    eprintln!(
+                        "error: the store {} has no runs",
+                        roundtrip_core::redact::url(&args.store.store)
+                    );
                     return exit::USAGE;
                 }
             },

@@ -22,7 +22,10 @@ pub async fn runs(args: RunsArgs) -> u8 {
     };
     match store.runs(args.limit).await {
         Ok(runs) if runs.is_empty() => {
-            out(&format!("no runs in {}", args.store.store));
+            out(&format!(
+                "no runs in {}",
+                roundtrip_core::redact::url(&args.store.store)
+            ));
             exit::OK
         }
         Ok(runs) => {

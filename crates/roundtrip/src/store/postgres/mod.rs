@@ -25,6 +25,9 @@
 //! table): see the `follow` module. Behind a transaction-pooling PgBouncer, set
 //! `listen=false`: the feed then polls every `poll` (default 1 s).
 //!
+//! ## Retention
+//! [`gc`] deletes whole runs older than a cutoff, in batches (`roundtrip gc`).
+//!
 //! ## Migrations
 //! Versioned, in one transaction under an advisory lock, at open unless the URL says
 //! `migrate=false` (then a schema that is not current is refused, and [`migrate`] brings
@@ -32,11 +35,13 @@
 
 mod follow;
 mod options;
+mod retention;
 mod rows;
 mod schema;
 mod writer;
 
 pub use options::PostgresOptions;
+pub use retention::{Deleted, gc};
 pub use schema::{SCHEMA_VERSION, SchemaError};
 /// The driver, for callers that need the database directly (administration, tests).
 pub use tokio_postgres;

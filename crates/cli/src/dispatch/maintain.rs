@@ -1,0 +1,119 @@
+//! `roundtrip migrate` and `roundtrip gc`: the store's upkeep, as steps of their own.
+
+use super::print_error;
+use crate::args::{GcArgs, MigrateArgs};
+use crate::display::out;
+use crate::exit;
+
+/// The store's schema brought up to date. SQLite migrates at open, so opening it is the
+/// whole step; a DynamoDB table has no schema to migrate.
+pub async fn migrate(args: MigrateArgs) -> u8 {
+    let url = args.store.store.as_str();
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        use roundtrip::store::postgres::{PostgresOptions, SCHEMA_VERSION, migrate};
+        let options = match PostgresOptions::from_url(url) {
+            Ok(o) => o,
+            Err(why) => {
+                eprintln!("error: {why}");
+                return exit::USAGE;
+            }
+        };
+        return match migrate(&options).await {
+            Ok(from) if from == SCHEMA_VERSION => {
+                out(&format!(
+                    "{}: schema version {SCHEMA_VERSION}, up to date",
+                    options.location
+                ));
+                exit::OK
+            }
+            Ok(from) => {
+                out(&format!(
+                    "{}: migrated from schema version {from} to {SCHEMA_VERSION}",
+                    options.location
+                ));
+                exit::OK
+            }
+            Err(e) => {
+                print_error(&e);
+                exit::HARNESS
+            }
+        };
+    }
+    match roundtrip::store::open(url).await {
+        Ok(store) => {
+            let closed = store.close().await;
+            if let Err(e) = closed {
+                print_error(&e);
+                return exit::HARNESS;
+            }
+            out(&format!("{}: up to date", roundtrip_core::redact::url(url)));
+            exit::OK
+        }
+        Err(e) => {
+            print_error(&e);
+            store_error_code(url)
+        }
+    }
+}
+
+/// Old runs deleted (Postgres only).
+pub async fn gc(args: GcArgs) -> u8 {
+    let url = args.store.store.as_str();
+    let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !is_postgres {
+        eprintln!(
+            "error: `roundtrip gc` deletes old runs from a Postgres store; an SQLite store is \
+             a file (delete it, or start a new one with `--store`), and DynamoDB expires \
+             items itself (`ttl=` in its URL)"
+        );
+        return exit::USAGE;
+    }
+    #[cfg(feature = "postgres")]
+    {
+        use roundtrip::store::postgres::{PostgresOptions, gc};
+        let options = match PostgresOptions::from_url(url) {
+            Ok(o) => o,
+            Err(why) => {
+                eprintln!("error: {why}");
+                return exit::USAGE;
+            }
+        };
+        match gc(&options, args.older_than).await {
+            Ok(deleted) => {
+                out(&format!(
+                    "{}: deleted {} run(s) older than {} and their {} observation(s)",
+                    options.location,
+                    deleted.runs,
+                    humantime::format_duration(args.older_than),
+                    deleted.observations
+                ));
+                exit::OK
+            }
+            Err(e) => {
+                print_error(&e);
+                exit::HARNESS
+            }
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = args.older_than;
+        eprintln!(
+            "error: the `postgres` store backend is not compiled into this build of \
+             roundtrip; rebuild with `--features postgres`"
+        );
+        exit::USAGE
+    }
+}
+
+/// A store that cannot be opened: a usage error when the URL names a backend this build
+/// lacks or is malformed, an infrastructure error otherwise.
+fn store_error_code(url: &str) -> u8 {
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") if !cfg!(feature = "postgres") => exit::USAGE,
+        Some("dynamodb") if !cfg!(feature = "dynamodb") => exit::USAGE,
+        Some("postgres" | "postgresql" | "dynamodb") | None => exit::HARNESS,
+        Some(_) => exit::USAGE,
+    }
+}
