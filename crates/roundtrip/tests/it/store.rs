@@ -807,6 +807,98 @@ mod postgres_backend {
         }
     }
 
+    /// The writer process `examples/pg_writer.rs`, built beside this test by `cargo test`.
+    fn pg_writer() -> std::path::PathBuf {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/debug");
+        dir.join("examples").join("pg_writer")
+    }
+
+    /// The cursor trap: several writer processes, each holding its transactions open for
+    /// random times, and a reader that follows `seq > last` while they write. Had a
+    /// number been taken at insert and committed late, the reader would have passed it
+    /// and never seen its row. Its set must equal the committed set, every time; so must
+    /// the feed of a store in this process.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_following_seq_misses_nothing_that_writer_processes_commit() {
+        const WRITERS: usize = 4;
+        const EACH: u64 = 150;
+        let schema = fresh_schema("cursor");
+        let _drop = DropSchema(schema.clone());
+        let url = postgres_url(&schema);
+        let store = open_postgres(&url, FEED).await;
+        new_run(&store, "run-a").await;
+        let mut feed = store.subscribe();
+        let mut children = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let mut command = tokio::process::Command::new(pg_writer());
+            command.args([&url, "run-a", &format!("w{w}"), &EACH.to_string()]);
+            children.spawn(async move { command.output().await });
+        }
+        // Follow while they write; the tick only paces the reads.
+        let mut read = HashSet::new();
+        let mut last = 0;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(2));
+        let mut outputs = Vec::new();
+        loop {
+            tokio::select! {
+                done = children.join_next(), if !children.is_empty() => {
+                    outputs.push(done.expect("a child").expect("joined").expect("spawned"));
+                }
+                _ = tick.tick() => {}
+            }
+            let finished = children.is_empty();
+            loop {
+                let page = store.observations("run-a", last, 500).await.expect("read");
+                for o in &page {
+                    assert!(
+                        o.seq > last,
+                        "rows came out of order: {} after {last}",
+                        o.seq
+                    );
+                    last = o.seq;
+                    read.insert(o.seq);
+                }
+                if page.len() < 500 {
+                    break;
+                }
+            }
+            if finished {
+                break;
+            }
+        }
+        let mut committed = HashSet::new();
+        for out in &outputs {
+            assert!(
+                out.status.success(),
+                "a writer failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                committed.insert(line.parse::<u64>().expect("a sequence number"));
+            }
+        }
+        assert_eq!(committed.len(), WRITERS * EACH as usize);
+        let missed: Vec<_> = committed.difference(&read).collect();
+        assert!(
+            missed.is_empty(),
+            "the reader skipped {} rows: {missed:?}",
+            missed.len()
+        );
+        assert_eq!(read, committed);
+        let pushed: HashSet<u64> = collect(&mut feed, committed.len())
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(
+            pushed, committed,
+            "the feed carries every process's commits"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_store_keeps_what_was_acknowledged() {
         let schema = fresh_schema("reopen");

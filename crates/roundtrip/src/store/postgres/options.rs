@@ -35,6 +35,11 @@ pub struct PostgresOptions {
     pub poll: std::time::Duration,
     /// The URL, password masked, for messages.
     pub location: String,
+    /// For tests of commit ordering only (never set from a URL): the writer holds each
+    /// transaction open for a random time in this range, once right after it begins
+    /// and once more after its inserts, before it commits.
+    #[doc(hidden)]
+    pub hold_in_transaction: Option<(std::time::Duration, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -82,6 +87,7 @@ impl PostgresOptions {
             listen: true,
             poll: std::time::Duration::from_secs(1),
             location,
+            hold_in_transaction: None,
         };
         let mut driver = parsed.clone();
         driver.set_query(None);

@@ -140,7 +140,8 @@ impl Writer {
             return;
         };
         let notify = channel(&self.options.schema);
-        let outcomes = match apply(client, pending, &notify).await {
+        let hold = self.options.hold_in_transaction;
+        let outcomes = match apply(client, pending, &notify, hold).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 if client.is_closed() {
@@ -193,8 +194,10 @@ async fn apply(
     client: &mut Client,
     pending: &[Pending],
     notify: &str,
+    hold: Option<(std::time::Duration, std::time::Duration)>,
 ) -> Result<Vec<Result<u64, StoreError>>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    hold_for(hold).await;
     let mut outcomes: Vec<Option<Result<u64, StoreError>>> = Vec::with_capacity(pending.len());
     outcomes.resize_with(pending.len(), || None);
     let mut start = 0;
@@ -222,6 +225,7 @@ async fn apply(
             }
         }
     }
+    hold_for(hold).await;
     let recorded = pending
         .iter()
         .zip(&outcomes)
@@ -297,6 +301,19 @@ async fn insert_observations(
         columns.insert(tx).await?;
     }
     Ok(())
+}
+
+/// The test-only pause of [`PostgresOptions::hold_in_transaction`].
+async fn hold_for(hold: Option<(std::time::Duration, std::time::Duration)>) {
+    if let Some((min, max)) = hold {
+        let span = max.saturating_sub(min).as_micros() as u64;
+        let extra = if span == 0 {
+            0
+        } else {
+            rand::random::<u64>() % span
+        };
+        tokio::time::sleep(min + std::time::Duration::from_micros(extra)).await;
+    }
 }
 
 impl WriteOp {
