@@ -174,6 +174,7 @@ impl PostgresStore {
                 commands: receiver,
                 committed,
                 follower,
+                runs: std::collections::HashSet::new(),
             }
             .run(),
         );

@@ -96,7 +96,6 @@ fn from_json<T: serde::de::DeserializeOwned>(
 /// Observations to insert together, as the columns of one `UNNEST`.
 #[derive(Debug, Default)]
 pub(super) struct ObservationColumns<'a> {
-    seq: Vec<i64>,
     run_id: Vec<&'a str>,
     channel: Vec<&'a [u8]>,
     correlation_id: Vec<Option<&'a [u8]>>,
@@ -131,9 +130,8 @@ impl Encoded {
 }
 
 impl<'a> ObservationColumns<'a> {
-    pub(super) fn push(&mut self, seq: u64, e: &'a Encoded) {
+    pub(super) fn push(&mut self, e: &'a Encoded) {
         let o = &e.observation;
-        self.seq.push(to_sql(seq));
         self.run_id.push(&o.run_id);
         self.channel.push(b(&o.channel));
         self.correlation_id.push(o.correlation_id.as_deref().map(b));
@@ -150,40 +148,53 @@ impl<'a> ObservationColumns<'a> {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.seq.is_empty()
+        self.run_id.is_empty()
     }
 
-    /// Inserts every row in one statement.
+    /// Takes `len` sequence numbers and inserts every row with them, in order, in one
+    /// statement; returns the first number.
     pub(super) async fn insert(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
-    ) -> Result<(), tokio_postgres::Error> {
-        tx.execute(
-            "INSERT INTO observations (seq, run_id, channel, correlation_id, payload,
-                 payload_size, truncated, is_json, headers, message_id, key, meta, received_at,
-                 received_mono)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bytea[], $4::bytea[],
-                 $5::bytea[], $6::bigint[], $7::boolean[], $8::boolean[], $9::text[],
-                 $10::bytea[], $11::bytea[], $12::text[], $13::bigint[], $14::bigint[])",
-            &[
-                &self.seq,
-                &self.run_id,
-                &self.channel,
-                &self.correlation_id,
-                &self.payload,
-                &self.payload_size,
-                &self.truncated,
-                &self.is_json,
-                &self.headers,
-                &self.message_id,
-                &self.key,
-                &self.meta,
-                &self.received_at,
-                &self.received_mono,
-            ],
-        )
-        .await
-        .map(drop)
+    ) -> Result<u64, tokio_postgres::Error> {
+        let n = i64::try_from(self.run_id.len()).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(
+                "WITH s AS (
+                     UPDATE observation_seq SET next = next + $1 RETURNING next - $1 AS first)
+                 INSERT INTO observations (seq, run_id, channel, correlation_id, payload,
+                     payload_size, truncated, is_json, headers, message_id, key, meta,
+                     received_at, received_mono)
+                 SELECT s.first + u.ord - 1, u.run_id, u.channel, u.correlation_id, u.payload,
+                     u.payload_size, u.truncated, u.is_json, u.headers, u.message_id, u.key,
+                     u.meta, u.received_at, u.received_mono
+                 FROM s, UNNEST($2::text[], $3::bytea[], $4::bytea[], $5::bytea[],
+                     $6::bigint[], $7::boolean[], $8::boolean[], $9::text[], $10::bytea[],
+                     $11::bytea[], $12::text[], $13::bigint[], $14::bigint[])
+                     WITH ORDINALITY AS u(run_id, channel, correlation_id, payload,
+                         payload_size, truncated, is_json, headers, message_id, key, meta,
+                         received_at, received_mono, ord)
+                 RETURNING seq",
+                &[
+                    &n,
+                    &self.run_id,
+                    &self.channel,
+                    &self.correlation_id,
+                    &self.payload,
+                    &self.payload_size,
+                    &self.truncated,
+                    &self.is_json,
+                    &self.headers,
+                    &self.message_id,
+                    &self.key,
+                    &self.meta,
+                    &self.received_at,
+                    &self.received_mono,
+                ],
+            )
+            .await?;
+        let first = rows.iter().map(|r| r.get::<_, i64>(0)).min().unwrap_or(0);
+        Ok(from_sql(first))
     }
 }
 

@@ -83,6 +83,8 @@ pub(super) struct Writer {
     /// Where committed observations go to be published (the follower owns the feed).
     pub(super) committed: mpsc::UnboundedSender<Committed>,
     pub(super) follower: tokio::task::JoinHandle<()>,
+    /// Runs known to exist.
+    pub(super) runs: HashSet<String>,
 }
 
 impl Writer {
@@ -141,9 +143,10 @@ impl Writer {
         };
         let notify = channel(&self.options.schema);
         let hold = self.options.hold_in_transaction;
-        let outcomes = match apply(client, pending, &notify, hold).await {
+        let outcomes = match apply(client, pending, &notify, hold, &mut self.runs).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
+                self.runs.clear();
                 if client.is_closed() {
                     self.client = None;
                 }
@@ -195,6 +198,7 @@ async fn apply(
     pending: &[Pending],
     notify: &str,
     hold: Option<(std::time::Duration, std::time::Duration)>,
+    runs: &mut HashSet<String>,
 ) -> Result<Vec<Result<u64, StoreError>>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     hold_for(hold).await;
@@ -220,7 +224,8 @@ async fn apply(
                     .iter()
                     .position(|p| matches!(p, Pending::Write(..)))
                     .map_or(pending.len(), |n| start + n);
-                insert_observations(&tx, &pending[start..end], &mut outcomes[start..end]).await?;
+                insert_observations(&tx, &pending[start..end], &mut outcomes[start..end], runs)
+                    .await?;
                 start = end;
             }
         }
@@ -249,6 +254,7 @@ async fn insert_observations(
     tx: &tokio_postgres::Transaction<'_>,
     items: &[Pending],
     outcomes: &mut [Option<Result<u64, StoreError>>],
+    runs: &mut HashSet<String>,
 ) -> Result<(), tokio_postgres::Error> {
     let encoded: Vec<&Encoded> = items
         .iter()
@@ -257,48 +263,42 @@ async fn insert_observations(
             Pending::Write(..) => None,
         })
         .collect();
-    // A run id Postgres text cannot hold (a NUL) names no run.
+    // Runs already seen need no look-up (runs are deleted only by `gc`, long after their
+    // last observation; a deleted one fails the batch on its foreign key, and the cache
+    // is emptied). A run id Postgres text cannot hold (a NUL) names no run.
     let asked: Vec<&str> = encoded
         .iter()
         .map(|e| e.observation.run_id.as_str())
-        .filter(|id| !id.contains('\0'))
+        .filter(|id| !id.contains('\0') && !runs.contains(*id))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let known: HashSet<String> = tx
-        .query("SELECT run_id FROM runs WHERE run_id = ANY($1)", &[&asked])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let accepted = encoded
-        .iter()
-        .filter(|e| known.contains(&e.observation.run_id))
-        .count();
-    let mut next = 0u64;
-    if accepted > 0 {
-        let n = i64::try_from(accepted).unwrap_or(i64::MAX);
-        let first: i64 = tx
-            .query_one(
-                "UPDATE observation_seq SET next = next + $1 RETURNING next - $1",
-                &[&n],
-            )
+    if !asked.is_empty() {
+        for row in tx
+            .query("SELECT run_id FROM runs WHERE run_id = ANY($1)", &[&asked])
             .await?
-            .get(0);
-        next = first as u64;
+        {
+            runs.insert(row.get(0));
+        }
     }
     let mut columns = ObservationColumns::default();
+    for e in &encoded {
+        if runs.contains(&e.observation.run_id) {
+            columns.push(e);
+        }
+    }
+    let mut next = if columns.is_empty() {
+        0
+    } else {
+        columns.insert(tx).await?
+    };
     for (e, outcome) in encoded.iter().zip(outcomes.iter_mut()) {
-        if known.contains(&e.observation.run_id) {
-            columns.push(next, e);
+        if runs.contains(&e.observation.run_id) {
             *outcome = Some(Ok(next));
             next += 1;
         } else {
             *outcome = Some(Err(StoreError::NoSuchRun(e.observation.run_id.clone())));
         }
-    }
-    if !columns.is_empty() {
-        columns.insert(tx).await?;
     }
     Ok(())
 }
