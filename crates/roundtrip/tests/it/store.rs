@@ -638,7 +638,7 @@ impl Drop for DropSchema {
                 {
                     tokio::spawn(connection);
                     let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
                         .await;
                 }
             });
@@ -897,6 +897,69 @@ mod postgres_backend {
             pushed, committed,
             "the feed carries every process's commits"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_deleted_by_gc_is_no_such_run_to_a_writer_that_knew_it() {
+        let schema = fresh_schema("gc");
+        let _drop = DropSchema(schema.clone());
+        let url = postgres_url(&schema);
+        let store = open_postgres(&url, FEED).await;
+        new_run(&store, "old").await;
+        store
+            .record(json_observation("old", 1))
+            .await
+            .expect("record");
+        let options = PostgresOptions::from_url(&url).expect("a valid URL");
+        let deleted = roundtrip::store::postgres::gc(&options, std::time::Duration::ZERO)
+            .await
+            .expect("gc");
+        assert_eq!((deleted.runs, deleted.observations), (1, 1));
+        // The writer had the run cached: the write is refused for the run, not as an
+        // I/O failure, and an unrelated write in the same moment is not harmed.
+        new_run(&store, "new").await;
+        let (gone, kept) = tokio::join!(
+            store.record(json_observation("old", 2)),
+            store.record(json_observation("new", 3))
+        );
+        assert!(matches!(gone, Err(StoreError::NoSuchRun(_))), "{gone:?}");
+        kept.expect("the other run's observation commits");
+        assert!(
+            store
+                .observations("old", 0, 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn options_built_in_code_are_checked_and_keyword_schemas_work() {
+        let url = postgres_url("roundtrip");
+        let bad = PostgresOptions {
+            schema: "x; DROP TABLE runs".to_owned(),
+            ..PostgresOptions::from_url(&url).expect("a valid URL")
+        };
+        let err = PostgresStore::open_with(bad).await.expect_err("refused");
+        assert!(
+            error_chain(&err).contains("not a schema name"),
+            "{}",
+            error_chain(&err)
+        );
+        let zero = PostgresOptions {
+            pool: 0,
+            ..PostgresOptions::from_url(&url).expect("a valid URL")
+        };
+        assert!(PostgresStore::open_with(zero).await.is_err());
+        // A keyword is quoted wherever it is written.
+        let _drop = DropSchema("user".to_owned());
+        let store = open_postgres(&postgres_url("user"), FEED).await;
+        new_run(&store, "run-a").await;
+        store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        store.close().await.expect("close");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

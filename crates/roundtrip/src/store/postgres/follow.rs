@@ -13,9 +13,9 @@
 //! last published observation, after the rows of other processes committed in between
 //! otherwise.
 //!
-//! Behind a transaction-pooling PgBouncer, `LISTEN` is accepted and then receives
-//! nothing; `listen=false` in the store's URL turns it off, and the timer (`poll=`) is
-//! then the only way other processes' observations arrive.
+//! Where LISTEN cannot work (a transaction-pooling PgBouncer accepts it and then
+//! delivers nothing), `listen=false` in the store's URL turns it off, and the timer
+//! (`poll=`) is then the only way other processes' observations arrive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +31,10 @@ use super::rows::{OBSERVATION_COLUMNS, observation_row, to_sql};
 /// Observations read per query while catching up.
 const PAGE: i64 = 4096;
 
-/// How often a gap before this process's own batch is read again before the batch is
-/// published anyway.
-const GAP_TRIES: usize = 3;
+/// How long a gap before this process's own batch is read again (with a backoff) before
+/// the batch is published anyway: the database was just written to, so a read failing
+/// for this long means it is gone for longer than any run waits.
+const GAP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The notification channel of a store's schema (at most 63 bytes, Postgres' limit).
 pub(super) fn channel(schema: &str) -> String {
@@ -107,10 +108,12 @@ impl Follower {
             return;
         };
         if first > self.last + 1 {
-            for _ in 0..GAP_TRIES {
-                if self.catch_up(Some(first)).await.is_ok() {
-                    break;
-                }
+            let give_up = tokio::time::Instant::now() + GAP_PATIENCE;
+            let mut delay = Duration::from_millis(20);
+            while self.catch_up(Some(first)).await.is_err() && tokio::time::Instant::now() < give_up
+            {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
         for o in batch.observations {

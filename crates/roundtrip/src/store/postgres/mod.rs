@@ -22,8 +22,9 @@
 //! announced on the broadcast feed in sequence order; this process's own before their
 //! `record` resolves. Other processes' commits arrive through LISTEN/NOTIFY, used only
 //! as a wake-up (one notification per committed batch; the rows are read from the
-//! table): see the `follow` module. Behind a transaction-pooling PgBouncer, set
-//! `listen=false`: the feed then polls every `poll` (default 1 s).
+//! table): see the `follow` module. Where LISTEN cannot work, `listen=false` makes the
+//! feed poll every `poll` (default 1 s). (Transaction pooling is not supported yet: the
+//! connections set `search_path` at startup and use prepared statements.)
 //!
 //! ## Retention
 //! [`gc`] deletes whole runs older than a cutoff, in batches (`roundtrip gc`).
@@ -64,6 +65,9 @@ use self::rows::{
 use self::writer::{Command, WriteOp, Writer};
 use crate::store::{RunRecord, Store, StoreError};
 
+/// The longest a read waits for a pooled connection (or to make one).
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The Postgres store. See the [module docs](self).
 #[derive(Debug)]
 pub struct PostgresStore {
@@ -88,14 +92,17 @@ async fn connect(options: &PostgresOptions) -> Result<Client, tokio_postgres::Er
 fn config(options: &PostgresOptions) -> tokio_postgres::Config {
     let mut config = options.config.clone();
     let given = config.get_options().unwrap_or_default().to_owned();
-    config.options(format!("{given} -c search_path={}", options.schema).trim());
+    config.options(format!("{given} -c search_path=\"{}\"", options.schema).trim());
     config
 }
 
-fn open_error(location: &str, why: impl std::fmt::Display) -> StoreError {
+fn open_error(
+    location: &str,
+    why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
     StoreError::Open {
         location: location.to_owned(),
-        source: why.to_string().into(),
+        source: why.into(),
     }
 }
 
@@ -112,6 +119,9 @@ fn unreachable(options: &PostgresOptions, e: &tokio_postgres::Error) -> String {
 /// Brings the store's schema up to [`SCHEMA_VERSION`]; returns the version it was at.
 /// What `roundtrip migrate` runs.
 pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
+    options
+        .validate()
+        .map_err(|why| open_error(&options.location, why))?;
     let mut client = connect(options)
         .await
         .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;
@@ -131,6 +141,9 @@ impl PostgresStore {
     /// Opens the store with these options, migrating its schema unless they say not to.
     pub async fn open_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let location = options.location.clone();
+        options
+            .validate()
+            .map_err(|why| open_error(&location, why))?;
         let mut client = connect(&options)
             .await
             .map_err(|e| open_error(&location, unreachable(&options, &e)))?;
@@ -144,8 +157,14 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits: a read (or the feed's catch-up) never waits forever for a
+        // connection.
         let pool = Pool::builder(manager)
             .max_size(options.pool)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| open_error(&location, e))?;
         let last: i64 = client
@@ -347,8 +366,8 @@ impl Store for PostgresStore {
         client
             .query(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, run_id DESC
-                     LIMIT $1"
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     ORDER BY started_at DESC, run_id COLLATE \"C\" DESC LIMIT $1"
                 ),
                 &[&limit],
             )

@@ -27,8 +27,8 @@ pub struct PostgresOptions {
     /// 16384).
     pub feed_capacity: usize,
     /// Wake up on other processes' commits with LISTEN/NOTIFY (default). Off
-    /// (`listen=false`) behind a transaction-pooling PgBouncer, where LISTEN silently
-    /// receives nothing: the feed then polls every `poll`.
+    /// (`listen=false`) where LISTEN cannot work (it silently receives nothing through a
+    /// transaction-pooling PgBouncer): the feed then polls every `poll`.
     pub listen: bool,
     /// How often the feed reads other processes' commits without a wake-up (default 1 s;
     /// a safety net while listening, the only way in when not).
@@ -64,11 +64,13 @@ const OWN: &[&str] = &["schema", "pool", "migrate", "max_batch", "listen", "poll
 impl PostgresOptions {
     /// Parses `postgres://…` or `postgresql://…`.
     pub fn from_url(url: &str) -> Result<PostgresOptions, String> {
-        let location = roundtrip_core::redact::url(url);
+        // Not echoed when it does not parse: a password with an unencoded `?`, `/` or
+        // `#` would defeat the masking.
         let parsed = url::Url::parse(url).map_err(|e| {
             format!(
-                "`{location}` is not a URL ({e}); write it like \
-                                  `postgres://user@127.0.0.1:5432/database`"
+                "the store URL is not a valid URL ({e}); write it like \
+                 `postgres://user@127.0.0.1:5432/database`, with `?`, `/`, `#` and `@` in \
+                 a password percent-encoded (`%3F`, `%2F`, `%23`, `%40`)"
             )
         })?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
@@ -77,6 +79,7 @@ impl PostgresOptions {
                 parsed.scheme()
             ));
         }
+        let location = roundtrip_core::redact::url(url);
         let mut options = PostgresOptions {
             config: tokio_postgres::Config::new(),
             schema: "roundtrip".to_owned(),
@@ -89,30 +92,35 @@ impl PostgresOptions {
             location,
             hold_in_transaction: None,
         };
-        let mut driver = parsed.clone();
-        driver.set_query(None);
-        {
-            let mut passed = driver.query_pairs_mut();
-            for (key, value) in parsed.query_pairs() {
-                match key.as_ref() {
-                    "schema" => options.schema = schema_name(&value)?,
-                    "pool" => options.pool = number(&key, &value, 1, 64)?,
-                    "max_batch" => options.max_batch = number(&key, &value, 1, 100_000)?,
-                    "migrate" => options.migrate = boolean(&key, &value)?,
-                    "listen" => options.listen = boolean(&key, &value)?,
-                    "poll" => options.poll = poll(&value)?,
-                    _ => {
-                        passed.append_pair(&key, &value);
-                    }
-                }
+        // The driver's parameters are passed on exactly as written (re-encoding would
+        // turn a space into a `+` that the driver does not decode).
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut passed = Vec::new();
+        for segment in query.split('&').filter(|s| !s.is_empty()) {
+            let Some((key, value)) = url::form_urlencoded::parse(segment.as_bytes()).next() else {
+                continue;
+            };
+            match key.as_ref() {
+                "schema" => options.schema = schema_name(&value)?,
+                "pool" => options.pool = number(&key, &value, 1, 64)?,
+                "max_batch" => options.max_batch = number(&key, &value, 1, 100_000)?,
+                "migrate" => options.migrate = boolean(&key, &value)?,
+                "listen" => options.listen = boolean(&key, &value)?,
+                "poll" => options.poll = poll(&value)?,
+                _ => passed.push(segment),
             }
         }
-        let driver = driver.as_str().trim_end_matches('?').to_owned();
+        let driver = if passed.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", passed.join("&"))
+        };
         options.config = tokio_postgres::Config::from_str(&driver).map_err(|e| {
             format!(
-                "`{}` is not a Postgres connection URL: {e} (roundtrip's own parameters are {}; \
-                 the others are libpq's, such as `sslmode` and `connect_timeout`)",
+                "`{}` is not a Postgres connection URL: {} (roundtrip's own parameters are \
+                 {}; the others are libpq's, such as `sslmode` and `connect_timeout`)",
                 options.location,
+                crate::error::error_chain(&e),
                 OWN.iter()
                     .map(|p| format!("`{p}`"))
                     .collect::<Vec<_>>()
@@ -134,12 +142,32 @@ impl PostgresOptions {
     }
 }
 
-/// A schema name roundtrip can write into SQL unquoted: lowercase ASCII letters, digits
-/// and `_`, starting with a letter, at most 63 bytes (Postgres' identifier limit).
+impl PostgresOptions {
+    /// Checks what the URL parser checks, for options built in code: the schema name
+    /// (it is written into SQL), the pool size and the poll interval.
+    pub fn validate(&self) -> Result<(), String> {
+        schema_name(&self.schema)?;
+        if self.pool == 0 {
+            return Err("the read pool needs at least 1 connection (`pool=1`)".to_owned());
+        }
+        if self.poll < std::time::Duration::from_millis(10) {
+            return Err("`poll` must be at least 10ms".to_owned());
+        }
+        if self.max_batch == 0 {
+            return Err("`max_batch` must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A schema name roundtrip accepts: lowercase ASCII letters, digits and `_`, starting
+/// with a letter, at most 63 bytes (Postgres' identifier limit), not `pg_…` (reserved for
+/// the system). It is still written quoted, so a keyword (`user`) works too.
 fn schema_name(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
         && value.len() <= 63
         && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && !value.starts_with("pg_")
         && value
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -148,7 +176,8 @@ fn schema_name(value: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "`schema={value}` is not a schema name roundtrip uses: lowercase letters, digits \
-             and `_`, starting with a letter, at most 63 (e.g. `schema=roundtrip`)"
+             and `_`, starting with a letter but not `pg_`, at most 63 (e.g. \
+             `schema=roundtrip`)"
         ))
     }
 }
@@ -219,6 +248,13 @@ mod tests {
         assert!(err("postgres://h/db?pool=0").contains("from 1 to 64"));
         assert!(err("postgres://h/db?migrate=yes").contains("`true` or `false`"));
         assert!(err("postgres://h/db?poll=1ms").contains("from 10ms to 1h"));
+        let broken = err("postgres://rt:pa?ss/wd#@db/x");
+        assert!(!broken.contains("ss/wd"), "{broken}");
+        assert!(broken.contains("percent-encoded"), "{broken}");
+        let o = PostgresOptions::from_url("postgres://h/db?application_name=my%20app&schema=s1")
+            .expect("parses");
+        assert_eq!(o.config.get_application_name(), Some("my app"));
+        assert_eq!(o.schema, "s1");
         let unknown = err("postgres://u:hunter2@h/db?colour=red");
         assert!(
             unknown.contains("roundtrip's own parameters are `schema`"),

@@ -26,6 +26,9 @@ pub struct Deleted {
 /// Deletes every run that started more than `older_than` ago, with everything it
 /// recorded. What `roundtrip gc` and a listener service's retention run.
 pub async fn gc(options: &PostgresOptions, older_than: Duration) -> Result<Deleted, StoreError> {
+    options
+        .validate()
+        .map_err(|why| open_error(&options.location, why))?;
     let client = connect(options)
         .await
         .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;

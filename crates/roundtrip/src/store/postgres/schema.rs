@@ -129,7 +129,7 @@ pub enum SchemaError {
     )]
     Foreign(String),
     /// A statement failed.
-    #[error("{0}")]
+    #[error("a statement of the schema check or migration failed")]
     Sql(#[from] tokio_postgres::Error),
 }
 
@@ -145,7 +145,10 @@ async fn version(client: &Client, schema: &str) -> Result<i64, SchemaError> {
         .get(0);
     if has_version {
         let row = client
-            .query_opt(&format!("SELECT version FROM {schema}.schema_version"), &[])
+            .query_opt(
+                &format!("SELECT version FROM \"{schema}\".schema_version"),
+                &[],
+            )
             .await?;
         return Ok(row.map_or(0, |r| r.get::<_, i64>(0)));
     }
@@ -187,9 +190,9 @@ pub(super) async fn migrate(
     }
     let tx = client.transaction().await?;
     tx.execute(MIGRATION_LOCK, &[&schema]).await?;
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .await?;
-    tx.batch_execute(&format!("SET LOCAL search_path TO {schema}"))
+    tx.batch_execute(&format!("SET LOCAL search_path TO \"{schema}\""))
         .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")
         .await?;

@@ -27,6 +27,9 @@ use crate::store::{RunRecord, StoreError};
 use roundtrip_core::observation::SentEvent;
 use roundtrip_core::run::RunStatus;
 
+/// Payload bytes per batch: far below Postgres' 1 GB limit on one message or array.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// A reply channel.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -94,9 +97,11 @@ impl Writer {
             let Some(mut command) = self.commands.recv().await else {
                 break None;
             };
+            let mut bytes = 0;
             loop {
                 match command {
                     Command::Record { observation, reply } => {
+                        bytes += observation.observation.payload.bytes.len();
                         pending.push(Pending::Record(observation, reply));
                     }
                     Command::Write { op, reply } => pending.push(Pending::Write(op, reply)),
@@ -105,7 +110,8 @@ impl Writer {
                         break 'outer Some(reply);
                     }
                 }
-                if pending.len() >= self.options.max_batch {
+                // One large observation still fits a batch alone.
+                if pending.len() >= self.options.max_batch || bytes >= MAX_BATCH_BYTES {
                     break;
                 }
                 match self.commands.try_recv() {
@@ -135,7 +141,7 @@ impl Writer {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             match connect(&self.options).await {
                 Ok(client) => self.client = Some(client),
-                Err(e) => return fail_all(pending, "connect to Postgres", &e.to_string()),
+                Err(e) => return fail_all(pending, "connect to Postgres", &error_chain(&e)),
             }
         }
         let Some(client) = self.client.as_mut() else {
@@ -143,7 +149,16 @@ impl Writer {
         };
         let notify = channel(&self.options.schema);
         let hold = self.options.hold_in_transaction;
-        let outcomes = match apply(client, pending, &notify, hold, &mut self.runs).await {
+        let mut applied = apply(client, pending, &notify, hold, &mut self.runs).await;
+        if let Err(e) = &applied
+            && e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION)
+        {
+            // A run this writer knew was deleted since (`gc`): the batch was rolled back
+            // whole; look every run up again and apply it once more.
+            self.runs.clear();
+            applied = apply(client, pending, &notify, hold, &mut self.runs).await;
+        }
+        let outcomes = match applied {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 self.runs.clear();
