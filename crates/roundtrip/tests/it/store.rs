@@ -1013,6 +1013,35 @@ mod postgres_backend {
             .record(json_observation("run-a", 3))
             .await
             .expect("still writing");
+        // The same for the other writes; a run created twice is refused alone too.
+        let event = SentEvent {
+            run_id: "run-a".to_owned(),
+            scenario: "s\0".to_owned(),
+            index: 0,
+            channel: "in\0".to_owned(),
+            correlation_id: "c".to_owned(),
+            sent_at: 1,
+            sent_mono: 2,
+            size: 3,
+            error: Some("refused: \0".to_owned()),
+        };
+        let again = run_record("run-a", 1);
+        let orphan = SentEvent {
+            run_id: "run\0a".to_owned(),
+            ..event.clone()
+        };
+        let (sent, twice, orphan) = tokio::join!(
+            store.record_sent(&event),
+            store.create_run(&again),
+            store.record_sent(&orphan),
+        );
+        sent.expect("a NUL in a sent event is stored");
+        assert!(twice.is_err(), "a run created twice");
+        assert!(
+            matches!(orphan, Err(StoreError::NoSuchRun(_))),
+            "{orphan:?}"
+        );
+        assert_eq!(store.sent_events("run-a").await.expect("read"), [event]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@
 use roundtrip_core::observation::{NewObservation, Observation, Payload, SentEvent};
 use roundtrip_core::run::RunStatus;
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 use crate::store::{RunRecord, StoreError};
 
@@ -53,22 +52,6 @@ pub(super) fn read_error(
     move |e| StoreError::Io {
         operation,
         source: Box::new(e),
-    }
-}
-
-/// Maps a write's error: a foreign-key violation means the run does not exist.
-pub(super) fn write_error(
-    operation: &'static str,
-    run_id: &str,
-    e: tokio_postgres::Error,
-) -> StoreError {
-    if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
-        StoreError::NoSuchRun(run_id.to_owned())
-    } else {
-        StoreError::Io {
-            operation,
-            source: Box::new(e),
-        }
     }
 }
 
@@ -258,7 +241,7 @@ pub(super) fn sent_row(row: &Row) -> Result<SentEvent, StoreError> {
         sent_at: int(5)?,
         sent_mono: from_sql(int(6)?),
         size: from_sql(int(7)?),
-        error: row.try_get(8).map_err(read_error("read a sent event"))?,
+        error: opt_text(row, 8)?,
     })
 }
 

@@ -51,7 +51,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         sent_at        bigint NOT NULL,
         sent_mono      bigint NOT NULL,
         size           bigint NOT NULL,
-        error          text,
+        error          bytea,
         PRIMARY KEY (run_id, scenario, idx)
     );
 

@@ -3,10 +3,11 @@
 //! Like SQLite's writer thread: it waits for the first queued command, takes whatever
 //! else is already queued (at most `max_batch` writes) into one transaction, commits it,
 //! and only then publishes each committed observation on the feed and answers its
-//! waiter. Writes are applied in the order they were handed over. A write other than an
-//! observation runs under a savepoint, so one that fails (an unknown run) fails alone; an
-//! observation for an unknown run is answered [`StoreError::NoSuchRun`] and the rest of
-//! its batch commits. Sequence numbers come from `observation_seq`, whose row lock makes
+//! waiter. Writes are applied in the order they were handed over. No write can fail as
+//! a statement (which would abort the whole transaction): an unknown run or a run
+//! created twice is found by a row count (`WHERE EXISTS`, `ON CONFLICT DO NOTHING`) and
+//! answered alone, [`StoreError::NoSuchRun`] for an observation or write of an unknown
+//! run, while the rest of its batch commits. No savepoints, so no subtransactions. Sequence numbers come from `observation_seq`, whose row lock makes
 //! them follow commit order across processes (see the schema's docs).
 //!
 //! A lost connection fails the batch in flight (its waiters get the error; nothing of it
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
 use super::follow::{Committed, channel};
-use super::rows::{Encoded, ObservationColumns, b, to_sql, write_error};
+use super::rows::{Encoded, ObservationColumns, b, to_sql};
 use super::{PostgresOptions, connect};
 use crate::error::error_chain;
 use crate::store::{RunRecord, StoreError};
@@ -223,14 +224,7 @@ async fn apply(
     while start < pending.len() {
         match &pending[start] {
             Pending::Write(op, _) => {
-                tx.batch_execute("SAVEPOINT write").await?;
-                let outcome = op.apply(&tx).await;
-                if outcome.is_err() {
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT write").await?;
-                } else {
-                    tx.batch_execute("RELEASE SAVEPOINT write").await?;
-                }
-                outcomes[start] = Some(outcome.map(|()| 0));
+                outcomes[start] = Some(op.apply(&tx).await?.map(|()| 0));
                 start += 1;
             }
             Pending::Record(..) => {
@@ -332,31 +326,67 @@ async fn hold_for(hold: Option<(std::time::Duration, std::time::Duration)>) {
 }
 
 impl WriteOp {
-    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    /// The run the write belongs to.
+    fn run_id(&self) -> &str {
         match self {
-            WriteOp::CreateRun(r) => tx
-                .execute(
-                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
-                         status, owner)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[
-                        &r.run_id,
-                        &b(&r.suite),
-                        &b(&r.suite_path),
-                        &r.started_at,
-                        &r.finished_at,
-                        &r.status.as_str(),
-                        &r.owner.as_deref().map(b),
-                    ],
-                )
-                .await
-                .map(drop)
-                .map_err(|e| write_error("create the run", &r.run_id, e)),
-            WriteOp::Sent(e) => tx
-                .execute(
+            WriteOp::CreateRun(r) => &r.run_id,
+            WriteOp::Sent(e) => &e.run_id,
+            WriteOp::Scenario { run_id, .. } | WriteOp::Finish { run_id, .. } => run_id,
+        }
+    }
+
+    /// Applies the write inside the batch's transaction. Written so that it cannot fail
+    /// as a statement (which would abort the whole transaction): a missing run, or a run
+    /// created twice, is the inner error, found by the statement's row count. The outer
+    /// error is a failure of the transaction itself.
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<Result<(), StoreError>, tokio_postgres::Error> {
+        let run_id = self.run_id();
+        // A run id Postgres text cannot hold names no run (and would fail the statement).
+        if run_id.contains('\0') {
+            return Ok(Err(match self {
+                WriteOp::CreateRun(_) => StoreError::Io {
+                    operation: "create the run",
+                    source: "a run id cannot contain a NUL character".into(),
+                },
+                _ => StoreError::NoSuchRun(run_id.to_owned()),
+            }));
+        }
+        let changed = match self {
+            WriteOp::CreateRun(r) => {
+                let created = tx
+                    .execute(
+                        "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
+                             status, owner)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (run_id) DO NOTHING",
+                        &[
+                            &r.run_id,
+                            &b(&r.suite),
+                            &b(&r.suite_path),
+                            &r.started_at,
+                            &r.finished_at,
+                            &r.status.as_str(),
+                            &r.owner.as_deref().map(b),
+                        ],
+                    )
+                    .await?;
+                if created == 0 {
+                    return Ok(Err(StoreError::Io {
+                        operation: "create the run",
+                        source: format!("run `{}` already exists", r.run_id).into(),
+                    }));
+                }
+                return Ok(Ok(()));
+            }
+            WriteOp::Sent(e) => {
+                tx.execute(
                     "INSERT INTO sent_events (run_id, scenario, idx, channel, correlation_id,
                          sent_at, sent_mono, size, error)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
                      ON CONFLICT (run_id, scenario, idx) DO UPDATE SET
                          channel = excluded.channel, correlation_id = excluded.correlation_id,
                          sent_at = excluded.sent_at, sent_mono = excluded.sent_mono,
@@ -370,41 +400,39 @@ impl WriteOp {
                         &e.sent_at,
                         &to_sql(e.sent_mono),
                         &to_sql(e.size),
-                        &e.error,
+                        &e.error.as_deref().map(b),
                     ],
                 )
-                .await
-                .map(drop)
-                .map_err(|err| write_error("record a sent event", &e.run_id, err)),
-            WriteOp::Scenario { run_id, name, json } => tx
-                .execute(
-                    "INSERT INTO scenario_results (run_id, name, result) VALUES ($1, $2, $3)
+                .await?
+            }
+            WriteOp::Scenario { run_id, name, json } => {
+                tx.execute(
+                    "INSERT INTO scenario_results (run_id, name, result)
+                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
                      ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result",
                     &[run_id, &b(name), json],
                 )
-                .await
-                .map(drop)
-                .map_err(|e| write_error("record a scenario result", run_id, e)),
+                .await?
+            }
             WriteOp::Finish {
                 run_id,
                 finished_at,
                 status,
                 json,
             } => {
-                let changed = tx
-                    .execute(
-                        "UPDATE runs SET finished_at = $2, status = $3, summary = $4
-                         WHERE run_id = $1",
-                        &[run_id, finished_at, &status.as_str(), json],
-                    )
-                    .await
-                    .map_err(|e| write_error("finish the run", run_id, e))?;
-                if changed == 0 {
-                    return Err(StoreError::NoSuchRun(run_id.clone()));
-                }
-                Ok(())
+                tx.execute(
+                    "UPDATE runs SET finished_at = $2, status = $3, summary = $4
+                     WHERE run_id = $1",
+                    &[run_id, finished_at, &status.as_str(), json],
+                )
+                .await?
             }
-        }
+        };
+        Ok(if changed == 0 {
+            Err(StoreError::NoSuchRun(run_id.to_owned()))
+        } else {
+            Ok(())
+        })
     }
 }
 
