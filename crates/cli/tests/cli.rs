@@ -1727,6 +1727,14 @@ fn a_postgres_store_records_reports_and_forgets_runs() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("cli_{}", std::process::id());
     let store = format!("{base}?schema={schema}");
+    // A reading command does not create a store where there is none.
+    let o = roundtrip(&["runs", "--store", &store]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("there is no store there"),
+        "{}",
+        explain(&o)
+    );
     let o = roundtrip(&["migrate", "--store", &format!("{store}&migrate=false")]);
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     assert!(

@@ -216,8 +216,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// [`open`], for commands that only read (`runs`, `report`): an SQLite path where no
-/// file exists is [`StoreError::Missing`], not a new empty store.
+/// file exists, or a Postgres schema that holds no store, is [`StoreError::Missing`],
+/// not a new empty store.
 pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PostgresStore::open_existing(url).await?));
+    }
     let path = url.strip_prefix("sqlite:").unwrap_or(url);
     let is_path = url.strip_prefix("sqlite:").is_some() || !url.contains("://");
     if is_path && path != ":memory:" && !std::path::Path::new(path).exists() {

@@ -206,6 +206,28 @@ impl PostgresStore {
         })
     }
 
+    /// Opens the store for a command that only reads: a schema that holds no store yet
+    /// is [`StoreError::Missing`], and is not created.
+    pub async fn open_existing(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PostgresOptions::from_url(url)
+            .map_err(|why| open_error(&roundtrip_core::redact::url(url), why))?;
+        options
+            .validate()
+            .map_err(|why| open_error(&options.location, why))?;
+        let mut client = connect(&options)
+            .await
+            .map_err(|e| open_error(&options.location, unreachable(&options, &e)))?;
+        if let Err(SchemaError::NotMigrated { found: 0, .. }) =
+            schema::migrate(&mut client, &options.schema, false).await
+        {
+            return Err(StoreError::Missing {
+                location: options.location,
+            });
+        }
+        drop(client);
+        PostgresStore::open_with(options).await
+    }
+
     /// Where the store is: its URL, password masked.
     pub fn location(&self) -> &str {
         &self.location
