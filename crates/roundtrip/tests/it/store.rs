@@ -962,6 +962,153 @@ mod postgres_backend {
         store.close().await.expect("close");
     }
 
+    /// A private Postgres server in a temporary directory, run as the `postgres` user
+    /// (initdb refuses root), stopped and started at will.
+    struct PrivateServer {
+        dir: tempfile::TempDir,
+        port: u16,
+    }
+
+    impl PrivateServer {
+        fn bin(name: &str) -> std::path::PathBuf {
+            let root = std::path::Path::new("/usr/lib/postgresql");
+            let mut versions: Vec<_> = std::fs::read_dir(root)
+                .expect("Debian's PostgreSQL in /usr/lib/postgresql")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            versions.sort();
+            versions
+                .pop()
+                .expect("a PostgreSQL version")
+                .join("bin")
+                .join(name)
+        }
+
+        fn as_postgres(program: &str, args: &[&str]) {
+            let status = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(Self::bin(program))
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("runuser");
+            assert!(status.success(), "{program} {args:?} failed");
+        }
+
+        fn new() -> PrivateServer {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            let data = dir.path().join("data");
+            Self::as_postgres(
+                "initdb",
+                &[
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-D",
+                    data.to_str().expect("utf-8"),
+                ],
+            );
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let server = PrivateServer { dir, port };
+            server.start();
+            server
+        }
+
+        fn data(&self) -> String {
+            self.dir.path().join("data").display().to_string()
+        }
+
+        fn start(&self) {
+            let options = format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {}",
+                self.port,
+                self.dir.path().display()
+            );
+            Self::as_postgres(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &self.data(),
+                    "-o",
+                    &options,
+                    "-w",
+                    "-l",
+                    "/dev/null",
+                    "start",
+                ],
+            );
+        }
+
+        fn stop(&self) {
+            Self::as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        }
+
+        fn url(&self) -> String {
+            format!(
+                "postgres://postgres@127.0.0.1:{}/postgres?connect_timeout=2&poll=50ms",
+                self.port
+            )
+        }
+    }
+
+    impl Drop for PrivateServer {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(Self::bin("pg_ctl"))
+                .args(["-D", &self.data(), "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+
+    /// The server restarted under a running store: what was acknowledged stays, what was
+    /// refused while it was down was never acknowledged, and both the writer and another
+    /// store's feed carry on once it is back, without reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_server_is_reconnected_to_and_nothing_acknowledged_is_lost() {
+        let server = PrivateServer::new();
+        let writer = open_postgres(&server.url(), FEED).await;
+        let reader = open_postgres(&server.url(), FEED).await;
+        let mut feed = reader.subscribe();
+        new_run(&writer, "run-a").await;
+        let before = writer
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record");
+        assert_eq!(collect(&mut feed, 1).await, [before.seq]);
+
+        server.stop();
+        let during = writer.record(json_observation("run-a", 2)).await;
+        assert!(during.is_err(), "recorded with the server down: {during:?}");
+
+        server.start();
+        let after = writer
+            .record(json_observation("run-a", 3))
+            .await
+            .expect("the writer reconnects");
+        assert!(after.seq > before.seq);
+        assert_eq!(
+            collect(&mut feed, 1).await,
+            [after.seq],
+            "the feed carries on"
+        );
+        let stored = reader.observations("run-a", 0, 10).await.expect("read");
+        let ids: Vec<_> = stored
+            .iter()
+            .filter_map(|o| o.correlation_id.clone())
+            .collect();
+        assert_eq!(ids, ["corr-1", "corr-3"]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reopened_store_keeps_what_was_acknowledged() {
         let schema = fresh_schema("reopen");
