@@ -13,11 +13,14 @@
 //! `ROUNDTRIP_BENCH_POSTGRES` (default the local `test` database), in a schema of its
 //! own that is dropped afterwards. Prints markdown tables.
 
+mod common;
+
+use common::observation;
+
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roundtrip::core::observation::{NewObservation, Payload};
 use roundtrip::store::postgres::{PostgresOptions, PostgresStore, tokio_postgres};
 use roundtrip::store::{RunRecord, RunStatus, Store};
 
@@ -25,26 +28,6 @@ const FLOOD: u64 = 200_000;
 const PUSH_EVENTS: usize = 300;
 const POLL_EVENTS: usize = 100;
 const FIBO_EVENTS: usize = 12;
-
-fn observation(run_id: &str, n: u64) -> NewObservation {
-    let correlation = format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let body = format!(
-        r#"{{"id":"{correlation}","item":"WIDGET","qty":{},"note":"benchmark payload ........................................"}}"#,
-        n % 10
-    );
-    NewObservation {
-        run_id: run_id.to_owned(),
-        channel: "orders_out".to_owned(),
-        correlation_id: Some(correlation.clone()),
-        payload: Payload::from_bytes(body.into_bytes(), 1 << 20),
-        headers: vec![("x-correlation-id".to_owned(), correlation)],
-        message_id: None,
-        key: None,
-        meta: Vec::new(),
-        received_at: 1_700_000_000_000_000_000,
-        received_mono: Some(n),
-    }
-}
 
 fn run(run_id: &str) -> RunRecord {
     RunRecord {

@@ -9,12 +9,15 @@
 //!
 //! Run with `cargo bench -p roundtrip --bench store_ingest`; prints a markdown table.
 
+mod common;
+
+use common::observation;
+
 use roundtrip_core::run::RunStatus;
 use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roundtrip::core::observation::{NewObservation, Payload};
 use roundtrip::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use roundtrip::store::{RunRecord, Store};
 
@@ -23,26 +26,6 @@ const TASKS: u64 = 64;
 /// A second flood with more requests in flight (bigger group commits).
 const MORE_TASKS: u64 = 256;
 const LONE: usize = 2_000;
-
-fn observation(run_id: &str, n: u64) -> NewObservation {
-    let correlation = format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let body = format!(
-        r#"{{"id":"{correlation}","item":"WIDGET","qty":{},"note":"benchmark payload ........................................"}}"#,
-        n % 10
-    );
-    NewObservation {
-        run_id: run_id.to_owned(),
-        channel: "orders_out".to_owned(),
-        correlation_id: Some(correlation.clone()),
-        payload: Payload::from_bytes(body.into_bytes(), 1 << 20),
-        headers: vec![("x-correlation-id".to_owned(), correlation)],
-        message_id: None,
-        key: None,
-        meta: Vec::new(),
-        received_at: 1_700_000_000_000_000_000,
-        received_mono: Some(n),
-    }
-}
 
 async fn open(
     dir: &tempfile::TempDir,

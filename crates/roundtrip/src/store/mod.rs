@@ -30,6 +30,7 @@ pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+mod write;
 
 /// A run as listed by [`Store::runs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -60,9 +60,10 @@ use tokio_postgres::{Client, NoTls};
 
 use self::rows::{
     OBSERVATION_COLUMNS, RUN_COLUMNS, SENT_COLUMNS, b, json_column, observation_row, read_error,
-    run_row, sent_row, to_json,
+    run_row, sent_row,
 };
-use self::writer::{Command, WriteOp, Writer};
+use self::writer::{Command, Writer};
+use crate::store::write::WriteOp;
 use crate::store::{RunRecord, Store, StoreError};
 
 /// The longest a read waits for a pooled connection (or to make one).
@@ -350,12 +351,7 @@ impl Store for PostgresStore {
         run_id: &str,
         result: &ScenarioResult,
     ) -> Result<(), StoreError> {
-        self.write(WriteOp::Scenario {
-            run_id: run_id.to_owned(),
-            name: result.name.clone(),
-            json: to_json(result, "encode a scenario result")?,
-        })
-        .await
+        self.write(WriteOp::scenario(run_id, result)?).await
     }
 
     async fn scenario_results(&self, run_id: &str) -> Result<Vec<ScenarioResult>, StoreError> {
@@ -373,13 +369,7 @@ impl Store for PostgresStore {
     }
 
     async fn finish_run(&self, summary: &RunSummary, status: RunStatus) -> Result<(), StoreError> {
-        self.write(WriteOp::Finish {
-            run_id: summary.run_id.clone(),
-            finished_at: summary.finished_at,
-            status,
-            json: to_json(summary, "encode the run summary")?,
-        })
-        .await
+        self.write(WriteOp::finish(summary, status)?).await
     }
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {

@@ -8,6 +8,7 @@ use roundtrip_core::observation::{NewObservation, Observation, Payload, SentEven
 use roundtrip_core::run::RunStatus;
 use tokio_postgres::Row;
 
+use crate::store::write::to_json;
 use crate::store::{RunRecord, StoreError};
 
 /// Stores a `u64` in a `bigint` (bit for bit).
@@ -53,17 +54,6 @@ pub(super) fn read_error(
         operation,
         source: Box::new(e),
     }
-}
-
-/// A JSON document as stored.
-pub(super) fn to_json<T: serde::Serialize>(
-    value: &T,
-    operation: &'static str,
-) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Io {
-        operation,
-        source: Box::new(e),
-    })
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(

@@ -24,33 +24,14 @@ use super::follow::{Committed, channel};
 use super::rows::{Encoded, ObservationColumns, b, to_sql};
 use super::{PostgresOptions, connect};
 use crate::error::error_chain;
-use crate::store::{RunRecord, StoreError};
-use roundtrip_core::observation::SentEvent;
-use roundtrip_core::run::RunStatus;
+use crate::store::StoreError;
+use crate::store::write::WriteOp;
 
 /// Payload bytes per batch: far below Postgres' 1 GB limit on one message or array.
 const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// A reply channel.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// A write other than an observation.
-#[derive(Debug)]
-pub(super) enum WriteOp {
-    CreateRun(RunRecord),
-    Sent(SentEvent),
-    Scenario {
-        run_id: String,
-        name: String,
-        json: String,
-    },
-    Finish {
-        run_id: String,
-        finished_at: i64,
-        status: RunStatus,
-        json: String,
-    },
-}
 
 /// What the store asks of its writer.
 #[derive(Debug)]
@@ -224,7 +205,7 @@ async fn apply(
     while start < pending.len() {
         match &pending[start] {
             Pending::Write(op, _) => {
-                outcomes[start] = Some(op.apply(&tx).await?.map(|()| 0));
+                outcomes[start] = Some(apply_write(op, &tx).await?.map(|()| 0));
                 start += 1;
             }
             Pending::Record(..) => {
@@ -325,65 +306,55 @@ async fn hold_for(hold: Option<(std::time::Duration, std::time::Duration)>) {
     }
 }
 
-impl WriteOp {
-    /// The run the write belongs to.
-    fn run_id(&self) -> &str {
-        match self {
-            WriteOp::CreateRun(r) => &r.run_id,
-            WriteOp::Sent(e) => &e.run_id,
-            WriteOp::Scenario { run_id, .. } | WriteOp::Finish { run_id, .. } => run_id,
-        }
+/// Applies the write inside the batch's transaction. Written so that it cannot fail
+/// as a statement (which would abort the whole transaction): a missing run, or a run
+/// created twice, is the inner error, found by the statement's row count. The outer
+/// error is a failure of the transaction itself.
+async fn apply_write(
+    op: &WriteOp,
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<Result<(), StoreError>, tokio_postgres::Error> {
+    let run_id = op.run_id();
+    // A run id Postgres text cannot hold names no run (and would fail the statement).
+    if run_id.contains('\0') {
+        return Ok(Err(match op {
+            WriteOp::CreateRun(_) => StoreError::Io {
+                operation: "create the run",
+                source: "a run id cannot contain a NUL character".into(),
+            },
+            _ => StoreError::NoSuchRun(run_id.to_owned()),
+        }));
     }
-
-    /// Applies the write inside the batch's transaction. Written so that it cannot fail
-    /// as a statement (which would abort the whole transaction): a missing run, or a run
-    /// created twice, is the inner error, found by the statement's row count. The outer
-    /// error is a failure of the transaction itself.
-    async fn apply(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-    ) -> Result<Result<(), StoreError>, tokio_postgres::Error> {
-        let run_id = self.run_id();
-        // A run id Postgres text cannot hold names no run (and would fail the statement).
-        if run_id.contains('\0') {
-            return Ok(Err(match self {
-                WriteOp::CreateRun(_) => StoreError::Io {
-                    operation: "create the run",
-                    source: "a run id cannot contain a NUL character".into(),
-                },
-                _ => StoreError::NoSuchRun(run_id.to_owned()),
-            }));
-        }
-        let changed = match self {
-            WriteOp::CreateRun(r) => {
-                let created = tx
-                    .execute(
-                        "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
+    let changed = match op {
+        WriteOp::CreateRun(r) => {
+            let created = tx
+                .execute(
+                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
                              status, owner)
                          VALUES ($1, $2, $3, $4, $5, $6, $7)
                          ON CONFLICT (run_id) DO NOTHING",
-                        &[
-                            &r.run_id,
-                            &b(&r.suite),
-                            &b(&r.suite_path),
-                            &r.started_at,
-                            &r.finished_at,
-                            &r.status.as_str(),
-                            &r.owner.as_deref().map(b),
-                        ],
-                    )
-                    .await?;
-                if created == 0 {
-                    return Ok(Err(StoreError::Io {
-                        operation: "create the run",
-                        source: format!("run `{}` already exists", r.run_id).into(),
-                    }));
-                }
-                return Ok(Ok(()));
+                    &[
+                        &r.run_id,
+                        &b(&r.suite),
+                        &b(&r.suite_path),
+                        &r.started_at,
+                        &r.finished_at,
+                        &r.status.as_str(),
+                        &r.owner.as_deref().map(b),
+                    ],
+                )
+                .await?;
+            if created == 0 {
+                return Ok(Err(StoreError::Io {
+                    operation: "create the run",
+                    source: format!("run `{}` already exists", r.run_id).into(),
+                }));
             }
-            WriteOp::Sent(e) => {
-                tx.execute(
-                    "INSERT INTO sent_events (run_id, scenario, idx, channel, correlation_id,
+            return Ok(Ok(()));
+        }
+        WriteOp::Sent(e) => {
+            tx.execute(
+                "INSERT INTO sent_events (run_id, scenario, idx, channel, correlation_id,
                          sent_at, sent_mono, size, error)
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
                      WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
@@ -391,49 +362,48 @@ impl WriteOp {
                          channel = excluded.channel, correlation_id = excluded.correlation_id,
                          sent_at = excluded.sent_at, sent_mono = excluded.sent_mono,
                          size = excluded.size, error = excluded.error",
-                    &[
-                        &e.run_id,
-                        &b(&e.scenario),
-                        &to_sql(e.index),
-                        &b(&e.channel),
-                        &b(&e.correlation_id),
-                        &e.sent_at,
-                        &to_sql(e.sent_mono),
-                        &to_sql(e.size),
-                        &e.error.as_deref().map(b),
-                    ],
-                )
-                .await?
-            }
-            WriteOp::Scenario { run_id, name, json } => {
-                tx.execute(
-                    "INSERT INTO scenario_results (run_id, name, result)
+                &[
+                    &e.run_id,
+                    &b(&e.scenario),
+                    &to_sql(e.index),
+                    &b(&e.channel),
+                    &b(&e.correlation_id),
+                    &e.sent_at,
+                    &to_sql(e.sent_mono),
+                    &to_sql(e.size),
+                    &e.error.as_deref().map(b),
+                ],
+            )
+            .await?
+        }
+        WriteOp::Scenario { run_id, name, json } => {
+            tx.execute(
+                "INSERT INTO scenario_results (run_id, name, result)
                      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
                      ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result",
-                    &[run_id, &b(name), json],
-                )
-                .await?
-            }
-            WriteOp::Finish {
-                run_id,
-                finished_at,
-                status,
-                json,
-            } => {
-                tx.execute(
-                    "UPDATE runs SET finished_at = $2, status = $3, summary = $4
+                &[run_id, &b(name), json],
+            )
+            .await?
+        }
+        WriteOp::Finish {
+            run_id,
+            finished_at,
+            status,
+            json,
+        } => {
+            tx.execute(
+                "UPDATE runs SET finished_at = $2, status = $3, summary = $4
                      WHERE run_id = $1",
-                    &[run_id, finished_at, &status.as_str(), json],
-                )
-                .await?
-            }
-        };
-        Ok(if changed == 0 {
-            Err(StoreError::NoSuchRun(run_id.to_owned()))
-        } else {
-            Ok(())
-        })
-    }
+                &[run_id, finished_at, &status.as_str(), json],
+            )
+            .await?
+        }
+    };
+    Ok(if changed == 0 {
+        Err(StoreError::NoSuchRun(run_id.to_owned()))
+    } else {
+        Ok(())
+    })
 }
 
 fn fail_all(pending: &mut Vec<Pending>, operation: &'static str, why: &str) {

@@ -374,12 +374,7 @@ impl Store for SqliteStore {
         run_id: &str,
         result: &ScenarioResult,
     ) -> Result<(), StoreError> {
-        self.write(rows::WriteOp::Scenario {
-            run_id: run_id.to_owned(),
-            name: result.name.clone(),
-            json: rows::to_json(result, "encode a scenario result")?,
-        })
-        .await
+        self.write(rows::WriteOp::scenario(run_id, result)?).await
     }
 
     async fn scenario_results(&self, run_id: &str) -> Result<Vec<ScenarioResult>, StoreError> {
@@ -389,13 +384,7 @@ impl Store for SqliteStore {
     }
 
     async fn finish_run(&self, summary: &RunSummary, status: RunStatus) -> Result<(), StoreError> {
-        self.write(rows::WriteOp::Finish {
-            run_id: summary.run_id.clone(),
-            finished_at: summary.finished_at,
-            status,
-            json: rows::to_json(summary, "encode the run summary")?,
-        })
-        .await
+        self.write(rows::WriteOp::finish(summary, status)?).await
     }
 
     async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {

@@ -9,6 +9,7 @@ use roundtrip_core::run::{RunSummary, ScenarioResult};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+pub(super) use crate::store::write::WriteOp;
 use crate::store::{RunRecord, StoreError};
 
 /// Stores a `u64` in an SQLite integer (bit for bit).
@@ -25,17 +26,6 @@ fn from_sql(v: i64) -> u64 {
 pub(super) fn headers_json(headers: &[(String, String)]) -> Result<String, StoreError> {
     serde_json::to_string(headers).map_err(|e| StoreError::Io {
         operation: "encode observation headers",
-        source: Box::new(e),
-    })
-}
-
-/// A JSON document as stored.
-pub(super) fn to_json<T: serde::Serialize>(
-    value: &T,
-    operation: &'static str,
-) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Io {
-        operation,
         source: Box::new(e),
     })
 }
@@ -96,101 +86,75 @@ pub(super) fn insert_observation(
     run().map_err(|e| write_error("record an observation", &o.run_id, e))
 }
 
-/// A write other than an observation, as queued for the writer.
-#[derive(Debug)]
-pub(super) enum WriteOp {
-    /// [`Store::create_run`](crate::store::Store::create_run).
-    CreateRun(RunRecord),
-    /// [`Store::record_sent`](crate::store::Store::record_sent).
-    Sent(SentEvent),
-    /// [`Store::record_scenario`](crate::store::Store::record_scenario).
-    Scenario {
-        run_id: String,
-        name: String,
-        json: String,
-    },
-    /// [`Store::finish_run`](crate::store::Store::finish_run).
-    Finish {
-        run_id: String,
-        finished_at: i64,
-        status: RunStatus,
-        json: String,
-    },
-}
-
-impl WriteOp {
-    /// Applies the write inside the writer's open transaction (one statement each, so a
-    /// failure leaves nothing half-done).
-    pub(super) fn apply(&self, conn: &Connection) -> Result<(), StoreError> {
-        match self {
-            WriteOp::CreateRun(r) => conn
-                .prepare_cached(
-                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status,
+/// Applies `op` inside the writer's open transaction (one statement each, so a
+/// failure leaves nothing half-done).
+pub(super) fn apply(op: &WriteOp, conn: &Connection) -> Result<(), StoreError> {
+    match op {
+        WriteOp::CreateRun(r) => conn
+            .prepare_cached(
+                "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status,
                          owner)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        r.run_id,
-                        r.suite,
-                        r.suite_path,
-                        r.started_at,
-                        r.finished_at,
-                        r.status.as_str(),
-                        r.owner
-                    ])
-                })
-                .map(drop)
-                .map_err(|e| write_error("create the run", &r.run_id, e)),
-            WriteOp::Sent(e) => conn
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO sent_events (run_id, scenario, idx, channel,
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.run_id,
+                    r.suite,
+                    r.suite_path,
+                    r.started_at,
+                    r.finished_at,
+                    r.status.as_str(),
+                    r.owner
+                ])
+            })
+            .map(drop)
+            .map_err(|e| write_error("create the run", &r.run_id, e)),
+        WriteOp::Sent(e) => conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO sent_events (run_id, scenario, idx, channel,
                          correlation_id, sent_at, sent_mono, size, error)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        e.run_id,
-                        e.scenario,
-                        to_sql(e.index),
-                        e.channel,
-                        e.correlation_id,
-                        e.sent_at,
-                        to_sql(e.sent_mono),
-                        to_sql(e.size),
-                        e.error,
-                    ])
-                })
-                .map(drop)
-                .map_err(|err| write_error("record a sent event", &e.run_id, err)),
-            WriteOp::Scenario { run_id, name, json } => conn
-                .prepare_cached(
-                    "INSERT INTO scenario_results (run_id, name, result) VALUES (?1, ?2, ?3)
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.run_id,
+                    e.scenario,
+                    to_sql(e.index),
+                    e.channel,
+                    e.correlation_id,
+                    e.sent_at,
+                    to_sql(e.sent_mono),
+                    to_sql(e.size),
+                    e.error,
+                ])
+            })
+            .map(drop)
+            .map_err(|err| write_error("record a sent event", &e.run_id, err)),
+        WriteOp::Scenario { run_id, name, json } => conn
+            .prepare_cached(
+                "INSERT INTO scenario_results (run_id, name, result) VALUES (?1, ?2, ?3)
                      ON CONFLICT (run_id, name) DO UPDATE SET result = excluded.result",
-                )
-                .and_then(|mut s| s.execute(params![run_id, name, json]))
-                .map(drop)
-                .map_err(|e| write_error("record a scenario result", run_id, e)),
-            WriteOp::Finish {
-                run_id,
-                finished_at,
-                status,
-                json,
-            } => {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE runs SET finished_at = ?2, status = ?3, summary = ?4
+            )
+            .and_then(|mut s| s.execute(params![run_id, name, json]))
+            .map(drop)
+            .map_err(|e| write_error("record a scenario result", run_id, e)),
+        WriteOp::Finish {
+            run_id,
+            finished_at,
+            status,
+            json,
+        } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE runs SET finished_at = ?2, status = ?3, summary = ?4
                          WHERE run_id = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![run_id, finished_at, status.as_str(), json])
-                    })
-                    .map_err(|e| write_error("finish the run", run_id, e))?;
-                if changed == 0 {
-                    return Err(StoreError::NoSuchRun(run_id.clone()));
-                }
-                Ok(())
+                )
+                .and_then(|mut s| s.execute(params![run_id, finished_at, status.as_str(), json]))
+                .map_err(|e| write_error("finish the run", run_id, e))?;
+            if changed == 0 {
+                return Err(StoreError::NoSuchRun(run_id.clone()));
             }
+            Ok(())
         }
     }
 }

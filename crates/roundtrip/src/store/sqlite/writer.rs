@@ -153,7 +153,7 @@ fn commit(
                 headers,
                 ..
             } => rows::insert_observation(conn, observation, headers),
-            Pending::Write { op, .. } => op.apply(conn).map(|()| 0),
+            Pending::Write { op, .. } => rows::apply(op, conn).map(|()| 0),
         };
         // A failed statement is undone alone (constraint errors) and the batch goes on;
         // if SQLite had to roll back the whole transaction, everything in it failed.
