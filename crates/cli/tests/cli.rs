@@ -1716,6 +1716,26 @@ fn store_upkeep_commands_say_what_they_did_and_refuse_what_they_cannot_do() {
     );
     let o = roundtrip(&["gc", "--store", &s.store(), "--older-than", "soon"]);
     assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    // A store URL that is wrong is a usage error, and its password is never shown, even
+    // when it breaks the URL.
+    for url in [
+        "postgres://rt:hun?ter2@127.0.0.1:5432/test",
+        "postgres://rt:hun/ter2@127.0.0.1:5432/test",
+        "nosuch://rt:hunter2@host/x",
+    ] {
+        for command in [
+            &["runs", "--store", url][..],
+            &["migrate", "--store", url][..],
+        ] {
+            let o = roundtrip(command);
+            assert_eq!(o.status.code(), Some(2), "{command:?}: {}", explain(&o));
+            let all = format!("{}{}", stdout(&o), stderr(&o));
+            assert!(
+                !all.contains("ter2"),
+                "{command:?} leaked the password: {all}"
+            );
+        }
+    }
 }
 
 /// The Postgres store end to end through the CLI: a run recorded into it, listed,
@@ -1754,6 +1774,14 @@ fn a_postgres_store_records_reports_and_forgets_runs() {
     let o = roundtrip(&["report", "latest", "--store", &store]);
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     assert!(stdout(&o).contains("nothing to see"), "{}", explain(&o));
+    let empty = format!("{base}?schema={schema}_none");
+    let o = roundtrip(&["gc", "--store", &empty, "--older-than", "1d"]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("there is no store there"),
+        "{}",
+        explain(&o)
+    );
     let o = roundtrip(&["gc", "--store", &store, "--older-than", "0s"]);
     assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
     assert!(stdout(&o).contains("deleted 1 run(s)"), "{}", explain(&o));

@@ -19,6 +19,9 @@ pub const MASK: &str = "***";
 /// `region`, `page`) are kept so that errors stay readable. A text without `://` is
 /// treated as an authority and path (`user:pw@host:port`).
 pub fn url(url: &str) -> String {
+    if let Some(masked) = unparsable_with_userinfo(url) {
+        return masked;
+    }
     let (url, fragment) = match url.split_once('#') {
         Some((u, f)) => (u, Some(f)),
         None => (url, None),
@@ -101,6 +104,24 @@ pub fn text(text: &str) -> String {
     out
 }
 
+/// A URL that does not parse as one but holds an `@` after its scheme: a password with
+/// an unencoded `?`, `/` or `#` would defeat the usual split, so everything between the
+/// `://` and the last `@` before the first `/` after the first `@` is masked (the user
+/// too), and the query dropped. `None` for anything else.
+fn unparsable_with_userinfo(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let first_at = rest.find('@')?;
+    if url::Url::parse(text).is_ok() {
+        return None;
+    }
+    let end = rest[first_at..]
+        .find('/')
+        .map_or(rest.len(), |slash| first_at + slash);
+    let last_at = rest[..end].rfind('@')?;
+    let host = &rest[last_at + 1..end];
+    Some(format!("{scheme}://{MASK}@{host}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +148,23 @@ mod tests {
         );
         assert_eq!(url("http://h/p#k=v"), "http://h/p#***");
         assert_eq!(url("u:pw@h:1"), "u:***@h:1");
+    }
+
+    #[test]
+    fn a_password_that_breaks_the_url_is_still_masked() {
+        for broken in [
+            "postgres://postgres:hun?ter2@127.0.0.1:5432/test?schema=a",
+            "postgres://postgres:hun/ter2@127.0.0.1:5432/test",
+            "postgres://postgres:hun#ter2@127.0.0.1:5432/test",
+            "postgres://postgres:hun@ter2@127.0.0.1:5432/test",
+        ] {
+            let shown = url(broken);
+            assert!(!shown.contains("ter2"), "{broken} → {shown}");
+            assert!(!shown.contains("hun"), "{broken} → {shown}");
+            assert!(shown.contains("***@127.0.0.1:5432"), "{broken} → {shown}");
+        }
+        // A valid URL is masked as usual; an `@` in its query is not userinfo.
+        assert_eq!(url("http://h/p?email=a@b.c"), "http://h/p?email=a@b.c");
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
             }
             Err(e) => {
                 print_error(&e);
-                exit::HARNESS
+                if e.is_usage() {
+                    exit::USAGE
+                } else {
+                    exit::HARNESS
+                }
             }
         };
     }
@@ -52,7 +56,11 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
         }
         Err(e) => {
             print_error(&e);
-            store_error_code(url)
+            if e.is_usage() {
+                exit::USAGE
+            } else {
+                exit::HARNESS
+            }
         }
     }
 }
@@ -92,7 +100,11 @@ pub async fn gc(args: GcArgs) -> u8 {
             }
             Err(e) => {
                 print_error(&e);
-                exit::HARNESS
+                if e.is_usage() {
+                    exit::USAGE
+                } else {
+                    exit::HARNESS
+                }
             }
         }
     }
@@ -104,16 +116,5 @@ pub async fn gc(args: GcArgs) -> u8 {
              roundtrip; rebuild with `--features postgres`"
         );
         exit::USAGE
-    }
-}
-
-/// A store that cannot be opened: a usage error when the URL names a backend this build
-/// lacks or is malformed, an infrastructure error otherwise.
-fn store_error_code(url: &str) -> u8 {
-    match url.split_once("://").map(|(scheme, _)| scheme) {
-        Some("postgres" | "postgresql") if !cfg!(feature = "postgres") => exit::USAGE,
-        Some("dynamodb") if !cfg!(feature = "dynamodb") => exit::USAGE,
-        Some("postgres" | "postgresql" | "dynamodb") | None => exit::HARNESS,
-        Some(_) => exit::USAGE,
     }
 }

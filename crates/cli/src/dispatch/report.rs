@@ -14,7 +14,7 @@ pub async fn report(args: ReportArgs) -> u8 {
     }
     let store = match roundtrip::store::open_existing(&args.store.store).await {
         Ok(s) => s,
-        Err(e @ roundtrip::store::StoreError::Missing { .. }) => {
+        Err(e) if e.is_usage() => {
             print_error(&e);
             return exit::USAGE;
         }

@@ -81,7 +81,11 @@ pub async fn run(args: RunArgs) -> u8 {
         Err(e) => {
             print_error(&e);
             out("0 passed, 0 failed");
-            return exit::HARNESS;
+            return if e.is_usage() {
+                exit::USAGE
+            } else {
+                exit::HARNESS
+            };
         }
     };
 

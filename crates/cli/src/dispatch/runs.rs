@@ -11,7 +11,7 @@ use crate::exit;
 pub async fn runs(args: RunsArgs) -> u8 {
     let store = match roundtrip::store::open_existing(&args.store.store).await {
         Ok(s) => s,
-        Err(e @ roundtrip::store::StoreError::Missing { .. }) => {
+        Err(e) if e.is_usage() => {
             print_error(&e);
             return exit::USAGE;
         }

@@ -92,7 +92,10 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let number = self.line.to_string();
         let gutter = " ".repeat(number.len());
-        writeln!(f, "error: {}", clip(&self.message, MESSAGE_SHOWN))?;
+        // Messages and help quote the file (names, values): control characters in them
+        // are shown escaped, like the source line.
+        let message = crate::escape::escape_lines(&self.message);
+        writeln!(f, "error: {}", clip(&message, MESSAGE_SHOWN))?;
         if self.line == 0 {
             writeln!(f, "{gutter}--> {}", self.file)?;
         } else {
@@ -127,7 +130,8 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{gutter} | {pad}{carets}")?;
         }
         if let Some(help) = &self.help {
-            writeln!(f, "{gutter} = help: {}", clip(help, MESSAGE_SHOWN))?;
+            let help = crate::escape::escape_lines(help);
+            writeln!(f, "{gutter} = help: {}", clip(&help, MESSAGE_SHOWN))?;
         }
         Ok(())
     }
@@ -252,6 +256,22 @@ mod tests {
         );
         assert_eq!(did_you_mean("kafka", ["http", "webhook", "dir"]), None);
         assert_eq!(did_you_mean("x", Vec::<&str>::new()), None);
+    }
+
+    #[test]
+    fn messages_and_help_show_control_characters_escaped() {
+        let d = Diagnostic::whole_file(
+            "f.yaml",
+            "there is no `o\u{1b}[31mk`".to_owned(),
+            Some("name one of `x\u{7}y`".to_owned()),
+        );
+        let shown = d.to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("`o\\x1b[31mk`"), "{shown}");
+        assert!(shown.contains("`x\\x07y`"), "{shown}");
     }
 
     #[test]

@@ -80,6 +80,15 @@ pub enum StoreError {
     /// No such run.
     #[error("find run `{0}` in the store")]
     NoSuchRun(String),
+    /// The store URL is wrong: malformed, a backend this build lacks, a parameter it
+    /// does not take. A usage error, not an unreachable store.
+    #[error("open the store at {location}: {message}")]
+    Invalid {
+        /// The URL, secrets masked.
+        location: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
     /// A command that only reads found no store where it was told to look.
     #[error(
         "open the store at {location}: there is no store there (check `--store` or \
@@ -89,6 +98,17 @@ pub enum StoreError {
         /// The path, as given.
         location: String,
     },
+}
+
+impl StoreError {
+    /// Whether the error is the user's to fix in the command line (a wrong or missing
+    /// store), exit code 2, rather than the store failing (exit code 3).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Invalid { .. } | StoreError::Missing { .. }
+        )
+    }
 }
 
 /// The durable log behind a run. Object-safe: the engine holds an `Arc<dyn Store>`.
@@ -174,13 +194,12 @@ pub(crate) fn follow(
 /// - `postgres://USER@HOST/DATABASE?schema=…`: a Postgres database (feature
 ///   `postgres`; see the `store::postgres` module).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    let unsupported = |scheme: &str| StoreError::Open {
+    let unsupported = |scheme: &str| StoreError::Invalid {
         location: roundtrip_core::redact::url(url),
-        source: format!(
+        message: format!(
             "the `{scheme}` store backend is not compiled into this build of roundtrip; \
              rebuild with `--features {scheme}` or use an SQLite path"
-        )
-        .into(),
+        ),
     };
     if url == "sqlite::memory:" {
         return Ok(Arc::new(sqlite::SqliteStore::open_in_memory()?));
@@ -206,11 +225,11 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         }
     }
     if url.contains("://") {
-        return Err(StoreError::Open {
+        return Err(StoreError::Invalid {
             location: roundtrip_core::redact::url(url),
-            source: "unknown store URL scheme; use `sqlite:PATH`, a file path, \
-                     `sqlite::memory:`, `postgres://…` or `dynamodb://TABLE`"
-                .into(),
+            message: "unknown store URL scheme; use `sqlite:PATH`, a file path, \
+                      `sqlite::memory:`, `postgres://…` or `dynamodb://TABLE`"
+                .to_owned(),
         });
     }
     Ok(Arc::new(sqlite::SqliteStore::open(url)?))

@@ -61,11 +61,41 @@ impl ChannelOptions for WebhookChannel {
                 "write it like `127.0.0.1:7002` (port 0 picks a free port)",
             ));
         }
-        if !self.path.starts_with('/') {
+        if self.path.contains("{{") {
+            out.push(Problem::value(
+                &["path"],
+                format!("a webhook path is not a template: `{}`", self.path),
+                "write the path as it is, e.g. `path: /processed`",
+            ));
+        } else if self.path.contains("://") {
+            out.push(Problem::value(
+                &["path"],
+                format!(
+                    "a webhook path is only the path, not a URL: `{}`",
+                    self.path
+                ),
+                "give the address in `listen` and the path here, e.g. `path: /processed`",
+            ));
+        } else if !self.path.starts_with('/') {
             out.push(Problem::value(
                 &["path"],
                 format!("a webhook path must start with `/`, not `{}`", self.path),
                 format!("write `path: /{}`", self.path),
+            ));
+        } else if let Some(bad) = self
+            .path
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#'))
+        {
+            out.push(Problem::value(
+                &["path"],
+                format!(
+                    "a webhook path cannot hold `{}`: `{}`",
+                    bad.escape_default(),
+                    self.path
+                ),
+                "a path has no spaces, query (`?`) or fragment (`#`); percent-encode what \
+                 must be there",
             ));
         }
         out

@@ -82,11 +82,10 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// Opens the store named by a `dynamodb://` URL.
     pub async fn open(url: &str) -> Result<DynamoStore, StoreError> {
-        let open_error = |why: String| StoreError::Open {
-            location: url.to_owned(),
-            source: why.into(),
-        };
-        let options = DynamoOptions::from_url(url).map_err(open_error)?;
+        let options = DynamoOptions::from_url(url).map_err(|message| StoreError::Invalid {
+            location: roundtrip_core::redact::url(url),
+            message,
+        })?;
         DynamoStore::open_with(&options).await
     }
 

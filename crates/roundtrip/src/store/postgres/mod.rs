@@ -97,6 +97,14 @@ fn config(options: &PostgresOptions) -> tokio_postgres::Config {
     config
 }
 
+/// A URL the store cannot use, as a usage error.
+fn invalid(url: &str, message: String) -> StoreError {
+    StoreError::Invalid {
+        location: roundtrip_core::redact::url(url),
+        message,
+    }
+}
+
 fn open_error(
     location: &str,
     why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -120,9 +128,10 @@ fn unreachable(options: &PostgresOptions, e: &tokio_postgres::Error) -> String {
 /// Brings the store's schema up to [`SCHEMA_VERSION`]; returns the version it was at.
 /// What `roundtrip migrate` runs.
 pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
-    options
-        .validate()
-        .map_err(|why| open_error(&options.location, why))?;
+    options.validate().map_err(|message| StoreError::Invalid {
+        location: options.location.clone(),
+        message,
+    })?;
     let mut client = connect(options)
         .await
         .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;
@@ -134,17 +143,17 @@ pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
 impl PostgresStore {
     /// Opens the store named by a `postgres://` URL.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PostgresOptions::from_url(url)
-            .map_err(|why| open_error(&roundtrip_core::redact::url(url), why))?;
+        let options = PostgresOptions::from_url(url).map_err(|why| invalid(url, why))?;
         PostgresStore::open_with(options).await
     }
 
     /// Opens the store with these options, migrating its schema unless they say not to.
     pub async fn open_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let location = options.location.clone();
-        options
-            .validate()
-            .map_err(|why| open_error(&location, why))?;
+        options.validate().map_err(|message| StoreError::Invalid {
+            location: location.clone(),
+            message,
+        })?;
         let mut client = connect(&options)
             .await
             .map_err(|e| open_error(&location, unreachable(&options, &e)))?;
@@ -210,11 +219,8 @@ impl PostgresStore {
     /// Opens the store for a command that only reads: a schema that holds no store yet
     /// is [`StoreError::Missing`], and is not created.
     pub async fn open_existing(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PostgresOptions::from_url(url)
-            .map_err(|why| open_error(&roundtrip_core::redact::url(url), why))?;
-        options
-            .validate()
-            .map_err(|why| open_error(&options.location, why))?;
+        let options = PostgresOptions::from_url(url).map_err(|why| invalid(url, why))?;
+        options.validate().map_err(|why| invalid(url, why))?;
         let mut client = connect(&options)
             .await
             .map_err(|e| open_error(&options.location, unreachable(&options, &e)))?;

@@ -69,8 +69,8 @@ impl PostgresOptions {
         let parsed = url::Url::parse(url).map_err(|e| {
             format!(
                 "the store URL is not a valid URL ({e}); write it like \
-                 `postgres://user@127.0.0.1:5432/database`, with `?`, `/`, `#` and `@` in \
-                 a password percent-encoded (`%3F`, `%2F`, `%23`, `%40`)"
+                 `postgres://USER:PASSWORD@HOST:5432/DATABASE`, with `?`, `/`, `#` and `@` \
+                 in the password percent-encoded (`%3F`, `%2F`, `%23`, `%40`)"
             )
         })?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {

@@ -26,12 +26,20 @@ pub struct Deleted {
 /// Deletes every run that started more than `older_than` ago, with everything it
 /// recorded. What `roundtrip gc` and a listener service's retention run.
 pub async fn gc(options: &PostgresOptions, older_than: Duration) -> Result<Deleted, StoreError> {
-    options
-        .validate()
-        .map_err(|why| open_error(&options.location, why))?;
-    let client = connect(options)
+    options.validate().map_err(|message| StoreError::Invalid {
+        location: options.location.clone(),
+        message,
+    })?;
+    let mut client = connect(options)
         .await
         .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;
+    if let Err(super::SchemaError::NotMigrated { found: 0, .. }) =
+        super::schema::migrate(&mut client, &options.schema, false).await
+    {
+        return Err(StoreError::Missing {
+            location: options.location.clone(),
+        });
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
