@@ -105,9 +105,10 @@ pub fn text(text: &str) -> String {
 }
 
 /// A URL that does not parse as one but holds an `@` after its scheme: a password with
-/// an unencoded `?`, `/` or `#` would defeat the usual split, so everything between the
-/// `://` and the last `@` before the first `/` after the first `@` is masked (the user
-/// too), and the query dropped. `None` for anything else.
+/// an unencoded `?`, `/` or `#` would defeat the usual split, so the userinfo is taken
+/// to end at the last `@` before the first `/` after the first `@`, its password (or all
+/// of it, without a `:`) masked, and the query and fragment dropped. `None` for anything
+/// else.
 fn unparsable_with_userinfo(text: &str) -> Option<String> {
     let (scheme, rest) = text.split_once("://")?;
     let first_at = rest.find('@')?;
@@ -119,7 +120,14 @@ fn unparsable_with_userinfo(text: &str) -> Option<String> {
         .map_or(rest.len(), |slash| first_at + slash);
     let last_at = rest[..end].rfind('@')?;
     let host = &rest[last_at + 1..end];
-    Some(format!("{scheme}://{MASK}@{host}"))
+    let path = rest[end..].split(['?', '#']).next().unwrap_or("");
+    // The user is what comes before the first `:`; without one, the userinfo may be a
+    // token and is masked whole.
+    let userinfo = match rest[..last_at].split_once(':') {
+        Some((user, _)) => format!("{user}:{MASK}"),
+        None => MASK.to_owned(),
+    };
+    Some(format!("{scheme}://{userinfo}@{host}{path}"))
 }
 
 #[cfg(test)]
