@@ -80,6 +80,11 @@ impl ChannelOptions for HttpChannel {
 }
 
 fn url_problems(out: &mut Vec<Problem>, raw: &str) {
+    // A channel's address cannot be named here at all, and the loader says so; its shape
+    // would only add a second, misleading error.
+    if raw.contains("{{") && raw.contains("channel.") {
+        return;
+    }
     // Per-run templates (`{{ run_id }}`) are checked as if rendered to a plain word.
     let shaped = without_templates(raw, "x");
     // The URL as rendered may hold a secret from env(): shown masked.

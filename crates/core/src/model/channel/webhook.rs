@@ -54,7 +54,14 @@ impl ChannelOptions for WebhookChannel {
 
     fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
-        if let Err(why) = host_port(&self.listen) {
+        if self.listen.contains("{{") {
+            out.push(Problem::value(
+                &["listen"],
+                format!("a webhook's `listen` is not a template: `{}`", self.listen),
+                "listen on port 0 (`127.0.0.1:0`, a free port) and tell the SUT where with \
+                 `{{ channel.NAME.url }}` in `sut.start`",
+            ));
+        } else if let Err(why) = host_port(&self.listen) {
             out.push(Problem::value(
                 &["listen"],
                 format!("`listen` must be `host:port`, not `{}`: {why}", self.listen),
