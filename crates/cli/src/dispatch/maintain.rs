@@ -1,6 +1,6 @@
 //! `roundtrip migrate` and `roundtrip gc`: the store's upkeep, as steps of their own.
 
-use super::print_error;
+use super::store_failed;
 use crate::args::{GcArgs, MigrateArgs};
 use crate::display::out;
 use crate::exit;
@@ -34,34 +34,18 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
                 ));
                 exit::OK
             }
-            Err(e) => {
-                print_error(&e);
-                if e.is_usage() {
-                    exit::USAGE
-                } else {
-                    exit::HARNESS
-                }
-            }
+            Err(e) => store_failed(&e),
         };
     }
     match roundtrip::store::open(url).await {
         Ok(store) => {
-            let closed = store.close().await;
-            if let Err(e) = closed {
-                print_error(&e);
-                return exit::HARNESS;
+            if let Err(e) = store.close().await {
+                return store_failed(&e);
             }
             out(&format!("{}: up to date", roundtrip_core::redact::url(url)));
             exit::OK
         }
-        Err(e) => {
-            print_error(&e);
-            if e.is_usage() {
-                exit::USAGE
-            } else {
-                exit::HARNESS
-            }
-        }
+        Err(e) => store_failed(&e),
     }
 }
 
@@ -98,14 +82,7 @@ pub async fn gc(args: GcArgs) -> u8 {
                 ));
                 exit::OK
             }
-            Err(e) => {
-                print_error(&e);
-                if e.is_usage() {
-                    exit::USAGE
-                } else {
-                    exit::HARNESS
-                }
-            }
+            Err(e) => store_failed(&e),
         }
     }
     #[cfg(not(feature = "postgres"))]

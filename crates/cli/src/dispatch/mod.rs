@@ -132,6 +132,17 @@ pub fn print_error(e: &dyn std::error::Error) {
     );
 }
 
+/// Prints a store error and returns its exit code: 2 for a store the user named wrongly
+/// (or that is not there), 3 for one that failed.
+pub fn store_failed(e: &roundtrip::store::StoreError) -> u8 {
+    print_error(e);
+    if e.is_usage() {
+        crate::exit::USAGE
+    } else {
+        crate::exit::HARNESS
+    }
+}
+
 /// Refuses `--json` and `--junit` naming the same file: one would silently overwrite
 /// the other.
 pub fn check_outputs(output: &crate::args::OutputArgs) -> Result<(), u8> {

@@ -14,14 +14,7 @@ pub async fn report(args: ReportArgs) -> u8 {
     }
     let store = match roundtrip::store::open_existing(&args.store.store).await {
         Ok(s) => s,
-        Err(e) if e.is_usage() => {
-            print_error(&e);
-            return exit::USAGE;
-        }
-        Err(e) => {
-            print_error(&e);
-            return exit::HARNESS;
-        }
+        Err(e) => return super::store_failed(&e),
     };
     let run_id = if args.run_id == "latest" {
         match store.runs(1).await {

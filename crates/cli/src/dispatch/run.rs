@@ -79,13 +79,9 @@ pub async fn run(args: RunArgs) -> u8 {
     let store = match roundtrip::store::open(&args.store.store).await {
         Ok(s) => s,
         Err(e) => {
-            print_error(&e);
+            let code = super::store_failed(&e);
             out("0 passed, 0 failed");
-            return if e.is_usage() {
-                exit::USAGE
-            } else {
-                exit::HARNESS
-            };
+            return code;
         }
     };
 

@@ -11,14 +11,7 @@ use crate::exit;
 pub async fn runs(args: RunsArgs) -> u8 {
     let store = match roundtrip::store::open_existing(&args.store.store).await {
         Ok(s) => s,
-        Err(e) if e.is_usage() => {
-            print_error(&e);
-            return exit::USAGE;
-        }
-        Err(e) => {
-            print_error(&e);
-            return exit::HARNESS;
-        }
+        Err(e) => return super::store_failed(&e),
     };
     match store.runs(args.limit).await {
         Ok(runs) if runs.is_empty() => {

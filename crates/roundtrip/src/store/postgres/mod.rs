@@ -125,16 +125,33 @@ fn unreachable(options: &PostgresOptions, e: &tokio_postgres::Error) -> String {
     )
 }
 
-/// Brings the store's schema up to [`SCHEMA_VERSION`]; returns the version it was at.
-/// What `roundtrip migrate` runs.
-pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
+/// A connection of the store's own for `options`: checked first (a bad option is a usage
+/// error), then connected (a failure says what to check).
+async fn connection(options: &PostgresOptions) -> Result<Client, StoreError> {
     options.validate().map_err(|message| StoreError::Invalid {
         location: options.location.clone(),
         message,
     })?;
-    let mut client = connect(options)
+    connect(options)
         .await
-        .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;
+        .map_err(|e| open_error(&options.location, unreachable(options, &e)))
+}
+
+/// Refuses a schema that holds no store as [`StoreError::Missing`], creating nothing:
+/// for commands that only read or delete.
+async fn require_store(client: &mut Client, options: &PostgresOptions) -> Result<(), StoreError> {
+    match schema::migrate(client, &options.schema, false).await {
+        Err(SchemaError::NotMigrated { found: 0, .. }) => Err(StoreError::Missing {
+            location: options.location.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Brings the store's schema up to [`SCHEMA_VERSION`]; returns the version it was at.
+/// What `roundtrip migrate` runs.
+pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
+    let mut client = connection(options).await?;
     schema::migrate(&mut client, &options.schema, true)
         .await
         .map_err(|e| open_error(&options.location, e))
@@ -150,13 +167,7 @@ impl PostgresStore {
     /// Opens the store with these options, migrating its schema unless they say not to.
     pub async fn open_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let location = options.location.clone();
-        options.validate().map_err(|message| StoreError::Invalid {
-            location: location.clone(),
-            message,
-        })?;
-        let mut client = connect(&options)
-            .await
-            .map_err(|e| open_error(&location, unreachable(&options, &e)))?;
+        let mut client = connection(&options).await?;
         schema::migrate(&mut client, &options.schema, options.migrate)
             .await
             .map_err(|e| open_error(&location, e))?;
@@ -220,18 +231,7 @@ impl PostgresStore {
     /// is [`StoreError::Missing`], and is not created.
     pub async fn open_existing(url: &str) -> Result<PostgresStore, StoreError> {
         let options = PostgresOptions::from_url(url).map_err(|why| invalid(url, why))?;
-        options.validate().map_err(|why| invalid(url, why))?;
-        let mut client = connect(&options)
-            .await
-            .map_err(|e| open_error(&options.location, unreachable(&options, &e)))?;
-        if let Err(SchemaError::NotMigrated { found: 0, .. }) =
-            schema::migrate(&mut client, &options.schema, false).await
-        {
-            return Err(StoreError::Missing {
-                location: options.location,
-            });
-        }
-        drop(client);
+        require_store(&mut connection(&options).await?, &options).await?;
         PostgresStore::open_with(options).await
     }
 

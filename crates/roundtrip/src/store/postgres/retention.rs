@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::rows::read_error;
-use super::{PostgresOptions, connect, open_error, unreachable};
+use super::{PostgresOptions, connection, require_store};
 use crate::store::StoreError;
 
 /// Runs whose observations are deleted together.
@@ -26,20 +26,8 @@ pub struct Deleted {
 /// Deletes every run that started more than `older_than` ago, with everything it
 /// recorded. What `roundtrip gc` and a listener service's retention run.
 pub async fn gc(options: &PostgresOptions, older_than: Duration) -> Result<Deleted, StoreError> {
-    options.validate().map_err(|message| StoreError::Invalid {
-        location: options.location.clone(),
-        message,
-    })?;
-    let mut client = connect(options)
-        .await
-        .map_err(|e| open_error(&options.location, unreachable(options, &e)))?;
-    if let Err(super::SchemaError::NotMigrated { found: 0, .. }) =
-        super::schema::migrate(&mut client, &options.schema, false).await
-    {
-        return Err(StoreError::Missing {
-            location: options.location.clone(),
-        });
-    }
+    let client = &mut connection(options).await?;
+    require_store(client, options).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
