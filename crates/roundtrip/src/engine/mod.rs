@@ -146,6 +146,25 @@ struct StartedListener {
     stats: Arc<ListenerStats>,
 }
 
+impl StartedListener {
+    /// Stops the listener and says what it recorded, once every commit has drained.
+    async fn stop(self) -> ListenerSummary {
+        let (delivery, polling) = (self.running.delivery, self.running.polling);
+        self.running.stop().await;
+        let stats = self.stats;
+        ListenerSummary {
+            channel: self.channel,
+            transport: self.transport.to_owned(),
+            recorded: stats.recorded.load(Ordering::Relaxed),
+            faults: stats.faults.load(Ordering::Relaxed),
+            delivery: delivery.as_str().to_owned(),
+            polling,
+            redelivered: stats.redelivered.load(Ordering::Relaxed),
+            gaps: stats.gap_causes(),
+        }
+    }
+}
+
 impl Run {
     /// Opens the run in the store and starts routing its observations.
     async fn open(
@@ -317,30 +336,12 @@ impl Run {
         // Stopped together: a stop can wait for a receive in flight (SQS, Redis groups).
         let stops: Vec<_> = std::mem::take(&mut self.listeners)
             .into_iter()
-            .map(|l| {
-                let (delivery, polling) = (l.running.delivery, l.running.polling);
-                (
-                    l.channel,
-                    l.transport,
-                    l.stats,
-                    delivery,
-                    polling,
-                    tokio::spawn(l.running.stop()),
-                )
-            })
+            .map(|l| tokio::spawn(l.stop()))
             .collect();
-        for (channel, transport, stats, delivery, polling, stop) in stops {
-            let _ = stop.await;
-            self.summary.listeners.push(ListenerSummary {
-                channel,
-                transport: transport.to_owned(),
-                recorded: stats.recorded.load(Ordering::Relaxed),
-                faults: stats.faults.load(Ordering::Relaxed),
-                delivery: delivery.as_str().to_owned(),
-                polling,
-                redelivered: stats.redelivered.load(Ordering::Relaxed),
-                gaps: stats.gap_causes(),
-            });
+        for stop in stops {
+            if let Ok(summary) = stop.await {
+                self.summary.listeners.push(summary);
+            }
         }
         self.dispatcher.abort();
     }
