@@ -12,6 +12,7 @@ pub mod correlate;
 pub mod escape;
 pub mod expect;
 pub mod latency;
+pub mod listen;
 pub mod matcher;
 pub mod model;
 pub mod observation;

@@ -267,20 +267,25 @@ fn the_json_schema_accepts_the_good_suites_and_rejects_unknown_keys() {
     }
 }
 
-/// The CI drift check: the committed schema must be what the model generates.
+/// The CI drift check: the committed schemas must be what the models generate.
 #[test]
-fn the_committed_json_schema_is_up_to_date() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/suite.schema.json");
-    let generated = serde_json::to_string_pretty(&suite::json_schema()).expect("serializes") + "\n";
-    if std::env::var_os("UPDATE_SCHEMA").is_some() {
-        fs::create_dir_all(path.parent().expect("has a parent")).expect("create schema/");
-        fs::write(&path, &generated).expect("write the schema");
-        return;
+fn the_committed_json_schemas_are_up_to_date() {
+    for (file, schema) in [
+        ("suite.schema.json", suite::json_schema()),
+        ("listen.schema.json", roundtrip_core::listen::json_schema()),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema").join(file);
+        let generated = serde_json::to_string_pretty(&schema).expect("serializes") + "\n";
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            fs::create_dir_all(path.parent().expect("has a parent")).expect("create schema/");
+            fs::write(&path, &generated).expect("write the schema");
+            continue;
+        }
+        let committed = fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "schema/{file} is out of date with its model; regenerate it with \
+             `UPDATE_SCHEMA=1 cargo test -p roundtrip-core --test suite_files` and commit it"
+        );
     }
-    let committed = fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "schema/suite.schema.json is out of date with the suite model; regenerate it with \
-         `UPDATE_SCHEMA=1 cargo test -p roundtrip-core --test suite_files` and commit it"
-    );
 }

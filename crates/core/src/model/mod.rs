@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod channel;
+pub mod listen;
 mod units;
 
 pub use channel::*;

@@ -7,12 +7,14 @@
 
 use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
 
-use super::diagnostic::{Diagnostic, container_name, did_you_mean, list, list_or};
+use super::Document;
+use super::diagnostic::{Diagnostic, container_name_in, did_you_mean, list, list_or};
 use super::locate::{Kind, Loc, Seg, SpanIndex, YamlPath};
 
 /// The diagnostic for a failed deserialization. `index` is `None` when the text is not
 /// even valid YAML.
 pub(crate) fn diagnostic(
+    doc: Document,
     file: &str,
     text: &str,
     err: &Error,
@@ -33,6 +35,7 @@ pub(crate) fn diagnostic(
         loc.len = 0;
     }
     let at = At {
+        doc,
         kind,
         node,
         written: written_at(text, loc),
@@ -56,6 +59,8 @@ fn innermost(mut err: &Error) -> &Error {
 
 /// What the error location points at.
 struct At {
+    /// What kind of file it is.
+    doc: Document,
     /// The node there, and whether the location is its key (rather than its value).
     node: Option<(YamlPath, bool)>,
     /// The kind of the value there, when the location is a value.
@@ -81,7 +86,7 @@ impl At {
     /// "in an expectation", "in channel `x`", or nothing when unknown.
     fn container(&self) -> String {
         self.mapping()
-            .map(|m| format!(" in {}", container_name(&m)))
+            .map(|m| format!(" in {}", container_name_in(self.doc, &m)))
             .unwrap_or_default()
     }
 
@@ -156,15 +161,18 @@ fn describe(err: &Error, at: &At) -> (String, Option<String>) {
                 B::Documents { .. } => "too many YAML documents",
                 B::ScalarBytes { .. } => "too much text in values",
                 B::MergeKeys { .. } => "too many merge keys (`<<`)",
-                _ => "too large for a suite file",
+                _ => "too large",
             };
             (
-                format!("the suite file is {what}: the YAML parser's safety limit was reached"),
-                Some(
-                    "a suite is a short file: check that this is the file you meant, and that \
-                     aliases do not expand into something huge"
-                        .to_owned(),
+                format!(
+                    "the {} is {what}: the YAML parser's safety limit was reached",
+                    at.doc.file()
                 ),
+                Some(format!(
+                    "a {} is a short file: check that this is the file you meant, and that \
+                     aliases do not expand into something huge",
+                    at.doc.file()
+                )),
             )
         }
         Error::SerdeUnknownField {
@@ -185,7 +193,7 @@ fn describe(err: &Error, at: &At) -> (String, Option<String>) {
         {
             let channel = at
                 .mapping()
-                .map_or_else(|| "a channel".to_owned(), |m| container_name(&m));
+                .map_or_else(|| "a channel".to_owned(), |m| container_name_in(at.doc, &m));
             (
                 format!("{channel} names no transport"),
                 Some(format!(
@@ -221,7 +229,7 @@ fn describe(err: &Error, at: &At) -> (String, Option<String>) {
             let channel = at
                 .path()
                 .map(parent)
-                .map_or_else(|| "a channel".to_owned(), |p| container_name(&p));
+                .map_or_else(|| "a channel".to_owned(), |p| container_name_in(at.doc, &p));
             (
                 format!("{channel} has more than one transport"),
                 Some(
@@ -277,8 +285,11 @@ fn describe(err: &Error, at: &At) -> (String, Option<String>) {
             Some("the file ends inside a value: check for an unclosed bracket or quote".to_owned()),
         ),
         Error::MultipleDocuments { .. } => (
-            "the suite file holds more than one YAML document".to_owned(),
-            Some("remove the `---` separator: one file is one suite".to_owned()),
+            format!("the {} holds more than one YAML document", at.doc.file()),
+            Some(format!(
+                "remove the `---` separator: a {} is one document",
+                at.doc.file()
+            )),
         ),
         other => {
             let text = UserMessageFormatter.format_message(other);
@@ -392,6 +403,7 @@ fn missing_help(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::diagnostic::container_name;
 
     #[test]
     fn containers_are_named_for_humans() {

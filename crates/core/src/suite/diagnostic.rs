@@ -208,6 +208,11 @@ pub(crate) fn join(items: &[String], last_word: &str) -> String {
 
 /// How a user would name the part of the suite at `p`.
 pub(crate) fn container_name(p: &YamlPath) -> String {
+    container_name_in(super::Document::Suite, p)
+}
+
+/// How a user would name the part of a document of kind `doc` at `p`.
+pub(crate) fn container_name_in(doc: super::Document, p: &YamlPath) -> String {
     let keys: Vec<&str> =
         p.0.iter()
             .map(|s| match s {
@@ -220,7 +225,9 @@ pub(crate) fn container_name(p: &YamlPath) -> String {
         _ => String::new(),
     };
     match keys.as_slice() {
-        [] => "the suite".to_owned(),
+        [] => doc.the().to_owned(),
+        ["api"] => "`api`".to_owned(),
+        ["run"] => "`run`".to_owned(),
         ["sut"] => "`sut`".to_owned(),
         ["sut", "ready"] => "`sut.ready`".to_owned(),
         ["correlate"] => "`correlate`".to_owned(),

@@ -6,11 +6,14 @@
 //! variable without a default is a located error at `check` time, not a failed send.
 //! Other expressions (`run_id`, `correlation_id`, `seq`, …) are left for the engine.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::diagnostic::Diagnostic;
 use super::locate::YamlPath;
 use super::validate::Locator;
+use crate::model::listen::ListenConfig;
 use crate::model::{ChannelSpec, Suite};
 use crate::template::{Template, TemplateError};
 use crate::vars::Vars;
@@ -24,17 +27,7 @@ pub(crate) fn render(suite: &mut Suite, vars: &Vars, at: &Locator<'_>) -> Vec<Di
         out: Vec::new(),
     };
     let root = YamlPath::root();
-    for (name, spec) in &mut suite.channels {
-        let path = root.key("channels").key(name);
-        let Ok(mut value) = serde_json::to_value(&*spec) else {
-            continue;
-        };
-        if pass.json(&path, &mut value)
-            && let Ok(rendered) = serde_json::from_value::<ChannelSpec>(value)
-        {
-            *spec = rendered;
-        }
-    }
+    pass.channels(&mut suite.channels);
     if let Some(sut) = &mut suite.sut {
         let start = root.key("sut").key("start");
         for (i, arg) in sut.start.iter_mut().enumerate() {
@@ -59,6 +52,24 @@ pub(crate) fn render(suite: &mut Suite, vars: &Vars, at: &Locator<'_>) -> Vec<Di
     pass.out
 }
 
+/// Renders `env(…)` in a listener service's config: its channels and its store URL.
+pub(crate) fn render_listen(
+    config: &mut ListenConfig,
+    vars: &Vars,
+    at: &Locator<'_>,
+) -> Vec<Diagnostic> {
+    let mut pass = Pass {
+        vars,
+        at,
+        out: Vec::new(),
+    };
+    pass.channels(&mut config.channels);
+    if let Some(store) = &mut config.store {
+        pass.string(&YamlPath::root().key("store"), store);
+    }
+    pass.out
+}
+
 struct Pass<'a> {
     vars: &'a Vars,
     at: &'a Locator<'a>,
@@ -66,6 +77,21 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
+    /// Renders every string option of every channel.
+    fn channels(&mut self, channels: &mut BTreeMap<String, ChannelSpec>) {
+        for (name, spec) in channels {
+            let path = YamlPath::root().key("channels").key(name);
+            let Ok(mut value) = serde_json::to_value(&*spec) else {
+                continue;
+            };
+            if self.json(&path, &mut value)
+                && let Ok(rendered) = serde_json::from_value::<ChannelSpec>(value)
+            {
+                *spec = rendered;
+            }
+        }
+    }
+
     /// Renders one string; true when it changed.
     fn string(&mut self, path: &YamlPath, s: &mut String) -> bool {
         if !s.contains("{{") {

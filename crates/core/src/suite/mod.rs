@@ -34,7 +34,7 @@
 
 mod decode;
 pub(crate) mod diagnostic;
-mod env;
+pub(crate) mod env;
 mod locate;
 pub mod validate;
 
@@ -45,7 +45,8 @@ pub use diagnostic::Diagnostic;
 
 use crate::model::Suite;
 use crate::vars::Vars;
-use locate::{Kind, Loc, SpanIndex, YamlPath};
+pub(crate) use locate::SpanIndex;
+use locate::{Kind, Loc, YamlPath};
 
 /// A loaded, validated suite and where it came from.
 #[derive(Debug, Clone)]
@@ -80,9 +81,76 @@ impl fmt::Display for SuiteError {
 }
 
 impl SuiteError {
+    /// The error of these problems, sorted by location.
+    pub(crate) fn from_diagnostics(diagnostics: Vec<Diagnostic>) -> SuiteError {
+        SuiteError::new(diagnostics)
+    }
+
     fn new(mut diagnostics: Vec<Diagnostic>) -> SuiteError {
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         SuiteError { diagnostics }
+    }
+}
+
+/// Which kind of file is being read: the words its diagnostics use, and its
+/// independent entries (each set aside after a type error, so the next one is found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Document {
+    /// A suite file.
+    Suite,
+    /// A listener service's configuration (`roundtrip listen CONFIG`).
+    ListenConfig,
+}
+
+impl Document {
+    /// "the suite", as a container in messages.
+    pub(crate) fn the(self) -> &'static str {
+        match self {
+            Document::Suite => "the suite",
+            Document::ListenConfig => "the listener config",
+        }
+    }
+
+    /// "suite file", as in "the suite file is empty".
+    pub(crate) fn file(self) -> &'static str {
+        match self {
+            Document::Suite => "suite file",
+            Document::ListenConfig => "listener config file",
+        }
+    }
+
+    /// What a minimal file holds, for the help of an empty or mis-shaped one.
+    fn needs(self) -> &'static str {
+        match self {
+            Document::Suite => {
+                "a suite needs at least `name`, `channels` and `scenarios`; see \
+                 schema/suite.schema.json"
+            }
+            Document::ListenConfig => {
+                "a listener config needs at least `name`, `api` and `channels`; see \
+                 schema/listen.schema.json"
+            }
+        }
+    }
+
+    /// How a file of this kind starts, for the help of one that is not a mapping.
+    fn starts(self) -> &'static str {
+        match self {
+            Document::Suite => {
+                "start with `name: …`, then `channels:` and `scenarios:`, one key per line"
+            }
+            Document::ListenConfig => {
+                "start with `name: …`, then `api:` and `channels:`, one key per line"
+            }
+        }
+    }
+
+    /// The top-level keys whose value is one independent entry.
+    fn units(self) -> &'static [&'static str] {
+        match self {
+            Document::Suite => &["sut", "correlate"],
+            Document::ListenConfig => &["api", "correlate", "run", "record", "store", "retention"],
+        }
     }
 }
 
@@ -115,22 +183,7 @@ fn read_capped(path: &Path) -> std::io::Result<String> {
 /// [`load`], with `env(…)` read from `vars` (`--var`, the environment, `--env-file`).
 pub fn load_with(path: &Path, vars: &Vars) -> Result<LoadedSuite, SuiteError> {
     let name = path.display().to_string();
-    let text = read_capped(path).map_err(|e| {
-        SuiteError::new(vec![Diagnostic::whole_file(
-            &name,
-            format!("read the suite file: {e}"),
-            Some(match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "check the path; it is relative to the current directory".to_owned()
-                }
-                std::io::ErrorKind::InvalidData => "a suite file must be UTF-8 text".to_owned(),
-                std::io::ErrorKind::FileTooLarge => {
-                    "a suite is a short YAML file: check the path".to_owned()
-                }
-                _ => "check that the file exists and is readable".to_owned(),
-            }),
-        )])
-    })?;
+    let text = read_document(path, Document::Suite)?;
     let suite = parse_with(&name, &text, vars)?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -143,6 +196,27 @@ pub fn load_with(path: &Path, vars: &Vars) -> Result<LoadedSuite, SuiteError> {
     })
 }
 
+/// Reads a file of kind `doc`, or the located error that says why it cannot be.
+pub(crate) fn read_document(path: &Path, doc: Document) -> Result<String, SuiteError> {
+    let name = path.display().to_string();
+    read_capped(path).map_err(|e| {
+        SuiteError::new(vec![Diagnostic::whole_file(
+            &name,
+            format!("read the {}: {e}", doc.file()),
+            Some(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "check the path; it is relative to the current directory".to_owned()
+                }
+                std::io::ErrorKind::InvalidData => format!("a {} must be UTF-8 text", doc.file()),
+                std::io::ErrorKind::FileTooLarge => {
+                    format!("a {} is a short YAML file: check the path", doc.file())
+                }
+                _ => "check that the file exists and is readable".to_owned(),
+            }),
+        )])
+    })
+}
+
 /// Parses and validates suite text; `source_name` names it in diagnostics. `env(…)` is
 /// read from the process environment.
 pub fn parse(source_name: &str, text: &str) -> Result<Suite, SuiteError> {
@@ -152,13 +226,32 @@ pub fn parse(source_name: &str, text: &str) -> Result<Suite, SuiteError> {
 /// [`parse`], with `env(…)` read from `vars`.
 pub fn parse_with(source_name: &str, text: &str, vars: &Vars) -> Result<Suite, SuiteError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (mut suite, index) = decode_document::<Suite>(Document::Suite, source_name, text)?;
+    let locator = validate::Locator::new(source_name, text, &index);
+    let mut diagnostics = env::render(&mut suite, vars, &locator);
+    diagnostics.extend(validate::validate(&suite, &locator));
+    if diagnostics.is_empty() {
+        Ok(suite)
+    } else {
+        Err(SuiteError::new(diagnostics))
+    }
+}
+
+/// Deserializes a document of kind `doc` (without its byte order mark), with its
+/// location index: an empty file, a file that is not a mapping, and type errors (the
+/// first, then one per further independent entry) become diagnostics.
+pub(crate) fn decode_document<T: serde::de::DeserializeOwned>(
+    doc: Document,
+    source_name: &str,
+    text: &str,
+) -> Result<(T, SpanIndex), SuiteError> {
     let fail = |d: Diagnostic| SuiteError::new(vec![d]);
 
     // The generic pass first: it tells syntax errors, empty files and non-mappings apart
     // before the typed pass would phrase them in terms of Rust types.
     let index = match SpanIndex::build(text) {
         Ok(index) => index,
-        Err(e) => return Err(fail(decode::diagnostic(source_name, text, &e, None))),
+        Err(e) => return Err(fail(decode::diagnostic(doc, source_name, text, &e, None))),
     };
     let root = index.get(&YamlPath::root());
     match root.map(|r| r.kind) {
@@ -167,12 +260,8 @@ pub fn parse_with(source_name: &str, text: &str, vars: &Vars) -> Result<Suite, S
                 source_name,
                 text,
                 Loc::START,
-                "the suite file is empty",
-                Some(
-                    "a suite needs at least `name`, `channels` and `scenarios`; \
-                     see schema/suite.schema.json"
-                        .to_owned(),
-                ),
+                format!("the {} is empty", doc.file()),
+                Some(doc.needs().to_owned()),
             );
             // Whatever line 1 holds (a comment, `---`), it is not the problem.
             d.source_line = None;
@@ -184,32 +273,24 @@ pub fn parse_with(source_name: &str, text: &str, vars: &Vars) -> Result<Suite, S
                 source_name,
                 text,
                 index.value(&YamlPath::root()),
-                format!("a suite file must be a mapping, found {}", kind.describe()),
-                Some(
-                    "start with `name: …`, then `channels:` and `scenarios:`, one key per line"
-                        .to_owned(),
+                format!(
+                    "a {} must be a mapping, found {}",
+                    doc.file(),
+                    kind.describe()
                 ),
+                Some(doc.starts().to_owned()),
             )));
         }
     }
 
-    let mut suite: Suite = match serde_saphyr::from_str(text) {
-        Ok(suite) => suite,
+    match serde_saphyr::from_str::<T>(text) {
+        Ok(value) => Ok((value, index)),
         Err(e) => {
-            let first = decode::diagnostic(source_name, text, &e, Some(&index));
+            let first = decode::diagnostic(doc, source_name, text, &e, Some(&index));
             let mut all = vec![first];
-            all.extend(more_type_errors(source_name, text, &index, &e));
-            return Err(SuiteError::new(all));
+            all.extend(more_type_errors::<T>(doc, source_name, text, &index, &e));
+            Err(SuiteError::new(all))
         }
-    };
-
-    let locator = validate::Locator::new(source_name, text, &index);
-    let mut diagnostics = env::render(&mut suite, vars, &locator);
-    diagnostics.extend(validate::validate(&suite, &locator));
-    if diagnostics.is_empty() {
-        Ok(suite)
-    } else {
-        Err(SuiteError::new(diagnostics))
     }
 }
 
@@ -220,7 +301,8 @@ const MORE_TYPE_ERRORS: usize = 20;
 /// `correlate`) after the first: the parser stops at the first, so the entry that holds
 /// it is removed and the rest deserialized again, until none is left. Each error is
 /// reported where it is in the original text.
-fn more_type_errors(
+fn more_type_errors<T: serde::de::DeserializeOwned>(
+    kind: Document,
     file: &str,
     text: &str,
     index: &SpanIndex,
@@ -245,7 +327,9 @@ fn more_type_errors(
             [Seg::Key(k), Seg::Index(i), ..] if k == "scenarios" => {
                 Some(YamlPath::root().key("scenarios").index(*i))
             }
-            [Seg::Key(k), ..] if k == "sut" || k == "correlate" => Some(YamlPath::root().key(k)),
+            [Seg::Key(k), ..] if kind.units().contains(&k.as_str()) => {
+                Some(YamlPath::root().key(k))
+            }
             _ => None,
         }
     };
@@ -290,7 +374,7 @@ fn more_type_errors(
         let Ok(again) = serde_saphyr::to_string(&doc) else {
             break;
         };
-        let Err(e) = serde_saphyr::from_str::<Suite>(&again) else {
+        let Err(e) = serde_saphyr::from_str::<T>(&again) else {
             break;
         };
         let Ok(again_index) = SpanIndex::build(&again) else {
@@ -313,7 +397,7 @@ fn more_type_errors(
         let Some(next) = unit_of(&original) else {
             break;
         };
-        let d = decode::diagnostic(file, &again, &e, Some(&again_index));
+        let d = decode::diagnostic(kind, file, &again, &e, Some(&again_index));
         let loc = if is_key {
             index.key(&original)
         } else {

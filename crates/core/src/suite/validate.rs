@@ -34,7 +34,7 @@
 //! - a transport that carries no headers (`redis_pubsub`, MQTT 3.1.1) is only used with
 //!   `correlate.json`, because the correlation id has nowhere else to travel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -44,8 +44,10 @@ use serde_json_path::JsonPath;
 use super::diagnostic::{Diagnostic, container_name, did_you_mean, list, list_or};
 use super::locate::{Loc, SpanIndex, YamlPath};
 use crate::expect::{Mode, ModeError};
+use crate::model::listen::{ListenConfig, RunRule};
 use crate::model::{
-    ChannelSpec, DurationSpec, Expectation, Predicate, ProblemKind, SendStep, Suite,
+    ChannelSpec, CorrelationRule, DurationSpec, Expectation, Predicate, ProblemKind, SendStep,
+    Suite,
 };
 use crate::template::{EXPRESSIONS, Expr, Template, TemplateError};
 
@@ -121,11 +123,11 @@ pub(crate) fn validate(suite: &Suite, at: &Locator<'_>) -> Vec<Diagnostic> {
         );
     }
     check_sut(&mut c, suite);
-    check_correlate(&mut c, suite);
+    check_correlate(&mut c, &suite.correlate);
     for (name, spec) in &suite.channels {
         check_channel(&mut c, &root.key("channels").key(name), spec);
     }
-    check_listen_addresses(&mut c, suite);
+    check_listen_addresses(&mut c, &suite.channels, None);
     check_scenarios(&mut c, suite);
     c.out
 }
@@ -173,12 +175,11 @@ fn check_sut(c: &mut Checker<'_>, suite: &Suite) {
     positive(c, &ready.key("within"), sut.ready.within);
 }
 
-fn check_correlate(c: &mut Checker<'_>, suite: &Suite) {
+fn check_correlate(c: &mut Checker<'_>, rule: &CorrelationRule) {
     let path = YamlPath::root().key("correlate");
     if !c.has(&path) {
         return;
     }
-    let rule = &suite.correlate;
     const HELP: &str = "give exactly one of `header: NAME`, `json: $.path` or `traceparent: true`";
     if rule.traceparent == Some(false) && rule.header.is_none() && rule.json.is_none() {
         c.value(
@@ -264,10 +265,20 @@ fn check_headerless(
     );
 }
 
-/// Two channels that listen on one `host:port` (other than port 0) cannot both bind it.
-fn check_listen_addresses(c: &mut Checker<'_>, suite: &Suite) {
+/// Two channels that listen on one `host:port` (other than port 0) cannot both bind it,
+/// nor a channel the address of a listener service's API (`api`: its `listen`).
+fn check_listen_addresses(
+    c: &mut Checker<'_>,
+    channels: &BTreeMap<String, ChannelSpec>,
+    api: Option<&str>,
+) {
     let mut seen: HashMap<String, &str> = HashMap::new();
-    for (name, spec) in &suite.channels {
+    if let Some(api) = api
+        && !api.trim().ends_with(":0")
+    {
+        seen.insert(api.trim().to_owned(), "api");
+    }
+    for (name, spec) in channels {
         let ChannelSpec::Webhook(hook) = spec else {
             continue;
         };
@@ -281,7 +292,11 @@ fn check_listen_addresses(c: &mut Checker<'_>, suite: &Suite) {
                     .key(name)
                     .key("webhook")
                     .key("listen"),
-                format!("channels `{first}` and `{name}` both listen on `{listen}`"),
+                if first == "api" {
+                    format!("channel `{name}` listens on `{listen}`, the API's address")
+                } else {
+                    format!("channels `{first}` and `{name}` both listen on `{listen}`")
+                },
                 "give each webhook channel its own port (or port 0 for a free one)",
             );
         }
@@ -972,6 +987,163 @@ fn template_loc(text: &str, loc: Loc, s: &str, col: usize) -> Option<Loc> {
         column: loc.column + offset as u64,
         len: len as u64,
     })
+}
+
+/// Runs every semantic check of a listener service's config; the result is unsorted.
+pub(crate) fn validate_listen(config: &ListenConfig, at: &Locator<'_>) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        at,
+        out: Vec::new(),
+        channels: &config.channels,
+    };
+    let root = YamlPath::root();
+    if config.name.trim().is_empty() {
+        c.value(
+            &root.key("name"),
+            "the listener's `name` is empty",
+            "give the service a short name; logs, metrics and its evidence run show it",
+        );
+    }
+    if config.store.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        c.value(
+            &root.key("store"),
+            "`store` is empty",
+            "write a store URL such as `postgres://roundtrip@db/roundtrip`, or leave `store` \
+             out and pass `--store`",
+        );
+    }
+    check_api(&mut c, config);
+    check_run_rule(&mut c, &config.run);
+    check_correlate(&mut c, &config.correlate);
+    if let Some(retention) = config.retention {
+        positive(&mut c, &root.key("retention"), retention);
+    }
+    if config.channels.is_empty() {
+        c.key(
+            &root.key("channels"),
+            "the listener config has no channels",
+            "add the channels to record, as a suite writes them, e.g. \
+             `out: { webhook: { listen: 0.0.0.0:8081 } }`",
+        );
+    }
+    for (name, spec) in &config.channels {
+        let path = root.key("channels").key(name);
+        check_channel(&mut c, &path, spec);
+        if !spec.capabilities().listen {
+            c.key(
+                &path,
+                format!(
+                    "channel `{name}` uses the `{}` transport, which roundtrip only sends to",
+                    spec.transport()
+                ),
+                "a listener service records outputs: use a `webhook` channel for the calls \
+                 the SUT makes, or a broker channel for what it publishes",
+            );
+        } else if !spec.capabilities().headers && config.run.json.is_none() {
+            c.key(
+                &path,
+                format!(
+                    "channel `{name}` uses the `{}` transport, which carries no headers, so \
+                     the run id cannot travel in one",
+                    spec.transport()
+                ),
+                "tie observations to runs by a payload field: `run: { json: $.run }`",
+            );
+        }
+    }
+    check_listen_addresses(&mut c, &config.channels, Some(&config.api.listen));
+    c.out
+}
+
+fn check_api(c: &mut Checker<'_>, config: &ListenConfig) {
+    let api = YamlPath::root().key("api");
+    let listen = config.api.listen.trim();
+    match listen.parse::<std::net::SocketAddr>() {
+        Err(_) => c.value(
+            &api.key("listen"),
+            format!("`api.listen` must be an IP address and port, not `{listen}`"),
+            "write e.g. `127.0.0.1:7070`, `0.0.0.0:7070` or `[::]:7070` (port 0 picks a \
+             free one)",
+        ),
+        Ok(addr) if !addr.ip().is_loopback() && !config.api.tokens.any() => c.value(
+            &api.key("listen"),
+            format!("the API listens on `{listen}`, beyond this host, and no token guards it"),
+            "add `tokens: { read: [VARIABLE] }` naming an environment variable that holds a \
+             token, or listen on `127.0.0.1`",
+        ),
+        Ok(_) => {}
+    }
+    let tokens = api.key("tokens");
+    let mut seen = HashMap::new();
+    for (kind, names) in [
+        ("read", &config.api.tokens.read),
+        ("admin", &config.api.tokens.admin),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let at = tokens.key(kind).index(i);
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                c.value(
+                    &at,
+                    format!(
+                        "`{}` is not an environment variable's name",
+                        crate::escape::escape_text(name)
+                    ),
+                    "name the variable that holds the token (letters, digits and `_`), \
+                     never the token itself",
+                );
+            } else if let Some(first) = seen.insert(name.as_str(), kind) {
+                c.value(
+                    &at,
+                    format!("`{name}` is named twice (under `{first}` and `{kind}`)"),
+                    "name each token's variable once: an admin token may read too",
+                );
+            }
+        }
+    }
+    if let Some(timeout) = config.api.request_timeout {
+        positive(c, &api.key("request_timeout"), timeout);
+        at_most(c, &api.key("request_timeout"), timeout, MAX_REQUEST_TIMEOUT);
+    }
+}
+
+/// The longest `api.request_timeout`.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn check_run_rule(c: &mut Checker<'_>, rule: &RunRule) {
+    let path = YamlPath::root().key("run");
+    if !c.has(&path) {
+        return;
+    }
+    exactly_one(
+        c,
+        &path,
+        &[
+            ("header", rule.header.is_some()),
+            ("json", rule.json.is_some()),
+        ],
+        "`run` names no rule",
+        "give exactly one of `header: NAME` or `json: $.path`",
+    );
+    if let Some(header) = &rule.header
+        && (header.is_empty() || !header.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+    {
+        c.value(
+            &path.key("header"),
+            format!(
+                "`{}` is not a header name",
+                crate::escape::escape_text(header)
+            ),
+            "write a header name such as `x-roundtrip-run`",
+        );
+    }
+    if let Some(json) = &rule.json {
+        check_json_path(c, &path.key("json"), json);
+    }
 }
 
 #[cfg(test)]
