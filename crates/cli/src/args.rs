@@ -50,8 +50,27 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
+    /// Run the listener service: record the config's channels continuously into the
+    /// store, and serve what was recorded over HTTP (docs/deploy.md). Stops on Ctrl-C or
+    /// SIGTERM after committing what it received. Exit code 2: a config error; 3: a
+    /// listener, the store or the API could not start.
+    Listen(ListenArgs),
     /// Print a shell completion script: `roundtrip completions bash > /etc/bash_completion.d/roundtrip`.
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The listener config (YAML; schema/listen.schema.json).
+    pub config: PathBuf,
+    /// The store, overriding the config's `store` (default `.roundtrip/store.sqlite`).
+    #[arg(long, env = "ROUNDTRIP_STORE")]
+    pub store: Option<String>,
+    /// Validate the config and exit, starting nothing.
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub vars: VarsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -274,7 +274,9 @@ fn the_committed_json_schemas_are_up_to_date() {
         ("suite.schema.json", suite::json_schema()),
         ("listen.schema.json", roundtrip_core::listen::json_schema()),
     ] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema").join(file);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../schema")
+            .join(file);
         let generated = serde_json::to_string_pretty(&schema).expect("serializes") + "\n";
         if std::env::var_os("UPDATE_SCHEMA").is_some() {
             fs::create_dir_all(path.parent().expect("has a parent")).expect("create schema/");

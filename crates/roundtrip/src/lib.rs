@@ -16,6 +16,8 @@ pub mod error;
 pub mod harness;
 pub mod owner;
 pub mod report;
+mod serve;
+pub mod service;
 pub mod store;
 pub mod transport;
 

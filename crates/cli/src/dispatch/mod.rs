@@ -5,6 +5,7 @@ use crate::args::{Cli, Command};
 #[cfg(feature = "aws")]
 mod aws_cleanup;
 mod check;
+mod listen;
 mod maintain;
 mod report;
 mod run;
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             );
             crate::exit::USAGE
         }
+        Command::Listen(args) => listen::listen(args).await,
         Command::Completions(args) => completions(&args),
     }
 }
@@ -163,6 +165,25 @@ pub fn check_outputs(output: &crate::args::OutputArgs) -> Result<(), u8> {
         return Err(crate::exit::USAGE);
     }
     Ok(())
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM; `None` if signals cannot be watched.
+pub async fn interrupted() -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C");
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.ok().map(|()| "Ctrl-C"),
+            _ = term.recv() => Some("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
+    }
 }
 
 #[cfg(test)]

@@ -93,18 +93,18 @@ pub async fn run(args: RunArgs) -> u8 {
     let (cancel_tx, cancel) = watch::channel(false);
     let (hurry_tx, hurry) = watch::channel(false);
     tokio::spawn(async move {
-        if let Some(signal) = interrupted().await {
+        if let Some(signal) = super::interrupted().await {
             eprintln!(
                 "\ninterrupted by {signal}: stopping the run (again to stop faster, a third \
                  time to exit at once)"
             );
             cancel_tx.send_replace(true);
-            if interrupted().await.is_some() {
+            if super::interrupted().await.is_some() {
                 eprintln!(
                     "stopping faster: killing the system under test; the run is still recorded"
                 );
                 hurry_tx.send_replace(true);
-                if interrupted().await.is_some() {
+                if super::interrupted().await.is_some() {
                     eprintln!("exiting at once: the run stays unfinished in the store");
                     std::process::exit(130);
                 }
@@ -194,23 +194,4 @@ pub async fn run(args: RunArgs) -> u8 {
     let skipped: usize = summaries.iter().map(RunSummary::skipped).sum::<usize>() + skipped;
     out(&text::totals_line(passed, failed, skipped));
     code
-}
-
-/// Waits for Ctrl-C or (on Unix) SIGTERM; `None` if signals cannot be watched.
-async fn interrupted() -> Option<&'static str> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            return tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C");
-        };
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.ok().map(|()| "Ctrl-C"),
-            _ = term.recv() => Some("SIGTERM"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
-    }
 }

@@ -39,6 +39,7 @@ mod sut;
 pub(crate) mod tests;
 
 pub use event::RunEvent;
+pub(crate) use plan::render_channel_for_service;
 pub use scenario::COMMIT_SLACK;
 pub use sut::{SutProcess, become_subreaper};
 

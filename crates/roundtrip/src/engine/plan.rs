@@ -303,6 +303,16 @@ fn render_once(
         })
 }
 
+/// A listener service's channel rendered once, at its start: `{{ run_id }}` is the
+/// service's own run.
+pub(crate) fn render_channel_for_service(
+    name: &str,
+    spec: &ChannelSpec,
+    run_id: &str,
+) -> Result<ChannelSpec, HarnessError> {
+    render_channel(name, spec, run_id, &Bindings::new())
+}
+
 /// A channel's per-run templates ([`ChannelOptions::run_templates`]: subjects, topics,
 /// queues, buckets, an `http` URL and headers) rendered, before its driver is built.
 ///

@@ -57,6 +57,13 @@ pub struct ListenerStats {
     pub faults: AtomicU64,
     /// Deliveries the broker marked as redeliveries.
     pub redelivered: AtomicU64,
+    /// Observations that named no run, kept as evidence under the sink's own run (a
+    /// listener service's sink, [`ObservationSink::attributed`]).
+    pub unattributed: AtomicU64,
+    /// Observations that named no run, dropped by the record policy (not stored).
+    pub dropped: AtomicU64,
+    /// The time from receiving to committing, summed over `recorded`, in nanoseconds.
+    pub record_nanos: AtomicU64,
     gaps: Mutex<Vec<Gap>>,
 }
 
@@ -87,6 +94,7 @@ pub struct ObservationSink {
 struct SinkInner {
     store: Arc<dyn Store>,
     run_id: String,
+    attribution: Option<Arc<dyn Attribution>>,
     channel: String,
     correlator: Arc<Correlator>,
     max_payload: usize,
@@ -110,6 +118,31 @@ impl ObservationSink {
                 correlator,
                 max_payload,
                 stats: Arc::new(ListenerStats::default()),
+                attribution: None,
+            }),
+        }
+    }
+
+    /// A sink that asks `attribution` which run each message belongs to (a listener
+    /// service, which knows no runs in advance); `run_id` is its own run, for what
+    /// names none and for the names of resources it creates.
+    pub fn attributed(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        channel: impl Into<String>,
+        correlator: Arc<Correlator>,
+        max_payload: usize,
+        attribution: Arc<dyn Attribution>,
+    ) -> ObservationSink {
+        ObservationSink {
+            inner: Arc::new(SinkInner {
+                store,
+                run_id: run_id.into(),
+                channel: channel.into(),
+                correlator,
+                max_payload,
+                stats: Arc::new(ListenerStats::default()),
+                attribution: Some(attribution),
             }),
         }
     }
@@ -184,8 +217,11 @@ impl ObservationSink {
         }
     }
 
-    /// Records a received message; resolves after the store committed it.
-    pub async fn record(&self, received: Received) -> Result<Arc<Observation>, StoreError> {
+    /// Records a received message; resolves after the store committed it, with the
+    /// committed observation, or `None` when the sink's [`Attribution`] dropped it (it
+    /// named no run and the policy keeps only what does): either way, the listener may
+    /// acknowledge it.
+    pub async fn record(&self, received: Received) -> Result<Option<Arc<Observation>>, StoreError> {
         let received_mono = clock::mono_now();
         let received_at = clock::wall_now();
         let s = &self.inner;
@@ -210,8 +246,22 @@ impl ObservationSink {
         let correlation_id =
             s.correlator
                 .extract(&headers, payload.json.as_ref(), received.key.as_deref());
+        let run_id = match &s.attribution {
+            None => s.run_id.clone(),
+            Some(attribution) => match attribution.run_of(&headers, payload.json.as_ref()) {
+                Some(run) => run,
+                None if attribution.keeps_unattributed() => {
+                    s.stats.unattributed.fetch_add(1, Ordering::Relaxed);
+                    s.run_id.clone()
+                }
+                None => {
+                    s.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+            },
+        };
         let observation = NewObservation {
-            run_id: s.run_id.clone(),
+            run_id,
             channel: s.channel.clone(),
             correlation_id,
             payload,
@@ -222,10 +272,16 @@ impl ObservationSink {
             received_at,
             received_mono: Some(received_mono),
         };
-        match s.store.record(observation).await {
+        let result = match &s.attribution {
+            None => s.store.record(observation).await,
+            Some(attribution) => attribution.record(&s.store, observation).await,
+        };
+        match result {
             Ok(committed) => {
                 s.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                Ok(committed)
+                let took = clock::mono_now().saturating_sub(received_mono);
+                s.stats.record_nanos.fetch_add(took, Ordering::Relaxed);
+                Ok(Some(committed))
             }
             Err(e) => {
                 s.stats.faults.fetch_add(1, Ordering::Relaxed);
@@ -233,6 +289,27 @@ impl ObservationSink {
             }
         }
     }
+}
+
+/// Which run an observation belongs to, decided per message: a listener service's
+/// answer to observations from runs it was never told of.
+#[async_trait::async_trait]
+pub trait Attribution: Send + Sync + fmt::Debug {
+    /// The run the message names (its header or payload field), if it names one.
+    fn run_of(
+        &self,
+        headers: &[(String, String)],
+        json: Option<&serde_json::Value>,
+    ) -> Option<String>;
+    /// Whether an observation that names no run is kept (under the sink's own run) or
+    /// dropped.
+    fn keeps_unattributed(&self) -> bool;
+    /// Commits the observation, creating its run in the store first if need be.
+    async fn record(
+        &self,
+        store: &Arc<dyn Store>,
+        observation: NewObservation,
+    ) -> Result<Arc<Observation>, StoreError>;
 }
 
 /// Records an outage of a listener's source as one gap: opened at the first failure

@@ -13,12 +13,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use roundtrip_core::model::{ChannelOptions, WebhookChannel};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
+use crate::serve::ServeLimits;
 use crate::transport::{
     BoundAddress, Delivery, ListenError, Listener, ObservationSink, PlanError, Received,
     RunningListener,
@@ -152,52 +151,24 @@ impl Listener for WebhookListener {
     }
 }
 
-/// Accepts connections until stopped, each served by hyper with the header timeout,
-/// at most `limits.max_connections` at once; then lets requests in flight finish.
+/// Serves until stopped (or the handle is dropped); a connection over the limit is a
+/// fault.
 async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     sink: ObservationSink,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            // Stopped, or the handle was dropped.
-            _ = &mut stop => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            // Out of file descriptors, or a connection reset before it was accepted:
-            // not fatal; back off a little so a full table does not spin.
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            sink.fault();
-            drop(stream);
-            continue;
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
-        });
-    }
-    // Stop accepting, finish in-flight requests (bounded, in case a client never
-    // finishes its request).
-    drop(listener);
-    let _ = tokio::time::timeout(STOP_GRACE, graceful.shutdown()).await;
+    let limits = ServeLimits {
+        header_timeout: limits.header_timeout,
+        max_connections: limits.max_connections,
+        grace: STOP_GRACE,
+    };
+    let stop = async {
+        let _ = stop.await;
+    };
+    crate::serve::serve(listener, app, limits, || sink.fault(), stop).await;
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
