@@ -473,7 +473,12 @@ pub(crate) fn retention_task(app: App) -> Option<JoinHandle<()>> {
 }
 
 /// One per-channel metric: name, type, help, and how to read it.
-type Metric = (&'static str, &'static str, &'static str, fn(&super::Channel) -> u64);
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&super::Channel) -> u64,
+);
 
 /// A Prometheus label value, escaped.
 fn label(value: &str) -> String {

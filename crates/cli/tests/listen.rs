@@ -1,0 +1,509 @@
+//! `roundtrip listen` end to end: the service as a process, its webhook fed over HTTP, its
+//! API read over HTTP, stopped by a signal.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const READ: &str = "read-token-4f9c2a7e1b3d5f60";
+const ADMIN: &str = "admin-token-8e1d3c5b7a9f2e40";
+const RUN_A: &str = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+const RUN_B: &str = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c";
+
+/// A config with one webhook channel, the API on a free loopback port, and `extra` lines.
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("listen.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: test-listener\n{extra}api:\n  listen: 127.0.0.1:0\n  tokens: {{ read: [RT_READ], admin: [RT_ADMIN] }}\nchannels:\n  out: {{ webhook: {{ listen: '127.0.0.1:0', path: /hook }} }}\n"
+        ),
+    )
+    .expect("write the config");
+    path
+}
+
+fn roundtrip(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(args)
+        .current_dir(dir)
+        .env("RT_READ", READ)
+        .env("RT_ADMIN", ADMIN)
+        .env_remove("ROUNDTRIP_STORE")
+        .output()
+        .expect("the roundtrip binary runs")
+}
+
+/// A running service: its process and what its banner said.
+struct Service {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    banner: String,
+    api: String,
+    hook: String,
+    home: String,
+    store: PathBuf,
+}
+
+impl Service {
+    /// Starts `roundtrip listen` on `config` and reads its banner up to `ready`.
+    fn start(dir: &Path, config: &Path) -> Service {
+        let store = dir.join("store.sqlite");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+            .arg("listen")
+            .arg(config)
+            .arg("--store")
+            .arg(format!("sqlite:{}", store.display()))
+            .current_dir(dir)
+            .env("RT_READ", READ)
+            .env("RT_ADMIN", ADMIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the service starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut banner = String::new();
+        loop {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line).expect("read the banner");
+            assert!(n > 0, "the service ended before it was ready:\n{banner}");
+            banner.push_str(&line);
+            if line.trim() == "ready" {
+                break;
+            }
+        }
+        let find = |prefix: &str| {
+            banner
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .map(|rest| {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .unwrap_or_else(|| panic!("`{prefix}` in the banner:\n{banner}"))
+        };
+        let (api, hook, home) = (find("api: "), find("channel out: "), find("evidence run: "));
+        Service {
+            child,
+            stdout,
+            banner,
+            api,
+            hook,
+            home,
+            store,
+        }
+    }
+
+    /// SIGTERM, then the exit code and everything it printed after the banner.
+    fn stop(mut self) -> (Option<i32>, String, String) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest).expect("stdout");
+        let mut err = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut stderr, &mut err).expect("stderr");
+        }
+        let status = self.child.wait().expect("the service exits");
+        (status.code(), format!("{}{rest}", self.banner), err)
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(hook: &str, run: Option<&str>, correlation: &str, body: &str) {
+    let mut request = client()
+        .post(hook)
+        .header("x-correlation-id", correlation)
+        .body(body.to_owned());
+    if let Some(run) = run {
+        request = request.header("x-roundtrip-run", run);
+    }
+    let response = request.send().await.expect("the webhook answers");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn get(url: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = client().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status();
+    (status, response.text().await.expect("a body"))
+}
+
+async fn json(url: &str, token: &str) -> Value {
+    let (status, body) = get(url, Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+fn correlations(page: &Value) -> Vec<String> {
+    page["observations"]
+        .as_array()
+        .expect("observations")
+        .iter()
+        .map(|o| o["correlation_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_config_error_is_located_and_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = config(dir.path(), "");
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("path: /hook", "path: /hook, lisen: x");
+    std::fs::write(&path, text).expect("write");
+    let o = roundtrip(&["listen", "listen.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("listen.yaml:6:"), "{err}");
+    assert!(err.contains("unknown key `lisen`"), "{err}");
+}
+
+#[test]
+fn check_validates_without_starting_and_token_variables_must_be_set() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    config(dir.path(), "");
+    let o = roundtrip(&["listen", "--check", "listen.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("ok: listen.yaml (test-listener: 1 channel(s))")
+    );
+
+    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args(["listen", "--check", "listen.yaml"])
+        .current_dir(dir.path())
+        .env("RT_READ", "short")
+        .env_remove("RT_ADMIN")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`RT_READ` is shorter than 16"), "{err}");
+    assert!(
+        !err.contains("short\n") && !err.contains(": short"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_public_address_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("listen.yaml");
+    std::fs::write(
+        &path,
+        "name: x\napi: { listen: '0.0.0.0:0' }\nchannels:\n  out: { webhook: { listen: '127.0.0.1:0' } }\n",
+    )
+    .expect("write");
+    let o = roundtrip(&["listen", "listen.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no token guards it"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observations_are_kept_by_run_behind_tokens_without_cross_talk() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &config(dir.path(), ""));
+    let api = service.api.clone();
+
+    post(&service.hook, Some(RUN_A), "a1", r#"{"n":1}"#).await;
+    post(&service.hook, Some(RUN_B), "b1", r#"{"n":2}"#).await;
+    post(&service.hook, Some(RUN_A), "a2", r#"{"n":3}"#).await;
+    post(&service.hook, None, "stray", "not ours").await;
+    post(&service.hook, Some("not-a-run-id"), "forged", "").await;
+
+    // Probes need no token; everything else does.
+    assert_eq!(get(&format!("{api}/healthz"), None).await.0, StatusCode::OK);
+    let (status, body) = get(&format!("{api}/readyz"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ready: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(ready["channels"][0]["state"], "listening");
+    for path in [
+        "/metrics".to_owned(),
+        "/v1/runs".to_owned(),
+        format!("/v1/runs/{RUN_A}"),
+        format!("/v1/runs/{RUN_A}/observations"),
+        format!("/v1/runs/{RUN_A}/events"),
+    ] {
+        for token in [None, Some("wrong-token-0000000000"), Some("")] {
+            let response = match token {
+                None => client().get(format!("{api}{path}")).send().await,
+                Some(t) => {
+                    client()
+                        .get(format!("{api}{path}"))
+                        .bearer_auth(t)
+                        .send()
+                        .await
+                }
+            }
+            .expect("answers");
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{path} {token:?}"
+            );
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.as_bytes()),
+                Some(&b"Bearer realm=\"roundtrip\""[..])
+            );
+        }
+    }
+
+    // Each run sees only its own.
+    let a = json(&format!("{api}/v1/runs/{RUN_A}/observations"), READ).await;
+    assert_eq!(correlations(&a), ["a1", "a2"]);
+    assert_eq!(a["next"], Value::Null);
+    let b = json(&format!("{api}/v1/runs/{RUN_B}/observations"), ADMIN).await;
+    assert_eq!(correlations(&b), ["b1"]);
+    // The stray and the forged run id are evidence, under the service's own run.
+    let home = json(
+        &format!("{api}/v1/runs/{}/observations", service.home),
+        READ,
+    )
+    .await;
+    assert_eq!(correlations(&home), ["stray", "forged"]);
+
+    // Pages by cursor, and filters.
+    let first = json(&format!("{api}/v1/runs/{RUN_A}/observations?limit=1"), READ).await;
+    assert_eq!(correlations(&first), ["a1"]);
+    let next = first["next"].as_u64().expect("a cursor");
+    let second = json(
+        &format!("{api}/v1/runs/{RUN_A}/observations?limit=1&after={next}"),
+        READ,
+    )
+    .await;
+    assert_eq!(correlations(&second), ["a2"]);
+    let filtered = json(
+        &format!("{api}/v1/runs/{RUN_A}/observations?correlation_id=a2&channel=out"),
+        READ,
+    )
+    .await;
+    assert_eq!(correlations(&filtered), ["a2"]);
+    let (status, _) = get(
+        &format!("{api}/v1/runs/{RUN_A}/observations?bogus=1"),
+        Some(READ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = get(&format!("{api}/v1/runs/nope/observations"), Some(READ)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let runs = json(&format!("{api}/v1/runs"), READ).await;
+    let ids: Vec<&str> = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["run_id"].as_str())
+        .collect();
+    for id in [RUN_A, RUN_B, service.home.as_str()] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+
+    // Metrics per channel, never per run.
+    let (status, metrics) = get(&format!("{api}/metrics"), Some(READ)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("roundtrip_listen_observations_total{channel=\"out\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("roundtrip_listen_unattributed_total{channel=\"out\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("roundtrip_listen_up{channel=\"out\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(RUN_A) && !metrics.contains(&service.home),
+        "{metrics}"
+    );
+
+    // Retention is an admin operation; an SQLite store keeps everything.
+    let retention = |token: &'static str| {
+        client()
+            .post(format!("{api}/v1/retention"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        retention(READ).await.expect("answers").status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        retention(ADMIN).await.expect("answers").status(),
+        StatusCode::CONFLICT
+    );
+
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("channel out: 5 recorded, 0 fault(s)"), "{out}");
+    for secret in [READ, ADMIN] {
+        assert!(
+            !out.contains(secret) && !err.contains(secret),
+            "{out}\n{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlated_only_drops_what_names_no_run() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &config(dir.path(), "record: correlated_only\n"));
+    post(&service.hook, None, "stray", "production traffic").await;
+    post(&service.hook, Some(RUN_A), "a1", "{}").await;
+    let home = json(
+        &format!("{}/v1/runs/{}/observations", service.api, service.home),
+        READ,
+    )
+    .await;
+    assert_eq!(correlations(&home), Vec::<String>::new());
+    let a = json(
+        &format!("{}/v1/runs/{RUN_A}/observations", service.api),
+        READ,
+    )
+    .await;
+    assert_eq!(correlations(&a), ["a1"]);
+    let (_, metrics) = get(&format!("{}/metrics", service.api), Some(READ)).await;
+    assert!(
+        metrics.contains("roundtrip_listen_dropped_total{channel=\"out\"} 1"),
+        "{metrics}"
+    );
+    let store = service.store.clone();
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let db = rusqlite::Connection::open(store).expect("the store");
+    let stored: i64 = db
+        .query_row("SELECT count(*) FROM observations", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored, 1, "the stray was never stored");
+}
+
+/// Reads server-sent events from `response` until `n` observations came: their ids and
+/// correlation ids.
+async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<(u64, String)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("the stream goes on")
+            .expect("the stream is not over");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<u64>().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<Value>(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                assert_eq!(
+                    data["seq"].as_u64(),
+                    Some(id),
+                    "the event id is the sequence number"
+                );
+                let correlation = data["correlation_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                events.push((id, correlation));
+            }
+        }
+    }
+    events
+}
+
+async fn open_stream(api: &str, run: &str, last_event_id: Option<u64>) -> reqwest::Response {
+    let mut request = client()
+        .get(format!("{api}/v1/runs/{run}/events"))
+        .bearer_auth(READ);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    let response = request.send().await.expect("the stream opens");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/event-stream"[..])
+    );
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_resumed_by_last_event_id_neither_skips_nor_repeats() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &config(dir.path(), ""));
+    let api = service.api.clone();
+    post(&service.hook, Some(RUN_A), "e1", "{}").await;
+
+    // The backlog first, then what comes live; other runs' observations never.
+    let mut stream = open_stream(&api, RUN_A, None).await;
+    post(&service.hook, Some(RUN_B), "other", "{}").await;
+    post(&service.hook, Some(RUN_A), "e2", "{}").await;
+    post(&service.hook, Some(RUN_A), "e3", "{}").await;
+    let seen = read_events(&mut stream, 3).await;
+    assert_eq!(
+        seen.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2", "e3"]
+    );
+    // A forced disconnect; what arrives meanwhile is recorded all the same.
+    drop(stream);
+    post(&service.hook, Some(RUN_A), "e4", "{}").await;
+    post(&service.hook, Some(RUN_A), "e5", "{}").await;
+    let last = seen.last().map(|(id, _)| *id);
+    let mut resumed = open_stream(&api, RUN_A, last).await;
+    post(&service.hook, Some(RUN_A), "e6", "{}").await;
+    let rest = read_events(&mut resumed, 3).await;
+    assert_eq!(
+        rest.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>(),
+        ["e4", "e5", "e6"]
+    );
+    let ids: Vec<u64> = seen.iter().chain(&rest).map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in order, once each: {ids:?}"
+    );
+
+    let bad = client()
+        .get(format!("{api}/v1/runs/{RUN_A}/events"))
+        .bearer_auth(READ)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // A stop ends open streams (or axum's graceful shutdown would wait forever).
+    let mut open = open_stream(&api, RUN_A, Some(ids[ids.len() - 1])).await;
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let mut rest = Vec::new();
+    while let Ok(Some(chunk)) = open.chunk().await {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("data:"),
+        "nothing new after the last event id"
+    );
+}
