@@ -75,19 +75,19 @@ impl Service {
                 break;
             }
         }
-        let find = |prefix: &str| {
+        let find_opt = |prefix: &str| {
             banner
                 .lines()
                 .find_map(|l| l.trim().strip_prefix(prefix))
-                .map(|rest| {
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .unwrap_or_else(|| panic!("`{prefix}` in the banner:\n{banner}"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
         };
-        let (api, hook, home) = (find("api: "), find("channel out: "), find("evidence run: "));
+        let find = |prefix: &str| {
+            find_opt(prefix).unwrap_or_else(|| panic!("`{prefix}` in the banner:\n{banner}"))
+        };
+        let (api, home) = (find("api: "), find("evidence run: "));
+        // The channel `out`, where a config has one.
+        let hook = find_opt("channel out: ").unwrap_or_default();
         Service {
             child,
             stdout,
@@ -506,4 +506,135 @@ async fn an_event_stream_resumed_by_last_event_id_neither_skips_nor_repeats() {
         !String::from_utf8_lossy(&rest).contains("data:"),
         "nothing new after the last event id"
     );
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A config with the example pipeline's two outputs, as its suite writes them.
+fn pipeline_outputs(dir: &Path) -> PathBuf {
+    let path = dir.join("listen.yaml");
+    std::fs::write(
+        &path,
+        "name: pipeline-outputs\n\
+         correlate: { header: x-correlation-id }\n\
+         api:\n  listen: 127.0.0.1:0\n  tokens: { read: [RT_READ], admin: [RT_ADMIN] }\n\
+         channels:\n\
+         \x20 processed: { webhook: { listen: '127.0.0.1:0', path: /processed } }\n\
+         \x20 dead_letter: { webhook: { listen: '127.0.0.1:0', path: /dead-letter } }\n",
+    )
+    .expect("write the config");
+    path
+}
+
+fn run_remote(remote: &str, store: &Path, token: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args([
+            "run",
+            "examples/pipeline/suite.yaml",
+            "--remote",
+            remote,
+            "--store",
+        ])
+        .arg(format!("sqlite:{}", store.display()))
+        .arg("--json")
+        .arg(store.with_extension("json"))
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .env("ROUNDTRIP_REMOTE_TOKEN", token)
+        .env_remove("ROUNDTRIP_STORE")
+        .output()
+        .expect("the runner runs")
+}
+
+fn count(store: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(store)
+        .expect("a store")
+        .query_row(sql, [], |r| r.get(0))
+        .expect("a count")
+}
+
+/// The example suite, unchanged, with its outputs recorded by a listener service: the
+/// runner listens on nothing, its pipeline delivers to the service's webhooks
+/// (`{{ channel.NAME.url }}` is the service's address), and the run waits on the
+/// service's event stream. With the service gone, the run is a harness error (exit 3)
+/// that says so, before anything is sent.
+#[test]
+fn the_example_suite_runs_unchanged_against_a_listener_service() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &pipeline_outputs(dir.path()));
+    let runner_store = dir.path().join("runner.sqlite");
+
+    let wrong = run_remote(&service.api, &runner_store, "wrong-token-0000000000");
+    assert_eq!(wrong.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("it refused the token (401)"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    let o = run_remote(&service.api, &runner_store, READ);
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{shown}");
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(runner_store.with_extension("json")).expect("the JSON report"),
+    )
+    .expect("JSON");
+    // Arrivals recorded in another process are judged by wall clock, and say so.
+    let verdicts: Vec<&Value> = report["runs"][0]["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .flat_map(|s| s["expectations"].as_array().expect("expectations"))
+        .filter(|e| e["matched"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(verdicts.len(), 3, "{report}");
+    assert!(verdicts.iter().all(|e| e["wall_clock"] == true), "{report}");
+    // Every observation the run judged is a copy of one the service recorded.
+    let copied = count(&runner_store, "SELECT count(*) FROM observations");
+    assert!(copied >= 100, "{copied} observations copied");
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let recorded = count(
+        &dir.path().join("store.sqlite"),
+        "SELECT count(*) FROM observations",
+    );
+    assert_eq!(recorded, copied, "the service recorded what the run copied");
+
+    let gone = run_remote(&service_api_of(&out), &runner_store, READ);
+    assert_eq!(gone.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("it is not reachable"), "{err}");
+    assert!(!err.contains(READ), "{err}");
+}
+
+fn service_api_of(banner: &str) -> String {
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("api: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the API in the banner")
+        .to_owned()
+}
+
+/// A runner that shares an SQLite store with the service would never see what the
+/// service records (SQLite's feed is in-process): refused with what to do.
+#[test]
+fn sharing_an_sqlite_store_with_the_service_is_refused() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &pipeline_outputs(dir.path()));
+    let o = run_remote(&service.api, &service.store, READ);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("share a store whose feed does not cross processes"),
+        "{err}"
+    );
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
 }

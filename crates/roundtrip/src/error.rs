@@ -27,6 +27,10 @@ pub enum HarnessError {
         /// What happened, with the last lines of its output.
         message: String,
     },
+    /// The listener service named by `--remote` could not be asked what it records.
+    /// Exit code 3.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// A template in a channel could not be rendered (e.g. an unset environment
     /// variable). A usage error: exit code 2.
     #[error("render `{what}`: {message}")]
@@ -46,6 +50,7 @@ impl HarnessError {
             HarnessError::Listen(_)
             | HarnessError::Connect(_)
             | HarnessError::Store(_)
+            | HarnessError::Remote(_)
             | HarnessError::Sut { .. } => 3,
         }
     }

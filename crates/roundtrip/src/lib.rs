@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod harness;
 pub mod owner;
+pub mod remote;
 pub mod report;
 mod serve;
 pub mod service;

@@ -139,6 +139,12 @@ pub async fn run(args: RunArgs) -> u8 {
         opts.cancel = cancel.clone();
         opts.hurry = hurry.clone();
         opts.fail_fast = args.fail_fast;
+        opts.remote = args.remote.as_ref().map(|url| roundtrip::remote::Remote {
+            url: url.clone(),
+            token: std::env::var("ROUNDTRIP_REMOTE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        });
         let result = engine::run_suite(suite, Arc::clone(&store), opts).await;
         let _ = printer.await;
         match result {

@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Start no further scenario once one has failed (`--fail-fast`); those not started
     /// are [`ScenarioStatus::Skipped`]. Scenarios already running finish.
     pub fail_fast: bool,
+    /// A listener service that records some of the suite's channels (`--remote`):
+    /// the run listens on none of those itself ([`crate::remote`]).
+    pub remote: Option<crate::remote::Remote>,
 }
 
 impl RunOptions {
@@ -79,6 +82,7 @@ impl RunOptions {
             cancel,
             hurry,
             fail_fast: false,
+            remote: None,
         }
     }
 }
@@ -121,12 +125,47 @@ pub async fn run_suite(
     store: Arc<dyn Store>,
     opts: RunOptions,
 ) -> Result<RunSummary, HarnessError> {
+    let remote = match &opts.remote {
+        None => None,
+        Some(remote) => Some(plan_remote(remote, store.as_ref()).await?),
+    };
     // Plan before touching anything: a suite this build cannot run is a usage error.
-    let plan = Plan::new(loaded, uuid::Uuid::now_v7().to_string())?;
+    let plan = Plan::with_remote(loaded, uuid::Uuid::now_v7().to_string(), remote.as_ref())?;
     let mut run = Run::open(plan, store, &opts).await?;
     let failure = run.set_up_and_run(&opts).await.err();
     run.tear_down(&opts).await;
     run.summarise(failure, &opts).await
+}
+
+/// What the service at `remote` records, and whether its observations come through the
+/// store (the runner's store holds the service's own run: they share it) or its event
+/// stream.
+async fn plan_remote(
+    remote: &crate::remote::Remote,
+    store: &dyn Store,
+) -> Result<plan::RemotePlan, HarnessError> {
+    let info = remote.describe().await?;
+    let shared = store.run(&info.home_run).await?.is_some();
+    if shared && !store.feed_crosses_processes() {
+        return Err(crate::remote::RemoteError {
+            url: roundtrip_core::redact::url(&remote.url),
+            message: "the run and the service share a store whose feed does not cross \
+                      processes (SQLite, DynamoDB), so the run would never learn what the \
+                      service records: give the run a store of its own (its event stream \
+                      brings the observations) or share a Postgres store"
+                .to_owned(),
+        }
+        .into());
+    }
+    Ok(plan::RemotePlan {
+        remote: remote.clone(),
+        channels: info.channels.into_iter().map(|c| c.name).collect(),
+        feed: if shared {
+            crate::remote::Feed::Store
+        } else {
+            crate::remote::Feed::Events
+        },
+    })
 }
 
 /// A run under way: what its phases have started so far, for the teardown to stop.

@@ -5,10 +5,10 @@
 //! resolved. The rest of the engine takes a [`Plan`], never the suite model, so a suite
 //! this build cannot run fails here, as a usage error, with nothing touched.
 //!
-//! A planned listener is a local driver today. This is where a channel will be resolved
-//! to a listener that runs elsewhere (a deployed `roundtrip listen`) instead.
+//! A planned listener is a local driver, or, for a channel a deployed `roundtrip listen`
+//! records (`--remote`), a [`RemoteListener`] that waits on what the service recorded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use roundtrip_core::template::{Expr, Template};
 use super::bindings::Bindings;
 use super::produce::{EventContext, MessageTemplate};
 use crate::error::HarnessError;
+use crate::remote::{Feed, Remote, RemoteListener};
 use crate::transport::{DriverContext, Listener, Producer, registry};
 
 /// A suite resolved for one run.
@@ -176,9 +177,30 @@ pub(crate) struct PlannedSend {
     pub message: Arc<MessageTemplate>,
 }
 
+/// The channels a listener service records for the run, and how their observations
+/// come.
+#[derive(Debug, Clone)]
+pub(crate) struct RemotePlan {
+    pub remote: Remote,
+    /// The service's channels.
+    pub channels: BTreeSet<String>,
+    pub feed: Feed,
+}
+
 impl Plan {
     /// Resolves `loaded` for the run `run_id`.
+    #[cfg(test)]
     pub(crate) fn new(loaded: &LoadedSuite, run_id: String) -> Result<Plan, HarnessError> {
+        Plan::with_remote(loaded, run_id, None)
+    }
+
+    /// Resolves `loaded` for the run `run_id`; a listened channel that `remote` records
+    /// gets a [`RemoteListener`] instead of a driver of its own.
+    pub(crate) fn with_remote(
+        loaded: &LoadedSuite,
+        run_id: String,
+        remote: Option<&RemotePlan>,
+    ) -> Result<Plan, HarnessError> {
         let suite = &loaded.suite;
         let ctx = DriverContext {
             base_dir: loaded.base_dir.clone(),
@@ -225,7 +247,7 @@ impl Plan {
                 });
             }
             for e in &scenario.expect {
-                listen(&e.on, &mut listeners, &mut channel, &ctx)?;
+                listen(&e.on, &mut listeners, &mut channel, &ctx, remote)?;
             }
             scenarios.push(PlannedScenario {
                 name: scenario.name.clone(),
@@ -240,7 +262,7 @@ impl Plan {
         let sut = suite.sut.as_ref().map(PlannedSut::new).transpose()?;
         // A channel the SUT is told about is listened on, whichever scenarios run.
         for name in sut.iter().flat_map(PlannedSut::channels) {
-            listen(name, &mut listeners, &mut channel, &ctx)?;
+            listen(name, &mut listeners, &mut channel, &ctx, remote)?;
         }
         Ok(Plan {
             run_id,
@@ -263,6 +285,7 @@ fn listen(
     listeners: &mut BTreeMap<String, PlannedListener>,
     channel: &mut impl FnMut(&str) -> Result<Option<ChannelSpec>, HarnessError>,
     ctx: &DriverContext,
+    remote: Option<&RemotePlan>,
 ) -> Result<(), HarnessError> {
     if listeners.contains_key(name) {
         return Ok(());
@@ -270,13 +293,19 @@ fn listen(
     let Some(spec) = channel(name)? else {
         return Ok(());
     };
+    let driver: Box<dyn Listener> = match remote {
+        Some(r) if r.channels.contains(name) => {
+            Box::new(RemoteListener::new(name, r.remote.clone(), r.feed))
+        }
+        _ => registry::listener(name, &spec, ctx)?,
+    };
     listeners.insert(
         name.to_owned(),
         PlannedListener {
             channel: name.to_owned(),
             transport: spec.transport(),
             max_payload: registry::max_payload(&spec),
-            driver: registry::listener(name, &spec, ctx)?,
+            driver,
         },
     );
     Ok(())

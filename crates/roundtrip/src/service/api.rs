@@ -5,10 +5,11 @@
 //! | `GET /healthz` | none | the process is alive |
 //! | `GET /readyz` | none | every listener subscribed and the store reachable; each channel's state |
 //! | `GET /metrics` | read | Prometheus text: per channel, never per run |
+//! | `GET /v1/service` | read | the service: its name, its own run, its channels and their states |
 //! | `GET /v1/runs` | read | the newest runs (`?limit=`) |
 //! | `GET /v1/runs/{run}` | read | one run |
 //! | `GET /v1/runs/{run}/observations` | read | a run's observations by `after` (cursor), `limit`, `channel`, `correlation_id` |
-//! | `GET /v1/runs/{run}/events` | read | server-sent events, one per new observation of the run; `Last-Event-ID` (or `?after=`) resumes |
+//! | `GET /v1/runs/{run}/events` | read | server-sent events, one per observation of the run (also one not recorded yet: a runner subscribes before it sends); `Last-Event-ID` (or `?after=`) resumes |
 //! | `POST /v1/retention` | admin | deletes runs older than the retention now (Postgres) |
 //!
 //! Errors are JSON, `{"error": "…"}`. A missing or wrong token is `401` with
@@ -29,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use roundtrip_core::observation::Observation;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -51,6 +52,8 @@ const MAX_SCAN: usize = 10_000;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The largest request body (the API takes none).
 const MAX_REQUEST_BODY: usize = 16 << 10;
+/// The longest run id a stream is opened for.
+const MAX_RUN_ID: usize = 128;
 /// How long the readiness check waits for the store.
 const STORE_CHECK: Duration = Duration::from_secs(2);
 
@@ -74,6 +77,7 @@ pub(crate) async fn serve(socket: TcpListener, shared: App, grace: Duration) {
 pub(crate) fn router(shared: App) -> Router {
     let read = Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/service", get(service))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{run}", get(run))
         .route("/v1/runs/{run}/observations", get(observations))
@@ -178,14 +182,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(app): State<App>) -> Response {
-    let store = match tokio::time::timeout(STORE_CHECK, app.store.run(&app.home_run)).await {
-        Ok(Ok(_)) => json!({ "ok": true }),
-        Ok(Err(e)) => json!({ "ok": false, "error": format!("failed to {e}") }),
-        Err(_) => json!({ "ok": false, "error": "the store did not answer within 2s" }),
-    };
-    let channels: Vec<_> = app
-        .channels
+fn channel_states(app: &Shared) -> Vec<Value> {
+    app.channels
         .iter()
         .map(|c| {
             json!({
@@ -194,7 +192,35 @@ async fn readyz(State(app): State<App>) -> Response {
                 "state": c.state().as_str(),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// What a runner needs to know of the service: its channels (which it then does not
+/// listen on itself), where a webhook channel is delivered to (for the SUT's
+/// `{{ channel.NAME.url }}`), and its own run (which tells a runner whether they share
+/// a store).
+async fn service(State(app): State<App>) -> Response {
+    let mut channels = channel_states(&app);
+    for (shown, c) in channels.iter_mut().zip(&app.channels) {
+        if let Some(url) = &c.url {
+            shown["url"] = json!(url);
+        }
+    }
+    axum::Json(json!({
+        "name": app.name,
+        "home_run": app.home_run,
+        "channels": channels,
+    }))
+    .into_response()
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let store = match tokio::time::timeout(STORE_CHECK, app.store.run(&app.home_run)).await {
+        Ok(Ok(_)) => json!({ "ok": true }),
+        Ok(Err(e)) => json!({ "ok": false, "error": format!("failed to {e}") }),
+        Err(_) => json!({ "ok": false, "error": "the store did not answer within 2s" }),
+    };
+    let channels = channel_states(&app);
     let ready = store["ok"] == true
         && app
             .channels
@@ -317,12 +343,12 @@ async fn events(
             }
         },
     };
-    let feed = app.store.subscribe();
-    match app.store.run(&run).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such run"),
-        Err(e) => return store_error(&e),
+    if run.is_empty() || run.len() > MAX_RUN_ID {
+        return error(StatusCode::NOT_FOUND, "no such run");
     }
+    // Subscribed before the backlog is read. A run the store does not hold yet is
+    // streamed once it does: a runner subscribes before its first send.
+    let feed = app.store.subscribe();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
     tokio::spawn(stream(Arc::clone(&app), run, resume, feed, tx));
     Sse::new(ReceiverStream::new(rx))

@@ -96,6 +96,8 @@ pub struct ServiceOptions {
 pub(crate) struct Channel {
     pub name: String,
     pub transport: &'static str,
+    /// Where the SUT delivers to, for a listener that binds an address (a webhook).
+    pub url: Option<String>,
     pub stats: Arc<ListenerStats>,
     state: AtomicU8,
 }
@@ -244,6 +246,7 @@ impl RunningService {
                     channels.push(Arc::new(Channel {
                         name: name.clone(),
                         transport,
+                        url: running.bound.as_ref().map(|b| b.url.clone()),
                         stats,
                         state: AtomicU8::new(0),
                     }));

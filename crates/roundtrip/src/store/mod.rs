@@ -122,6 +122,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError>;
     /// Committed observations, in commit order, as they are committed.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Observation>>;
+    /// Whether [`Store::subscribe`] also brings what other processes commit (Postgres,
+    /// which follows the table), rather than only this process's commits.
+    fn feed_crosses_processes(&self) -> bool {
+        false
+    }
     /// A run's observations with `seq > after`, in sequence order, at most `limit`.
     async fn observations(
         &self,

@@ -270,7 +270,10 @@ impl ObservationSink {
             key: received.key,
             meta: received.meta,
             received_at,
-            received_mono: Some(received_mono),
+            // A listener service records for runners in other processes, whose
+            // monotonic clocks this one's means nothing to: they judge its arrivals by
+            // wall clock (and their verdicts say so).
+            received_mono: s.attribution.is_none().then_some(received_mono),
         };
         let result = match &s.attribution {
             None => s.store.record(observation).await,
@@ -310,6 +313,42 @@ pub trait Attribution: Send + Sync + fmt::Debug {
         store: &Arc<dyn Store>,
         observation: NewObservation,
     ) -> Result<Arc<Observation>, StoreError>;
+}
+
+impl ObservationSink {
+    /// Records a copy of an observation another process recorded (a listener service,
+    /// read from its event stream): as it was received there, with its wall-clock
+    /// receive time and no monotonic one, correlated by this sink's rule.
+    pub async fn record_copy(&self, original: Observation) -> Result<Arc<Observation>, StoreError> {
+        let s = &self.inner;
+        let correlation_id = s.correlator.extract(
+            &original.headers,
+            original.payload.json.as_ref(),
+            original.key.as_deref(),
+        );
+        let copy = NewObservation {
+            run_id: s.run_id.clone(),
+            channel: s.channel.clone(),
+            correlation_id,
+            payload: original.payload,
+            headers: original.headers,
+            message_id: original.message_id,
+            key: original.key,
+            meta: original.meta,
+            received_at: original.received_at,
+            received_mono: None,
+        };
+        match s.store.record(copy).await {
+            Ok(committed) => {
+                s.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                Ok(committed)
+            }
+            Err(e) => {
+                s.stats.faults.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Records an outage of a listener's source as one gap: opened at the first failure

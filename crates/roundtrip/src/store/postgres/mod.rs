@@ -268,6 +268,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn feed_crosses_processes(&self) -> bool {
+        true
+    }
+
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         self.write(WriteOp::CreateRun(run.clone())).await
     }

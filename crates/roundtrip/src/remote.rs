@@ -1,0 +1,463 @@
+//! Channels recorded by a deployed listener service (`roundtrip listen`) instead of by
+//! the run: `roundtrip run --remote URL`.
+//!
+//! Before planning, the runner asks the service what it records (`GET /v1/service`);
+//! each of the suite's listened channels that the service has is remote: the run starts
+//! no listener for it. Its [`RemoteListener`] checks, before the first send, that the
+//! service's listener on it is subscribed, then waits on one of two feeds:
+//! - **the store** ([`Feed::Store`]), when the runner's store is the service's (the
+//!   service's own run is in it): the service records into the run's rows, and the
+//!   store's cross-process feed (Postgres) brings them to the run;
+//! - **the service's event stream** ([`Feed::Events`]) otherwise (an SQLite or DynamoDB
+//!   store of the runner's own): each observation of the run is copied into the run's
+//!   store as the service recorded it, with its receive time. A dropped stream is
+//!   resumed from its last event id (nothing skipped, nothing repeated), the time it
+//!   was away a gap.
+//!
+//! An observation recorded in another process has only a wall-clock receive time, so
+//! its latency is measured by wall clocks; the verdict says `wall_clock`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use roundtrip_core::observation::Observation;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::transport::backoff::Backoff;
+use crate::transport::{
+    BoundAddress, Delivery, ListenError, Listener, ObservationSink, Outage, RunningListener,
+};
+
+/// How long one request to the service may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the listener service is, and the token to read it with.
+#[derive(Clone)]
+pub struct Remote {
+    /// Its API's base URL, e.g. `http://listener.staging:7070`.
+    pub url: String,
+    /// A read token (from `ROUNDTRIP_REMOTE_TOKEN`), if the service wants one.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &roundtrip_core::redact::url(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Why the service could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("use the listener service at {url}: {message}")]
+pub struct RemoteError {
+    /// The service's URL, secrets masked.
+    pub url: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// What the service said of itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its own run: in the runner's store only if they share it.
+    pub home_run: String,
+    /// Its channels, with their states.
+    pub channels: Vec<ChannelInfo>,
+}
+
+/// One channel of the service.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelInfo {
+    /// The channel's name, as the suite names it.
+    pub name: String,
+    /// Its transport.
+    pub transport: String,
+    /// `listening`, `reconnecting` or `stopped`.
+    pub state: String,
+    /// Where the SUT delivers to, for a channel that binds an address (a webhook).
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl Remote {
+    fn error(&self, message: impl Into<String>) -> RemoteError {
+        RemoteError {
+            url: roundtrip_core::redact::url(&self.url),
+            message: message.into(),
+        }
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+
+    fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
+        let request = client.get(self.endpoint(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Asks the service what it records.
+    pub async fn describe(&self) -> Result<ServiceInfo, RemoteError> {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| self.error(format!("no HTTP client: {e}")))?;
+        let response = self.get(&client, "/v1/service").send().await.map_err(|e| {
+            self.error(format!(
+                "it is not reachable ({}); check `--remote` and that `roundtrip listen` runs \
+                 there",
+                reqwest_cause(&e)
+            ))
+        })?;
+        match response.status().as_u16() {
+            200 => {}
+            401 => {
+                return Err(self.error(
+                    "it refused the token (401): set ROUNDTRIP_REMOTE_TOKEN to one of its read \
+                     tokens",
+                ));
+            }
+            status => {
+                return Err(self.error(format!(
+                    "it answered {status} to GET /v1/service; is this a roundtrip listener \
+                     service of the same version?"
+                )));
+            }
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.error(format!("its answer broke off ({})", reqwest_cause(&e))))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.error(format!("its answer to GET /v1/service is not one ({e})")))
+    }
+}
+
+/// The innermost cause of a reqwest error, which says what failed (refused, timed out).
+fn reqwest_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    roundtrip_core::redact::text(&cause.to_string())
+}
+
+/// How a remote channel's observations reach the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The runner shares the service's store: its feed brings them.
+    Store,
+    /// The service's event stream brings them, and the runner records copies.
+    Events,
+}
+
+/// A channel recorded by the service.
+#[derive(Debug)]
+pub struct RemoteListener {
+    channel: String,
+    remote: Remote,
+    feed: Feed,
+}
+
+impl RemoteListener {
+    /// The listener for `channel`, recorded by the service at `remote`.
+    pub fn new(channel: &str, remote: Remote, feed: Feed) -> RemoteListener {
+        RemoteListener {
+            channel: channel.to_owned(),
+            remote,
+            feed,
+        }
+    }
+
+    fn start_error(&self, e: RemoteError) -> ListenError {
+        ListenError::Start {
+            channel: self.channel.clone(),
+            message: e.to_string(),
+            source: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Listener for RemoteListener {
+    async fn start(self: Box<Self>, sink: ObservationSink) -> Result<RunningListener, ListenError> {
+        // Subscribed there before anything is sent here: no race.
+        let info = self
+            .remote
+            .describe()
+            .await
+            .map_err(|e| self.start_error(e))?;
+        let Some(channel) = info.channels.iter().find(|c| c.name == self.channel) else {
+            return Err(self.start_error(
+                self.remote
+                    .error(format!("it no longer records channel `{}`", self.channel)),
+            ));
+        };
+        if channel.state != "listening" {
+            return Err(self.start_error(self.remote.error(format!(
+                "its listener on channel `{}` is {}, not listening; see its /readyz",
+                self.channel,
+                roundtrip_core::escape::escape(&channel.state)
+            ))));
+        }
+        let bound = channel.url.as_deref().and_then(bound_address);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let endpoint = format!(
+            "{} ({}, via {})",
+            roundtrip_core::redact::url(&self.remote.url),
+            info.name,
+            match self.feed {
+                Feed::Store => "the shared store",
+                Feed::Events => "its event stream",
+            }
+        );
+        let task = match self.feed {
+            Feed::Store => tokio::spawn(async move {
+                let _ = stop_rx.await;
+            }),
+            Feed::Events => {
+                let client = reqwest::Client::builder()
+                    .connect_timeout(REQUEST_TIMEOUT)
+                    .build()
+                    .map_err(|e| self.start_error(self.remote.error(e.to_string())))?;
+                let stream = Stream {
+                    client,
+                    remote: self.remote.clone(),
+                    channel: self.channel.clone(),
+                    run: sink.run_id().to_owned(),
+                };
+                let response = stream
+                    .open(0)
+                    .await
+                    .map_err(|e| self.start_error(self.remote.error(e)))?;
+                tokio::spawn(stream.follow(response, sink, stop_rx))
+            }
+        };
+        let running = RunningListener::new(endpoint, Delivery::AtLeastOnce, false, stop_tx, task);
+        Ok(match bound {
+            Some(bound) => running.bound_at(bound),
+            None => running,
+        })
+    }
+}
+
+/// The address a service's webhook channel is delivered to, from its URL
+/// (`http://HOST:PORT/PATH`): what the SUT's `{{ channel.NAME.url }}` and `.addr`
+/// render to.
+fn bound_address(url: &str) -> Option<BoundAddress> {
+    let rest = url.strip_prefix("http://")?;
+    let addr = rest.split('/').next().filter(|a| !a.is_empty())?;
+    Some(BoundAddress {
+        addr: addr.to_owned(),
+        url: url.to_owned(),
+    })
+}
+
+/// One run's event stream from the service.
+struct Stream {
+    client: reqwest::Client,
+    remote: Remote,
+    channel: String,
+    run: String,
+}
+
+impl Stream {
+    /// Opens the stream after event `last`; resolves once the service answered, so
+    /// the subscription is in place.
+    async fn open(&self, last: u64) -> Result<reqwest::Response, String> {
+        let mut request = self
+            .remote
+            .get(&self.client, &format!("/v1/runs/{}/events", self.run))
+            .header("accept", "text/event-stream");
+        if last > 0 {
+            request = request.header("last-event-id", last.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("its event stream did not open ({})", reqwest_cause(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "its event stream answered {}",
+                response.status().as_u16()
+            ));
+        }
+        Ok(response)
+    }
+
+    /// Records the stream's observations on this channel until stopped; reopens it
+    /// after the last event seen when it breaks.
+    async fn follow(
+        self,
+        mut response: reqwest::Response,
+        sink: ObservationSink,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut events = Events::default();
+        let mut last = 0u64;
+        let mut outage = Outage::default();
+        let mut backoff = Backoff::default();
+        loop {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk,
+                _ = &mut stop => return,
+            };
+            match chunk {
+                Ok(Some(bytes)) => {
+                    for event in events.push(&bytes) {
+                        let Some(id) = event.id else { continue };
+                        if event.kind != "observation" || id <= last {
+                            continue;
+                        }
+                        last = id;
+                        match serde_json::from_str::<Observation>(&event.data) {
+                            Ok(o) if o.channel == self.channel => {
+                                // Not acknowledged anywhere: a failed copy is a fault,
+                                // and the service still holds the original.
+                                let _ = sink.record_copy(o).await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => sink.consumer_error(format!(
+                                "an event that is not an observation ({e})"
+                            )),
+                        }
+                    }
+                }
+                // Broken off, or ended by the service's stop: open it again after the
+                // last event seen.
+                broken => {
+                    let cause = match broken {
+                        Err(e) => reqwest_cause(&e),
+                        _ => "the service ended it".to_owned(),
+                    };
+                    outage.failed(&sink, "the service's event stream broke off", Some(cause));
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
+                            _ = &mut stop => return,
+                        }
+                        if let Ok(again) = self.open(last).await {
+                            response = again;
+                            events = Events::default();
+                            backoff.reset();
+                            outage.recovered(&sink, "resumed after the last event seen");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Default, PartialEq)]
+struct Event {
+    id: Option<u64>,
+    kind: String,
+    data: String,
+}
+
+/// A server-sent event parser: bytes in, whole events out (the WHATWG rules that matter
+/// here: `id`, `event`, `data` lines, comments, CRLF or LF).
+#[derive(Debug, Default)]
+struct Events {
+    line: Vec<u8>,
+    current: Event,
+    has_data: bool,
+}
+
+impl Events {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+            if line.is_empty() {
+                let event = std::mem::take(&mut self.current);
+                if std::mem::take(&mut self.has_data) {
+                    out.push(Event {
+                        kind: if event.kind.is_empty() {
+                            "message".to_owned()
+                        } else {
+                            event.kind
+                        },
+                        ..event
+                    });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.current.id = value.parse().ok(),
+                "event" => value.clone_into(&mut self.current.kind),
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_parsed_across_chunks_with_comments_and_crlf() {
+        let mut p = Events::default();
+        let mut got = p.push(b": keep-alive\n\nid: 7\r\nevent: observation\r\ndata: {\"a\"");
+        assert!(got.is_empty());
+        got.extend(p.push(b":1}\r\n\r\nid: 8\ndata: x\ndata: y\n\n"));
+        assert_eq!(
+            got,
+            [
+                Event {
+                    id: Some(7),
+                    kind: "observation".to_owned(),
+                    data: "{\"a\":1}".to_owned()
+                },
+                Event {
+                    id: Some(8),
+                    kind: "message".to_owned(),
+                    data: "x\ny".to_owned()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_token_is_never_in_the_debug_form() {
+        let remote = Remote {
+            url: "http://svc:7070".to_owned(),
+            token: Some("s3cret-token-value".to_owned()),
+        };
+        let shown = format!("{remote:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}
