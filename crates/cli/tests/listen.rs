@@ -52,11 +52,16 @@ impl Service {
     /// Starts `roundtrip listen` on `config` and reads its banner up to `ready`.
     fn start(dir: &Path, config: &Path) -> Service {
         let store = dir.join("store.sqlite");
+        Service::start_with(dir, config, &format!("sqlite:{}", store.display()), store)
+    }
+
+    /// [`Service::start`], recording into the store at `url`.
+    fn start_with(dir: &Path, config: &Path, url: &str, store: PathBuf) -> Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
             .arg("listen")
             .arg(config)
             .arg("--store")
-            .arg(format!("sqlite:{}", store.display()))
+            .arg(url)
             .current_dir(dir)
             .env("RT_READ", READ)
             .env("RT_ADMIN", ADMIN)
@@ -529,6 +534,15 @@ fn pipeline_outputs(dir: &Path) -> PathBuf {
 }
 
 fn run_remote(remote: &str, store: &Path, token: &str) -> Output {
+    run_remote_into(
+        remote,
+        &format!("sqlite:{}", store.display()),
+        &store.with_extension("json"),
+        token,
+    )
+}
+
+fn run_remote_into(remote: &str, store: &str, json: &Path, token: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_roundtrip"))
         .args([
             "run",
@@ -537,9 +551,9 @@ fn run_remote(remote: &str, store: &Path, token: &str) -> Output {
             remote,
             "--store",
         ])
-        .arg(format!("sqlite:{}", store.display()))
+        .arg(store)
         .arg("--json")
-        .arg(store.with_extension("json"))
+        .arg(json)
         .current_dir(workspace())
         .env("NO_COLOR", "1")
         .env("ROUNDTRIP_REMOTE_TOKEN", token)
@@ -637,4 +651,74 @@ fn sharing_an_sqlite_store_with_the_service_is_refused() {
     );
     let (code, out, err) = service.stop();
     assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+/// A runner and a service that share a Postgres store: the service records into the
+/// run's own rows, and the store's cross-process feed brings them to the run (no event
+/// stream, no copies). Retention is an admin operation that works on Postgres.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
+    let base = std::env::var("ROUNDTRIP_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("listen_{}", std::process::id());
+    let store = format!("{base}?schema={schema}");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start_with(
+        dir.path(),
+        &pipeline_outputs(dir.path()),
+        &store,
+        dir.path().join("unused"),
+    );
+    let json = dir.path().join("report.json");
+    let o = run_remote_into(&service.api, &store, &json, READ);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the report")).expect("JSON");
+    let run = report["runs"][0]["run_id"]
+        .as_str()
+        .expect("a run id")
+        .to_owned();
+    // Recorded once, by the service, into the run: no copies.
+    let page = json_blocking(&format!(
+        "{}/v1/runs/{run}/observations?limit=1000",
+        service.api
+    ));
+    assert_eq!(
+        page["observations"].as_array().map(Vec::len),
+        Some(102),
+        "{page}"
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let status = runtime.block_on(async {
+        client()
+            .post(format!("{}/v1/retention", service.api))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("answers")
+            .status()
+    });
+    assert_eq!(status, StatusCode::OK);
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let _ = Command::new("psql")
+        .args([
+            &base,
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .output();
+}
+
+#[cfg(feature = "postgres")]
+fn json_blocking(url: &str) -> Value {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(json(url, READ))
 }
