@@ -32,6 +32,8 @@ fn roundtrip(args: &[&str], dir: &Path) -> Output {
         .current_dir(dir)
         .env("RT_READ", READ)
         .env("RT_ADMIN", ADMIN)
+        .env("ROUNDTRIP_READ_TOKEN", READ)
+        .env("ROUNDTRIP_ADMIN_TOKEN", ADMIN)
         .env_remove("ROUNDTRIP_STORE")
         .output()
         .expect("the roundtrip binary runs")
@@ -721,4 +723,16 @@ fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
 fn json_blocking(url: &str) -> Value {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(json(url, READ))
+}
+
+/// The deployment example is a valid config (docs/deploy.md points at it).
+#[test]
+fn the_deploy_example_config_is_valid() {
+    let o = roundtrip(&["listen", "--check", "deploy/listen.yaml"], &workspace());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
