@@ -1,6 +1,6 @@
 //! The listener service's configuration file (`roundtrip listen CONFIG`): the channels to
 //! record continuously, in exactly a suite's channel syntax, the store, how an
-//! observation is tied to a run, and the HTTP API. Loaded by [`crate::listen::load`];
+//! observation is tied to a run, and the HTTP API. Loaded by [`crate::listen::load_with`];
 //! its JSON Schema is committed at `schema/listen.schema.json`.
 
 use std::collections::BTreeMap;

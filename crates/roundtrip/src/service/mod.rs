@@ -1,11 +1,11 @@
 //! The listener service (`roundtrip listen CONFIG`): the configured listeners, run
 //! continuously next to a deployed system, recording into a store, with an HTTP API
-//! ([`api`]) that says whether it is ready, what it recorded and, as server-sent events,
+//! (`service/api.rs`) that says whether it is ready, what it recorded and, as server-sent events,
 //! what it records.
 //!
 //! A deployed listener knows no runs. Every observation is tied to the run whose id it
 //! carries (the `x-roundtrip-run` header roundtrip stamps on every event, or a payload
-//! field: [`attribution`]); one that carries none is evidence, kept under the
+//! field: `service/attribution.rs`); one that carries none is evidence, kept under the
 //! service's own run, or counted and dropped (`record: correlated_only`).
 //!
 //! The order of a start: the service's own run, then every listener (each subscribed
