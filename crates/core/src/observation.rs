@@ -1,5 +1,6 @@
 //! What the harness records: produced events and observations.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -12,10 +13,11 @@ pub type MonoNanos = u64;
 
 /// A message body as received: the bytes (possibly truncated), the original size, and
 /// the parsed JSON when the bytes are valid JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Payload {
     /// The recorded bytes; at most the channel's payload limit.
     #[serde(with = "b64")]
+    #[schemars(with = "String")]
     pub bytes: Vec<u8>,
     /// The size of the message before any truncation.
     pub size: u64,
@@ -66,7 +68,7 @@ impl Payload {
 }
 
 /// One received message on an output channel, as committed to the store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Observation {
     /// Assigned by the store on commit: strictly increasing within a store.
     pub seq: u64,

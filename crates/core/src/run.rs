@@ -7,7 +7,7 @@ use crate::observation::UnixNanos;
 use crate::verdict::ExpectationVerdict;
 
 /// Where a run stands, as the store records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Under way (or its process died: see the run's owner).

@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | `GET /healthz` | none | the process is alive |
 //! | `GET /readyz` | none | every listener subscribed and the store reachable; each channel's state |
+//! | `GET /openapi.json` | read | this API as an OpenAPI 3.0 document (`schema/openapi.json`) |
 //! | `GET /metrics` | read | Prometheus text: per channel, never per run |
 //! | `GET /v1/service` | read | the service: its name, its own run, its channels and their states |
 //! | `GET /v1/runs` | read | the newest runs (`?limit=`) |
@@ -29,8 +30,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use roundtrip_core::observation::Observation;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,7 +41,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::auth::Access;
 use super::{ChannelState, Shared};
 use crate::serve::{ServeLimits, serve as serve_http};
-use crate::store::StoreError;
+use crate::store::{RunRecord, StoreError};
 
 /// The most observations one page holds.
 pub const MAX_PAGE: usize = 1000;
@@ -58,6 +60,84 @@ const MAX_RUN_ID: usize = 128;
 const STORE_CHECK: Duration = Duration::from_secs(2);
 
 type App = Arc<Shared>;
+
+/// An error answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, and what to do.
+    pub error: String,
+}
+
+/// One channel of the service, as `/readyz` and `/v1/service` show it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ChannelStatus {
+    /// The channel's name, as the config (and a suite) names it.
+    pub name: String,
+    /// Its transport.
+    pub transport: String,
+    /// `listening`, `reconnecting` or `stopped`.
+    pub state: String,
+    /// Where the SUT delivers to, for a webhook channel (`/v1/service` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Whether the store answered.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct StoreStatus {
+    /// It answered.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The readiness answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Readiness {
+    /// Every listener subscribed and the store answering.
+    pub ready: bool,
+    /// The store.
+    pub store: StoreStatus,
+    /// Each channel.
+    pub channels: Vec<ChannelStatus>,
+}
+
+/// What a runner needs to know of the service.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ServiceBody {
+    /// The service's name.
+    pub name: String,
+    /// Its own run, holding the observations that name no run.
+    pub home_run: String,
+    /// Its channels.
+    pub channels: Vec<ChannelStatus>,
+}
+
+/// A list of runs, newest first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct RunsBody {
+    /// The runs.
+    pub runs: Vec<RunRecord>,
+}
+
+/// A page of a run's observations.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct ObservationsBody {
+    /// The observations, in sequence order.
+    pub observations: Vec<Observation>,
+    /// Where to go on from (`after=`) while there may be more; `null` at the end.
+    pub next: Option<u64>,
+}
+
+/// What retention deleted.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct DeletedBody {
+    /// Runs deleted.
+    pub deleted_runs: u64,
+    /// Their observations.
+    pub deleted_observations: u64,
+}
 
 /// Serves the API until the service's shutdown flag is set.
 pub(crate) async fn serve(socket: TcpListener, shared: App, grace: Duration) {
@@ -78,6 +158,7 @@ pub(crate) fn router(shared: App) -> Router {
     let read = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/service", get(service))
+        .route("/openapi.json", get(openapi))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{run}", get(run))
         .route("/v1/runs/{run}/observations", get(observations))
@@ -108,7 +189,13 @@ pub(crate) fn router(shared: App) -> Router {
 
 /// A JSON error.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 /// The answer to a store failure: the store's error, without its cause's details
@@ -178,19 +265,23 @@ async fn time_limit(State(app): State<App>, request: Request, next: Next) -> Res
     }
 }
 
+async fn openapi() -> Response {
+    axum::Json(super::openapi::document()).into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-fn channel_states(app: &Shared) -> Vec<Value> {
+/// Each channel's state; with its URL (for `/v1/service`, which needs a token).
+fn channel_states(app: &Shared, with_url: bool) -> Vec<ChannelStatus> {
     app.channels
         .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "transport": c.transport,
-                "state": c.state().as_str(),
-            })
+        .map(|c| ChannelStatus {
+            name: c.name.clone(),
+            transport: c.transport.to_owned(),
+            state: c.state().as_str().to_owned(),
+            url: c.url.clone().filter(|_| with_url),
         })
         .collect()
 }
@@ -200,32 +291,31 @@ fn channel_states(app: &Shared) -> Vec<Value> {
 /// `{{ channel.NAME.url }}`), and its own run (which tells a runner whether they share
 /// a store).
 async fn service(State(app): State<App>) -> Response {
-    let mut channels = channel_states(&app);
-    for (shown, c) in channels.iter_mut().zip(&app.channels) {
-        if let Some(url) = &c.url {
-            shown["url"] = json!(url);
-        }
-    }
-    axum::Json(json!({
-        "name": app.name,
-        "home_run": app.home_run,
-        "channels": channels,
-    }))
+    axum::Json(ServiceBody {
+        name: app.name.clone(),
+        home_run: app.home_run.clone(),
+        channels: channel_states(&app, true),
+    })
     .into_response()
 }
 
 async fn readyz(State(app): State<App>) -> Response {
     let store = match tokio::time::timeout(STORE_CHECK, app.store.run(&app.home_run)).await {
-        Ok(Ok(_)) => json!({ "ok": true }),
-        Ok(Err(e)) => json!({ "ok": false, "error": format!("failed to {e}") }),
-        Err(_) => json!({ "ok": false, "error": "the store did not answer within 2s" }),
+        Ok(Ok(_)) => StoreStatus {
+            ok: true,
+            error: None,
+        },
+        Ok(Err(e)) => StoreStatus {
+            ok: false,
+            error: Some(format!("failed to {e}")),
+        },
+        Err(_) => StoreStatus {
+            ok: false,
+            error: Some("the store did not answer within 2s".to_owned()),
+        },
     };
-    let channels = channel_states(&app);
-    let ready = store["ok"] == true
-        && app
-            .channels
-            .iter()
-            .all(|c| c.state() == ChannelState::Listening);
+    let channels = channel_states(&app, false);
+    let ready = store.ok && channels.iter().all(|c| c.state == "listening");
     let status = if ready {
         StatusCode::OK
     } else {
@@ -233,7 +323,11 @@ async fn readyz(State(app): State<App>) -> Response {
     };
     (
         status,
-        axum::Json(json!({ "ready": ready, "store": store, "channels": channels })),
+        axum::Json(Readiness {
+            ready,
+            store,
+            channels,
+        }),
     )
         .into_response()
 }
@@ -247,7 +341,7 @@ struct RunsQuery {
 async fn runs(State(app): State<App>, Query(q): Query<RunsQuery>) -> Response {
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_RUNS);
     match app.store.runs(limit).await {
-        Ok(runs) => axum::Json(json!({ "runs": runs })).into_response(),
+        Ok(runs) => axum::Json(RunsBody { runs }).into_response(),
         Err(e) => store_error(&e),
     }
 }
@@ -313,7 +407,11 @@ async fn observations(
             break None;
         }
     };
-    axum::Json(json!({ "observations": found, "next": next })).into_response()
+    axum::Json(ObservationsBody {
+        observations: found,
+        next,
+    })
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -435,10 +533,10 @@ async fn stream(
 
 async fn retention(State(app): State<App>) -> Response {
     match trim(&app).await {
-        Ok(Some((runs, observations))) => axum::Json(json!({
-            "deleted_runs": runs,
-            "deleted_observations": observations,
-        }))
+        Ok(Some((runs, observations))) => axum::Json(DeletedBody {
+            deleted_runs: runs,
+            deleted_observations: observations,
+        })
         .into_response(),
         Ok(None) => error(
             StatusCode::CONFLICT,

@@ -17,6 +17,7 @@
 mod api;
 mod attribution;
 pub mod auth;
+mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,6 +173,11 @@ pub struct RunningService {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     retention: Option<JoinHandle<()>>,
+}
+
+/// The API's OpenAPI document (`GET /openapi.json`, `schema/openapi.json`).
+pub fn openapi() -> serde_json::Value {
+    openapi::document()
 }
 
 impl RunningService {

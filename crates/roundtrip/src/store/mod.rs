@@ -33,7 +33,7 @@ pub mod sqlite;
 mod write;
 
 /// A run as listed by [`Store::runs`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunRecord {
     /// The run id (a UUIDv7: time-ordered).
     pub run_id: String,
