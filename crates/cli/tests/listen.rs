@@ -736,3 +736,119 @@ fn the_deploy_example_config_is_valid() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Reads a run's event stream until `want` distinct correlation ids came: every
+/// observation as (correlation id, whether it was marked as a redelivery).
+#[cfg(feature = "nats")]
+async fn until_distinct(api: &str, run: &str, want: usize) -> Vec<(String, bool)> {
+    let mut response = open_stream(api, run, None).await;
+    let mut buffer = String::new();
+    let mut seen = Vec::new();
+    let mut distinct = std::collections::BTreeSet::new();
+    while distinct.len() < want {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("the stream goes on")
+            .expect("the stream is not over");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            let o: Value = serde_json::from_str(data.trim()).expect("an observation");
+            let correlation = o["correlation_id"].as_str().unwrap_or_default().to_owned();
+            let redelivered = o["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|h| h[0] == "x-roundtrip-redelivered");
+            distinct.insert(correlation.clone());
+            seen.push((correlation, redelivered));
+        }
+    }
+    seen
+}
+
+/// The service SIGKILLed while it consumes a JetStream stream, then restarted: every
+/// message published is recorded (those published while it was down too), and a
+/// message recorded more than once is one the broker redelivered, marked so (what a
+/// run counts as a duplicate).
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_loses_nothing_over_jetstream_and_marks_redeliveries() {
+    use roundtrip::core::model::{ChannelSpec, DurationSpec, JetStreamChannel};
+    use roundtrip::transport::{DriverContext, Outgoing, registry};
+
+    const MESSAGES: usize = 300;
+    let name = format!("SVCKILL_{}", std::process::id());
+    let subject = format!("svckill.{}", std::process::id());
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("listen.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: killed\napi: {{ listen: 127.0.0.1:0, tokens: {{ read: [RT_READ] }} }}\n\
+             channels:\n  out: {{ jetstream: {{ url: 'nats://127.0.0.1:4222', stream: {name}, \
+             subject: {subject}, create: true, durable: {name}_d, ack_wait: 1s }} }}\n"
+        ),
+    )
+    .expect("write the config");
+    let service = Service::start(dir.path(), &config);
+
+    let spec = ChannelSpec::JetStream(JetStreamChannel {
+        create: true,
+        ack_wait: Some(DurationSpec(std::time::Duration::from_secs(1))),
+        ..JetStreamChannel::new("nats://127.0.0.1:4222", &name, &subject)
+    });
+    let ctx = DriverContext {
+        base_dir: dir.path().to_path_buf(),
+    };
+    let producer = registry::producer("in", &spec, &ctx).expect("a producer");
+    producer.connect().await.expect("NATS is up");
+    let send = |i: usize| {
+        let producer = &producer;
+        async move {
+            producer
+                .send(Outgoing {
+                    body: format!("{{\"i\":{i}}}").into_bytes().into(),
+                    content_type: "application/json",
+                    headers: vec![
+                        ("x-roundtrip-run".to_owned(), RUN_A.to_owned()),
+                        ("x-correlation-id".to_owned(), format!("m{i}")),
+                    ],
+                    correlation_id: format!("m{i}"),
+                    ..Outgoing::default()
+                })
+                .await
+                .expect("published");
+        }
+    };
+    for i in 0..MESSAGES / 2 {
+        send(i).await;
+    }
+    // Killed once it has recorded some: mid-stream, with messages in flight.
+    until_distinct(&service.api, RUN_A, 20).await;
+    let mut service = service;
+    service.child.kill().expect("SIGKILL");
+    service.child.wait().expect("gone");
+    for i in MESSAGES / 2..MESSAGES {
+        send(i).await;
+    }
+
+    let again = Service::start(dir.path(), &config);
+    let seen = until_distinct(&again.api, RUN_A, MESSAGES).await;
+    let mut first = std::collections::BTreeSet::new();
+    for (correlation, redelivered) in &seen {
+        if !first.insert(correlation.clone()) {
+            assert!(
+                *redelivered,
+                "{correlation} came twice, the second time not as a redelivery"
+            );
+        }
+    }
+    assert_eq!(first.len(), MESSAGES, "nothing lost");
+    let (code, out, err) = again.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
