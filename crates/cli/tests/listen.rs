@@ -59,11 +59,15 @@ impl Service {
 
     /// [`Service::start`], recording into the store at `url`.
     fn start_with(dir: &Path, config: &Path, url: &str, store: PathBuf) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
-            .arg("listen")
-            .arg(config)
-            .arg("--store")
-            .arg(url)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roundtrip"));
+        command.arg("listen").arg(config).arg("--store").arg(url);
+        Service::spawn(command, dir, store)
+    }
+
+    /// Starts `command` (a `roundtrip listen`, possibly behind `ip netns exec`) and reads
+    /// its banner up to `ready`.
+    fn spawn(mut command: Command, dir: &Path, store: PathBuf) -> Service {
+        let mut child = command
             .current_dir(dir)
             .env("RT_READ", READ)
             .env("RT_ADMIN", ADMIN)
@@ -851,4 +855,204 @@ async fn a_killed_service_loses_nothing_over_jetstream_and_marks_redeliveries() 
     assert_eq!(first.len(), MESSAGES, "nothing lost");
     let (code, out, err) = again.stop();
     assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop: an "environment"
+/// (`10.231.N.1`) and a "CI" host (`10.231.N.2`) that reach each other only through it.
+#[cfg(all(target_os = "linux", feature = "full"))]
+struct Hosts {
+    env: String,
+    ci: String,
+    env_ip: String,
+}
+
+#[cfg(all(target_os = "linux", feature = "full"))]
+impl Hosts {
+    fn new() -> Hosts {
+        let id = std::process::id();
+        let (env, ci) = (format!("rtenv{id}"), format!("rtci{id}"));
+        let (a, b) = (format!("rtva{id}"), format!("rtvb{id}"));
+        let net = format!("10.231.{}", id % 250);
+        let hosts = Hosts {
+            env: env.clone(),
+            ci: ci.clone(),
+            env_ip: format!("{net}.1"),
+        };
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().expect("ip runs");
+            assert!(
+                o.status.success(),
+                "ip {}: {} (network namespaces need root: CI runs as root)",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ip(&["netns", "add", &env]);
+        ip(&["netns", "add", &ci]);
+        ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        ip(&["link", "set", &a, "netns", &env]);
+        ip(&["link", "set", &b, "netns", &ci]);
+        for (ns, dev, addr) in [
+            (&env, &a, format!("{net}.1/24")),
+            (&ci, &b, format!("{net}.2/24")),
+        ] {
+            ip(&["-n", ns, "addr", "add", &addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        hosts
+    }
+
+    /// `program args…` on host `ns`.
+    fn command(ns: &str, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns, program]);
+        command
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "full"))]
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in [&self.env, &self.ci] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A real network boundary: the pipeline and the listener service run on an
+/// "environment" host whose webhook outputs listen on its loopback only; the runner is
+/// on another host that reaches the pipeline's input and the service's API, and
+/// nothing else. The suite passes through the service, and fails with a clear error
+/// (exit 3) once the service is down.
+#[cfg(all(target_os = "linux", feature = "full"))]
+#[test]
+fn a_suite_passes_across_a_network_boundary_through_the_service() {
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "roundtrip-example-pipeline",
+            "--bin",
+            "pipeline",
+        ])
+        .current_dir(workspace())
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "the example pipeline builds");
+    let pipeline_bin = workspace().join("target/debug/pipeline");
+    let hosts = Hosts::new();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("listen.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: environment\ncorrelate: {{ header: x-correlation-id }}\n\
+             api: {{ listen: '{}:7070', tokens: {{ read: [RT_READ] }} }}\n\
+             channels:\n\
+             \x20 processed: {{ webhook: {{ listen: '127.0.0.1:8081', path: /processed }} }}\n\
+             \x20 dead_letter: {{ webhook: {{ listen: '127.0.0.1:8082', path: /dead-letter }} }}\n",
+            hosts.env_ip
+        ),
+    )
+    .expect("write the config");
+    let mut command = Hosts::command(&hosts.env, env!("CARGO_BIN_EXE_roundtrip"));
+    command
+        .arg("listen")
+        .arg(&config)
+        .arg("--store")
+        .arg(format!(
+            "sqlite:{}",
+            dir.path().join("env.sqlite").display()
+        ));
+    let service = Service::spawn(command, dir.path(), dir.path().join("env.sqlite"));
+
+    let mut pipeline = Hosts::command(&hosts.env, pipeline_bin.to_str().expect("a path"))
+        .args([
+            "--listen",
+            &format!("{}:7171", hosts.env_ip),
+            "--emit",
+            "http://127.0.0.1:8081/processed",
+            "--dead-letter",
+            "http://127.0.0.1:8082/dead-letter",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the pipeline starts");
+    let mut lines = BufReader::new(pipeline.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    lines
+        .read_line(&mut line)
+        .expect("the pipeline says it listens");
+    assert!(line.contains("pipeline listening on"), "{line}");
+
+    // The outputs are out of the runner's reach.
+    let probe = Hosts::command(&hosts.ci, "curl")
+        .args(["-s", "-m", "2", "-o", "/dev/null", "-d", "{}"])
+        .arg(format!("http://{}:8081/processed", hosts.env_ip))
+        .status()
+        .expect("curl runs");
+    assert!(
+        !probe.success(),
+        "the webhook is unreachable from the runner's host"
+    );
+
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(
+        &suite,
+        "name: across a boundary\n\
+         correlate: { header: x-correlation-id }\n\
+         channels:\n\
+         \x20 events_in: { http: { url: '{{ env(\"PIPELINE_URL\") }}' } }\n\
+         \x20 processed: { webhook: { listen: '127.0.0.1:0', path: /processed } }\n\
+         \x20 dead_letter: { webhook: { listen: '127.0.0.1:0', path: /dead-letter } }\n\
+         scenarios:\n\
+         \x20 - name: processed\n\
+         \x20   send: [ { to: events_in, body: { id: '{{ uuid() }}', item: widget, qty: 2 }, repeat: 20 } ]\n\
+         \x20   expect:\n\
+         \x20     - { on: processed, match: { item: WIDGET, status: processed }, count: 1, within: 5s }\n\
+         \x20     - { on: dead_letter, none_within: 1s }\n\
+         \x20 - name: dead-lettered\n\
+         \x20   send: [ { to: events_in, body: { id: '{{ uuid() }}', item: gadget, qty: -1 } } ]\n\
+         \x20   expect:\n\
+         \x20     - { on: dead_letter, match: { item: gadget }, within: 5s }\n\
+         \x20     - { on: processed, none_within: 1s }\n",
+    )
+    .expect("write the suite");
+    let run = |store: &str| {
+        Hosts::command(&hosts.ci, env!("CARGO_BIN_EXE_roundtrip"))
+            .arg("run")
+            .arg(&suite)
+            .args(["--remote", &format!("http://{}:7070", hosts.env_ip)])
+            .args(["--store", store])
+            .env("NO_COLOR", "1")
+            .env("ROUNDTRIP_REMOTE_TOKEN", READ)
+            .env(
+                "PIPELINE_URL",
+                format!("http://{}:7171/events", hosts.env_ip),
+            )
+            .env_remove("ROUNDTRIP_REMOTE")
+            .output()
+            .expect("the runner runs")
+    };
+    let store = format!("sqlite:{}", dir.path().join("ci.sqlite").display());
+    let o = run(&store);
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{shown}");
+
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let o = run(&store);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("use the listener service at http://"), "{err}");
+    assert!(err.contains("it is not reachable"), "{err}");
+    let _ = pipeline.kill();
+    let _ = pipeline.wait();
 }
