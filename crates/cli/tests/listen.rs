@@ -405,41 +405,55 @@ async fn correlated_only_drops_what_names_no_run() {
     assert_eq!(stored, 1, "the stray was never stored");
 }
 
+/// Reads the next chunk of an event stream: the observations whose events it completed,
+/// with their ids (`buffer` keeps what is not complete yet).
+async fn next_events(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+) -> Vec<(Option<u64>, Value)> {
+    let chunk = response
+        .chunk()
+        .await
+        .expect("the stream goes on")
+        .expect("the stream is not over");
+    buffer.push_str(&String::from_utf8_lossy(&chunk));
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let mut id = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse::<u64>().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data = serde_json::from_str::<Value>(v.trim()).ok();
+            }
+        }
+        if let Some(data) = data {
+            events.push((id, data));
+        }
+    }
+    events
+}
+
 /// Reads server-sent events from `response` until `n` observations came: their ids and
 /// correlation ids.
 async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<(u64, String)> {
     let mut buffer = String::new();
     let mut events = Vec::new();
     while events.len() < n {
-        let chunk = response
-            .chunk()
-            .await
-            .expect("the stream goes on")
-            .expect("the stream is not over");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut id = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse::<u64>().ok();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str::<Value>(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(data)) = (id, data) {
-                assert_eq!(
-                    data["seq"].as_u64(),
-                    Some(id),
-                    "the event id is the sequence number"
-                );
-                let correlation = data["correlation_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                events.push((id, correlation));
-            }
+        for (id, data) in next_events(response, &mut buffer).await {
+            let id = id.expect("every event has an id");
+            assert_eq!(
+                data["seq"].as_u64(),
+                Some(id),
+                "the event id is the sequence number"
+            );
+            let correlation = data["correlation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            events.push((id, correlation));
         }
     }
     events
@@ -750,18 +764,7 @@ async fn until_distinct(api: &str, run: &str, want: usize) -> Vec<(String, bool)
     let mut seen = Vec::new();
     let mut distinct = std::collections::BTreeSet::new();
     while distinct.len() < want {
-        let chunk = response
-            .chunk()
-            .await
-            .expect("the stream goes on")
-            .expect("the stream is not over");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
-                continue;
-            };
-            let o: Value = serde_json::from_str(data.trim()).expect("an observation");
+        for (_, o) in next_events(&mut response, &mut buffer).await {
             let correlation = o["correlation_id"].as_str().unwrap_or_default().to_owned();
             let redelivered = o["headers"]
                 .as_array()

@@ -110,16 +110,17 @@ impl ObservationSink {
         correlator: Arc<Correlator>,
         max_payload: usize,
     ) -> ObservationSink {
+        let inner = SinkInner {
+            store,
+            run_id: run_id.into(),
+            channel: channel.into(),
+            correlator,
+            max_payload,
+            stats: Arc::new(ListenerStats::default()),
+            attribution: None,
+        };
         ObservationSink {
-            inner: Arc::new(SinkInner {
-                store,
-                run_id: run_id.into(),
-                channel: channel.into(),
-                correlator,
-                max_payload,
-                stats: Arc::new(ListenerStats::default()),
-                attribution: None,
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -134,17 +135,11 @@ impl ObservationSink {
         max_payload: usize,
         attribution: Arc<dyn Attribution>,
     ) -> ObservationSink {
-        ObservationSink {
-            inner: Arc::new(SinkInner {
-                store,
-                run_id: run_id.into(),
-                channel: channel.into(),
-                correlator,
-                max_payload,
-                stats: Arc::new(ListenerStats::default()),
-                attribution: Some(attribution),
-            }),
+        let mut sink = ObservationSink::new(store, run_id, channel, correlator, max_payload);
+        if let Some(inner) = Arc::get_mut(&mut sink.inner) {
+            inner.attribution = Some(attribution);
         }
+        sink
     }
 
     /// The channel this sink records for.
