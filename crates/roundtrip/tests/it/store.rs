@@ -807,14 +807,10 @@ mod postgres_backend {
         }
     }
 
-    /// The writer process `examples/pg_writer.rs`, built beside this test by `cargo test`.
+    /// The writer process (`src/bin/roundtrip-pg-writer.rs`), which `cargo test` builds
+    /// for this test with its features.
     fn pg_writer() -> std::path::PathBuf {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/debug");
-        dir.join("examples").join("pg_writer")
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_roundtrip-pg-writer"))
     }
 
     /// The cursor trap: several writer processes, each holding its transactions open for

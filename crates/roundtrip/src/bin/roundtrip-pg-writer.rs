@@ -3,7 +3,7 @@
 //! eight at a time, holding each transaction open for up to 5 ms (twice), and prints
 //! each committed sequence number on a line of its own.
 //!
-//!     pg_writer URL RUN_ID WRITER COUNT
+//!     roundtrip-pg-writer URL RUN_ID WRITER COUNT
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use roundtrip::store::postgres::{PostgresOptions, PostgresStore};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, run_id, writer, count] = args.as_slice() else {
-        return Err("usage: pg_writer URL RUN_ID WRITER COUNT".into());
+        return Err("usage: roundtrip-pg-writer URL RUN_ID WRITER COUNT".into());
     };
     let count: u64 = count.parse()?;
     let options = PostgresOptions {
