@@ -163,8 +163,9 @@ pub struct RunArgs {
     pub fail_fast: bool,
     /// A listener service (`roundtrip listen`) that records the suite's outputs in a
     /// deployed environment, e.g. `http://listener.staging:7070`: the channels it
-    /// records are not listened on here; the run waits on what it recorded. Its read
-    /// token comes from ROUNDTRIP_REMOTE_TOKEN (never a flag: flags show in `ps`).
+    /// records are not listened on here; the run waits on what it recorded. Also
+    /// ROUNDTRIP_REMOTE in the environment or an `--env-file` (a profile). Its read token
+    /// comes from ROUNDTRIP_REMOTE_TOKEN there too (never a flag: flags show in `ps`).
     #[arg(long, env = "ROUNDTRIP_REMOTE", value_name = "URL")]
     pub remote: Option<String>,
     /// Print only failures, errors and the final line.

@@ -1059,3 +1059,65 @@ fn a_suite_passes_across_a_network_boundary_through_the_service() {
     let _ = pipeline.kill();
     let _ = pipeline.wait();
 }
+
+/// Two runs at once through one service: each passes, and each run's store holds only
+/// its own run's observations. The second names the service in a profile (an
+/// `--env-file` with ROUNDTRIP_REMOTE and its token) instead of `--remote`.
+#[test]
+fn two_runs_at_once_through_one_service_see_only_their_own() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &pipeline_outputs(dir.path()));
+    let profile = dir.path().join("staging.env");
+    std::fs::write(
+        &profile,
+        format!(
+            "ROUNDTRIP_REMOTE={}\nROUNDTRIP_REMOTE_TOKEN={READ}\n",
+            service.api
+        ),
+    )
+    .expect("write the profile");
+    let (a, b) = (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"));
+    let (o_a, o_b) = std::thread::scope(|scope| {
+        let api = service.api.as_str();
+        let first = scope.spawn(|| run_remote(api, &a, READ));
+        let second = scope.spawn(|| {
+            Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+                .args(["run", "examples/pipeline/suite.yaml", "--env-file"])
+                .arg(&profile)
+                .arg("--store")
+                .arg(format!("sqlite:{}", b.display()))
+                .current_dir(workspace())
+                .env("NO_COLOR", "1")
+                .env_remove("ROUNDTRIP_REMOTE")
+                .env_remove("ROUNDTRIP_REMOTE_TOKEN")
+                .env_remove("ROUNDTRIP_STORE")
+                .output()
+                .expect("the runner runs")
+        });
+        (
+            first.join().expect("the first run"),
+            second.join().expect("the second run"),
+        )
+    });
+    for o in [&o_a, &o_b] {
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    for store in [&a, &b] {
+        let runs = count(store, "SELECT count(DISTINCT run_id) FROM observations");
+        assert_eq!(runs, 1, "one run's observations in {}", store.display());
+        assert_eq!(count(store, "SELECT count(*) FROM observations"), 102);
+    }
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let recorded = count(
+        &dir.path().join("store.sqlite"),
+        "SELECT count(*) FROM observations",
+    );
+    assert_eq!(recorded, 204, "both runs' observations, once each");
+}

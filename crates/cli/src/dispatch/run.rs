@@ -76,6 +76,18 @@ pub async fn run(args: RunArgs) -> u8 {
         return exit::OK;
     }
 
+    // The listener service: `--remote`, else ROUNDTRIP_REMOTE from the environment or an
+    // `--env-file` (a profile); its token likewise, never from a flag.
+    let remote = args
+        .remote
+        .clone()
+        .or_else(|| vars.get("ROUNDTRIP_REMOTE"))
+        .filter(|url| !url.trim().is_empty())
+        .map(|url| roundtrip::remote::Remote {
+            url,
+            token: vars.get("ROUNDTRIP_REMOTE_TOKEN").filter(|t| !t.is_empty()),
+        });
+
     let store = match roundtrip::store::open(&args.store.store).await {
         Ok(s) => s,
         Err(e) => {
@@ -139,12 +151,7 @@ pub async fn run(args: RunArgs) -> u8 {
         opts.cancel = cancel.clone();
         opts.hurry = hurry.clone();
         opts.fail_fast = args.fail_fast;
-        opts.remote = args.remote.as_ref().map(|url| roundtrip::remote::Remote {
-            url: url.clone(),
-            token: std::env::var("ROUNDTRIP_REMOTE_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-        });
+        opts.remote = remote.clone();
         let result = engine::run_suite(suite, Arc::clone(&store), opts).await;
         let _ = printer.await;
         match result {
