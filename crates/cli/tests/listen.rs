@@ -313,6 +313,12 @@ async fn observations_are_kept_by_run_behind_tokens_without_cross_talk() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, body) = get(&format!("{api}/v1/runs/nope/observations"), Some(READ)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    for bad in ["%00", "a%00b"] {
+        for path in ["", "/observations"] {
+            let (status, body) = get(&format!("{api}/v1/runs/{bad}{path}"), Some(READ)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{bad}{path}: {body}");
+        }
+    }
 
     let runs = json(&format!("{api}/v1/runs"), READ).await;
     let ids: Vec<&str> = runs["runs"]
@@ -632,6 +638,11 @@ fn the_example_suite_runs_unchanged_against_a_listener_service() {
     // Every observation the run judged is a copy of one the service recorded.
     let copied = count(&runner_store, "SELECT count(*) FROM observations");
     assert!(copied >= 100, "{copied} observations copied");
+    let marked = count(
+        &runner_store,
+        "SELECT count(*) FROM observations WHERE meta LIKE '%copy_of%'",
+    );
+    assert_eq!(marked, copied, "every copy names its original");
     let (code, out, err) = service.stop();
     assert_eq!(code, Some(0), "{out}\n{err}");
     let recorded = count(
@@ -684,12 +695,11 @@ fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
     let schema = format!("listen_{}", std::process::id());
     let store = format!("{base}?schema={schema}");
     let dir = tempfile::tempdir().expect("a temp dir");
-    let service = Service::start_with(
-        dir.path(),
-        &pipeline_outputs(dir.path()),
-        &store,
-        dir.path().join("unused"),
-    );
+    let config = pipeline_outputs(dir.path());
+    let mut text = std::fs::read_to_string(&config).expect("read the config");
+    text.push_str("retention: 1ms\n");
+    std::fs::write(&config, text).expect("write the config");
+    let service = Service::start_with(dir.path(), &config, &store, dir.path().join("unused"));
     let json = dir.path().join("report.json");
     let o = run_remote_into(&service.api, &store, &json, READ);
     assert_eq!(
@@ -715,17 +725,23 @@ fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
         Some(102),
         "{page}"
     );
+    // Retention (1 ms here) deletes the run and the service's own run; the service
+    // records its run again, so a runner still finds the store shared, and stops cleanly.
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let status = runtime.block_on(async {
-        client()
+    let (status, body) = runtime.block_on(async {
+        let response = client()
             .post(format!("{}/v1/retention", service.api))
             .bearer_auth(ADMIN)
             .send()
             .await
-            .expect("answers")
-            .status()
+            .expect("answers");
+        (response.status(), response.text().await.expect("a body"))
     });
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deleted: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(deleted["deleted_runs"].as_u64() >= Some(2), "{body}");
+    let home = json_blocking(&format!("{}/v1/runs/{}", service.api, service.home));
+    assert_eq!(home["run_id"], service.home.as_str());
     let (code, out, err) = service.stop();
     assert_eq!(code, Some(0), "{out}\n{err}");
     let _ = Command::new("psql")
@@ -1120,4 +1136,44 @@ fn two_runs_at_once_through_one_service_see_only_their_own() {
         "SELECT count(*) FROM observations",
     );
     assert_eq!(recorded, 204, "both runs' observations, once each");
+}
+
+/// A suite's channel that the service records as another kind of channel is refused
+/// before anything is sent (exit 3), naming both.
+#[test]
+fn a_remote_channel_of_another_kind_is_refused() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = Service::start(dir.path(), &pipeline_outputs(dir.path()));
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(
+        &suite,
+        "name: mismatch\n\
+         channels:\n\
+         \x20 events_in: { http: { url: 'http://127.0.0.1:9/events' } }\n\
+         \x20 processed: { dir: { path: out } }\n\
+         scenarios:\n\
+         \x20 - name: a\n\
+         \x20   send: [ { to: events_in, body: { id: x } } ]\n\
+         \x20   expect: [ { on: processed, within: 1s } ]\n",
+    )
+    .expect("write the suite");
+    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .arg("run")
+        .arg(&suite)
+        .args(["--remote", &service.api, "--store"])
+        .arg(format!("sqlite:{}", dir.path().join("r.sqlite").display()))
+        .env("ROUNDTRIP_REMOTE_TOKEN", READ)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "records channel `processed` as a `webhook` channel, and the suite's is a `dir` one"
+        ),
+        "{err}"
+    );
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
 }

@@ -29,8 +29,13 @@ use crate::transport::{
     BoundAddress, Delivery, ListenError, Listener, ObservationSink, Outage, RunningListener,
 };
 
-/// How long one request to the service may take.
+/// How long one request to the service may take (opening a stream included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an event stream may stay silent: three of the service's keep-alives.
+const IDLE: Duration = Duration::from_secs(45);
+/// The metadata of a copy of a service's observation: the original's sequence number in
+/// the service's store.
+pub const COPY_OF: &str = "copy_of";
 
 /// Where the listener service is, and the token to read it with.
 #[derive(Clone)]
@@ -235,9 +240,14 @@ impl Listener for RemoteListener {
                     channel: self.channel.clone(),
                     run: sink.run_id().to_owned(),
                 };
-                let response = stream
-                    .open(0)
+                let response = tokio::time::timeout(REQUEST_TIMEOUT, stream.open(0))
                     .await
+                    .map_err(|_| {
+                        self.start_error(self.remote.error(format!(
+                            "its event stream did not answer within {}s",
+                            REQUEST_TIMEOUT.as_secs()
+                        )))
+                    })?
                     .map_err(|e| self.start_error(self.remote.error(e)))?;
                 tokio::spawn(stream.follow(response, sink, stop_rx))
             }
@@ -307,55 +317,75 @@ impl Stream {
         let mut outage = Outage::default();
         let mut backoff = Backoff::default();
         loop {
+            // The service sends a comment every 15 s: a stream silent for longer is a
+            // connection that died without closing.
             let chunk = tokio::select! {
-                chunk = response.chunk() => chunk,
+                chunk = tokio::time::timeout(IDLE, response.chunk()) => chunk,
                 _ = &mut stop => return,
             };
-            match chunk {
-                Ok(Some(bytes)) => {
-                    for event in events.push(&bytes) {
-                        let Some(id) = event.id else { continue };
-                        if event.kind != "observation" || id <= last {
-                            continue;
-                        }
-                        last = id;
-                        match serde_json::from_str::<Observation>(&event.data) {
-                            Ok(o) if o.channel == self.channel => {
-                                // Not acknowledged anywhere: a failed copy is a fault,
-                                // and the service still holds the original.
-                                let _ = sink.record_copy(o).await;
-                            }
-                            Ok(_) => {}
-                            Err(e) => sink.consumer_error(format!(
-                                "an event that is not an observation ({e})"
-                            )),
-                        }
+            let broken = match chunk {
+                Ok(Ok(Some(bytes))) => {
+                    match self.record(&sink, &mut events, &bytes, &mut last).await {
+                        Ok(()) => continue,
+                        Err(cause) => cause,
                     }
                 }
-                // Broken off, or ended by the service's stop: open it again after the
-                // last event seen.
-                broken => {
-                    let cause = match broken {
-                        Err(e) => reqwest_cause(&e),
-                        _ => "the service ended it".to_owned(),
-                    };
-                    outage.failed(&sink, "the service's event stream broke off", Some(cause));
-                    loop {
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff.next_delay()) => {}
-                            _ = &mut stop => return,
-                        }
-                        if let Ok(again) = self.open(last).await {
-                            response = again;
-                            events = Events::default();
-                            backoff.reset();
-                            outage.recovered(&sink, "resumed after the last event seen");
-                            break;
-                        }
-                    }
+                Ok(Ok(None)) => "the service ended it".to_owned(),
+                Ok(Err(e)) => reqwest_cause(&e),
+                Err(_) => format!("nothing came for {}s", IDLE.as_secs()),
+            };
+            // Open it again after the last event recorded here.
+            outage.failed(&sink, "the service's event stream broke off", Some(broken));
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = &mut stop => return,
+                }
+                let opened = tokio::select! {
+                    opened = tokio::time::timeout(REQUEST_TIMEOUT, self.open(last)) => opened,
+                    _ = &mut stop => return,
+                };
+                if let Ok(Ok(again)) = opened {
+                    response = again;
+                    events = Events::default();
+                    backoff.reset();
+                    outage.recovered(&sink, "resumed after the last event recorded");
+                    break;
                 }
             }
         }
+    }
+
+    /// Records the observations on this channel that `bytes` completes, moving `last`
+    /// past each one recorded (or not this channel's); `Err` when a copy could not be
+    /// recorded, so the stream is reopened from the last one that was.
+    async fn record(
+        &self,
+        sink: &ObservationSink,
+        events: &mut Events,
+        bytes: &[u8],
+        last: &mut u64,
+    ) -> Result<(), String> {
+        for event in events.push(bytes) {
+            let Some(id) = event.id else { continue };
+            if event.kind != "observation" || id <= *last {
+                continue;
+            }
+            match serde_json::from_str::<Observation>(&event.data) {
+                // A copy some run recorded into the service's own store (which it
+                // shares): the original came, or comes, on this stream itself.
+                Ok(o) if o.meta.iter().any(|(k, _)| k == COPY_OF) => {}
+                Ok(o) if o.channel == self.channel => {
+                    if let Err(e) = sink.record_copy(o).await {
+                        return Err(format!("a copy could not be recorded ({e})"));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => sink.consumer_error(format!("an event that is not an observation ({e})")),
+            }
+            *last = id;
+        }
+        Ok(())
     }
 }
 

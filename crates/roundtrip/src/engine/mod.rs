@@ -159,7 +159,11 @@ async fn plan_remote(
     }
     Ok(plan::RemotePlan {
         remote: remote.clone(),
-        channels: info.channels.into_iter().map(|c| c.name).collect(),
+        channels: info
+            .channels
+            .into_iter()
+            .map(|c| (c.name, c.transport))
+            .collect(),
         feed: if shared {
             crate::remote::Feed::Store
         } else {

@@ -8,7 +8,7 @@
 //! A planned listener is a local driver, or, for a channel a deployed `roundtrip listen`
 //! records (`--remote`), a [`RemoteListener`] that waits on what the service recorded.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -182,8 +182,8 @@ pub(crate) struct PlannedSend {
 #[derive(Debug, Clone)]
 pub(crate) struct RemotePlan {
     pub remote: Remote,
-    /// The service's channels.
-    pub channels: BTreeSet<String>,
+    /// The service's channels, with their transports.
+    pub channels: BTreeMap<String, String>,
     pub feed: Feed,
 }
 
@@ -294,7 +294,8 @@ fn listen(
         return Ok(());
     };
     let driver: Box<dyn Listener> = match remote {
-        Some(r) if r.channels.contains(name) => {
+        Some(r) if r.channels.contains_key(name) => {
+            remote_channel(r, name, &spec)?;
             Box::new(RemoteListener::new(name, r.remote.clone(), r.feed))
         }
         _ => registry::listener(name, &spec, ctx)?,
@@ -308,6 +309,40 @@ fn listen(
             driver,
         },
     );
+    Ok(())
+}
+
+/// A suite's channel that the service records must be the same kind of channel, and
+/// must not depend on the run: the service rendered its options once, for itself.
+fn remote_channel(r: &RemotePlan, name: &str, spec: &ChannelSpec) -> Result<(), HarnessError> {
+    let refuse = |message: String| {
+        HarnessError::Remote(crate::remote::RemoteError {
+            url: roundtrip_core::redact::url(&r.remote.url),
+            message,
+        })
+    };
+    let theirs = r.channels.get(name).map_or("", String::as_str);
+    if theirs != spec.transport() {
+        return Err(refuse(format!(
+            "it records channel `{name}` as a `{theirs}` channel, and the suite's is a `{}` \
+             one: name the suite's channels as the service does",
+            spec.transport()
+        )));
+    }
+    let mut written = spec.clone();
+    if let Some(t) = written
+        .options_mut()
+        .run_templates()
+        .into_iter()
+        .find(|t| t.value.contains("{{"))
+    {
+        return Err(refuse(format!(
+            "the suite's channel `{name}` has a template in its {} (`{}`), rendered per run, \
+             but the service listens on what it rendered once, for itself",
+            t.what,
+            roundtrip_core::redact::text(t.value)
+        )));
+    }
     Ok(())
 }
 

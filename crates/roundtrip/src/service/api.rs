@@ -47,6 +47,12 @@ use crate::store::{RunRecord, StoreError};
 pub const MAX_PAGE: usize = 1000;
 /// The most runs one listing holds.
 pub const MAX_RUNS: usize = 1000;
+/// The most payload bytes one page (or one read of a stream's backlog) holds.
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+/// How many observations a stream reads from its backlog at once.
+const BACKLOG_PAGE: usize = 64;
+/// How many events a stream holds for a client that does not read them.
+const STREAM_BUFFER: usize = 16;
 /// How many observations one page request scans looking for matches before it answers
 /// with what it found and a cursor to go on from.
 const MAX_SCAN: usize = 10_000;
@@ -346,7 +352,16 @@ async fn runs(State(app): State<App>, Query(q): Query<RunsQuery>) -> Response {
     }
 }
 
+/// Whether `run` can name a run at all: not empty, not too long, no NUL (which a
+/// Postgres store cannot even look up).
+fn plausible_run(run: &str) -> bool {
+    !run.is_empty() && run.len() <= MAX_RUN_ID && !run.contains('\0')
+}
+
 async fn run(State(app): State<App>, Path(run): Path<String>) -> Response {
+    if !plausible_run(&run) {
+        return error(StatusCode::NOT_FOUND, "no such run");
+    }
     match app.store.run(&run).await {
         Ok(Some(record)) => axum::Json(record).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no such run"),
@@ -368,6 +383,9 @@ async fn observations(
     Path(run): Path<String>,
     Query(q): Query<ObservationsQuery>,
 ) -> Response {
+    if !plausible_run(&run) {
+        return error(StatusCode::NOT_FOUND, "no such run");
+    }
     match app.store.run(&run).await {
         Ok(Some(_)) => {}
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such run"),
@@ -381,26 +399,30 @@ async fn observations(
                 .is_none_or(|id| o.correlation_id.as_deref() == Some(id))
     };
     let mut found = Vec::new();
+    let mut bytes = 0usize;
     let mut after = q.after.unwrap_or(0);
     let mut scanned = 0;
-    // `next` is where to go on from, while there may be more.
-    let next = loop {
-        let page = match app.store.observations(&run, after, limit).await {
+    // Pages of the store are read whole (a filter that matches little costs few
+    // queries); `next` is where to go on from, while there may be more. A page ends at
+    // `limit` observations or `MAX_PAGE_BYTES` of payload, whichever comes first.
+    let next = 'scan: loop {
+        let page = match app.store.observations(&run, after, MAX_PAGE).await {
             Ok(page) => page,
             Err(e) => return store_error(&e),
         };
-        let full = page.len() == limit;
+        let full = page.len() == MAX_PAGE;
         scanned += page.len();
         for o in page {
             after = o.seq;
             if wanted(&o) {
+                bytes += o.payload.bytes.len();
                 found.push(o);
-                if found.len() == limit {
-                    break;
+                if found.len() == limit || bytes >= MAX_PAGE_BYTES {
+                    break 'scan Some(after);
                 }
             }
         }
-        if found.len() == limit || (full && scanned >= MAX_SCAN) {
+        if full && scanned >= MAX_SCAN {
             break Some(after);
         }
         if !full {
@@ -441,13 +463,13 @@ async fn events(
             }
         },
     };
-    if run.is_empty() || run.len() > MAX_RUN_ID {
+    if !plausible_run(&run) {
         return error(StatusCode::NOT_FOUND, "no such run");
     }
     // Subscribed before the backlog is read. A run the store does not hold yet is
     // streamed once it does: a runner subscribes before its first send.
     let feed = app.store.subscribe();
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(STREAM_BUFFER);
     tokio::spawn(stream(Arc::clone(&app), run, resume, feed, tx));
     Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -489,7 +511,7 @@ async fn stream(
             // Everything committed after `last` so far; what commits meanwhile is on the
             // feed too, and skipped there by its sequence number.
             loop {
-                let page = match app.store.observations(&run, last, MAX_PAGE).await {
+                let page = match app.store.observations(&run, last, BACKLOG_PAGE).await {
                     Ok(page) => page,
                     Err(e) => {
                         let message = json!({ "error": format!("failed to {e}") }).to_string();
@@ -499,7 +521,7 @@ async fn stream(
                         return;
                     }
                 };
-                let done = page.len() < MAX_PAGE;
+                let done = page.len() < BACKLOG_PAGE;
                 for o in &page {
                     if tx.send(Ok(event_of(o))).await.is_err() {
                         return;
@@ -562,6 +584,16 @@ async fn trim(app: &Shared) -> Result<Option<(u64, u64)>, StoreError> {
             message,
         })?;
         let deleted = gc(&options, app.retention).await;
+        // The service's own run is as old as the service: deleted when the service
+        // outlives its retention. Recorded again (as of now), so that a runner sharing
+        // the store still finds it and knows the store is shared.
+        if app.store.run(&app.home_run).await?.is_none() {
+            let again = crate::store::RunRecord {
+                started_at: crate::clock::wall_now(),
+                ..app.home_record.clone()
+            };
+            app.store.create_run(&again).await?;
+        }
         match &deleted {
             Ok(d) => {
                 app.retention_runs.fetch_add(d.runs, Ordering::Relaxed);

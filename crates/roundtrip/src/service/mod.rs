@@ -147,6 +147,10 @@ impl Channel {
 pub(crate) struct Shared {
     pub name: String,
     pub home_run: String,
+    /// The service's own run as first recorded, to record it again when retention
+    /// deleted it (a service older than its retention).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub home_record: RunRecord,
     pub store: Arc<dyn Store>,
     pub channels: Vec<Arc<Channel>>,
     pub tokens: Tokens,
@@ -209,16 +213,17 @@ impl RunningService {
         let home_run = uuid::Uuid::now_v7().to_string();
         let suite_path = loaded.path.display().to_string();
         let started_at = clock::wall_now();
+        let home_record = RunRecord {
+            run_id: home_run.clone(),
+            suite: format!("roundtrip listen: {}", config.name),
+            suite_path: suite_path.clone(),
+            started_at,
+            finished_at: None,
+            status: RunStatus::Running,
+            owner: Some(crate::owner::current()),
+        };
         store
-            .create_run(&RunRecord {
-                run_id: home_run.clone(),
-                suite: format!("roundtrip listen: {}", config.name),
-                suite_path: suite_path.clone(),
-                started_at,
-                finished_at: None,
-                status: RunStatus::Running,
-                owner: Some(crate::owner::current()),
-            })
+            .create_run(&home_record)
             .await
             .map_err(HarnessError::from)?;
         let runs = Arc::new(
@@ -286,6 +291,7 @@ impl RunningService {
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             home_run,
+            home_record,
             store,
             channels,
             tokens: options.tokens,
@@ -388,10 +394,15 @@ impl RunningService {
             sut_exited: None,
             harness_error: None,
         };
-        let finished = shared
+        let finished = match shared
             .store
             .finish_run(&summary, RunStatus::Interrupted)
-            .await;
+            .await
+        {
+            // Deleted by retention since its last observation: nothing to finish.
+            Err(StoreError::NoSuchRun(_)) => Ok(()),
+            other => other,
+        };
         let closed = shared.store.close().await;
         finished.and(closed).map(|()| summaries)
     }

@@ -313,7 +313,8 @@ pub trait Attribution: Send + Sync + fmt::Debug {
 impl ObservationSink {
     /// Records a copy of an observation another process recorded (a listener service,
     /// read from its event stream): as it was received there, with its wall-clock
-    /// receive time and no monotonic one, correlated by this sink's rule.
+    /// receive time and no monotonic one, correlated by this sink's rule, and marked with
+    /// the original's sequence number (`copy_of` in its metadata).
     pub async fn record_copy(&self, original: Observation) -> Result<Arc<Observation>, StoreError> {
         let s = &self.inner;
         let correlation_id = s.correlator.extract(
@@ -329,7 +330,11 @@ impl ObservationSink {
             headers: original.headers,
             message_id: original.message_id,
             key: original.key,
-            meta: original.meta,
+            meta: {
+                let mut meta = original.meta;
+                meta.push((crate::remote::COPY_OF.to_owned(), original.seq.to_string()));
+                meta
+            },
             received_at: original.received_at,
             received_mono: None,
         };
