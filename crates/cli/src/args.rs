@@ -59,6 +59,10 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+/// The store when neither `--store`, ROUNDTRIP_STORE nor (for `listen`) the config
+/// names one.
+pub const DEFAULT_STORE: &str = ".roundtrip/store.sqlite";
+
 #[derive(Debug, Args)]
 pub struct ListenArgs {
     /// The listener config (YAML; schema/listen.schema.json).
@@ -122,7 +126,7 @@ pub struct StoreArg {
     #[arg(
         long,
         env = "ROUNDTRIP_STORE",
-        default_value = ".roundtrip/store.sqlite"
+        default_value = DEFAULT_STORE
     )]
     pub store: String,
 }

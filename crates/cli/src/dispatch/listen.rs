@@ -4,12 +4,9 @@ use roundtrip::service::{RunningService, ServiceOptions, Tokens};
 use roundtrip_core::escape::escape;
 
 use super::{print_error, store_failed};
-use crate::args::ListenArgs;
+use crate::args::{DEFAULT_STORE, ListenArgs};
 use crate::display::out;
 use crate::exit;
-
-/// The store when neither `--store`, `ROUNDTRIP_STORE` nor the config names one.
-const DEFAULT_STORE: &str = ".roundtrip/store.sqlite";
 
 pub async fn listen(args: ListenArgs) -> u8 {
     let vars = match super::resolve_vars(&args.vars) {

@@ -10,7 +10,7 @@ use crate::exit;
 pub async fn migrate(args: MigrateArgs) -> u8 {
     let url = args.store.store.as_str();
     #[cfg(feature = "postgres")]
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if roundtrip::store::is_postgres_url(url) {
         use roundtrip::store::postgres::{PostgresOptions, SCHEMA_VERSION, migrate};
         let options = match PostgresOptions::from_url(url) {
             Ok(o) => o,
@@ -52,7 +52,7 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
 /// Old runs deleted (Postgres only).
 pub async fn gc(args: GcArgs) -> u8 {
     let url = args.store.store.as_str();
-    let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let is_postgres = roundtrip::store::is_postgres_url(url);
     if !is_postgres {
         eprintln!(
             "error: `roundtrip gc` deletes old runs from a Postgres store; an SQLite store is \

@@ -12,7 +12,6 @@
 //! Progress is a typed stream of [`RunEvent`]s; the summary can be re-read from the store.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{
@@ -195,17 +194,8 @@ impl StartedListener {
     async fn stop(self) -> ListenerSummary {
         let (delivery, polling) = (self.running.delivery, self.running.polling);
         self.running.stop().await;
-        let stats = self.stats;
-        ListenerSummary {
-            channel: self.channel,
-            transport: self.transport.to_owned(),
-            recorded: stats.recorded.load(Ordering::Relaxed),
-            faults: stats.faults.load(Ordering::Relaxed),
-            delivery: delivery.as_str().to_owned(),
-            polling,
-            redelivered: stats.redelivered.load(Ordering::Relaxed),
-            gaps: stats.gap_causes(),
-        }
+        self.stats
+            .summary(&self.channel, self.transport, delivery, polling)
     }
 }
 

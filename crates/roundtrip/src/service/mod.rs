@@ -18,10 +18,11 @@ mod api;
 mod attribution;
 pub mod auth;
 mod openapi;
+mod retention;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use roundtrip_core::correlate::Correlator;
@@ -100,7 +101,8 @@ pub(crate) struct Channel {
     /// Where the SUT delivers to, for a listener that binds an address (a webhook).
     pub url: Option<String>,
     pub stats: Arc<ListenerStats>,
-    state: AtomicU8,
+    /// Set when the service stops.
+    stopped: AtomicBool,
 }
 
 /// Where a channel's listener is.
@@ -126,7 +128,7 @@ impl ChannelState {
 
 impl Channel {
     pub(crate) fn state(&self) -> ChannelState {
-        if self.state.load(Ordering::Relaxed) == 1 {
+        if self.stopped.load(Ordering::Relaxed) {
             return ChannelState::Stopped;
         }
         let outage = self
@@ -177,11 +179,6 @@ pub struct RunningService {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     retention: Option<JoinHandle<()>>,
-}
-
-/// The API's OpenAPI document (`GET /openapi.json`, `schema/openapi.json`).
-pub fn openapi() -> serde_json::Value {
-    openapi::document()
 }
 
 impl RunningService {
@@ -259,7 +256,7 @@ impl RunningService {
                         transport,
                         url: running.bound.as_ref().map(|b| b.url.clone()),
                         stats,
-                        state: AtomicU8::new(0),
+                        stopped: AtomicBool::new(false),
                     }));
                     listeners.push(running);
                 }
@@ -308,7 +305,7 @@ impl RunningService {
             retention_failures: AtomicU64::new(0),
         });
         let server = tokio::spawn(api::serve(socket, Arc::clone(&shared), API_STOP_GRACE));
-        let retention = api::retention_task(Arc::clone(&shared));
+        let retention = retention::retention_task(Arc::clone(&shared));
         Ok(RunningService {
             api,
             shared,
@@ -361,7 +358,7 @@ impl RunningService {
         let delivery: Vec<_> = listeners.iter().map(|l| (l.delivery, l.polling)).collect();
         stop_all(listeners).await;
         for channel in &shared.channels {
-            channel.state.store(1, Ordering::Relaxed);
+            channel.stopped.store(true, Ordering::Relaxed);
         }
         let _ = shutdown.send(true);
         let _ = tokio::time::timeout(API_STOP_GRACE * 2, server).await;
@@ -369,15 +366,8 @@ impl RunningService {
             .channels
             .iter()
             .zip(delivery)
-            .map(|(c, (delivery, polling))| ListenerSummary {
-                channel: c.name.clone(),
-                transport: c.transport.to_owned(),
-                recorded: c.stats.recorded.load(Ordering::Relaxed),
-                faults: c.stats.faults.load(Ordering::Relaxed),
-                delivery: delivery.as_str().to_owned(),
-                polling,
-                redelivered: c.stats.redelivered.load(Ordering::Relaxed),
-                gaps: c.stats.gap_causes(),
+            .map(|(c, (delivery, polling))| {
+                c.stats.summary(&c.name, c.transport, delivery, polling)
             })
             .collect();
         let summary = RunSummary {

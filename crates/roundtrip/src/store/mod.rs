@@ -191,6 +191,12 @@ pub(crate) fn follow(
     }
 }
 
+/// Whether `url` names a Postgres store (`postgres://…` or `postgresql://…`), whether
+/// or not this build has the backend.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the store named by `url`:
 /// - `sqlite:PATH` or a plain path: an SQLite file (created, with parent directories);
 /// - `sqlite::memory:`: an in-memory SQLite store (tests);
@@ -217,7 +223,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         return Ok(Arc::new(dynamodb::DynamoStore::open(url).await?));
     }
     #[cfg(feature = "postgres")]
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres_url(url) {
         return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
     }
     for scheme in ["postgres", "postgresql", "dynamodb"] {
@@ -245,7 +251,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// not a new empty store.
 pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     #[cfg(feature = "postgres")]
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres_url(url) {
         return Ok(Arc::new(postgres::PostgresStore::open_existing(url).await?));
     }
     let path = url.strip_prefix("sqlite:").unwrap_or(url);

@@ -78,6 +78,27 @@ impl ListenerStats {
         self.lock_gaps().iter().map(|g| g.cause.clone()).collect()
     }
 
+    /// What the listener of `channel` recorded, as a run summary (and a service's stop)
+    /// reports it.
+    pub fn summary(
+        &self,
+        channel: &str,
+        transport: &str,
+        delivery: super::Delivery,
+        polling: bool,
+    ) -> roundtrip_core::run::ListenerSummary {
+        roundtrip_core::run::ListenerSummary {
+            channel: channel.to_owned(),
+            transport: transport.to_owned(),
+            recorded: self.recorded.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+            delivery: delivery.as_str().to_owned(),
+            polling,
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            gaps: self.gap_causes(),
+        }
+    }
+
     fn lock_gaps(&self) -> std::sync::MutexGuard<'_, Vec<Gap>> {
         self.gaps.lock().unwrap_or_else(PoisonError::into_inner)
     }
