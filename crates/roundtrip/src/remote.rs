@@ -490,4 +490,131 @@ mod tests {
         let shown = format!("{remote:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
     }
+
+    /// The service's stream broken by its stop and the service started again on the same
+    /// address and store: the listener reopens the stream after the last event it
+    /// recorded, so the observation made before is not copied twice and the one made
+    /// after is copied once, and the time away is one outage gap, ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_stream_is_reopened_after_the_last_event_recorded() {
+        use std::path::PathBuf;
+        use std::sync::Arc;
+
+        use roundtrip_core::correlate::Correlator;
+        use roundtrip_core::listen::{LoadedListenConfig, parse_with};
+        use roundtrip_core::model::CorrelationRule;
+        use roundtrip_core::vars::Vars;
+
+        use crate::service::{RunningService, ServiceOptions, Tokens};
+        use crate::store::{RunRecord, RunStatus};
+        use crate::transport::{GapKind, Listener};
+
+        const RUN: &str = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let text = format!(
+            "name: t\napi: {{ listen: '127.0.0.1:{port}' }}\n\
+             channels:\n  out: {{ webhook: {{ listen: '127.0.0.1:0' }} }}\n"
+        );
+        let loaded = LoadedListenConfig {
+            config: parse_with("t.yaml", &text, &Vars::default()).expect("a config"),
+            path: PathBuf::from("t.yaml"),
+            base_dir: PathBuf::from("."),
+        };
+        let url = format!("sqlite:{}", dir.path().join("service.sqlite").display());
+        let start = || async {
+            let store = crate::store::open(&url).await.expect("the service's store");
+            let options = ServiceOptions {
+                store_url: url.clone(),
+                tokens: Tokens::none(),
+            };
+            RunningService::start(&loaded, store, options)
+                .await
+                .expect("the service starts")
+        };
+        let post = |service: &RunningService, id: &'static str| {
+            let hook = service.endpoints()[0].1.clone();
+            async move {
+                let status = reqwest::Client::new()
+                    .post(hook)
+                    .header("x-roundtrip-run", RUN)
+                    .header("x-correlation-id", id)
+                    .body("{}")
+                    .send()
+                    .await
+                    .expect("the webhook answers")
+                    .status();
+                assert!(status.is_success(), "{status}");
+            }
+        };
+
+        let local = crate::store::open("sqlite::memory:")
+            .await
+            .expect("a store");
+        local
+            .create_run(&RunRecord {
+                run_id: RUN.to_owned(),
+                suite: "t".to_owned(),
+                suite_path: "t.yaml".to_owned(),
+                started_at: 0,
+                finished_at: None,
+                status: RunStatus::Running,
+                owner: None,
+            })
+            .await
+            .expect("the run");
+        let mut feed = local.subscribe();
+        let sink = ObservationSink::new(
+            Arc::clone(&local),
+            RUN,
+            "out",
+            Arc::new(Correlator::new(&CorrelationRule::default()).expect("a rule")),
+            1 << 20,
+        );
+        let stats = sink.stats();
+
+        let first = start().await;
+        let remote = Remote {
+            url: format!("http://127.0.0.1:{port}"),
+            token: None,
+        };
+        let listener = Box::new(RemoteListener::new("out", remote, Feed::Events))
+            .start(sink)
+            .await
+            .expect("subscribed");
+        post(&first, "before").await;
+        let copied = feed.recv().await.expect("the first copy");
+        assert_eq!(copied.correlation_id.as_deref(), Some("before"));
+        first.stop().await.expect("stops");
+
+        let second = start().await;
+        post(&second, "after").await;
+        let copied = tokio::time::timeout(std::time::Duration::from_secs(30), feed.recv())
+            .await
+            .expect("copied after the stream was reopened")
+            .expect("the second copy");
+        assert_eq!(copied.correlation_id.as_deref(), Some("after"));
+        listener.stop().await;
+        second.stop().await.expect("stops");
+
+        let all = local.observations(RUN, 0, 100).await.expect("read");
+        let ids: Vec<_> = all
+            .iter()
+            .filter_map(|o| o.correlation_id.clone())
+            .collect();
+        assert_eq!(ids, ["before", "after"], "each copied once");
+        let gaps = stats.gaps();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].kind, GapKind::Outage);
+        assert!(gaps[0].end.is_some(), "{gaps:?}");
+        assert!(
+            gaps[0]
+                .cause
+                .contains("resumed after the last event recorded"),
+            "{gaps:?}"
+        );
+    }
 }
