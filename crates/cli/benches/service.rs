@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use roundtrip::core::correlate::Correlator;
 use roundtrip::core::model::{ChannelSpec, CorrelationRule, WebhookChannel};
-use roundtrip::store::postgres::{PostgresOptions, PostgresStore, tokio_postgres};
+use roundtrip::store::postgres::{PostgresOptions, PostgresStore};
 use roundtrip::store::{RunRecord, RunStatus, Store};
 use roundtrip::transport::{DriverContext, ObservationSink, registry};
 use tokio::sync::mpsc;
@@ -353,7 +353,7 @@ async fn bench(base: &str, schema: &str) -> Result<(), Box<dyn Error>> {
 
 async fn drop_schema(base: &str, schema: &str) -> Result<(), Box<dyn Error>> {
     let options = PostgresOptions::from_url(base)?;
-    let (client, connection) = options.config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = options.config.connect(options.tls.clone()).await?;
     tokio::spawn(connection);
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))

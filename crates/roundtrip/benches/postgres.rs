@@ -21,7 +21,7 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roundtrip::store::postgres::{PostgresOptions, PostgresStore, tokio_postgres};
+use roundtrip::store::postgres::{PostgresOptions, PostgresStore};
 use roundtrip::store::{RunRecord, RunStatus, Store};
 
 const FLOOD: u64 = 200_000;
@@ -219,7 +219,7 @@ async fn bench(base: &str, schema: &str) -> Result<(), Box<dyn Error>> {
 
 async fn drop_schema(base: &str, schema: &str) -> Result<(), Box<dyn Error>> {
     let options = PostgresOptions::from_url(base)?;
-    let (client, connection) = options.config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = options.config.connect(options.tls.clone()).await?;
     tokio::spawn(connection);
     client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))

@@ -145,7 +145,8 @@ async fn plan_remote(
 ) -> Result<plan::RemotePlan, HarnessError> {
     let info = remote.describe().await?;
     let shared = store.run(&info.home_run).await?.is_some();
-    if shared && !store.feed_crosses_processes() {
+    let cross_process = store.cross_process_feed();
+    if shared && cross_process == crate::store::CrossProcessFeed::None {
         return Err(crate::remote::RemoteError {
             url: roundtrip_core::redact::url(&remote.url),
             message: "the run and the service share a store whose feed does not cross \
@@ -164,7 +165,12 @@ async fn plan_remote(
             .map(|c| (c.name, c.transport))
             .collect(),
         feed: if shared {
-            crate::remote::Feed::Store
+            crate::remote::Feed::Store {
+                polled: match cross_process {
+                    crate::store::CrossProcessFeed::Polled(every) => Some(every),
+                    _ => None,
+                },
+            }
         } else {
             crate::remote::Feed::Events
         },

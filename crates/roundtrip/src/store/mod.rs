@@ -111,6 +111,17 @@ impl StoreError {
     }
 }
 
+/// How other processes' commits reach a store's feed ([`Store::cross_process_feed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossProcessFeed {
+    /// They do not: the feed brings this process's commits only (SQLite, DynamoDB).
+    None,
+    /// Each commit wakes the feed up (Postgres LISTEN/NOTIFY).
+    Pushed,
+    /// The feed reads them on a timer, up to this late (Postgres with `listen=false`).
+    Polled(std::time::Duration),
+}
+
 /// The durable log behind a run. Object-safe: the engine holds an `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -122,10 +133,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError>;
     /// Committed observations, in commit order, as they are committed.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Observation>>;
-    /// Whether [`Store::subscribe`] also brings what other processes commit (Postgres,
-    /// which follows the table), rather than only this process's commits.
-    fn feed_crosses_processes(&self) -> bool {
-        false
+    /// Whether [`Store::subscribe`] also brings what other processes commit, and how
+    /// (Postgres, which follows the table), rather than only this process's commits.
+    fn cross_process_feed(&self) -> CrossProcessFeed {
+        CrossProcessFeed::None
     }
     /// A run's observations with `seq > after`, in sequence order, at most `limit`.
     async fn observations(

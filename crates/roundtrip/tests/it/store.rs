@@ -631,10 +631,7 @@ impl Drop for DropSchema {
                 .expect("a runtime");
             rt.block_on(async {
                 let options = PostgresOptions::from_url(&url).expect("a valid URL");
-                if let Ok((client, connection)) = options
-                    .config
-                    .connect(roundtrip::store::postgres::tokio_postgres::NoTls)
-                    .await
+                if let Ok((client, connection)) = options.config.connect(options.tls.clone()).await
                 {
                     tokio::spawn(connection);
                     let _ = client
@@ -692,7 +689,7 @@ mod postgres_backend {
         let options = PostgresOptions::from_url(&postgres_url(schema)).expect("a valid URL");
         let (client, connection) = options
             .config
-            .connect(roundtrip::store::postgres::tokio_postgres::NoTls)
+            .connect(options.tls.clone())
             .await
             .expect("connect to the test database");
         tokio::spawn(connection);
@@ -963,6 +960,37 @@ mod postgres_backend {
     struct PrivateServer {
         dir: tempfile::TempDir,
         port: u16,
+        tls: Offer,
+    }
+
+    /// What a private server offers of TLS.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Offer {
+        /// None: plain connections.
+        Plain,
+        /// TLS only, and every client asked for a certificate its CA signed.
+        Tls,
+        /// TLS no client here can complete (TLS 1.1 at most; rustls speaks 1.2 and 1.3),
+        /// and plain connections.
+        Unusable,
+    }
+
+    /// The test CA and certificates `scripts/services.sh start` makes once (`ca.pem`,
+    /// `server.pem` for 127.0.0.1 and localhost, `client.pem`, their keys).
+    fn tls_dir() -> std::path::PathBuf {
+        let dir = std::env::var("ROUNDTRIP_TLS_DIR").map_or_else(
+            |_| {
+                std::path::Path::new(&std::env::var("HOME").expect("HOME"))
+                    .join(".cache/roundtrip-tls")
+            },
+            std::path::PathBuf::from,
+        );
+        assert!(
+            dir.join("ca.pem").is_file(),
+            "no test CA in {}: run scripts/services.sh start, which makes it",
+            dir.display()
+        );
+        dir
     }
 
     impl PrivateServer {
@@ -992,6 +1020,16 @@ mod postgres_backend {
         }
 
         fn new() -> PrivateServer {
+            PrivateServer::create(Offer::Plain)
+        }
+
+        /// A server that takes only TLS connections from clients with a certificate its
+        /// CA signed (the test CA's `server.pem`, and `clientcert=verify-ca`).
+        fn with_tls() -> PrivateServer {
+            PrivateServer::create(Offer::Tls)
+        }
+
+        fn create(tls: Offer) -> PrivateServer {
             let dir = tempfile::tempdir().expect("a temp dir");
             std::process::Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -1010,11 +1048,35 @@ mod postgres_backend {
                     data.to_str().expect("utf-8"),
                 ],
             );
+            if tls != Offer::Plain {
+                let certs = tls_dir();
+                for file in ["server.pem", "server.key", "ca.pem"] {
+                    let to = data.join(file);
+                    std::fs::copy(certs.join(file), &to).expect("copy a certificate");
+                    std::fs::set_permissions(
+                        &to,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                    )
+                    .expect("chmod");
+                }
+                let hba = if tls == Offer::Tls {
+                    "local all all trust\n\
+                     hostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n"
+                } else {
+                    "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+                };
+                std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+                std::process::Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .expect("chown");
+            }
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            let server = PrivateServer { dir, port };
+            let server = PrivateServer { dir, port, tls };
             server.start();
             server
         }
@@ -1024,11 +1086,22 @@ mod postgres_backend {
         }
 
         fn start(&self) {
-            let options = format!(
+            let mut options = format!(
                 "-p {} -c listen_addresses=127.0.0.1 -k {}",
                 self.port,
                 self.dir.path().display()
             );
+            if self.tls != Offer::Plain {
+                options.push_str(
+                    " -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key \
+                     -c ssl_ca_file=ca.pem",
+                );
+            }
+            if self.tls == Offer::Unusable {
+                options.push_str(
+                    " -c ssl_min_protocol_version=TLSv1 -c ssl_max_protocol_version=TLSv1.1",
+                );
+            }
             Self::as_postgres(
                 "pg_ctl",
                 &[
@@ -1103,6 +1176,181 @@ mod postgres_backend {
             .filter_map(|o| o.correlation_id.clone())
             .collect();
         assert_eq!(ids, ["corr-1", "corr-3"]);
+    }
+
+    /// TLS as `sslmode` says, against a server that takes only TLS and a client
+    /// certificate: verified in full the store records and its feed follows (every
+    /// connection it opens is TLS, or the server would refuse it); `verify-ca` checks
+    /// the chain and not the name, `verify-full` both, `require` neither; a root that
+    /// did not sign the server's certificate, a missing client certificate and a plain
+    /// connection are refused, each saying why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_is_negotiated_and_verified_as_sslmode_says() {
+        let server = PrivateServer::with_tls();
+        let certs = tls_dir();
+        let file = |name: &str| certs.join(name).display().to_string();
+        let client = format!(
+            "sslcert={}&sslkey={}",
+            file("client.pem"),
+            file("client.key")
+        );
+        let url = |host: &str, params: &str| {
+            format!(
+                "postgres://postgres@{host}:{}/postgres?hostaddr=127.0.0.1&connect_timeout=5&{params}",
+                server.port
+            )
+        };
+        let full = url(
+            "localhost",
+            &format!(
+                "sslmode=verify-full&sslrootcert={}&{client}",
+                file("ca.pem")
+            ),
+        );
+        let writer = open_postgres(&full, FEED).await;
+        let reader = open_postgres(&full, FEED).await;
+        let mut feed = reader.subscribe();
+        new_run(&writer, "run-a").await;
+        let recorded = writer
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record over TLS");
+        assert_eq!(collect(&mut feed, 1).await, [recorded.seq]);
+        let stored = reader.observations("run-a", 0, 10).await.expect("read");
+        assert_eq!(stored.len(), 1);
+
+        let refused = |url: String| async move {
+            let err = PostgresStore::open(&url).await.expect_err(&url);
+            error_chain(&err)
+        };
+        // A name the certificate was not issued for: verify-full refuses it, verify-ca
+        // and require (no root) accept it.
+        let wrong_name = |mode: &str| {
+            url(
+                "db.wrong.invalid",
+                &format!("sslmode={mode}&sslrootcert={}&{client}", file("ca.pem")),
+            )
+        };
+        let err = refused(wrong_name("verify-full")).await;
+        assert!(err.contains("not valid for name"), "{err}");
+        PostgresStore::open(&wrong_name("verify-ca"))
+            .await
+            .expect("verify-ca does not check the name")
+            .close()
+            .await
+            .expect("close");
+        PostgresStore::open(&url(
+            "db.wrong.invalid",
+            &format!("sslmode=require&{client}"),
+        ))
+        .await
+        .expect("require checks nothing")
+        .close()
+        .await
+        .expect("close");
+
+        // A root that did not sign the server's certificate: refused, also by `require`,
+        // which a root makes `verify-ca`.
+        let other = tempfile::tempdir().expect("a temp dir");
+        let other_ca = other.path().join("other-ca.pem");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=another CA", "-keyout"])
+            .arg(other.path().join("other-ca.key"))
+            .arg("-out")
+            .arg(&other_ca)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(made.success(), "openssl made no CA");
+        for mode in ["verify-full", "require"] {
+            let err = refused(url(
+                "localhost",
+                &format!("sslmode={mode}&sslrootcert={}&{client}", other_ca.display()),
+            ))
+            .await;
+            assert!(err.contains("UnknownIssuer"), "{mode}: {err}");
+        }
+        // No client certificate, and no TLS: the server refuses both.
+        let err = refused(url(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={}", file("ca.pem")),
+        ))
+        .await;
+        assert!(err.contains("certificate"), "{err}");
+        let err = refused(url("localhost", "sslmode=disable")).await;
+        assert!(err.contains("no pg_hba.conf entry"), "{err}");
+        writer.close().await.expect("close");
+        reader.close().await.expect("close");
+    }
+
+    /// A server that offers TLS no handshake completes: `prefer` connects without it, as
+    /// libpq retries without it, and the store works; `require` refuses, saying that the
+    /// handshake failed and what to check.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefer_falls_back_to_plain_when_no_handshake_completes() {
+        let server = PrivateServer::create(Offer::Unusable);
+        let store = open_postgres(&server.url(), FEED).await;
+        let mut feed = store.subscribe();
+        new_run(&store, "run-a").await;
+        let recorded = store
+            .record(json_observation("run-a", 1))
+            .await
+            .expect("record without TLS");
+        assert_eq!(collect(&mut feed, 1).await, [recorded.seq]);
+        store.close().await.expect("close");
+
+        let err = PostgresStore::open(&format!("{}&sslmode=require", server.url()))
+            .await
+            .expect_err("require needs a handshake");
+        let err = error_chain(&err);
+        assert!(
+            err.contains("error performing TLS handshake: rustls"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`sslmode=require`: check `sslrootcert`"),
+            "{err}"
+        );
+    }
+
+    /// The default, `prefer`, speaks TLS to a server that offers it (the machine's own,
+    /// with Debian's self-signed certificate), as libpq does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefer_negotiates_tls_where_the_server_offers_it() {
+        let options = PostgresOptions::from_url(&postgres_url("public")).expect("a valid URL");
+        assert_eq!(
+            options.tls.mode(),
+            roundtrip::store::postgres::SslMode::Prefer
+        );
+        let (client, connection) = options
+            .config
+            .connect(options.tls.clone())
+            .await
+            .expect("connect");
+        let driver = tokio::spawn(connection);
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl")
+            .get(0);
+        let offered: String = client
+            .query_one("SHOW ssl", &[])
+            .await
+            .expect("SHOW ssl")
+            .get(0);
+        assert_eq!(
+            ssl,
+            offered == "on",
+            "TLS in use: {ssl}, offered: {offered}"
+        );
+        drop(client);
+        let _ = driver.await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1280,6 +1528,34 @@ mod postgres_backend {
                 .await
                 .expect_err("the same through store::open");
         assert!(!error_chain(&by_url).contains("hunter2"));
+    }
+
+    /// A server that accepts the connection, says it will speak TLS and then says
+    /// nothing: the open fails once `connect_timeout` has passed (the driver's own
+    /// timeout covers only the TCP connect), instead of hanging.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_stalls_in_the_handshake_is_given_up_on() {
+        use std::io::{Read, Write};
+        let stall = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = stall.local_addr().expect("addr").port();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = stall.accept().expect("accept");
+            let mut request = [0u8; 8];
+            socket.read_exact(&mut request).expect("the SSLRequest");
+            socket.write_all(b"S").expect("answer");
+            // Holds the connection open, silent, until the test is done.
+            let _ = done_rx.recv();
+        });
+        let err = PostgresStore::open(&format!(
+            "postgres://postgres@127.0.0.1:{port}/test?connect_timeout=1&sslmode=require"
+        ))
+        .await
+        .expect_err("a silent server");
+        let shown = error_chain(&err);
+        assert!(shown.contains("was not set up within 1s"), "{shown}");
+        drop(done_tx);
+        server.join().expect("the stalling server");
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use roundtrip_core::observation::Observation;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::PostgresOptions;
 use super::rows::{OBSERVATION_COLUMNS, observation_row, to_sql};
@@ -167,7 +167,7 @@ async fn listen(options: PostgresOptions, wake: mpsc::UnboundedSender<()>) {
     let channel = channel(&options.schema);
     let mut delay = Duration::from_millis(100);
     loop {
-        if let Ok((client, mut connection)) = super::config(&options).connect(NoTls).await {
+        if let Ok((client, mut connection)) = super::connect_once(&options).await {
             let driver = tokio::spawn({
                 let wake = wake.clone();
                 async move {

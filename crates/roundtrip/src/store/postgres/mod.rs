@@ -39,11 +39,13 @@ mod options;
 mod retention;
 mod rows;
 mod schema;
+mod tls;
 mod writer;
 
 pub use options::PostgresOptions;
 pub use retention::{Deleted, gc};
 pub use schema::{SCHEMA_VERSION, SchemaError};
+pub use tls::{SslMode, Tls};
 /// The driver, for callers that need the database directly (administration, tests).
 pub use tokio_postgres;
 
@@ -56,7 +58,7 @@ use roundtrip_core::observation::{NewObservation, Observation, SentEvent};
 use roundtrip_core::run::RunStatus;
 use roundtrip_core::run::{RunSummary, ScenarioResult};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use self::rows::{
     OBSERVATION_COLUMNS, RUN_COLUMNS, SENT_COLUMNS, b, json_column, observation_row, read_error,
@@ -76,12 +78,65 @@ pub struct PostgresStore {
     pool: Pool,
     commands: mpsc::UnboundedSender<Command>,
     feed: broadcast::WeakSender<Arc<Observation>>,
+    cross_process: crate::store::CrossProcessFeed,
     closed: AtomicBool,
 }
 
+/// A connection and its driver, not yet spawned.
+type Connection =
+    tokio_postgres::Connection<tokio_postgres::Socket, tls::TlsStream<tokio_postgres::Socket>>;
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+enum ConnectError {
+    /// The driver's error (refused, authentication, TLS), shown as it is.
+    Driver(tokio_postgres::Error),
+    /// The whole setup (TCP, TLS, start-up) took longer than the connect timeout.
+    TimedOut(std::time::Duration),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Driver(e) => e.fmt(f),
+            ConnectError::TimedOut(after) => write!(
+                f,
+                "the connection was not set up within {} (`connect_timeout`, for each host)",
+                humantime::format_duration(*after)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Driver(e) => e.source(),
+            ConnectError::TimedOut(_) => None,
+        }
+    }
+}
+
+/// Connects once. The whole setup is bounded, as libpq's `connect_timeout` bounds it:
+/// the driver's own timeout covers only the TCP connect, and a server that stalls in the
+/// TLS handshake or the start-up would otherwise hold the connection forever.
+async fn connect_once(options: &PostgresOptions) -> Result<(Client, Connection), ConnectError> {
+    let config = config(options);
+    let per_host = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(std::time::Duration::from_secs(10));
+    let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let bound = per_host.saturating_mul(hosts);
+    match tokio::time::timeout(bound, config.connect(options.tls.clone())).await {
+        Ok(connected) => connected.map_err(ConnectError::Driver),
+        Err(_) => Err(ConnectError::TimedOut(bound)),
+    }
+}
+
 /// A connection of the store's own (the writer's), its driver task spawned.
-async fn connect(options: &PostgresOptions) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config(options).connect(NoTls).await?;
+async fn connect(options: &PostgresOptions) -> Result<Client, ConnectError> {
+    let (client, connection) = connect_once(options).await?;
     tokio::spawn(async move {
         // Its error reaches the client as a closed connection; nothing to add here.
         let _ = connection.await;
@@ -116,8 +171,17 @@ fn open_error(
 }
 
 /// What went wrong talking to Postgres, with the hint for the usual causes.
-fn unreachable(options: &PostgresOptions, e: &tokio_postgres::Error) -> String {
+fn unreachable(options: &PostgresOptions, e: &(dyn std::error::Error + 'static)) -> String {
     let chain = crate::error::error_chain(e);
+    if tls::Handshake::caused(e) {
+        return format!(
+            "{chain} (the store's URL asks for `sslmode={}`: check `sslrootcert` names the \
+             authority that signed the server's certificate, and that the host name in the \
+             URL is one it was issued for; `sslcert`/`sslkey` if the server asks for a \
+             client certificate)",
+            options.tls.mode().as_str()
+        );
+    }
     format!(
         "{chain} (is Postgres running and reachable at {}, and may this user connect to \
          that database?)",
@@ -135,6 +199,37 @@ async fn connection(options: &PostgresOptions) -> Result<Client, StoreError> {
     connect(options)
         .await
         .map_err(|e| open_error(&options.location, unreachable(options, &e)))
+}
+
+/// The store's first connection: as [`connection`], except that with `sslmode=prefer` a
+/// server whose TLS no handshake completes (an old protocol, a certificate rustls cannot
+/// parse) is connected to without TLS, as libpq retries without it, and every later
+/// connection of the store does the same.
+async fn first_connection(options: &mut PostgresOptions) -> Result<Client, StoreError> {
+    options.validate().map_err(|message| StoreError::Invalid {
+        location: options.location.clone(),
+        message,
+    })?;
+    match connect(options).await {
+        Err(ConnectError::Driver(e))
+            if options.tls.mode() == SslMode::Prefer && tls::Handshake::caused(&e) =>
+        {
+            let mut plain = options.clone();
+            plain.tls = Tls::plain();
+            plain
+                .config
+                .ssl_mode(tokio_postgres::config::SslMode::Disable);
+            match connect(&plain).await {
+                Ok(client) => {
+                    *options = plain;
+                    Ok(client)
+                }
+                // Say why TLS failed too: that is what the server would not accept.
+                Err(_) => Err(open_error(&options.location, unreachable(options, &e))),
+            }
+        }
+        connected => connected.map_err(|e| open_error(&options.location, unreachable(options, &e))),
+    }
 }
 
 /// Refuses a schema that holds no store as [`StoreError::Missing`], creating nothing:
@@ -165,15 +260,15 @@ impl PostgresStore {
     }
 
     /// Opens the store with these options, migrating its schema unless they say not to.
-    pub async fn open_with(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
+    pub async fn open_with(mut options: PostgresOptions) -> Result<PostgresStore, StoreError> {
         let location = options.location.clone();
-        let mut client = connection(&options).await?;
+        let mut client = first_connection(&mut options).await?;
         schema::migrate(&mut client, &options.schema, options.migrate)
             .await
             .map_err(|e| open_error(&location, e))?;
         let manager = Manager::from_config(
             config(&options),
-            NoTls,
+            options.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -206,6 +301,11 @@ impl PostgresStore {
             }
             .run(),
         );
+        let cross_process = if options.listen {
+            crate::store::CrossProcessFeed::Pushed
+        } else {
+            crate::store::CrossProcessFeed::Polled(options.poll)
+        };
         let (commands, receiver) = mpsc::unbounded_channel();
         tokio::spawn(
             Writer {
@@ -223,6 +323,7 @@ impl PostgresStore {
             pool,
             commands,
             feed: weak,
+            cross_process,
             closed: AtomicBool::new(false),
         })
     }
@@ -268,8 +369,8 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    fn feed_crosses_processes(&self) -> bool {
-        true
+    fn cross_process_feed(&self) -> crate::store::CrossProcessFeed {
+        self.cross_process
     }
 
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {

@@ -1,8 +1,9 @@
 //! The store's URL: `postgres://USER:PASSWORD@HOST:PORT/DATABASE?schema=roundtrip&…`.
 //!
-//! Everything but roundtrip's own parameters (`schema`, `pool`, `migrate`, `max_batch`)
-//! goes to the driver as it is (`sslmode`, `connect_timeout`, `application_name`, …: the
-//! libpq names that tokio-postgres understands). The password never reaches a message:
+//! Everything but roundtrip's own parameters (`schema`, `pool`, `migrate`, `max_batch`,
+//! `listen`, `poll`) and the TLS ones (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`:
+//! see [`Tls`](super::Tls)) goes to the driver as it is (`connect_timeout`,
+//! `application_name`, …: the libpq names that tokio-postgres understands). The password never reaches a message:
 //! [`PostgresOptions::location`] is the URL with it masked.
 
 use std::str::FromStr;
@@ -33,6 +34,8 @@ pub struct PostgresOptions {
     /// How often the feed reads other processes' commits without a wake-up (default 1 s;
     /// a safety net while listening, the only way in when not).
     pub poll: std::time::Duration,
+    /// TLS to the server (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+    pub tls: super::tls::Tls,
     /// The URL, password masked, for messages.
     pub location: String,
     /// For tests of commit ordering only (never set from a URL): the writer holds each
@@ -54,6 +57,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("feed_capacity", &self.feed_capacity)
             .field("listen", &self.listen)
             .field("poll", &self.poll)
+            .field("tls", &self.tls.mode())
             .finish()
     }
 }
@@ -89,6 +93,7 @@ impl PostgresOptions {
             feed_capacity: 16_384,
             listen: true,
             poll: std::time::Duration::from_secs(1),
+            tls: super::tls::Tls::default(),
             location,
             hold_in_transaction: None,
         };
@@ -96,6 +101,7 @@ impl PostgresOptions {
         // turn a space into a `+` that the driver does not decode).
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut passed = Vec::new();
+        let mut tls = super::tls::TlsParams::default();
         for segment in query.split('&').filter(|s| !s.is_empty()) {
             let Some((key, value)) = url::form_urlencoded::parse(segment.as_bytes()).next() else {
                 continue;
@@ -107,6 +113,7 @@ impl PostgresOptions {
                 "migrate" => options.migrate = boolean(&key, &value)?,
                 "listen" => options.listen = boolean(&key, &value)?,
                 "poll" => options.poll = poll(&value)?,
+                key if tls.take(key, &value) => {}
                 _ => passed.push(segment),
             }
         }
@@ -118,17 +125,33 @@ impl PostgresOptions {
         options.config = tokio_postgres::Config::from_str(&driver).map_err(|e| {
             format!(
                 "`{}` is not a Postgres connection URL: {} (roundtrip's own parameters are \
-                 {}; the others are libpq's, such as `sslmode` and `connect_timeout`)",
+                 {}; the others are libpq's, such as `connect_timeout`)",
                 options.location,
                 crate::error::error_chain(&e),
                 OWN.iter()
+                    .chain(super::tls::TlsParams::NAMES)
                     .map(|p| format!("`{p}`"))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
         })?;
+        options.tls = tls.build()?;
+        options.config.ssl_mode(options.tls.mode().driver());
         if options.config.get_hosts().is_empty() {
             options.config.host("127.0.0.1");
+        }
+        // A server offers no TLS over a Unix socket: there, as in libpq, `sslmode` does
+        // not apply (`require` would otherwise refuse every local connection).
+        #[cfg(unix)]
+        if options
+            .config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)))
+        {
+            options
+                .config
+                .ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         if options.config.get_connect_timeout().is_none() {
             options
@@ -231,6 +254,7 @@ mod tests {
             o.config.get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
         );
+        assert_eq!(o.tls.mode(), super::super::SslMode::Require);
         assert!(!o.location.contains("s3cret"), "{}", o.location);
         assert!(!format!("{o:?}").contains("s3cret"));
         let plain =
@@ -242,12 +266,35 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_socket_takes_no_tls() {
+        let local = PostgresOptions::from_url(
+            "postgres://postgres@%2Fvar%2Frun%2Fpostgresql/test?sslmode=require",
+        )
+        .expect("parses");
+        assert_eq!(
+            local.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        // One TCP host among them: TLS as the URL says.
+        let mixed = PostgresOptions::from_url(
+            "postgres://postgres@%2Fvar%2Frun%2Fpostgresql,db.internal/test?sslmode=require",
+        )
+        .expect("parses");
+        assert_eq!(
+            mixed.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
     fn bad_urls_say_what_to_write() {
         let err = |url: &str| PostgresOptions::from_url(url).expect_err(url);
         assert!(err("postgres://h/db?schema=Robert%27);--").contains("not a schema name"));
         assert!(err("postgres://h/db?pool=0").contains("from 1 to 64"));
         assert!(err("postgres://h/db?migrate=yes").contains("`true` or `false`"));
         assert!(err("postgres://h/db?poll=1ms").contains("from 10ms to 1h"));
+        assert!(err("postgres://h/db?sslmode=verify-full").contains("`sslrootcert=PATH`"));
+        assert!(err("postgres://h/db?sslmode=on").contains("not a mode"));
         let broken = err("postgres://rt:pa?ss/wd#@db/x");
         assert!(!broken.contains("ss/wd"), "{broken}");
         assert!(broken.contains("percent-encoded"), "{broken}");
