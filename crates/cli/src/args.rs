@@ -169,7 +169,8 @@ pub struct RunArgs {
     /// deployed environment, e.g. `http://listener.staging:7070`: the channels it
     /// records are not listened on here; the run waits on what it recorded. Also
     /// ROUNDTRIP_REMOTE in the environment or an `--env-file` (a profile). Its read token
-    /// comes from ROUNDTRIP_REMOTE_TOKEN there too (never a flag: flags show in `ps`).
+    /// comes from ROUNDTRIP_REMOTE_TOKEN there too (never a flag: flags show in `ps`),
+    /// and for an https:// service with a private CA, ROUNDTRIP_REMOTE_CA names its PEM.
     #[arg(long, env = "ROUNDTRIP_REMOTE", value_name = "URL")]
     pub remote: Option<String>,
     /// Print only failures, errors and the final line.

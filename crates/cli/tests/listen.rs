@@ -569,6 +569,17 @@ fn run_remote(remote: &str, store: &Path, token: &str) -> Output {
 }
 
 fn run_remote_into(remote: &str, store: &str, json: &Path, token: &str) -> Output {
+    run_remote_with(remote, store, json, token, &[])
+}
+
+/// [`run_remote_into`] with more environment variables.
+fn run_remote_with(
+    remote: &str,
+    store: &str,
+    json: &Path,
+    token: &str,
+    env: &[(&str, &str)],
+) -> Output {
     Command::new(env!("CARGO_BIN_EXE_roundtrip"))
         .args([
             "run",
@@ -584,6 +595,8 @@ fn run_remote_into(remote: &str, store: &str, json: &Path, token: &str) -> Outpu
         .env("NO_COLOR", "1")
         .env("ROUNDTRIP_REMOTE_TOKEN", token)
         .env_remove("ROUNDTRIP_STORE")
+        .env_remove("ROUNDTRIP_REMOTE_CA")
+        .envs(env.iter().copied())
         .output()
         .expect("the runner runs")
 }
@@ -715,6 +728,25 @@ fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
         .as_str()
         .expect("a run id")
         .to_owned();
+    assert_eq!(polling(&report), [false, false], "pushed: {report}");
+    // A runner whose store only polls (`listen=false`, as through PgBouncer) passes too,
+    // and its report says its remote channels were polled.
+    let polled_json = dir.path().join("polled.json");
+    let o = run_remote_into(
+        &service.api,
+        &format!("{store}&listen=false&poll=50ms"),
+        &polled_json,
+        READ,
+    );
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{shown}");
+    let polled: Value =
+        serde_json::from_slice(&std::fs::read(&polled_json).expect("the report")).expect("JSON");
+    assert_eq!(polling(&polled), [true, true], "polled: {polled}");
     // Recorded once, by the service, into the run: no copies.
     let page = json_blocking(&format!(
         "{}/v1/runs/{run}/observations?limit=1000",
@@ -739,7 +771,7 @@ fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
     });
     assert_eq!(status, StatusCode::OK, "{body}");
     let deleted: Value = serde_json::from_str(&body).expect("JSON");
-    assert!(deleted["deleted_runs"].as_u64() >= Some(2), "{body}");
+    assert!(deleted["deleted_runs"].as_u64() >= Some(3), "{body}");
     let home = json_blocking(&format!("{}/v1/runs/{}", service.api, service.home));
     assert_eq!(home["run_id"], service.home.as_str());
     let (code, out, err) = service.stop();
@@ -751,6 +783,17 @@ fn a_shared_postgres_store_brings_the_services_observations_to_the_run() {
             &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
         ])
         .output();
+}
+
+/// Whether each listener of a JSON report's run polled, in channel order.
+#[cfg(feature = "postgres")]
+fn polling(report: &Value) -> Vec<bool> {
+    report["runs"][0]["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .map(|l| l["polling"].as_bool().expect("polling"))
+        .collect()
 }
 
 #[cfg(feature = "postgres")]
@@ -1174,6 +1217,219 @@ fn a_remote_channel_of_another_kind_is_refused() {
         ),
         "{err}"
     );
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+/// The test CA and certificates `scripts/services.sh start` makes once.
+#[cfg(feature = "tls")]
+fn tls_dir() -> PathBuf {
+    let dir = std::env::var("ROUNDTRIP_TLS_DIR").map_or_else(
+        |_| Path::new(&std::env::var("HOME").expect("HOME")).join(".cache/roundtrip-tls"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("ca.pem").is_file(),
+        "no test CA in {}: run scripts/services.sh start, which makes it",
+        dir.display()
+    );
+    dir
+}
+
+/// An API served over HTTPS (`api.tls`): a client that trusts the CA reads it, a plain
+/// HTTP request gets no answer, and a suite runs through it with ROUNDTRIP_REMOTE_CA,
+/// while a runner that does not trust the CA stops before sending (exit 3) and says
+/// why. Unreadable TLS files are a config error that `--check` finds (exit 2).
+#[cfg(feature = "tls")]
+#[test]
+fn an_https_api_serves_a_runner_that_trusts_its_ca() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let certs = tls_dir();
+    let config = pipeline_outputs(dir.path());
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    let tls = format!(
+        "  tls: {{ cert: '{}', key: '{}' }}\n",
+        certs.join("server.pem").display(),
+        certs.join("server.key").display()
+    );
+    let text = text.replace("api:\n", &format!("api:\n{tls}"));
+    std::fs::write(&config, &text).expect("write the config");
+
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, text.replace("server.key", "missing.key")).expect("write");
+    let o = roundtrip(&["listen", "--check", "broken.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`api.tls`") && err.contains("missing.key"),
+        "{err}"
+    );
+
+    let service = Service::start(dir.path(), &config);
+    assert!(
+        service.api.starts_with("https://127.0.0.1:"),
+        "{}",
+        service.banner
+    );
+    let ca = certs.join("ca.pem");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let trusting = reqwest::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("the CA"))
+                    .expect("a PEM certificate"),
+            )
+            .build()
+            .expect("a client");
+        let response = trusting
+            .get(format!("{}/v1/service", service.api))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .expect("answers over TLS");
+        assert_eq!(response.status(), StatusCode::OK);
+        let plain = service.api.replace("https://", "http://");
+        let answered = client().get(format!("{plain}/healthz")).send().await;
+        assert!(answered.is_err(), "plain HTTP answered: {answered:?}");
+    });
+
+    let store = dir.path().join("runner.sqlite");
+    let json = dir.path().join("runner.json");
+    let store_url = format!("sqlite:{}", store.display());
+    let untrusted = run_remote_with(&service.api, &store_url, &json, READ, &[]);
+    assert_eq!(untrusted.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("it is not reachable"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let ca = ca.display().to_string();
+    let o = run_remote_with(
+        &service.api,
+        &store_url,
+        &json,
+        READ,
+        &[("ROUNDTRIP_REMOTE_CA", ca.as_str())],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (code, out, err) = service.stop();
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+/// A private Redis server on a free port, killed and started again at will.
+#[cfg(feature = "redis")]
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+#[cfg(feature = "redis")]
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = PrivateRedis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-server");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = out.read_line(&mut line).expect("redis-server's log");
+            assert!(n > 0, "redis-server ended:\n{seen}");
+            seen.push_str(&line);
+            if line.contains("Ready to accept connections") {
+                break;
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `/readyz` follows the listeners: 200 while every channel is subscribed, 503 with the
+/// channel `reconnecting` once its broker is gone (the body says which), 200 again once
+/// the listener has resubscribed; `/healthz` stays 200 throughout.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_a_listener_that_loses_its_broker() {
+    let mut redis = PrivateRedis::start();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("listen.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: readiness\ncorrelate: {{ json: $.id }}\nrun: {{ json: $.run }}\n\
+             api:\n  listen: 127.0.0.1:0\n  tokens: {{ read: [RT_READ] }}\n\
+             channels:\n  bus: {{ redis_pubsub: {{ url: 'redis://127.0.0.1:{}', channel: events }} }}\n",
+            redis.port
+        ),
+    )
+    .expect("write the config");
+    let service = Service::start(dir.path(), &config);
+    let ready = |want: StatusCode| {
+        let api = service.api.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let (status, body) = get(&format!("{api}/readyz"), None).await;
+                if status == want {
+                    return serde_json::from_str::<Value>(&body).expect("JSON");
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "/readyz stayed {status}, not {want}: {body}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let up = ready(StatusCode::OK).await;
+    assert_eq!(up["ready"], true, "{up}");
+    assert_eq!(up["channels"][0]["state"], "listening", "{up}");
+
+    redis.kill();
+    let down = ready(StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(down["ready"], false, "{down}");
+    assert_eq!(down["store"]["ok"], true, "{down}");
+    assert_eq!(down["channels"][0]["name"], "bus", "{down}");
+    assert_eq!(down["channels"][0]["state"], "reconnecting", "{down}");
+    let (health, _) = get(&format!("{}/healthz", service.api), None).await;
+    assert_eq!(health, StatusCode::OK);
+
+    redis.restart();
+    let back = ready(StatusCode::OK).await;
+    assert_eq!(back["channels"][0]["state"], "listening", "{back}");
     let (code, out, err) = service.stop();
     assert_eq!(code, Some(0), "{out}\n{err}");
 }

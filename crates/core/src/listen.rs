@@ -186,6 +186,31 @@ channels:
     }
 
     #[test]
+    fn api_tls_names_both_files() {
+        let with = |tls: &str| {
+            VALID.replace(
+                "listen: 127.0.0.1:0\n",
+                &format!("listen: 127.0.0.1:0\n  tls: {tls}\n"),
+            )
+        };
+        let config = parse_with(
+            "l.yaml",
+            &with("{ cert: c.pem, key: k.pem }"),
+            &Vars::default(),
+        )
+        .expect("both files");
+        let tls = config.api.tls.expect("tls");
+        assert_eq!((tls.cert.as_str(), tls.key.as_str()), ("c.pem", "k.pem"));
+        let found = messages(&with("{ cert: c.pem }"));
+        assert!(
+            found[0].contains("missing key `key` in `api.tls`"),
+            "{found:?}"
+        );
+        let found = messages(&with("{ cert: '', key: k.pem }"));
+        assert!(found[0].contains("`api.tls.cert` is empty"), "{found:?}");
+    }
+
+    #[test]
     fn a_webhook_cannot_take_the_api_address() {
         let text = VALID
             .replace("listen: 127.0.0.1:0\n", "listen: 127.0.0.1:7070\n")

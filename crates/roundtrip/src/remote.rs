@@ -44,6 +44,9 @@ pub struct Remote {
     pub url: String,
     /// A read token (from `ROUNDTRIP_REMOTE_TOKEN`), if the service wants one.
     pub token: Option<String>,
+    /// A PEM file of the authorities to trust for an `https://` service (from
+    /// `ROUNDTRIP_REMOTE_CA`), beside the system's.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for Remote {
         f.debug_struct("Remote")
             .field("url", &roundtrip_core::redact::url(&self.url))
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -98,6 +102,64 @@ impl Remote {
         }
     }
 
+    /// An HTTP client for the service: its URL's scheme checked (`https://` needs the
+    /// `tls` feature), `ca` trusted.
+    fn client(&self, builder: reqwest::ClientBuilder) -> Result<reqwest::Client, RemoteError> {
+        let scheme = self
+            .url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("http") if self.ca.is_some() => {
+                return Err(self.error(
+                    "ROUNDTRIP_REMOTE_CA names the authority of an https:// service, but the \
+                     service's URL is http://: make it https:// (the service's `api.tls`), or \
+                     unset ROUNDTRIP_REMOTE_CA",
+                ));
+            }
+            Some("http") => {}
+            Some("https") if cfg!(feature = "tls") => {}
+            Some("https") => {
+                return Err(self.error(
+                    "an https:// service needs a roundtrip built with TLS (the `tls` feature, \
+                     or `full`)",
+                ));
+            }
+            _ => {
+                return Err(self.error(
+                    "the service's URL is its API's, `http://HOST:PORT` or `https://HOST:PORT`",
+                ));
+            }
+        }
+        #[cfg(feature = "tls")]
+        let builder = match &self.ca {
+            None => builder,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    self.error(format!(
+                        "ROUNDTRIP_REMOTE_CA names `{}`, which cannot be read ({e})",
+                        path.display()
+                    ))
+                })?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .ok()
+                    .filter(|roots| !roots.is_empty())
+                    .ok_or_else(|| {
+                        self.error(format!(
+                            "ROUNDTRIP_REMOTE_CA names `{}`, which holds no PEM certificate",
+                            path.display()
+                        ))
+                    })?;
+                roots
+                    .into_iter()
+                    .fold(builder, reqwest::ClientBuilder::add_root_certificate)
+            }
+        };
+        builder
+            .build()
+            .map_err(|e| self.error(format!("no HTTP client: {e}")))
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
@@ -112,10 +174,7 @@ impl Remote {
 
     /// Asks the service what it records.
     pub async fn describe(&self) -> Result<ServiceInfo, RemoteError> {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| self.error(format!("no HTTP client: {e}")))?;
+        let client = self.client(reqwest::Client::builder().timeout(REQUEST_TIMEOUT))?;
         let response = self.get(&client, "/v1/service").send().await.map_err(|e| {
             self.error(format!(
                 "it is not reachable ({}); check `--remote` and that `roundtrip listen` runs \
@@ -159,8 +218,12 @@ fn reqwest_cause(e: &reqwest::Error) -> String {
 /// How a remote channel's observations reach the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feed {
-    /// The runner shares the service's store: its feed brings them.
-    Store,
+    /// The runner shares the service's store: its feed brings them, pushed, or read
+    /// every `polled` (a Postgres store with `listen=false`: the report says so).
+    Store {
+        /// The feed's poll interval, when it only polls.
+        polled: Option<Duration>,
+    },
     /// The service's event stream brings them, and the runner records copies.
     Events,
 }
@@ -221,19 +284,25 @@ impl Listener for RemoteListener {
             roundtrip_core::redact::url(&self.remote.url),
             info.name,
             match self.feed {
-                Feed::Store => "the shared store",
-                Feed::Events => "its event stream",
+                Feed::Store { polled: None } => "the shared store".to_owned(),
+                Feed::Store {
+                    polled: Some(every),
+                } => format!(
+                    "the shared store, polled every {}",
+                    humantime::format_duration(every)
+                ),
+                Feed::Events => "its event stream".to_owned(),
             }
         );
         let task = match self.feed {
-            Feed::Store => tokio::spawn(async move {
+            Feed::Store { .. } => tokio::spawn(async move {
                 let _ = stop_rx.await;
             }),
             Feed::Events => {
-                let client = reqwest::Client::builder()
-                    .connect_timeout(REQUEST_TIMEOUT)
-                    .build()
-                    .map_err(|e| self.start_error(self.remote.error(e.to_string())))?;
+                let client = self
+                    .remote
+                    .client(reqwest::Client::builder().connect_timeout(REQUEST_TIMEOUT))
+                    .map_err(|e| self.start_error(e))?;
                 let stream = Stream {
                     client,
                     remote: self.remote.clone(),
@@ -252,7 +321,8 @@ impl Listener for RemoteListener {
                 tokio::spawn(stream.follow(response, sink, stop_rx))
             }
         };
-        let running = RunningListener::new(endpoint, Delivery::AtLeastOnce, false, stop_tx, task);
+        let polling = matches!(self.feed, Feed::Store { polled: Some(_) });
+        let running = RunningListener::new(endpoint, Delivery::AtLeastOnce, polling, stop_tx, task);
         Ok(match bound {
             Some(bound) => running.bound_at(bound),
             None => running,
@@ -486,9 +556,46 @@ mod tests {
         let remote = Remote {
             url: "http://svc:7070".to_owned(),
             token: Some("s3cret-token-value".to_owned()),
+            ca: None,
         };
         let shown = format!("{remote:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn a_client_is_refused_for_what_cannot_work() {
+        let client = |url: &str, ca: Option<&std::path::Path>| {
+            Remote {
+                url: url.to_owned(),
+                token: None,
+                ca: ca.map(std::path::Path::to_path_buf),
+            }
+            .client(reqwest::Client::builder())
+            .map(drop)
+            .map_err(|e| e.to_string())
+        };
+        client("http://svc:7070", None).expect("plain http");
+        let err = client("svc:7070", None).expect_err("no scheme");
+        assert!(
+            err.contains("`http://HOST:PORT` or `https://HOST:PORT`"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").expect("write");
+        let err = client("http://svc:7070", Some(&ca)).expect_err("a CA for http");
+        assert!(err.contains("but the service's URL is http://"), "{err}");
+        let https = client("https://svc:7070", Some(&ca));
+        if cfg!(feature = "tls") {
+            let err = https.expect_err("no certificate in the file");
+            assert!(err.contains("holds no PEM certificate"), "{err}");
+            let err = client("https://svc:7070", Some(&dir.path().join("missing.pem")))
+                .expect_err("a missing file");
+            assert!(err.contains("cannot be read"), "{err}");
+        } else {
+            let err = https.expect_err("https without the tls feature");
+            assert!(err.contains("the `tls` feature"), "{err}");
+        }
     }
 
     /// The service's stream broken by its stop and the service started again on the same
@@ -580,6 +687,7 @@ mod tests {
         let remote = Remote {
             url: format!("http://127.0.0.1:{port}"),
             token: None,
+            ca: None,
         };
         let listener = Box::new(RemoteListener::new("out", remote, Feed::Events))
             .start(sink)

@@ -1,6 +1,7 @@
 //! A bounded HTTP/1 server loop, shared by the `webhook` listener and the listener
 //! service's API: a header timeout, a cap on connections served at once, and a bounded
-//! graceful shutdown (requests in flight finish, for at most a grace period).
+//! graceful shutdown (requests in flight finish, for at most a grace period). With the
+//! `tls` feature it can serve HTTPS ([`ServerTls`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,75 @@ pub(crate) struct ServeLimits {
     pub grace: Duration,
 }
 
+/// HTTPS for a server: its certificate and key, loaded. Without the `tls` feature there
+/// is none to be had, and a server is plain HTTP.
+#[derive(Clone)]
+pub(crate) struct ServerTls {
+    #[cfg(feature = "tls")]
+    acceptor: tokio_rustls::TlsAcceptor,
+    #[cfg(not(feature = "tls"))]
+    never: std::convert::Infallible,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerTls")
+    }
+}
+
+impl ServerTls {
+    /// Loads a PEM certificate chain and its private key; the error names the file and
+    /// what is wrong with it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<ServerTls, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                format!(
+                    "`{}` cannot be read as PEM certificates: {e}",
+                    cert.display()
+                )
+            })?;
+        if chain.is_empty() {
+            return Err(format!("`{}` holds no PEM certificate", cert.display()));
+        }
+        let private = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("`{}` holds no usable PEM private key: {e}", key.display()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS cannot be set up: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| {
+                format!(
+                    "`{}` and `{}` are not a certificate and its key: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+        })
+    }
+
+    /// Without the `tls` feature: an error that says how to get it.
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn load(
+        _cert: &std::path::Path,
+        _key: &std::path::Path,
+    ) -> Result<ServerTls, String> {
+        Err(
+            "this roundtrip was built without TLS; build it with the `tls` feature (or \
+             `full`), or serve plain HTTP behind a TLS-terminating proxy"
+                .to_owned(),
+        )
+    }
+}
+
 /// Accepts connections until `stop` resolves, each served by hyper; `refused` is called
 /// for each connection closed because `max_connections` are served already. Then lets
 /// requests in flight finish, for at most `limits.grace`.
@@ -29,6 +99,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<ServerTls>,
     refused: impl Fn() + Send,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
@@ -59,11 +130,35 @@ pub(crate) async fn serve(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
-        });
+        match &tls {
+            None => {
+                let connection =
+                    graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(permit);
+                });
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(tls) => match tls.never {},
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                // The handshake in the connection's own task, bounded like the headers
+                // that follow it, so a slow client holds up no other.
+                let (acceptor, builder) = (tls.acceptor.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                let timeout = limits.header_timeout;
+                tokio::spawn(async move {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     // Stop accepting, finish in-flight requests (bounded, in case a client never
     // finishes its request).

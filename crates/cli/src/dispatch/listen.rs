@@ -29,6 +29,10 @@ pub async fn listen(args: ListenArgs) -> u8 {
         }
     };
     if args.check {
+        if let Err(e) = roundtrip::service::check(&loaded, &tokens) {
+            print_error(&e);
+            return exit::USAGE;
+        }
         out(&format!(
             "ok: {} ({}: {} channel(s))",
             args.config.display(),
@@ -75,8 +79,8 @@ pub async fn listen(args: ListenArgs) -> u8 {
         ));
     }
     out(&format!(
-        "  api: http://{} ({})",
-        service.api_addr(),
+        "  api: {} ({})",
+        service.api_url(),
         if guarded {
             "bearer tokens required"
         } else {

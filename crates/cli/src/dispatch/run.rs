@@ -77,7 +77,8 @@ pub async fn run(args: RunArgs) -> u8 {
     }
 
     // The listener service: `--remote`, else ROUNDTRIP_REMOTE from the environment or an
-    // `--env-file` (a profile); its token likewise, never from a flag.
+    // `--env-file` (a profile); its token (and the CA of an https:// service) likewise,
+    // never from a flag.
     let remote = args
         .remote
         .clone()
@@ -86,6 +87,10 @@ pub async fn run(args: RunArgs) -> u8 {
         .map(|url| roundtrip::remote::Remote {
             url,
             token: vars.get("ROUNDTRIP_REMOTE_TOKEN").filter(|t| !t.is_empty()),
+            ca: vars
+                .get("ROUNDTRIP_REMOTE_CA")
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
         });
 
     let store = match roundtrip::store::open(&args.store.store).await {

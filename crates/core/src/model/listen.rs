@@ -54,6 +54,21 @@ pub struct ApiConfig {
     /// How long a request may take (default 30s). Event streams are not bounded by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout: Option<DurationSpec>,
+    /// Serve HTTPS with this certificate and key (needs a build with the `tls` feature).
+    /// Without it the API is plain HTTP: keep it on loopback or a private network, or
+    /// behind a TLS-terminating proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+}
+
+/// The API's certificate and private key, PEM files, relative to the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// The certificate chain, the service's own certificate first.
+    pub cert: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// Where tokens come from: names of environment variables, never the tokens themselves.

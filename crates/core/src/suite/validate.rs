@@ -1109,6 +1109,17 @@ fn check_api(c: &mut Checker<'_>, config: &ListenConfig) {
         positive(c, &api.key("request_timeout"), timeout);
         at_most(c, &api.key("request_timeout"), timeout, MAX_REQUEST_TIMEOUT);
     }
+    if let Some(tls) = &config.api.tls {
+        for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if file.trim().is_empty() {
+                c.value(
+                    &api.key("tls").key(key),
+                    format!("`api.tls.{key}` is empty"),
+                    "name a PEM file, relative to this config file",
+                );
+            }
+        }
+    }
 }
 
 /// The longest `api.request_timeout`.

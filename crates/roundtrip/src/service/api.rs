@@ -145,7 +145,12 @@ pub(crate) struct DeletedBody {
 }
 
 /// Serves the API until the service's shutdown flag is set.
-pub(crate) async fn serve(socket: TcpListener, shared: App, grace: Duration) {
+pub(crate) async fn serve(
+    socket: TcpListener,
+    shared: App,
+    tls: Option<crate::serve::ServerTls>,
+    grace: Duration,
+) {
     let mut shutdown = shared.shutdown.clone();
     let limits = ServeLimits {
         header_timeout: Duration::from_secs(10),
@@ -155,7 +160,7 @@ pub(crate) async fn serve(socket: TcpListener, shared: App, grace: Duration) {
     let stop = async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
-    serve_http(socket, router(shared), limits, || {}, stop).await;
+    serve_http(socket, router(shared), limits, tls, || {}, stop).await;
 }
 
 /// The routes, each behind its token.

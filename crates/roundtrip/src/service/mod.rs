@@ -168,10 +168,60 @@ pub(crate) struct Shared {
     pub retention_failures: AtomicU64,
 }
 
+/// Checks what [`RunningService::start`] checks before it touches anything (the API's
+/// address and tokens, its TLS files, the correlation rule): what `roundtrip listen
+/// --check` runs.
+pub fn check(loaded: &LoadedListenConfig, tokens: &Tokens) -> Result<(), ServiceError> {
+    Prepared::new(loaded, tokens).map(drop)
+}
+
+/// What a start needs from the config, checked.
+struct Prepared {
+    api_addr: SocketAddr,
+    tls: Option<crate::serve::ServerTls>,
+    correlator: Correlator,
+}
+
+impl Prepared {
+    fn new(loaded: &LoadedListenConfig, tokens: &Tokens) -> Result<Prepared, ServiceError> {
+        let config = &loaded.config;
+        let api_addr: SocketAddr = config.api.listen.trim().parse().map_err(|_| {
+            ServiceError::Config(format!(
+                "`api.listen` must be an IP address and port, not `{}`",
+                config.api.listen
+            ))
+        })?;
+        if !api_addr.ip().is_loopback() && !tokens.any() {
+            return Err(ServiceError::Config(format!(
+                "the API would listen on {api_addr}, beyond this host, with no token; name \
+                 token variables under `api.tokens`"
+            )));
+        }
+        let tls = match &config.api.tls {
+            None => None,
+            Some(tls) => Some(
+                crate::serve::ServerTls::load(
+                    &loaded.base_dir.join(&tls.cert),
+                    &loaded.base_dir.join(&tls.key),
+                )
+                .map_err(|why| ServiceError::Config(format!("`api.tls`: {why}")))?,
+            ),
+        };
+        let correlator = Correlator::new(&config.correlate)
+            .map_err(|e| ServiceError::Config(format!("the correlation rule: {e}")))?;
+        Ok(Prepared {
+            api_addr,
+            tls,
+            correlator,
+        })
+    }
+}
+
 /// A started service.
 #[derive(Debug)]
 pub struct RunningService {
     api: SocketAddr,
+    https: bool,
     shared: Arc<Shared>,
     listeners: Vec<RunningListener>,
     started_at: i64,
@@ -190,22 +240,12 @@ impl RunningService {
         options: ServiceOptions,
     ) -> Result<RunningService, ServiceError> {
         let config = &loaded.config;
-        let api_addr: SocketAddr = config.api.listen.trim().parse().map_err(|_| {
-            ServiceError::Config(format!(
-                "`api.listen` must be an IP address and port, not `{}`",
-                config.api.listen
-            ))
-        })?;
-        if !api_addr.ip().is_loopback() && !options.tokens.any() {
-            return Err(ServiceError::Config(format!(
-                "the API would listen on {api_addr}, beyond this host, with no token; name \
-                 token variables under `api.tokens`"
-            )));
-        }
-        let correlator = Arc::new(
-            Correlator::new(&config.correlate)
-                .map_err(|e| ServiceError::Config(format!("the correlation rule: {e}")))?,
-        );
+        let Prepared {
+            api_addr,
+            tls,
+            correlator,
+        } = Prepared::new(loaded, &options.tokens)?;
+        let correlator = Arc::new(correlator);
 
         let home_run = uuid::Uuid::now_v7().to_string();
         let suite_path = loaded.path.display().to_string();
@@ -304,10 +344,12 @@ impl RunningService {
             retention_observations: AtomicU64::new(0),
             retention_failures: AtomicU64::new(0),
         });
-        let server = tokio::spawn(api::serve(socket, Arc::clone(&shared), API_STOP_GRACE));
+        let https = tls.is_some();
+        let server = tokio::spawn(api::serve(socket, Arc::clone(&shared), tls, API_STOP_GRACE));
         let retention = retention::retention_task(Arc::clone(&shared));
         Ok(RunningService {
             api,
+            https,
             shared,
             listeners,
             started_at,
@@ -321,6 +363,12 @@ impl RunningService {
     /// Where the API listens.
     pub fn api_addr(&self) -> SocketAddr {
         self.api
+    }
+
+    /// The API's base URL: `https://ADDR` with `api.tls`, `http://ADDR` without.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
     }
 
     /// The service's own run, which holds the observations that name no run.

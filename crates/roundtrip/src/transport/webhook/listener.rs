@@ -168,7 +168,7 @@ async fn serve(
     let stop = async {
         let _ = stop.await;
     };
-    crate::serve::serve(listener, app, limits, || sink.fault(), stop).await;
+    crate::serve::serve(listener, app, limits, None, || sink.fault(), stop).await;
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
