@@ -209,6 +209,67 @@ fn check_validates_without_starting_and_token_variables_must_be_set() {
     );
 }
 
+/// `--check` checks the store's URL as a start would, without connecting: a TLS file
+/// that is not there, a mode that does not exist, a parameter given twice.
+#[cfg(feature = "postgres")]
+#[test]
+fn check_checks_the_store_url_too() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    config(dir.path(), "");
+    let url = "postgres://rt:hunter2@db.invalid:5432/x";
+    for (params, says) in [
+        (
+            "sslmode=verify-full&sslrootcert=missing.pem",
+            "`sslrootcert=missing.pem` cannot be read",
+        ),
+        ("sslmode=Require", "`sslmode=Require` is not a mode"),
+        (
+            "sslmode=verify-full&sslrootcert=system&sslmode=disable",
+            "`sslmode` is given twice",
+        ),
+    ] {
+        let store = format!("{url}?{params}");
+        let o = roundtrip(
+            &["listen", "--check", "listen.yaml", "--store", &store],
+            dir.path(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{params}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{params}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+/// What the user typed is escaped before it reaches the terminal: a store URL (in
+/// `migrate`'s error) and a config file's name (in `--check`'s answer) with control
+/// characters in them.
+#[test]
+fn control_characters_the_user_typed_are_escaped() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let named = "c\x1b[31mfg\x07.yaml";
+    std::fs::copy(config(dir.path(), ""), dir.path().join(named)).expect("copy");
+    let o = roundtrip(&["listen", "--check", named], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ok: c\\x1b[31mfg\\x07.yaml"), "{out}");
+    #[cfg(feature = "postgres")]
+    {
+        let o = roundtrip(
+            &[
+                "migrate",
+                "--store",
+                "postgres://db.invalid/x?sslmode=verify-full&sslrootcert=%1B%5D0%3Bpwned%07",
+            ],
+            dir.path(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+        assert!(err.contains("open the store at"), "{err}");
+        assert!(err.contains("\\x1b]0;pwned\\x07"), "{err}");
+    }
+}
+
 #[test]
 fn a_public_address_without_tokens_is_refused() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -620,7 +681,11 @@ fn the_example_suite_runs_unchanged_against_a_listener_service() {
     let runner_store = dir.path().join("runner.sqlite");
 
     let wrong = run_remote(&service.api, &runner_store, "wrong-token-0000000000");
-    assert_eq!(wrong.status.code(), Some(3));
+    assert_eq!(
+        wrong.status.code(),
+        Some(2),
+        "a wrong token is the configuration's fault"
+    );
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("it refused the token (401)"),
         "{}",
@@ -687,7 +752,7 @@ fn sharing_an_sqlite_store_with_the_service_is_refused() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let service = Service::start(dir.path(), &pipeline_outputs(dir.path()));
     let o = run_remote(&service.api, &service.store, READ);
-    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("share a store whose feed does not cross processes"),
@@ -1182,7 +1247,7 @@ fn two_runs_at_once_through_one_service_see_only_their_own() {
 }
 
 /// A suite's channel that the service records as another kind of channel is refused
-/// before anything is sent (exit 3), naming both.
+/// before anything is sent (a usage error, exit 2), naming both.
 #[test]
 fn a_remote_channel_of_another_kind_is_refused() {
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -1209,7 +1274,7 @@ fn a_remote_channel_of_another_kind_is_refused() {
         .env("NO_COLOR", "1")
         .output()
         .expect("runs");
-    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(
@@ -1300,7 +1365,10 @@ fn an_https_api_serves_a_runner_that_trusts_its_ca() {
     assert_eq!(untrusted.status.code(), Some(3));
     let err = String::from_utf8_lossy(&untrusted.stderr);
     assert!(err.contains("it is not reachable"), "{err}");
-    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.contains("set ROUNDTRIP_REMOTE_CA to the PEM file"),
+        "{err}"
+    );
     let ca = ca.display().to_string();
     let o = run_remote_with(
         &service.api,

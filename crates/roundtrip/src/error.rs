@@ -28,7 +28,9 @@ pub enum HarnessError {
         message: String,
     },
     /// The listener service named by `--remote` could not be asked what it records.
-    /// Exit code 3.
+    /// Exit code 3, or 2 when the configuration is at fault ([`RemoteError::usage`]).
+    ///
+    /// [`RemoteError::usage`]: crate::remote::RemoteError::usage
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
     /// A template in a channel could not be rendered (e.g. an unset environment
@@ -47,6 +49,7 @@ impl HarnessError {
     pub fn exit_code(&self) -> i32 {
         match self {
             HarnessError::Plan(_) | HarnessError::Template { .. } => 2,
+            HarnessError::Remote(e) if e.usage => 2,
             HarnessError::Listen(_)
             | HarnessError::Connect(_)
             | HarnessError::Store(_)

@@ -15,6 +15,8 @@ pub mod engine;
 pub mod error;
 pub mod harness;
 pub mod owner;
+#[cfg(any(feature = "postgres", feature = "tls"))]
+mod pem;
 pub mod remote;
 pub mod report;
 mod serve;

@@ -67,6 +67,9 @@ pub struct RemoteError {
     pub url: String,
     /// What went wrong and what to do.
     pub message: String,
+    /// Whether the configuration is at fault (the URL, the CA file, the token, a suite
+    /// that does not fit the service): exit code 2, not 3.
+    pub usage: bool,
 }
 
 /// What the service said of itself.
@@ -99,6 +102,15 @@ impl Remote {
         RemoteError {
             url: roundtrip_core::redact::url(&self.url),
             message: message.into(),
+            usage: false,
+        }
+    }
+
+    /// An error of the configuration: the URL, the CA file or the token.
+    fn usage(&self, message: impl Into<String>) -> RemoteError {
+        RemoteError {
+            usage: true,
+            ..self.error(message)
         }
     }
 
@@ -111,7 +123,7 @@ impl Remote {
             .map(|(scheme, _)| scheme.to_ascii_lowercase());
         match scheme.as_deref() {
             Some("http") if self.ca.is_some() => {
-                return Err(self.error(
+                return Err(self.usage(
                     "ROUNDTRIP_REMOTE_CA names the authority of an https:// service, but the \
                      service's URL is http://: make it https:// (the service's `api.tls`), or \
                      unset ROUNDTRIP_REMOTE_CA",
@@ -120,13 +132,13 @@ impl Remote {
             Some("http") => {}
             Some("https") if cfg!(feature = "tls") => {}
             Some("https") => {
-                return Err(self.error(
+                return Err(self.usage(
                     "an https:// service needs a roundtrip built with TLS (the `tls` feature, \
                      or `full`)",
                 ));
             }
             _ => {
-                return Err(self.error(
+                return Err(self.usage(
                     "the service's URL is its API's, `http://HOST:PORT` or `https://HOST:PORT`",
                 ));
             }
@@ -135,17 +147,14 @@ impl Remote {
         let builder = match &self.ca {
             None => builder,
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    self.error(format!(
-                        "ROUNDTRIP_REMOTE_CA names `{}`, which cannot be read ({e})",
-                        path.display()
-                    ))
+                let pem = crate::pem::read(path).map_err(|why| {
+                    self.usage(format!("ROUNDTRIP_REMOTE_CA: `{}` {why}", path.display()))
                 })?;
                 let roots = reqwest::Certificate::from_pem_bundle(&pem)
                     .ok()
                     .filter(|roots| !roots.is_empty())
                     .ok_or_else(|| {
-                        self.error(format!(
+                        self.usage(format!(
                             "ROUNDTRIP_REMOTE_CA names `{}`, which holds no PEM certificate",
                             path.display()
                         ))
@@ -176,16 +185,14 @@ impl Remote {
     pub async fn describe(&self) -> Result<ServiceInfo, RemoteError> {
         let client = self.client(reqwest::Client::builder().timeout(REQUEST_TIMEOUT))?;
         let response = self.get(&client, "/v1/service").send().await.map_err(|e| {
-            self.error(format!(
-                "it is not reachable ({}); check `--remote` and that `roundtrip listen` runs \
-                 there",
-                reqwest_cause(&e)
-            ))
+            let cause = reqwest_cause(&e);
+            let hint = unreachable_hint(&cause);
+            self.error(format!("it is not reachable ({cause}); {hint}"))
         })?;
         match response.status().as_u16() {
             200 => {}
             401 => {
-                return Err(self.error(
+                return Err(self.usage(
                     "it refused the token (401): set ROUNDTRIP_REMOTE_TOKEN to one of its read \
                      tokens",
                 ));
@@ -207,6 +214,20 @@ impl Remote {
 }
 
 /// The innermost cause of a reqwest error, which says what failed (refused, timed out).
+/// What to check when the service could not be asked: what its cause suggests.
+fn unreachable_hint(cause: &str) -> &'static str {
+    if cause.contains("UnknownIssuer") || cause.contains("invalid peer certificate") {
+        "its certificate is not signed by an authority this runner trusts: set \
+         ROUNDTRIP_REMOTE_CA to the PEM file of the one that signed it"
+    } else if cause.contains("invalid HTTP version") {
+        "it did not answer in HTTP: if its API serves HTTPS (`api.tls`), write https://"
+    } else if cause.contains("InvalidContentType") || cause.contains("corrupt message") {
+        "it did not answer in TLS: if its API serves plain HTTP, write http://"
+    } else {
+        "check `--remote` and that `roundtrip listen` runs there"
+    }
+}
+
 fn reqwest_cause(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(inner) = cause.source() {

@@ -44,21 +44,10 @@ impl ServerTls {
     /// what is wrong with it.
     #[cfg(feature = "tls")]
     pub(crate) fn load(cert: &std::path::Path, key: &std::path::Path) -> Result<ServerTls, String> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                format!(
-                    "`{}` cannot be read as PEM certificates: {e}",
-                    cert.display()
-                )
-            })?;
-        if chain.is_empty() {
-            return Err(format!("`{}` holds no PEM certificate", cert.display()));
-        }
-        let private = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| format!("`{}` holds no usable PEM private key: {e}", key.display()))?;
+        let chain =
+            crate::pem::certificates(cert).map_err(|why| format!("`{}` {why}", cert.display()))?;
+        let private =
+            crate::pem::private_key(key).map_err(|why| format!("`{}` {why}", key.display()))?;
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -24,28 +24,35 @@ pub async fn listen(args: ListenArgs) -> u8 {
     let tokens = match Tokens::from_sources(&config.api.tokens, |name| vars.get(name)) {
         Ok(tokens) => tokens,
         Err(why) => {
-            eprintln!("error: {}: {why}", args.config.display());
+            eprintln!(
+                "error: {}: {}",
+                escape(&args.config.display().to_string()),
+                escape(&why)
+            );
             return exit::USAGE;
         }
     };
-    if args.check {
-        if let Err(e) = roundtrip::service::check(&loaded, &tokens) {
-            print_error(&e);
-            return exit::USAGE;
-        }
-        out(&format!(
-            "ok: {} ({}: {} channel(s))",
-            args.config.display(),
-            escape(&config.name),
-            config.channels.len()
-        ));
-        return exit::OK;
-    }
     let store_url = args
         .store
         .clone()
         .or_else(|| config.store.clone())
         .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    if args.check {
+        if let Err(e) = roundtrip::service::check(&loaded, &tokens) {
+            print_error(&e);
+            return exit::USAGE;
+        }
+        if let Err(e) = roundtrip::store::check(&store_url) {
+            return store_failed(&e);
+        }
+        out(&format!(
+            "ok: {} ({}: {} channel(s))",
+            escape(&args.config.display().to_string()),
+            escape(&config.name),
+            config.channels.len()
+        ));
+        return exit::OK;
+    }
     let store = match roundtrip::store::open(&store_url).await {
         Ok(store) => store,
         Err(e) => return store_failed(&e),
@@ -69,7 +76,7 @@ pub async fn listen(args: ListenArgs) -> u8 {
     out(&format!(
         "roundtrip listen: {} recording into {}",
         escape(&config.name),
-        roundtrip_core::redact::url(&store_url)
+        escape(&roundtrip_core::redact::url(&store_url))
     ));
     for (channel, endpoint) in service.endpoints() {
         out(&format!(

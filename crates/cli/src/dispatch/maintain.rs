@@ -4,6 +4,16 @@ use super::store_failed;
 use crate::args::{GcArgs, MigrateArgs};
 use crate::display::out;
 use crate::exit;
+use roundtrip_core::escape::escape;
+
+/// A store URL the user wrote wrongly, as the store would say it.
+#[cfg(feature = "postgres")]
+fn invalid(url: &str, message: String) -> roundtrip::store::StoreError {
+    roundtrip::store::StoreError::Invalid {
+        location: roundtrip_core::redact::url(url),
+        message,
+    }
+}
 
 /// The store's schema brought up to date. SQLite migrates at open, so opening it is the
 /// whole step; a DynamoDB table has no schema to migrate.
@@ -14,23 +24,20 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
         use roundtrip::store::postgres::{PostgresOptions, SCHEMA_VERSION, migrate};
         let options = match PostgresOptions::from_url(url) {
             Ok(o) => o,
-            Err(why) => {
-                eprintln!("error: {why}");
-                return exit::USAGE;
-            }
+            Err(message) => return store_failed(&invalid(url, message)),
         };
         return match migrate(&options).await {
             Ok(from) if from == SCHEMA_VERSION => {
                 out(&format!(
                     "{}: schema version {SCHEMA_VERSION}, up to date",
-                    options.location
+                    escape(&options.location)
                 ));
                 exit::OK
             }
             Ok(from) => {
                 out(&format!(
                     "{}: migrated from schema version {from} to {SCHEMA_VERSION}",
-                    options.location
+                    escape(&options.location)
                 ));
                 exit::OK
             }
@@ -42,7 +49,10 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
             if let Err(e) = store.close().await {
                 return store_failed(&e);
             }
-            out(&format!("{}: up to date", roundtrip_core::redact::url(url)));
+            out(&format!(
+                "{}: up to date",
+                escape(&roundtrip_core::redact::url(url))
+            ));
             exit::OK
         }
         Err(e) => store_failed(&e),
@@ -66,16 +76,13 @@ pub async fn gc(args: GcArgs) -> u8 {
         use roundtrip::store::postgres::{PostgresOptions, gc};
         let options = match PostgresOptions::from_url(url) {
             Ok(o) => o,
-            Err(why) => {
-                eprintln!("error: {why}");
-                return exit::USAGE;
-            }
+            Err(message) => return store_failed(&invalid(url, message)),
         };
         match gc(&options, args.older_than).await {
             Ok(deleted) => {
                 out(&format!(
                     "{}: deleted {} run(s) older than {} and their {} observation(s)",
-                    options.location,
+                    escape(&options.location),
                     deleted.runs,
                     humantime::format_duration(args.older_than),
                     deleted.observations

@@ -96,15 +96,16 @@ impl fmt::Display for Diagnostic {
         // are shown escaped, like the source line.
         let message = crate::escape::escape_lines(&self.message);
         writeln!(f, "error: {}", clip(&message, MESSAGE_SHOWN))?;
+        let file = crate::escape::escape(&self.file);
         if self.line == 0 {
-            writeln!(f, "{gutter}--> {}", self.file)?;
+            writeln!(f, "{gutter}--> {file}")?;
         } else {
-            writeln!(f, "{gutter}--> {}:{}:{}", self.file, self.line, self.column)?;
+            writeln!(f, "{gutter}--> {file}:{}:{}", self.line, self.column)?;
         }
         if let Some(line) = &self.source_line {
-            // A long line is shown as a window around the column.
             let column = usize::try_from(self.column.saturating_sub(1)).unwrap_or(0);
-            let chars: Vec<char> = line.chars().collect();
+            let (chars, column) = shown_line(line, column);
+            // A long line is shown as a window around the column.
             let (start, lead) = if chars.len() > LINE_SHOWN && column > LINE_SHOWN / 3 {
                 (column - LINE_SHOWN / 3, "…")
             } else {
@@ -135,6 +136,42 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// A source line as a snippet shows it, and the 0-based column in it: passwords in URLs
+/// masked (the column moved to match), and each control character or bidirectional
+/// override shown as `�`, one for one, so the carets still line up (tabs are kept).
+fn shown_line(line: &str, column: usize) -> (Vec<char>, usize) {
+    let redacted = crate::redact::text(line);
+    let column = if redacted == line {
+        column
+    } else {
+        let was: Vec<char> = line.chars().collect();
+        let now: Vec<char> = redacted.chars().collect();
+        let prefix = was.iter().zip(&now).take_while(|(a, b)| a == b).count();
+        let suffix = was[prefix..]
+            .iter()
+            .rev()
+            .zip(now[prefix..].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        if column >= was.len() - suffix {
+            (column + now.len()).saturating_sub(was.len())
+        } else {
+            column.min(prefix)
+        }
+    };
+    let chars = redacted
+        .chars()
+        .map(|c| {
+            if c != '\t' && crate::escape::needs_escape(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
+    (chars, column)
 }
 
 /// How many characters of a source line a diagnostic shows.
@@ -309,6 +346,40 @@ mod tests {
         let at = carets.find('^').expect("carets");
         assert_eq!(&shown.chars().skip(at).take(3).collect::<String>(), "bad");
         assert!(lines[0].ends_with('…'));
+    }
+
+    #[test]
+    fn snippets_show_no_control_character_and_no_password() {
+        let text = "name: \x1b]0;pwned\x07x\nstore: [\"postgres://rt:hunter2@db/x\"] junk\n";
+        let at = |line, column, len| {
+            Diagnostic::at(
+                "su\x1b[31mite.yaml",
+                text,
+                Loc { line, column, len },
+                "bad",
+                None,
+            )
+            .to_string()
+        };
+        let shown = at(1, 7, 1);
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("su\\x1b[31mite.yaml:1:7"), "{shown}");
+        assert!(
+            shown.contains("1 | name: \u{fffd}]0;pwned\u{fffd}x"),
+            "{shown}"
+        );
+        // After the URL: the carets stay under `junk`, though the password was longer
+        // than its mask.
+        let shown = at(2, 39, 4);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        let code = lines[3].trim_start_matches("2 | ");
+        let carets = lines[4].trim_start_matches("  | ");
+        let from = carets.find('^').expect("carets");
+        assert_eq!(&code[from..from + 4], "junk", "{shown}");
     }
 
     #[test]

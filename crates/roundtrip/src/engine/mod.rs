@@ -154,6 +154,7 @@ async fn plan_remote(
                       service records: give the run a store of its own (its event stream \
                       brings the observations) or share a Postgres store"
                 .to_owned(),
+            usage: true,
         }
         .into());
     }

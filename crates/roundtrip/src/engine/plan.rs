@@ -319,6 +319,7 @@ fn remote_channel(r: &RemotePlan, name: &str, spec: &ChannelSpec) -> Result<(), 
         HarnessError::Remote(crate::remote::RemoteError {
             url: roundtrip_core::redact::url(&r.remote.url),
             message,
+            usage: true,
         })
     };
     let theirs = r.channels.get(name).map_or("", String::as_str);

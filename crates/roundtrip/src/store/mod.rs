@@ -216,6 +216,46 @@ pub fn is_postgres_url(url: &str) -> bool {
 /// - `postgres://USER@HOST/DATABASE?schema=…`: a Postgres database (feature
 ///   `postgres`; see the `store::postgres` module).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match backend(url)? {
+        Backend::Memory => Ok(Arc::new(sqlite::SqliteStore::open_in_memory()?)),
+        Backend::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
+        #[cfg(feature = "dynamodb")]
+        Backend::Dynamo => Ok(Arc::new(dynamodb::DynamoStore::open(url).await?)),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+    }
+}
+
+/// Checks a store URL as [`open`] would, without opening or connecting to anything: its
+/// scheme, that the backend is compiled in, and the backend's own parameters (for
+/// Postgres, its TLS files read). What `roundtrip listen --check` runs.
+pub fn check(url: &str) -> Result<(), StoreError> {
+    let checked: Result<(), String> = match backend(url)? {
+        Backend::Memory | Backend::Sqlite(_) => Ok(()),
+        #[cfg(feature = "dynamodb")]
+        Backend::Dynamo => dynamodb::DynamoOptions::from_url(url).map(drop),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => {
+            postgres::PostgresOptions::from_url(url).and_then(|options| options.validate())
+        }
+    };
+    checked.map_err(|message| StoreError::Invalid {
+        location: roundtrip_core::redact::url(url),
+        message,
+    })
+}
+
+/// The backend a store URL names.
+enum Backend<'u> {
+    Memory,
+    Sqlite(&'u str),
+    #[cfg(feature = "dynamodb")]
+    Dynamo,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+fn backend(url: &str) -> Result<Backend<'_>, StoreError> {
     let unsupported = |scheme: &str| StoreError::Invalid {
         location: roundtrip_core::redact::url(url),
         message: format!(
@@ -224,18 +264,18 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         ),
     };
     if url == "sqlite::memory:" {
-        return Ok(Arc::new(sqlite::SqliteStore::open_in_memory()?));
+        return Ok(Backend::Memory);
     }
     if let Some(path) = url.strip_prefix("sqlite:") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+        return Ok(Backend::Sqlite(path));
     }
     #[cfg(feature = "dynamodb")]
     if url.starts_with("dynamodb://") {
-        return Ok(Arc::new(dynamodb::DynamoStore::open(url).await?));
+        return Ok(Backend::Dynamo);
     }
     #[cfg(feature = "postgres")]
     if is_postgres_url(url) {
-        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+        return Ok(Backend::Postgres);
     }
     for scheme in ["postgres", "postgresql", "dynamodb"] {
         if url.starts_with(&format!("{scheme}://")) {
@@ -254,7 +294,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
                 .to_owned(),
         });
     }
-    Ok(Arc::new(sqlite::SqliteStore::open(url)?))
+    Ok(Backend::Sqlite(url))
 }
 
 /// [`open`], for commands that only read (`runs`, `report`): an SQLite path where no

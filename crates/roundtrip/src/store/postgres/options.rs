@@ -113,7 +113,7 @@ impl PostgresOptions {
                 "migrate" => options.migrate = boolean(&key, &value)?,
                 "listen" => options.listen = boolean(&key, &value)?,
                 "poll" => options.poll = poll(&value)?,
-                key if tls.take(key, &value) => {}
+                key if tls.take(key, &value)? => {}
                 _ => passed.push(segment),
             }
         }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,8 +10,7 @@ use std::task::{Context, Poll};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -91,17 +91,22 @@ impl TlsParams {
     /// The URL parameters this module reads.
     pub const NAMES: &[&str] = &["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
-    /// Takes `key=value` when it is a TLS parameter; false otherwise.
-    pub fn take(&mut self, key: &str, value: &str) -> bool {
+    /// Takes `key=value` when it is a TLS parameter (`Ok(false)` otherwise). A parameter
+    /// given twice is refused: the last one winning would let `…&sslmode=disable` at the
+    /// end of a URL silently undo a `verify-full` before it.
+    pub fn take(&mut self, key: &str, value: &str) -> Result<bool, String> {
         let slot = match key {
             "sslmode" => &mut self.mode,
             "sslrootcert" => &mut self.root,
             "sslcert" => &mut self.cert,
             "sslkey" => &mut self.key,
-            _ => return false,
+            _ => return Ok(false),
         };
+        if slot.is_some() {
+            return Err(format!("`{key}` is given twice: give it once"));
+        }
         *slot = Some(value.to_owned());
-        true
+        Ok(true)
     }
 
     /// Applies libpq's rules and reads the files named.
@@ -122,10 +127,21 @@ impl TlsParams {
         if let (Some(root), SslMode::Disable | SslMode::Prefer) = (self.root.as_deref(), mode) {
             return Err(format!(
                 "`sslrootcert={root}` names the authority to check the server's certificate \
-                 against, but `sslmode={}` checks none: say `sslmode=verify-full` (or \
-                 `verify-ca`, which does not check the host name)",
-                mode.as_str()
+                 against, but {} checks none: say `sslmode=verify-full` (or `verify-ca`, \
+                 which does not check the host name)",
+                match self.mode {
+                    Some(_) => format!("`sslmode={}`", mode.as_str()),
+                    None => "the default `sslmode`, `prefer`,".to_owned(),
+                }
             ));
+        }
+        if mode == SslMode::Disable && (self.cert.is_some() || self.key.is_some()) {
+            return Err(
+                "`sslcert` and `sslkey` identify the client in a TLS handshake, and \
+                        `sslmode=disable` makes none: drop them, or choose a mode that uses \
+                        TLS"
+                .to_owned(),
+            );
         }
         let mode = match mode {
             SslMode::Require if self.root.is_some() => SslMode::VerifyCa,
@@ -169,8 +185,8 @@ impl TlsParams {
             (None, None) => builder.with_no_client_auth(),
             (Some(cert), Some(key)) => {
                 let chain = certificates("sslcert", cert)?;
-                let private = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("`sslkey={key}` holds no usable private key: {e}"))?;
+                let private = crate::pem::private_key(Path::new(key))
+                    .map_err(|why| format!("`sslkey={key}` {why}"))?;
                 builder.with_client_auth_cert(chain, private).map_err(|e| {
                     format!("`sslcert={cert}` and `sslkey={key}` are not a key pair: {e}")
                 })?
@@ -194,17 +210,7 @@ impl TlsParams {
 
 /// The certificates of a PEM file, at least one.
 fn certificates(param: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        format!("`{param}={path}` cannot be read as PEM certificates: {e}")
-    };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| unreadable(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unreadable(&e))?;
-    if chain.is_empty() {
-        return Err(format!("`{param}={path}` holds no PEM certificate"));
-    }
-    Ok(chain)
+    crate::pem::certificates(Path::new(path)).map_err(|why| format!("`{param}={path}` {why}"))
 }
 
 /// The trusted roots `sslrootcert` names.
@@ -523,7 +529,9 @@ mod tests {
     fn build(params: &[(&str, &str)]) -> Result<Tls, String> {
         let mut tls = TlsParams::default();
         for (k, v) in params {
-            assert!(tls.take(k, v), "{k} is a TLS parameter");
+            if !tls.take(k, v)? {
+                panic!("{k} is not a TLS parameter");
+            }
         }
         tls.build()
     }
@@ -564,7 +572,24 @@ mod tests {
         }
         // With no mode written, a root is still not silently ignored.
         let err = build(&[("sslrootcert", "/etc/ca.pem")]).expect_err("default mode");
-        assert!(err.contains("`sslmode=prefer` checks none"), "{err}");
+        assert!(
+            err.contains("the default `sslmode`, `prefer`, checks none"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused() {
+        let err = build(&[("sslmode", "verify-full"), ("sslmode", "disable")])
+            .expect_err("a downgrade at the end");
+        assert!(err.contains("`sslmode` is given twice"), "{err}");
+        let err = build(&[
+            ("sslmode", "disable"),
+            ("sslcert", "c.pem"),
+            ("sslkey", "k.pem"),
+        ])
+        .expect_err("a client certificate without TLS");
+        assert!(err.contains("`sslmode=disable` makes none"), "{err}");
     }
 
     #[test]
