@@ -122,6 +122,18 @@ impl PostgresOptions {
         } else {
             format!("{base}?{}", passed.join("&"))
         };
+        // The driver ends the user and password at the first `@`, so a password with an
+        // unencoded `@` would send the rest of it to DNS as part of the host name.
+        if let Some((_, rest)) = base.split_once("://") {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.matches('@').count() > 1 {
+                return Err(format!(
+                    "`{}` has more than one `@` before its host: write an `@` in the user \
+                     name or password as `%40`",
+                    options.location
+                ));
+            }
+        }
         options.config = tokio_postgres::Config::from_str(&driver).map_err(|e| {
             format!(
                 "`{}` is not a Postgres connection URL: {} (roundtrip's own parameters are \
@@ -263,6 +275,19 @@ mod tests {
             (plain.schema.as_str(), plain.pool, plain.migrate),
             ("roundtrip", 4, true)
         );
+    }
+
+    #[test]
+    fn an_unencoded_at_in_a_password_is_refused_without_showing_it() {
+        let err = PostgresOptions::from_url("postgres://rt:hun@ter2@127.0.0.1:5432/test")
+            .expect_err("two @");
+        assert!(
+            err.contains("write an `@` in the user name or password as `%40`"),
+            "{err}"
+        );
+        assert!(!err.contains("ter2") && !err.contains("hun@"), "{err}");
+        PostgresOptions::from_url("postgres://rt:hun%40ter2@127.0.0.1:5432/test")
+            .expect("an encoded @");
     }
 
     #[test]
