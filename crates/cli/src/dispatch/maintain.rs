@@ -6,15 +6,6 @@ use crate::display::out;
 use crate::exit;
 use roundtrip_core::escape::escape;
 
-/// A store URL the user wrote wrongly, as the store would say it.
-#[cfg(feature = "postgres")]
-fn invalid(url: &str, message: String) -> roundtrip::store::StoreError {
-    roundtrip::store::StoreError::Invalid {
-        location: roundtrip_core::redact::url(url),
-        message,
-    }
-}
-
 /// The store's schema brought up to date. SQLite migrates at open, so opening it is the
 /// whole step; a DynamoDB table has no schema to migrate.
 pub async fn migrate(args: MigrateArgs) -> u8 {
@@ -24,7 +15,9 @@ pub async fn migrate(args: MigrateArgs) -> u8 {
         use roundtrip::store::postgres::{PostgresOptions, SCHEMA_VERSION, migrate};
         let options = match PostgresOptions::from_url(url) {
             Ok(o) => o,
-            Err(message) => return store_failed(&invalid(url, message)),
+            Err(message) => {
+                return store_failed(&roundtrip::store::StoreError::invalid(url, message));
+            }
         };
         return match migrate(&options).await {
             Ok(from) if from == SCHEMA_VERSION => {
@@ -76,7 +69,9 @@ pub async fn gc(args: GcArgs) -> u8 {
         use roundtrip::store::postgres::{PostgresOptions, gc};
         let options = match PostgresOptions::from_url(url) {
             Ok(o) => o,
-            Err(message) => return store_failed(&invalid(url, message)),
+            Err(message) => {
+                return store_failed(&roundtrip::store::StoreError::invalid(url, message));
+            }
         };
         match gc(&options, args.older_than).await {
             Ok(deleted) => {

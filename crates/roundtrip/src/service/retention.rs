@@ -23,10 +23,8 @@ pub(crate) async fn trim(app: &Shared) -> Result<Option<(u64, u64)>, StoreError>
     #[cfg(feature = "postgres")]
     {
         use crate::store::postgres::{PostgresOptions, gc};
-        let options = PostgresOptions::from_url(url).map_err(|message| StoreError::Invalid {
-            location: roundtrip_core::redact::url(url),
-            message,
-        })?;
+        let options =
+            PostgresOptions::from_url(url).map_err(|message| StoreError::invalid(url, message))?;
         let deleted = gc(&options, app.retention).await;
         // The service's own run is as old as the service: deleted when the service
         // outlives its retention. Recorded again (as of now), so that a runner sharing

@@ -101,6 +101,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The store URL `url` cannot be used, as [`StoreError::Invalid`], its secrets masked.
+    pub fn invalid(url: &str, message: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            location: roundtrip_core::redact::url(url),
+            message: message.into(),
+        }
+    }
+
     /// Whether the error is the user's to fix in the command line (a wrong or missing
     /// store), exit code 2, rather than the store failing (exit code 3).
     pub fn is_usage(&self) -> bool {
@@ -239,10 +247,7 @@ pub fn check(url: &str) -> Result<(), StoreError> {
             postgres::PostgresOptions::from_url(url).and_then(|options| options.validate())
         }
     };
-    checked.map_err(|message| StoreError::Invalid {
-        location: roundtrip_core::redact::url(url),
-        message,
-    })
+    checked.map_err(|message| StoreError::invalid(url, message))
 }
 
 /// The backend a store URL names.
@@ -256,12 +261,14 @@ enum Backend<'u> {
 }
 
 fn backend(url: &str) -> Result<Backend<'_>, StoreError> {
-    let unsupported = |scheme: &str| StoreError::Invalid {
-        location: roundtrip_core::redact::url(url),
-        message: format!(
-            "the `{scheme}` store backend is not compiled into this build of roundtrip; \
-             rebuild with `--features {scheme}` or use an SQLite path"
-        ),
+    let unsupported = |scheme: &str| {
+        StoreError::invalid(
+            url,
+            format!(
+                "the `{scheme}` store backend is not compiled into this build of roundtrip; \
+                 rebuild with `--features {scheme}` or use an SQLite path"
+            ),
+        )
     };
     if url == "sqlite::memory:" {
         return Ok(Backend::Memory);
@@ -287,12 +294,11 @@ fn backend(url: &str) -> Result<Backend<'_>, StoreError> {
         }
     }
     if url.contains("://") {
-        return Err(StoreError::Invalid {
-            location: roundtrip_core::redact::url(url),
-            message: "unknown store URL scheme; use `sqlite:PATH`, a file path, \
-                      `sqlite::memory:`, `postgres://…` or `dynamodb://TABLE`"
-                .to_owned(),
-        });
+        return Err(StoreError::invalid(
+            url,
+            "unknown store URL scheme; use `sqlite:PATH`, a file path, `sqlite::memory:`, \
+             `postgres://…` or `dynamodb://TABLE`",
+        ));
     }
     Ok(Backend::Sqlite(url))
 }

@@ -1300,6 +1300,9 @@ mod postgres_backend {
             .await
             .expect("record without TLS");
         assert_eq!(collect(&mut feed, 1).await, [recorded.seq]);
+        // A read takes a connection of the pool, made after the fallback: plain too.
+        let stored = store.observations("run-a", 0, 10).await.expect("read");
+        assert_eq!(seqs(&stored), [recorded.seq]);
         store.close().await.expect("close");
 
         let err = PostgresStore::open(&format!("{}&sslmode=require", server.url()))

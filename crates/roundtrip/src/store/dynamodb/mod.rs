@@ -82,10 +82,8 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// Opens the store named by a `dynamodb://` URL.
     pub async fn open(url: &str) -> Result<DynamoStore, StoreError> {
-        let options = DynamoOptions::from_url(url).map_err(|message| StoreError::Invalid {
-            location: roundtrip_core::redact::url(url),
-            message,
-        })?;
+        let options =
+            DynamoOptions::from_url(url).map_err(|message| StoreError::invalid(url, message))?;
         DynamoStore::open_with(&options).await
     }
 

@@ -152,14 +152,6 @@ fn config(options: &PostgresOptions) -> tokio_postgres::Config {
     config
 }
 
-/// A URL the store cannot use, as a usage error.
-fn invalid(url: &str, message: String) -> StoreError {
-    StoreError::Invalid {
-        location: roundtrip_core::redact::url(url),
-        message,
-    }
-}
-
 fn open_error(
     location: &str,
     why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -189,16 +181,24 @@ fn unreachable(options: &PostgresOptions, e: &(dyn std::error::Error + 'static))
     )
 }
 
-/// A connection of the store's own for `options`: checked first (a bad option is a usage
-/// error), then connected (a failure says what to check).
-async fn connection(options: &PostgresOptions) -> Result<Client, StoreError> {
+/// `options` checked: a bad option is a usage error.
+fn checked(options: &PostgresOptions) -> Result<(), StoreError> {
     options.validate().map_err(|message| StoreError::Invalid {
         location: options.location.clone(),
         message,
-    })?;
-    connect(options)
-        .await
-        .map_err(|e| open_error(&options.location, unreachable(options, &e)))
+    })
+}
+
+/// A connection that failed, as the store's open error, with what to check.
+fn refused(options: &PostgresOptions, e: &(dyn std::error::Error + 'static)) -> StoreError {
+    open_error(&options.location, unreachable(options, e))
+}
+
+/// A connection of the store's own for `options`: checked first (a bad option is a usage
+/// error), then connected (a failure says what to check).
+async fn connection(options: &PostgresOptions) -> Result<Client, StoreError> {
+    checked(options)?;
+    connect(options).await.map_err(|e| refused(options, &e))
 }
 
 /// The store's first connection: as [`connection`], except that with `sslmode=prefer` a
@@ -206,10 +206,7 @@ async fn connection(options: &PostgresOptions) -> Result<Client, StoreError> {
 /// parse) is connected to without TLS, as libpq retries without it, and every later
 /// connection of the store does the same.
 async fn first_connection(options: &mut PostgresOptions) -> Result<Client, StoreError> {
-    options.validate().map_err(|message| StoreError::Invalid {
-        location: options.location.clone(),
-        message,
-    })?;
+    checked(options)?;
     match connect(options).await {
         Err(ConnectError::Driver(e))
             if options.tls.mode() == SslMode::Prefer && tls::Handshake::caused(&e) =>
@@ -219,16 +216,14 @@ async fn first_connection(options: &mut PostgresOptions) -> Result<Client, Store
             plain
                 .config
                 .ssl_mode(tokio_postgres::config::SslMode::Disable);
-            match connect(&plain).await {
-                Ok(client) => {
-                    *options = plain;
-                    Ok(client)
-                }
-                // Say why TLS failed too: that is what the server would not accept.
-                Err(_) => Err(open_error(&options.location, unreachable(options, &e))),
-            }
+            let client = connect(&plain)
+                .await
+                // Say why TLS failed: that is what the server would not accept.
+                .map_err(|_| refused(options, &e))?;
+            *options = plain;
+            Ok(client)
         }
-        connected => connected.map_err(|e| open_error(&options.location, unreachable(options, &e))),
+        connected => connected.map_err(|e| refused(options, &e)),
     }
 }
 
@@ -255,7 +250,8 @@ pub async fn migrate(options: &PostgresOptions) -> Result<i64, StoreError> {
 impl PostgresStore {
     /// Opens the store named by a `postgres://` URL.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PostgresOptions::from_url(url).map_err(|why| invalid(url, why))?;
+        let options =
+            PostgresOptions::from_url(url).map_err(|why| StoreError::invalid(url, why))?;
         PostgresStore::open_with(options).await
     }
 
@@ -286,7 +282,7 @@ impl PostgresStore {
         let last: i64 = client
             .query_one("SELECT next - 1 FROM observation_seq", &[])
             .await
-            .map_err(|e| open_error(&location, unreachable(&options, &e)))?
+            .map_err(|e| refused(&options, &e))?
             .get(0);
         let (feed, _) = broadcast::channel(options.feed_capacity.clamp(1, 1 << 24));
         let weak = feed.downgrade();
@@ -331,7 +327,8 @@ impl PostgresStore {
     /// Opens the store for a command that only reads: a schema that holds no store yet
     /// is [`StoreError::Missing`], and is not created.
     pub async fn open_existing(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PostgresOptions::from_url(url).map_err(|why| invalid(url, why))?;
+        let options =
+            PostgresOptions::from_url(url).map_err(|why| StoreError::invalid(url, why))?;
         require_store(&mut connection(&options).await?, &options).await?;
         PostgresStore::open_with(options).await
     }

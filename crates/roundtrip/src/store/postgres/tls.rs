@@ -579,6 +579,13 @@ mod tests {
     }
 
     #[test]
+    fn the_client_offers_postgres_alpn() {
+        let tls = build(&[("sslmode", "require")]).expect("require");
+        let config = tls.config.expect("a TLS config");
+        assert_eq!(config.alpn_protocols, [b"postgresql".to_vec()]);
+    }
+
+    #[test]
     fn a_parameter_given_twice_is_refused() {
         let err = build(&[("sslmode", "verify-full"), ("sslmode", "disable")])
             .expect_err("a downgrade at the end");
