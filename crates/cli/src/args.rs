@@ -55,6 +55,11 @@ pub enum Command {
     /// SIGTERM after committing what it received. Exit code 2: a config error; 3: a
     /// listener, the store or the API could not start.
     Listen(ListenArgs),
+    /// Serve the engine protocol (docs/protocol.md): JSON-RPC 2.0 requests on stdin, one
+    /// per line, answered on stdout, for a client in another language (the Python
+    /// package's pytest plugin). Ends when stdin closes, on `shutdown`, Ctrl-C or
+    /// SIGTERM, after closing every open run. Exit code 0, or 2 without `--stdio`.
+    Serve(ServeArgs),
     /// Print a shell completion script: `roundtrip completions bash > /etc/bash_completion.d/roundtrip`.
     Completions(CompletionsArgs),
 }
@@ -75,6 +80,16 @@ pub struct ListenArgs {
     pub check: bool,
     #[command(flatten)]
     pub vars: VarsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Speak the protocol on stdin and stdout (the only transport so far).
+    #[arg(long, required = true)]
+    pub stdio: bool,
+    /// The store every run records into (default `.roundtrip/store.sqlite`).
+    #[arg(long, env = "ROUNDTRIP_STORE", default_value = DEFAULT_STORE)]
+    pub store: String,
 }
 
 #[derive(Debug, Args)]

@@ -170,6 +170,20 @@ impl RunSummary {
         self.count(ScenarioStatus::Failed) + self.count(ScenarioStatus::Error)
     }
 
+    /// The run's status, as its summary has it: an error if the harness failed, else
+    /// interrupted, else failed if a scenario did not pass, else passed.
+    pub fn status(&self) -> RunStatus {
+        if self.harness_error.is_some() {
+            RunStatus::Error
+        } else if self.interrupted {
+            RunStatus::Interrupted
+        } else if self.failed() > 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Passed
+        }
+    }
+
     /// Scenarios not run (`--fail-fast`).
     pub fn skipped(&self) -> usize {
         self.count(ScenarioStatus::Skipped)

@@ -17,6 +17,7 @@ pub mod harness;
 pub mod owner;
 #[cfg(any(feature = "postgres", feature = "tls"))]
 mod pem;
+pub mod protocol;
 pub mod remote;
 pub mod report;
 mod serve;

@@ -10,6 +10,7 @@ mod maintain;
 mod report;
 mod run;
 mod runs;
+mod serve;
 
 /// Runs the subcommand.
 pub async fn dispatch(cli: Cli) -> u8 {
@@ -31,6 +32,7 @@ pub async fn dispatch(cli: Cli) -> u8 {
             crate::exit::USAGE
         }
         Command::Listen(args) => listen::listen(args).await,
+        Command::Serve(args) => serve::serve(args).await,
         Command::Completions(args) => completions(&args),
     }
 }

@@ -209,7 +209,7 @@ pub(crate) fn closest<'c>(
 }
 
 /// "did you mean `x`?" for the candidate closest to `word`, if one is close enough.
-pub(crate) fn did_you_mean<'c>(
+pub fn did_you_mean<'c>(
     word: &str,
     candidates: impl IntoIterator<Item = &'c str>,
 ) -> Option<String> {
@@ -217,7 +217,7 @@ pub(crate) fn did_you_mean<'c>(
 }
 
 /// "`a`, `b` and `c`" (or "nothing").
-pub(crate) fn list<'i>(items: impl IntoIterator<Item = &'i str>) -> String {
+pub fn list<'i>(items: impl IntoIterator<Item = &'i str>) -> String {
     ticked(items, "and")
 }
 

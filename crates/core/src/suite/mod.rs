@@ -41,7 +41,7 @@ pub mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::Diagnostic;
+pub use diagnostic::{Diagnostic, did_you_mean, list};
 
 use crate::model::Suite;
 use crate::vars::Vars;

@@ -28,6 +28,7 @@ use crate::transport::{ListenerStats, ObservationSink, RunningListener};
 
 mod bindings;
 mod event;
+mod live;
 mod plan;
 mod produce;
 mod router;
@@ -38,6 +39,7 @@ mod sut;
 pub(crate) mod tests;
 
 pub use event::RunEvent;
+pub use live::{Expected, LiveError, LiveRun, Scope, TestOutcome, default_listened};
 pub(crate) use plan::render_channel_for_service;
 pub use scenario::COMMIT_SLACK;
 pub use sut::{SutProcess, become_subreaper};
@@ -267,12 +269,17 @@ impl Run {
     }
 
     async fn set_up_and_run(&mut self, opts: &RunOptions) -> Result<(), HarnessError> {
-        self.start_listeners(opts).await?;
-        self.connect_producers().await?;
-        if self.start_sut(opts).await? {
+        if self.set_up(opts).await? {
             self.run_scenarios(opts).await?;
         }
         Ok(())
+    }
+
+    /// Listeners, producers, the SUT; `false` when the run was interrupted meanwhile.
+    async fn set_up(&mut self, opts: &RunOptions) -> Result<bool, HarnessError> {
+        self.start_listeners(opts).await?;
+        self.connect_producers().await?;
+        self.start_sut(opts).await
     }
 
     /// Listeners first: each is subscribed before anything can be sent.
@@ -312,7 +319,7 @@ impl Run {
 
     /// Producers connect before the SUT starts: an unreachable broker is a harness
     /// error, not a failed scenario.
-    async fn connect_producers(&self) -> Result<(), HarnessError> {
+    async fn connect_producers(&mut self) -> Result<(), HarnessError> {
         for producer in self.plan.producers.values() {
             producer.connect().await.map_err(HarnessError::Connect)?;
         }
@@ -396,15 +403,7 @@ impl Run {
         let summary = &mut self.summary;
         summary.finished_at = clock::wall_now();
         summary.harness_error = failure.as_ref().map(|e| shown_error(e));
-        let status = if failure.is_some() {
-            RunStatus::Error
-        } else if summary.interrupted {
-            RunStatus::Interrupted
-        } else if summary.failed() > 0 {
-            RunStatus::Failed
-        } else {
-            RunStatus::Passed
-        };
+        let status = summary.status();
         let recorded = self.store.finish_run(summary, status).await;
         emit(opts, RunEvent::RunFinished(summary.clone()));
         match failure {

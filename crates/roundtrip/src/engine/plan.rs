@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use roundtrip_core::correlate::Correlator;
-use roundtrip_core::model::{ChannelSpec, Expectation, SutSpec};
+use roundtrip_core::model::{ChannelSpec, CorrelationRule, Expectation, SutSpec};
 use roundtrip_core::suite::LoadedSuite;
 use roundtrip_core::template::{Expr, Template};
 
@@ -47,6 +47,21 @@ pub(crate) struct Plan {
     pub sut: Option<PlannedSut>,
     /// The scenarios, in file order.
     pub scenarios: Vec<PlannedScenario>,
+    /// What a client driving the run step by step needs to send to any channel
+    /// ([`Plan::live`]); `None` for a run of the suite's own scenarios.
+    pub live: Option<LiveChannels>,
+}
+
+/// Every channel of a live run, rendered for it, with what it takes to build a producer
+/// and a message for a send the suite does not hold.
+#[derive(Debug)]
+pub(crate) struct LiveChannels {
+    /// Every channel of the suite, its run templates rendered.
+    pub channels: BTreeMap<String, ChannelSpec>,
+    /// The suite's correlation rule (a message stamps its correlation id as it says).
+    pub correlate: CorrelationRule,
+    /// Where relative paths are resolved.
+    pub ctx: DriverContext,
 }
 
 /// A listener, ready to start.
@@ -201,6 +216,26 @@ impl Plan {
         run_id: String,
         remote: Option<&RemotePlan>,
     ) -> Result<Plan, HarnessError> {
+        Plan::build(loaded, run_id, remote, None)
+    }
+
+    /// Resolves `loaded` for a run a client drives step by step (`roundtrip serve`):
+    /// besides what its scenarios use, every channel in `listen` is listened on, and
+    /// every channel is rendered, so that a send the suite does not hold can be made.
+    pub(crate) fn live(
+        loaded: &LoadedSuite,
+        run_id: String,
+        listen: &[String],
+    ) -> Result<Plan, HarnessError> {
+        Plan::build(loaded, run_id, None, Some(listen))
+    }
+
+    fn build(
+        loaded: &LoadedSuite,
+        run_id: String,
+        remote: Option<&RemotePlan>,
+        live: Option<&[String]>,
+    ) -> Result<Plan, HarnessError> {
         let suite = &loaded.suite;
         let ctx = DriverContext {
             base_dir: loaded.base_dir.clone(),
@@ -264,6 +299,25 @@ impl Plan {
         for name in sut.iter().flat_map(PlannedSut::channels) {
             listen(name, &mut listeners, &mut channel, &ctx, remote)?;
         }
+        let live = match live {
+            None => None,
+            Some(names) => {
+                for name in names {
+                    listen(name, &mut listeners, &mut channel, &ctx, remote)?;
+                }
+                let mut channels = BTreeMap::new();
+                for name in suite.channels.keys() {
+                    if let Some(spec) = channel(name)? {
+                        channels.insert(name.clone(), spec);
+                    }
+                }
+                Some(LiveChannels {
+                    channels,
+                    correlate: suite.correlate.clone(),
+                    ctx: ctx.clone(),
+                })
+            }
+        };
         Ok(Plan {
             run_id,
             suite: suite.name.clone(),
@@ -275,6 +329,7 @@ impl Plan {
             listeners: listeners.into_values().collect(),
             sut,
             scenarios,
+            live,
         })
     }
 }

@@ -46,6 +46,21 @@ impl Session {
         index: u64,
         correlation_id: String,
     ) -> Sent {
+        let producer = self.producers.get(&send.channel);
+        self.send_via(producer, scenario, send, index, correlation_id)
+            .await
+    }
+
+    /// [`Session::send_one`] through `producer`, which need not be one of the run's
+    /// own (a client's send to a channel no scenario sends to).
+    pub(crate) async fn send_via(
+        &self,
+        producer: Option<&Arc<dyn Producer>>,
+        scenario: &str,
+        send: &PlannedSend,
+        index: u64,
+        correlation_id: String,
+    ) -> Sent {
         let ctx = EventContext {
             run_id: &self.run_id,
             correlation_id: &correlation_id,
@@ -68,7 +83,7 @@ impl Session {
             took: 0,
         };
         let event = &mut sent.event;
-        match (send.message.render(&ctx), self.producers.get(&send.channel)) {
+        match (send.message.render(&ctx), producer) {
             (Ok(message), Some(producer)) => {
                 event.size = message.body.len() as u64;
                 event.sent_at = clock::wall_now();
