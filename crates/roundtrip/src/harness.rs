@@ -237,6 +237,7 @@ impl HarnessBuilder {
     ) -> Self {
         self.suite.scenarios.push(Scenario {
             name: name.into(),
+            tags: Vec::new(),
             send: send.into_iter().map(|s| s.0).collect(),
             expect: expect.into_iter().map(|e| e.0).collect(),
         });

@@ -157,6 +157,11 @@ impl Default for CorrelationRule {
 pub struct Scenario {
     /// The scenario's name, unique within the suite.
     pub name: String,
+    /// Labels to select scenarios by: the pytest plugin makes each one a mark
+    /// (`pytest -m TAG`). Each is a word of letters, digits and `_` that does not start
+    /// with a digit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Send steps, run in order.
     pub send: Vec<SendStep>,
     /// Expectations, all evaluated concurrently from the first send on.

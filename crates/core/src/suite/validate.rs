@@ -4,7 +4,8 @@
 //! checks run on the typed [`Suite`] afterwards and are all reported together, each at
 //! the offending node:
 //!
-//! - at least one scenario; scenario names non-empty and unique;
+//! - at least one scenario; scenario names non-empty and unique; tags are words
+//!   (letters, digits, `_`, not starting with a digit), each given once;
 //! - `send.to` and `expect.on` name a declared channel (with a "did you mean"), and
 //!   point the right way: `http` channels are only sent to, `webhook` channels only
 //!   listened on, `dir` channels both;
@@ -332,11 +333,39 @@ fn check_scenarios(c: &mut Checker<'_>, suite: &Suite) {
         } else {
             seen.insert(name, i);
         }
+        check_tags(c, &at.key("tags"), &scenario.tags);
         for (j, step) in scenario.send.iter().enumerate() {
             check_send(c, suite, &at.key("send").index(j), step);
         }
         for (j, e) in scenario.expect.iter().enumerate() {
             check_expect(c, suite, &at.key("expect").index(j), e);
+        }
+    }
+}
+
+/// A tag is a word, so that it can be a pytest mark (and a selector on a command line).
+fn check_tags(c: &mut Checker<'_>, at: &YamlPath, tags: &[String]) {
+    for (i, tag) in tags.iter().enumerate() {
+        let word = tag
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && tag
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !word {
+            c.value(
+                &at.index(i),
+                format!("tag `{}` is not a word", crate::escape::escape_text(tag)),
+                "write tags with letters, digits and `_`, not starting with a digit (e.g. \
+                 `slow`, `smoke_aws`): the pytest plugin makes each one a mark",
+            );
+        } else if tags[..i].contains(tag) {
+            c.value(
+                &at.index(i),
+                format!("tag `{tag}` is given twice"),
+                "give each tag once",
+            );
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct SuiteInfo {
 pub struct ScenarioInfo {
     /// Its name, unique in the suite.
     pub name: String,
+    /// Its tags (the pytest plugin makes each one a mark).
+    pub tags: Vec<String>,
 }
 
 /// One channel of a suite.

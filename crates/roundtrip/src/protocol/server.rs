@@ -581,6 +581,7 @@ fn suite_info(loaded: &LoadedSuite) -> SuiteInfo {
             .iter()
             .map(|s| ScenarioInfo {
                 name: s.name.clone(),
+                tags: s.tags.clone(),
             })
             .collect(),
         channels: loaded
