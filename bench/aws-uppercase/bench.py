@@ -178,7 +178,7 @@ def main():
     global LOGS
     LOGS = Path(tempfile.mkdtemp(prefix="aws-uppercase-bench-"))
     service = start([args.uppercase, "--setup", "--workers", "8"], LOGS / "uppercase.log", "uppercase ready", env)
-    listener = start([sys.executable, str(HERE / "seed_listener.py")], LOGS / "seed-listener.log", "seed listener ready", env)
+    listener = start([sys.executable, str(ROOT / "examples" / "python" / "seed_listener.py")], LOGS / "seed-listener.log", "seed listener ready", env)
     try:
         single = measure("one at a time", args.rounds, Path(args.roundtrip), env, 1, args.store)
         concurrent = measure(f"{args.concurrent} at once", args.concurrent, Path(args.roundtrip), env, args.concurrent, args.store)

@@ -1,0 +1,271 @@
+"""The engine-protocol client: one `roundtrip serve --stdio` subprocess, JSON-RPC 2.0
+over JSON lines (docs/protocol.md).
+
+Python only ever blocks in `os.read` on the engine's stdout, so Ctrl-C and a
+signal-based timeout (pytest-timeout's default) interrupt a wait at once. The
+interrupted request is then cancelled in the engine (what it recorded stays recorded),
+and the stream is read up to that request's answer, so the next request starts in step.
+The engine runs in a session of its own: the terminal's Ctrl-C reaches Python, which
+decides, rather than killing the engine's runs mid-commit. When Python dies, the
+engine's stdin ends and it closes every run as interrupted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from roundtrip.errors import (
+    Cancelled,
+    EngineError,
+    HarnessError,
+    SuiteError,
+    UsageError,
+    VersionMismatch,
+)
+
+__all__ = ["PROTOCOL_VERSION", "Engine"]
+
+#: The protocol version this package speaks (`roundtrip::protocol::PROTOCOL_VERSION`).
+PROTOCOL_VERSION = 1
+
+#: How long a cancelled request may take to answer before the engine is killed.
+CANCEL_GRACE = 10.0
+
+#: How many of the engine log's last lines an error quotes.
+LOG_LINES = 20
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped, safe for a terminal."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
+def _error(error: Dict[str, Any], method: str) -> Exception:
+    code = error.get("code")
+    message = str(error.get("message", "no message"))
+    kind = (error.get("data") or {}).get("kind")
+    if code == -32002:
+        return VersionMismatch(message)
+    if code == -32800:
+        return Cancelled(f"`{method}` was cancelled")
+    if kind == "suite":
+        return SuiteError(message)
+    if kind == "usage":
+        return UsageError(message)
+    if kind == "harness":
+        return HarnessError(message)
+    return EngineError(f"the engine refused `{method}` ({code}): {message}")
+
+
+class Engine:
+    """One engine subprocess. Not thread-safe: one request at a time, as a test is."""
+
+    def __init__(
+        self,
+        binary: str,
+        store: str,
+        log: Path,
+        *,
+        cwd: Optional[Path] = None,
+        env: Optional[Dict[str, str]] = None,
+        client: str = "roundtrip-python",
+    ):
+        self.binary = binary
+        self.store = store
+        self.log = log
+        self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
+        self._ids = itertools.count(1)
+        self._buffer = bytearray()
+        self._dead: Optional[str] = None
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as log_file:
+            try:
+                self._proc = subprocess.Popen(
+                    [binary, "serve", "--stdio", "--store", store],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=os.name == "posix",
+                )
+            except OSError as e:
+                raise EngineError(f"the roundtrip engine {binary!r} could not be started: {e}") from e
+        assert self._proc.stdout is not None and self._proc.stdin is not None
+        self._out = self._proc.stdout.fileno()
+        self._in = self._proc.stdin
+        try:
+            self.info = self.call(
+                "initialize", {"protocol": PROTOCOL_VERSION, "client": client}
+            )
+        except BaseException:
+            self.kill()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self._proc.poll() is None
+
+    def call(self, method: str, params: Dict[str, Any]) -> Any:
+        """Sends one request and waits for its answer; raises the error it answers with.
+
+        An exception raised while waiting (KeyboardInterrupt, a timeout's) cancels the
+        request in the engine before it propagates.
+        """
+        __tracebackhide__ = True
+        if self._dead is not None:
+            raise EngineError(self._dead)
+        request_id = next(self._ids)
+        self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        try:
+            message = self._answer(request_id, method, deadline=None)
+        except EngineError:
+            raise
+        except BaseException:
+            self._cancel(request_id, method)
+            raise
+        if "error" in message:
+            raise _error(message["error"], method)
+        return message.get("result")
+
+    def close(self, interrupted: bool = False, timeout: float = 60.0) -> None:
+        """Ends the engine: `shutdown` (its runs closed as they stand), or, when
+        `interrupted`, its stdin closed (its runs recorded as interrupted). Waits for it
+        to exit, and kills it after `timeout`."""
+        if self._dead is None and self._proc.poll() is None:
+            try:
+                if not interrupted:
+                    self.call("shutdown", {})
+            except (EngineError, OSError):
+                pass
+        self._dead = self._dead or "the engine was closed"
+        try:
+            self._in.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def kill(self) -> None:
+        """Kills the engine at once (its runs stay as the store last had them)."""
+        self._dead = self._dead or "the engine was killed"
+        try:
+            self._proc.kill()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    # The wire.
+
+    def _write(self, message: Dict[str, Any]) -> None:
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._in.write(line)
+            self._in.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise self._died(f"taking `{message.get('method')}`") from e
+
+    def _line(self, deadline: Optional[float]) -> Optional[bytes]:
+        """The next line, or None at the end of the stream or (with `deadline`) once it
+        passes. Reads with `os.read`, so an interrupt loses nothing already read."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                ready, _, _ = select.select([self._out], [], [], left)
+                if not ready:
+                    return None
+            chunk = os.read(self._out, 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def _answer(self, request_id: int, method: str, deadline: Optional[float]) -> Dict[str, Any]:
+        while True:
+            line = self._line(deadline)
+            if line is None:
+                if deadline is not None and self._proc.poll() is None:
+                    raise EngineError(f"the engine did not answer `{method}` in time")
+                raise self._died(f"answering `{method}`")
+            try:
+                message = json.loads(line)
+            except ValueError as e:
+                self.kill()
+                raise EngineError(
+                    f"the engine wrote a line that is not JSON ({e}): {line[:200]!r}; its "
+                    f"log is {self.log}"
+                ) from e
+            if not isinstance(message, dict):
+                continue
+            if "id" not in message:
+                if message.get("method") == "event" and self.on_event is not None:
+                    self.on_event(message.get("params") or {})
+                continue
+            if message["id"] == request_id:
+                return message
+            # The late answer of a request cancelled earlier: nobody waits for it.
+
+    def _cancel(self, request_id: int, method: str) -> None:
+        """Cancels `request_id` and reads up to its answer; kills the engine if that
+        fails or is itself interrupted, so that the stream is never left out of step."""
+        try:
+            cancel_id = next(self._ids)
+            self._write(
+                {"jsonrpc": "2.0", "id": cancel_id, "method": "cancel", "params": {"id": request_id}}
+            )
+            self._answer(request_id, method, deadline=time.monotonic() + CANCEL_GRACE)
+        except BaseException:
+            self.kill()
+            self._dead = (
+                f"the engine was killed: `{method}` was interrupted and did not stop in time"
+            )
+
+    def _died(self, doing: str) -> EngineError:
+        """The engine is gone: an error that says how it ended and what it last logged."""
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self._proc.returncode
+        if code is not None and code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        try:
+            tail = self.log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+        except OSError:
+            tail = []
+        shown = "\n".join(f"  | {_printable(line)}" for line in tail) or "  (nothing)"
+        self._dead = (
+            f"the roundtrip engine (pid {self._proc.pid}, {self.binary}) {how} while {doing}; "
+            f"the last lines of its log ({self.log}):\n{shown}"
+        )
+        return EngineError(self._dead)
