@@ -6,6 +6,7 @@ and the listener watches), so an event comes back as an observation without a SU
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,9 @@ class Project:
         )
 
     def spawn(self, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        """pytest in the background, with SIGINT at its default: a shell that runs this
+        suite in the background (CI's) starts it with SIGINT ignored, and Python then
+        installs no KeyboardInterrupt handler in the child."""
         return subprocess.Popen(
             self.command(*args),
             cwd=self.root,
@@ -98,6 +102,7 @@ class Project:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 

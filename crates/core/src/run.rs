@@ -59,7 +59,7 @@ impl std::fmt::Display for RunStatus {
 pub const REPORT_FORMAT_VERSION: u32 = 1;
 
 /// The status of one scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScenarioStatus {
     /// Every expectation passed.
@@ -74,7 +74,7 @@ pub enum ScenarioStatus {
 }
 
 /// The result of one scenario.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScenarioResult {
     /// The scenario's name.
     pub name: String,
@@ -98,7 +98,7 @@ pub struct ScenarioResult {
 }
 
 /// What one listener did during the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListenerSummary {
     /// The channel.
     pub channel: String,
@@ -127,7 +127,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunSummary {
     /// The report format version.
     pub format_version: u32,

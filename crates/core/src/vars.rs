@@ -29,6 +29,14 @@ pub enum VarsError {
         /// What is wrong, and what to write instead.
         reason: String,
     },
+    /// An env file that cannot be read.
+    #[error("failed to read the env file {file}: {reason}")]
+    Read {
+        /// The file, as given.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// A `--var` that is not `NAME=VALUE`.
     #[error("`--var {given}`: {reason}")]
     Var {
@@ -68,6 +76,42 @@ impl Vars {
         check_name(name).map_err(|r| fail(&r))?;
         self.set.insert(name.to_owned(), value.to_owned());
         Ok(())
+    }
+
+    /// Sets `name` to `value` above the environment, as `--var NAME=VALUE` does (the name
+    /// is checked the same way; the value is taken as it is, `=` included).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), VarsError> {
+        check_name(name).map_err(|reason| VarsError::Var {
+            given: format!("{name}={value}"),
+            reason,
+        })?;
+        self.set.insert(name.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    /// Adds the variables of the env file at `path` (see [`Vars::add_file`]): a regular
+    /// file of at most 1 MiB of UTF-8.
+    pub fn read_file(&mut self, path: &std::path::Path) -> Result<(), VarsError> {
+        use std::io::Read as _;
+        const MAX: u64 = 1 << 20;
+        let file = path.display().to_string();
+        let fail = |reason: String| VarsError::Read {
+            file: file.clone(),
+            reason,
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !metadata.is_file() {
+            return Err(fail("it is not a regular file".into()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX + 1).read_to_end(&mut bytes))
+            .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX {
+            return Err(fail("it is larger than 1 MiB".into()));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| fail("it is not UTF-8".into()))?;
+        self.add_file(&file, &text)
     }
 
     /// Adds the variables of an env file's text: `NAME=VALUE` lines, `#` comments and

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::observation::UnixNanos;
 
 /// Why an expectation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// A matching observation arrived, but after the SLA.
@@ -47,7 +47,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// A short description of one observation, for evidence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ObservationBrief {
     /// The store sequence number.
     pub seq: u64,
@@ -62,7 +62,7 @@ pub struct ObservationBrief {
 }
 
 /// One field where an observation differs from what was expected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FieldDiff {
     /// A JSONPath-like location, e.g. `$.item` or `$.lines[0].qty`.
     pub path: String,
@@ -73,7 +73,7 @@ pub struct FieldDiff {
 }
 
 /// The observation that came closest to matching, and how it differs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NearMiss {
     /// The observation.
     pub observation: ObservationBrief,
@@ -82,7 +82,7 @@ pub struct NearMiss {
 }
 
 /// What a failure report shows beside its message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     /// The closest near-miss on the channel (timeouts and too-few).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -103,7 +103,7 @@ pub struct Evidence {
 }
 
 /// The failure of one expectation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Failure {
     /// The failure kind.
     pub kind: FailureKind,
@@ -117,7 +117,7 @@ pub struct Failure {
 }
 
 /// The events of one expectation that failed with one kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KindTally {
     /// The failure kind.
     pub kind: FailureKind,
@@ -128,7 +128,7 @@ pub struct KindTally {
 }
 
 /// The outcome of one expectation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Outcome {
     /// Everything expected happened.
@@ -138,7 +138,7 @@ pub enum Outcome {
 }
 
 /// The verdict on one expectation of one scenario.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExpectationVerdict {
     /// The expectation's index in its scenario.
     pub index: usize,

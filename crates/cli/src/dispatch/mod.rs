@@ -51,14 +51,7 @@ fn completions(args: &crate::args::CompletionsArgs) -> u8 {
 pub fn resolve_vars(args: &crate::args::VarsArgs) -> Result<roundtrip_core::vars::Vars, u8> {
     let mut vars = roundtrip_core::vars::Vars::from_process();
     for file in &args.env_files {
-        let text = match read_small(file) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("error: failed to read the env file {}: {e}", file.display());
-                return Err(crate::exit::USAGE);
-            }
-        };
-        if let Err(e) = vars.add_file(&file.display().to_string(), &text) {
+        if let Err(e) = vars.read_file(file) {
             eprintln!("error: {e}");
             return Err(crate::exit::USAGE);
         }
@@ -70,19 +63,6 @@ pub fn resolve_vars(args: &crate::args::VarsArgs) -> Result<roundtrip_core::vars
         }
     }
     Ok(vars)
-}
-
-/// Reads a small text file (at most 1 MiB).
-fn read_small(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take((1 << 20) + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() > 1 << 20 {
-        return Err(std::io::Error::other("it is larger than 1 MiB"));
-    }
-    String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not UTF-8"))
 }
 
 /// Whether a scenario name is selected by the `--filter`s (all, when there are none):

@@ -343,6 +343,20 @@ fn check_scenarios(c: &mut Checker<'_>, suite: &Suite) {
     }
 }
 
+/// Words a tag may not be: pytest's own marks, which would skip or change the test, and
+/// the operators of `-m`.
+const RESERVED_TAGS: &[&str] = &[
+    "skip",
+    "skipif",
+    "xfail",
+    "usefixtures",
+    "parametrize",
+    "filterwarnings",
+    "and",
+    "or",
+    "not",
+];
+
 /// A tag is a word, so that it can be a pytest mark (and a selector on a command line).
 fn check_tags(c: &mut Checker<'_>, at: &YamlPath, tags: &[String]) {
     for (i, tag) in tags.iter().enumerate() {
@@ -359,6 +373,13 @@ fn check_tags(c: &mut Checker<'_>, at: &YamlPath, tags: &[String]) {
                 format!("tag `{}` is not a word", crate::escape::escape_text(tag)),
                 "write tags with letters, digits and `_`, not starting with a digit (e.g. \
                  `slow`, `smoke_aws`): the pytest plugin makes each one a mark",
+            );
+        } else if RESERVED_TAGS.contains(&tag.as_str()) {
+            c.value(
+                &at.index(i),
+                format!("tag `{tag}` is a word pytest keeps for itself"),
+                "choose another word: pytest would read this one as its own mark (`skip`, \
+                 `xfail`, …) or, in `-m`, as an operator (`and`, `or`, `not`)",
             );
         } else if tags[..i].contains(tag) {
             c.value(

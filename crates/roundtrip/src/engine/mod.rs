@@ -39,7 +39,7 @@ mod sut;
 pub(crate) mod tests;
 
 pub use event::RunEvent;
-pub use live::{Expected, LiveError, LiveRun, Scope, TestOutcome, default_listened};
+pub use live::{Expected, LiveError, LiveRun, Scope, ScopeStop, TestOutcome};
 pub(crate) use plan::render_channel_for_service;
 pub use scenario::COMMIT_SLACK;
 pub use sut::{SutProcess, become_subreaper};
@@ -361,17 +361,22 @@ impl Run {
     /// Runs the scenarios; a result the store could not record makes the run a harness
     /// error (a verdict the store does not hold is not a verdict).
     async fn run_scenarios(&mut self, opts: &RunOptions) -> Result<(), HarnessError> {
-        let session = Arc::new(Session {
+        let session = Arc::new(self.session());
+        let (scenarios, store_error) = run_scenarios(&session, &self.plan.scenarios, opts).await;
+        self.summary.scenarios = scenarios;
+        self.summary.interrupted = *opts.cancel.borrow();
+        store_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// What the run's scenarios share once it is set up.
+    fn session(&self) -> Session {
+        Session {
             run_id: self.plan.run_id.clone(),
             store: Arc::clone(&self.store),
             producers: self.plan.producers.clone(),
             router: Arc::clone(&self.router),
             bindings: Arc::clone(&self.plan.bindings),
-        });
-        let (scenarios, store_error) = run_scenarios(&session, &self.plan.scenarios, opts).await;
-        self.summary.scenarios = scenarios;
-        self.summary.interrupted = *opts.cancel.borrow();
-        store_error.map_or(Ok(()), |e| Err(e.into()))
+        }
     }
 
     /// The SUT first (so it stops emitting), then the listeners, which finish committing

@@ -17,10 +17,39 @@ use crate::store::Store;
 /// What a scenario receives.
 pub(crate) type Inbox = mpsc::UnboundedSender<Arc<Observation>>;
 
+/// Where evidence (uncorrelated observations) goes: a scenario drains its queue all the
+/// time; a client's test only when it asks, so its queue is bounded and what does not
+/// fit is dropped (it is evidence, not a verdict's input).
+#[derive(Debug)]
+pub(crate) enum Evidence {
+    Unbounded(Inbox),
+    Bounded(mpsc::Sender<Arc<Observation>>),
+}
+
+impl Evidence {
+    /// Hands `obs` over; `false` once the receiver is gone.
+    fn offer(&self, obs: &Arc<Observation>) -> bool {
+        match self {
+            Evidence::Unbounded(tx) => tx.send(Arc::clone(obs)).is_ok(),
+            Evidence::Bounded(tx) => !matches!(
+                tx.try_send(Arc::clone(obs)),
+                Err(mpsc::error::TrySendError::Closed(_))
+            ),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Evidence::Unbounded(tx) => tx.is_closed(),
+            Evidence::Bounded(tx) => tx.is_closed(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     routes: Mutex<HashMap<String, Inbox>>,
-    watchers: Mutex<Vec<(HashSet<String>, Inbox)>>,
+    watchers: Mutex<Vec<(HashSet<String>, Evidence)>>,
 }
 
 impl Router {
@@ -42,10 +71,15 @@ impl Router {
 
     /// Sends uncorrelated observations on `channels` to `inbox` (evidence only).
     pub fn watch(&self, channels: HashSet<String>, inbox: &Inbox) {
+        self.watch_into(channels, Evidence::Unbounded(inbox.clone()));
+    }
+
+    /// Sends uncorrelated observations on `channels` to `to` (evidence only).
+    pub fn watch_into(&self, channels: HashSet<String>, to: Evidence) {
         self.watchers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((channels, inbox.clone()));
+            .push((channels, to));
     }
 
     fn dispatch(&self, obs: &Arc<Observation>) {
@@ -57,11 +91,11 @@ impl Router {
             }
         }
         let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
-        watchers.retain(|(channels, inbox)| {
+        watchers.retain(|(channels, to)| {
             if channels.contains(&obs.channel) {
-                inbox.send(Arc::clone(obs)).is_ok()
+                to.offer(obs)
             } else {
-                !inbox.is_closed()
+                !to.is_closed()
             }
         });
     }

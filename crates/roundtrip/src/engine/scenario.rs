@@ -192,7 +192,7 @@ pub(crate) async fn run(
 
 /// What a scenario's sends came to.
 #[derive(Debug, Default)]
-struct SendTally {
+pub(super) struct SendTally {
     /// Attempted, accepted or not.
     sent: u64,
     /// Not accepted.
@@ -206,7 +206,7 @@ struct SendTally {
 }
 
 impl SendTally {
-    fn sent(&mut self, took: u64) {
+    pub(super) fn sent(&mut self, took: u64) {
         self.sent += 1;
         if took >= nanos(SLOW_SEND) {
             self.slow += 1;
@@ -214,7 +214,7 @@ impl SendTally {
         }
     }
 
-    fn failed(&mut self, error: Option<&str>) {
+    pub(super) fn failed(&mut self, error: Option<&str>) {
         self.sent += 1;
         self.errors += 1;
         if self.first_error.is_none() {
@@ -224,7 +224,11 @@ impl SendTally {
 
     /// The scenario's status and error: an interruption or a failed send is an error
     /// (its verdicts are not the system's), then a failed expectation fails it.
-    fn outcome(&self, interrupted: bool, failed: bool) -> (ScenarioStatus, Option<String>) {
+    pub(super) fn outcome(
+        &self,
+        interrupted: bool,
+        failed: bool,
+    ) -> (ScenarioStatus, Option<String>) {
         if interrupted {
             (
                 ScenarioStatus::Error,
@@ -247,7 +251,7 @@ impl SendTally {
         }
     }
 
-    fn notes(&self) -> Vec<String> {
+    pub(super) fn notes(&self) -> Vec<String> {
         if self.slow == 0 {
             return Vec::new();
         }

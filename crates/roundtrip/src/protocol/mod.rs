@@ -65,16 +65,81 @@ pub mod codes {
 pub struct Request {
     /// Always `"2.0"`.
     pub jsonrpc: String,
-    /// The request's id, echoed in its response: a number or a string. A request
-    /// without one is a notification and gets no response (only `cancel` makes sense
-    /// so).
+    /// The request's id, echoed in its response: a number or a string, unique among
+    /// the requests under way. A request without one is a notification and gets no
+    /// response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<RequestId>")]
     pub id: Option<Value>,
     /// The method.
     pub method: String,
     /// Its params, an object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
     pub params: Option<Value>,
+}
+
+/// A request id: a number or a string.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// A number.
+    Number(i64),
+    /// A string.
+    Text(String),
+}
+
+/// One response line: `result` or `error`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// The request's id; `null` when the line it answers could not be read as a
+    /// request.
+    pub id: Option<RequestId>,
+    /// The method's result (its schema is under `methods`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why the request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorObject>,
+}
+
+/// A failed request's error.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorObject {
+    /// The code ([`codes`]).
+    pub code: i64,
+    /// What went wrong and what to do, for a person.
+    pub message: String,
+    /// The error's class.
+    pub data: ErrorData,
+}
+
+/// An error's class.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorData {
+    /// The class.
+    pub kind: ErrorKind,
+}
+
+/// The classes of errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// The line or the request's shape, the version, the order of requests.
+    Protocol,
+    /// What the request asks for (exit code 2 on the command line).
+    Usage,
+    /// The suite file is invalid; the message holds its diagnostics.
+    Suite,
+    /// The harness failed (exit code 3 on the command line).
+    Harness,
+    /// Cancelled by `cancel`, the test's end or the run's close.
+    Cancelled,
 }
 
 /// `initialize`: must come first.
@@ -196,7 +261,6 @@ pub struct ResultOut {
     /// Whether it passed.
     pub passed: bool,
     /// The result as the JSON report holds it (docs/report-format.md).
-    #[schemars(with = "Value")]
     pub result: ScenarioResult,
     /// The result as the terminal shows it: each expectation with its verdict and, for
     /// failures, the evidence. Plain text, every field from the SUT escaped.
@@ -271,7 +335,6 @@ pub struct ExpectResult {
     /// Whether the expectation held.
     pub passed: bool,
     /// The verdict with its evidence, as the JSON report holds it.
-    #[schemars(with = "Value")]
     pub verdict: roundtrip_core::verdict::ExpectationVerdict,
     /// The verdict as the terminal shows it, evidence included.
     pub text: String,
@@ -455,6 +518,7 @@ pub fn json_schema() -> Value {
     add("shutdown", serde_json::json!({ "type": "object" }), None);
     let event = schema!(EventParams);
     let request = schema!(Request);
+    let response = schema!(Response);
     let defs = generator.take_definitions(true);
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -464,6 +528,7 @@ pub fn json_schema() -> Value {
         ),
         "protocol": PROTOCOL_VERSION,
         "request": request,
+        "response": response,
         "methods": methods,
         "notifications": { "event": event },
         "$defs": defs,

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use roundtrip_core::model::SendStep;
 use roundtrip_core::suite::{self, LoadedSuite};
 use roundtrip_core::vars::Vars;
 use serde::Serialize;
@@ -16,7 +15,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::*;
-use crate::engine::{self, LiveError, LiveRun, RunEvent, RunOptions, Scope, TestOutcome};
+use crate::engine::{
+    self, LiveError, LiveRun, RunEvent, RunOptions, Scope, ScopeStop, TestOutcome,
+};
 use crate::report::text;
 use crate::store::{self, Store};
 
@@ -25,7 +26,7 @@ use crate::store::{self, Store};
 struct RpcError {
     code: i64,
     message: String,
-    kind: &'static str,
+    kind: ErrorKind,
 }
 
 impl RpcError {
@@ -33,7 +34,7 @@ impl RpcError {
         RpcError {
             code: codes::USAGE,
             message: message.into(),
-            kind: "usage",
+            kind: ErrorKind::Usage,
         }
     }
 
@@ -41,7 +42,7 @@ impl RpcError {
         RpcError {
             code,
             message: message.into(),
-            kind: "protocol",
+            kind: ErrorKind::Protocol,
         }
     }
 }
@@ -53,7 +54,7 @@ impl From<LiveError> for RpcError {
             LiveError::Cancelled => RpcError {
                 code: codes::CANCELLED,
                 message: "cancelled".into(),
-                kind: "cancelled",
+                kind: ErrorKind::Cancelled,
             },
             LiveError::Harness(e) => RpcError {
                 code: if e.exit_code() == 2 {
@@ -63,9 +64,9 @@ impl From<LiveError> for RpcError {
                 },
                 message: engine::shown_error(&e),
                 kind: if e.exit_code() == 2 {
-                    "usage"
+                    ErrorKind::Usage
                 } else {
-                    "harness"
+                    ErrorKind::Harness
                 },
             },
         }
@@ -79,11 +80,27 @@ struct Engine {
     store_url: String,
     store: tokio::sync::OnceCell<Arc<dyn Store>>,
     runs: Mutex<HashMap<String, Arc<LiveRun>>>,
-    scopes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Scope>>>>>,
-    /// Requests under way, by id (as JSON text), with the switch that cancels each.
-    inflight: Mutex<HashMap<String, watch::Sender<bool>>>,
+    scopes: Mutex<HashMap<String, ScopeEntry>>,
+    /// Requests under way, by id (as JSON text; `#n` for those without one), with
+    /// whether the method waits (and so can be cancelled) and the switch that cancels it.
+    inflight: Mutex<HashMap<String, (bool, watch::Sender<bool>)>>,
     out: mpsc::UnboundedSender<String>,
 }
+
+/// A test under way: its run, what stops its waits, and the test itself (locked by
+/// the request that uses it).
+#[derive(Clone)]
+struct ScopeEntry {
+    run: String,
+    stop: ScopeStop,
+    scope: Arc<tokio::sync::Mutex<Option<Scope>>>,
+}
+
+/// The methods that wait, and that `cancel` therefore stops.
+const CANCELLABLE: &[&str] = &["open", "run", "expect"];
+
+/// How long the end of the input waits for requests under way once cancelled.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -112,7 +129,9 @@ where
     let mut tasks = JoinSet::new();
     let mut initialized = false;
     let mut graceful = None;
+    let mut unnamed = 0u64;
     loop {
+        while tasks.try_join_next().is_some() {}
         let line = tokio::select! {
             line = read_line(&mut reader) => line,
             () = engine::cancelled(&mut stop) => break,
@@ -140,15 +159,20 @@ where
                     &Value::Null,
                     Err(RpcError::protocol(
                         codes::PARSE_ERROR,
-                        format!("the line is not JSON: {e}"),
+                        format!(
+                            "the line is not JSON: {}",
+                            roundtrip_core::escape::escape_text(&e.to_string())
+                        ),
                     )),
                 );
                 continue;
             }
             Ok(value) => {
-                let id = value.get("id").cloned().unwrap_or(Value::Null);
+                // `"id": null` is not a notification: serde would read it as no id.
+                let raw_id = value.get("id").cloned();
+                let id = raw_id.clone().unwrap_or(Value::Null);
                 match serde_json::from_value::<Request>(value) {
-                    Ok(r) if r.jsonrpc == "2.0" => r,
+                    Ok(r) if r.jsonrpc == "2.0" => Request { id: raw_id, ..r },
                     Ok(_) => {
                         engine.respond(
                             &id,
@@ -164,7 +188,10 @@ where
                             &id,
                             Err(RpcError::protocol(
                                 codes::INVALID_REQUEST,
-                                format!("not a JSON-RPC request: {e}"),
+                                format!(
+                                    "not a JSON-RPC request: {}",
+                                    roundtrip_core::escape::escape_text(&e.to_string())
+                                ),
                             )),
                         );
                         continue;
@@ -173,6 +200,10 @@ where
             }
         };
         let id = request.id.clone();
+        if let Some(refused) = refuse_id(id.as_ref(), &engine) {
+            engine.respond(&Value::Null, Err(refused));
+            continue;
+        }
         let params = request.params.unwrap_or_else(|| json!({}));
         match request.method.as_str() {
             "initialize" => {
@@ -192,7 +223,7 @@ where
                     let key = p.id.to_string();
                     let cancelled = lock(&engine.inflight)
                         .get(&key)
-                        .is_some_and(|tx| tx.send(true).is_ok());
+                        .is_some_and(|(waits, tx)| *waits && tx.send(true).is_ok());
                     json!(CancelResult { cancelled })
                 });
                 engine.answer(id.as_ref(), reply);
@@ -204,40 +235,50 @@ where
             method => {
                 let method = method.to_owned();
                 let (cancel_tx, cancel) = watch::channel(false);
-                let key = id.as_ref().map(Value::to_string);
-                if let Some(key) = &key {
-                    lock(&engine.inflight).insert(key.clone(), cancel_tx);
-                }
+                let key = match &id {
+                    Some(id) => id.to_string(),
+                    None => {
+                        unnamed += 1;
+                        format!("#{unnamed}")
+                    }
+                };
+                let waits = CANCELLABLE.contains(&method.as_str());
+                lock(&engine.inflight).insert(key.clone(), (waits, cancel_tx));
                 let engine = Arc::clone(&engine);
                 tasks.spawn(async move {
                     let reply = engine.call(&method, params, cancel).await;
-                    if let Some(key) = &key {
-                        lock(&engine.inflight).remove(key);
-                    }
+                    lock(&engine.inflight).remove(&key);
                     engine.answer(id.as_ref(), reply);
                 });
             }
         }
     }
-    // Whatever still waits is cancelled; then every run is torn down and recorded.
-    for tx in lock(&engine.inflight).values() {
+    // Whatever still waits is cancelled (and given a bound to stop); then every test is
+    // ended and every run torn down and recorded.
+    for (_, tx) in lock(&engine.inflight).values() {
         let _ = tx.send(true);
     }
-    while tasks.join_next().await.is_some() {}
+    let drained =
+        tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tasks.abort_all();
+    }
     let interrupted = graceful.is_none();
-    let scopes: Vec<_> = lock(&engine.scopes).drain().map(|(_, s)| s).collect();
-    for scope in scopes {
-        if let Some(scope) = scope.lock().await.take() {
-            let _ = scope
-                .end(TestOutcome::Failed(
-                    "the client went away before the test ended".into(),
-                ))
-                .await;
-        }
+    let why = if interrupted {
+        "the client went away before the test ended"
+    } else {
+        "the engine was shut down before the test ended"
+    };
+    let scopes: Vec<ScopeEntry> = lock(&engine.scopes).drain().map(|(_, s)| s).collect();
+    for entry in scopes {
+        end_stopped(&entry, why).await;
     }
     let runs: Vec<_> = lock(&engine.runs).drain().map(|(_, r)| r).collect();
     for run in runs {
         let _ = run.close(interrupted).await;
+    }
+    if let Some(store) = engine.store.get() {
+        let _ = store.close().await;
     }
     if let Some(id) = graceful {
         engine.answer(id.as_ref(), Ok(json!({})));
@@ -245,6 +286,43 @@ where
     drop(engine);
     // Every sender is gone once the runs are closed; the bound is for one that is not.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+}
+
+/// A request id the engine cannot answer by: `null` (its answer would look like an
+/// answer to a line that was not a request), or one already in use.
+fn refuse_id(id: Option<&Value>, engine: &Engine) -> Option<RpcError> {
+    let id = id?;
+    if id.is_null() {
+        return Some(RpcError::protocol(
+            codes::INVALID_REQUEST,
+            "a request's `id` is a number or a string, not null (leave it out for a \
+             notification)",
+        ));
+    }
+    if !(id.is_string() || id.is_number()) {
+        return Some(RpcError::protocol(
+            codes::INVALID_REQUEST,
+            "a request's `id` is a number or a string",
+        ));
+    }
+    if lock(&engine.inflight).contains_key(&id.to_string()) {
+        return Some(RpcError::protocol(
+            codes::INVALID_REQUEST,
+            format!(
+                "request {} is still under way: give each request its own id",
+                roundtrip_core::escape::escape_text(&id.to_string())
+            ),
+        ));
+    }
+    None
+}
+
+/// Stops a test's wait, then ends it as failed with `why` (if it had not ended).
+async fn end_stopped(entry: &ScopeEntry, why: &str) {
+    entry.stop.stop();
+    if let Some(scope) = entry.scope.lock().await.take() {
+        let _ = scope.end(TestOutcome::Failed(why.to_owned())).await;
+    }
 }
 
 enum Line {
@@ -309,8 +387,11 @@ async fn write_lines<W: AsyncWrite + Unpin>(
 fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     serde_json::from_value(params).map_err(|e| RpcError {
         code: codes::INVALID_PARAMS,
-        message: format!("invalid params: {e}"),
-        kind: "usage",
+        message: format!(
+            "invalid params: {}",
+            roundtrip_core::escape::escape_text(&e.to_string())
+        ),
+        kind: ErrorKind::Usage,
     })
 }
 
@@ -318,7 +399,7 @@ fn to_value<T: Serialize>(v: &T) -> Reply {
     serde_json::to_value(v).map_err(|e| RpcError {
         code: codes::HARNESS,
         message: format!("the answer could not be serialized: {e}"),
-        kind: "harness",
+        kind: ErrorKind::Harness,
     })
 }
 
@@ -363,10 +444,17 @@ impl Engine {
         self.store
             .get_or_try_init(|| async { store::open(&self.store_url).await })
             .await
-            .map_err(|e| RpcError {
-                code: codes::HARNESS,
-                message: engine::shown_error(&e),
-                kind: "harness",
+            .map_err(|e| {
+                let (code, kind) = if e.is_usage() {
+                    (codes::USAGE, ErrorKind::Usage)
+                } else {
+                    (codes::HARNESS, ErrorKind::Harness)
+                };
+                RpcError {
+                    code,
+                    message: engine::shown_error(&e),
+                    kind,
+                }
             })?;
         to_value(&InitializeResult {
             protocol: PROTOCOL_VERSION,
@@ -392,7 +480,7 @@ impl Engine {
         match method {
             "load" => {
                 let p: LoadParams = parse(params)?;
-                let loaded = load(&p.suite, &p.vars, &p.env_files)?;
+                let (loaded, _) = load(&p.suite, &p.vars, &p.env_files)?;
                 to_value(&suite_info(&loaded))
             }
             "open" => self.open(parse(params)?, cancel).await,
@@ -405,17 +493,20 @@ impl Engine {
             "begin" => {
                 let p: BeginParams = parse(params)?;
                 let run = self.run(&p.run)?;
-                let scope = run.begin(&p.test);
+                let scope = run.begin(&p.test)?;
                 let handle = uuid::Uuid::now_v7().to_string();
                 lock(&self.scopes).insert(
                     handle.clone(),
-                    Arc::new(tokio::sync::Mutex::new(Some(scope))),
+                    ScopeEntry {
+                        run: p.run.clone(),
+                        stop: scope.stopper(),
+                        scope: Arc::new(tokio::sync::Mutex::new(Some(scope))),
+                    },
                 );
                 to_value(&BeginResult { scope: handle })
             }
             "send" => {
                 let p: SendParams = parse(params)?;
-                check_single(&p.send)?;
                 let scope = self.scope(&p.scope)?;
                 let mut guard = scope.lock().await;
                 let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
@@ -448,10 +539,12 @@ impl Engine {
             }
             "end" => {
                 let p: EndParams = parse(params)?;
-                let scope = lock(&self.scopes)
+                let entry = lock(&self.scopes)
                     .remove(&p.scope)
                     .ok_or_else(|| unknown("test", &p.scope))?;
-                let Some(scope) = scope.lock().await.take() else {
+                // A wait of the test still under way is stopped, not waited for.
+                entry.stop.stop();
+                let Some(scope) = entry.scope.lock().await.take() else {
                     return Err(ended(&p.scope));
                 };
                 let reason = p.reason.unwrap_or_default();
@@ -467,6 +560,18 @@ impl Engine {
                 let run = lock(&self.runs)
                     .remove(&p.run)
                     .ok_or_else(|| unknown("run", &p.run))?;
+                let open: Vec<ScopeEntry> = {
+                    let mut scopes = lock(&self.scopes);
+                    let ids: Vec<String> = scopes
+                        .iter()
+                        .filter(|(_, e)| e.run == p.run)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    ids.iter().filter_map(|id| scopes.remove(id)).collect()
+                };
+                for entry in &open {
+                    end_stopped(entry, "the run was closed before the test ended").await;
+                }
                 let summary = run.close(false).await?;
                 to_value(&CloseResult {
                     run: summary.run_id.clone(),
@@ -492,14 +597,15 @@ impl Engine {
     }
 
     async fn open(self: &Arc<Self>, p: OpenParams, cancel: watch::Receiver<bool>) -> Reply {
-        let loaded = load(&p.suite, &p.vars, &p.env_files)?;
+        let (loaded, vars) = load(&p.suite, &p.vars, &p.env_files)?;
         let store = self.store()?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut opts = RunOptions::new();
         opts.events = Some(events_tx);
         opts.cancel = cancel;
         tokio::spawn(forward_events(events, self.out.clone()));
-        let run = LiveRun::open(&loaded, store, p.listen.as_deref(), opts).await?;
+        let listen = p.listen.unwrap_or_default();
+        let run = LiveRun::open(&loaded, vars, store, &listen, opts).await?;
         let run = Arc::new(run);
         let result = OpenResult {
             run: run.run_id().to_owned(),
@@ -520,7 +626,7 @@ impl Engine {
     fn scope(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Option<Scope>>>, RpcError> {
         lock(&self.scopes)
             .get(id)
-            .cloned()
+            .map(|e| Arc::clone(&e.scope))
             .ok_or_else(|| unknown("test", id))
     }
 }
@@ -536,39 +642,28 @@ fn ended(id: &str) -> RpcError {
     unknown("test", id)
 }
 
-fn check_single(step: &SendStep) -> Result<(), RpcError> {
-    if step.repeat != 1 || step.concurrency != 1 {
-        return Err(RpcError::usage(
-            "a test sends one event per `send`: `repeat` and `concurrency` must be 1 (send \
-             in a loop for more)",
-        ));
-    }
-    Ok(())
-}
-
 fn load(
     path: &str,
     vars: &std::collections::BTreeMap<String, String>,
     env_files: &[String],
-) -> Result<LoadedSuite, RpcError> {
+) -> Result<(LoadedSuite, Vars), RpcError> {
     let mut resolved = Vars::from_process();
     for file in env_files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| RpcError::usage(format!("env file `{file}`: {e}")))?;
         resolved
-            .add_file(file, &text)
-            .map_err(|e| RpcError::usage(e.to_string()))?;
+            .read_file(Path::new(file))
+            .map_err(|e| RpcError::usage(roundtrip_core::escape::escape_text(&e.to_string())))?;
     }
     for (name, value) in vars {
         resolved
-            .set_arg(&format!("{name}={value}"))
-            .map_err(|e| RpcError::usage(e.to_string()))?;
+            .set(name, value)
+            .map_err(|e| RpcError::usage(roundtrip_core::escape::escape_text(&e.to_string())))?;
     }
-    suite::load_with(Path::new(path), &resolved).map_err(|e| RpcError {
+    let loaded = suite::load_with(Path::new(path), &resolved).map_err(|e| RpcError {
         code: codes::USAGE,
         message: e.to_string(),
-        kind: "suite",
-    })
+        kind: ErrorKind::Suite,
+    })?;
+    Ok((loaded, resolved))
 }
 
 fn suite_info(loaded: &LoadedSuite) -> SuiteInfo {

@@ -64,8 +64,11 @@ impl Client {
             let message: Value = serde_json::from_str(&line).expect("each line is JSON");
             assert_eq!(message["jsonrpc"], "2.0", "{message}");
             if message.get("id").is_some() {
+                conforms_to(&["response"], &message);
                 return message;
             }
+            assert_eq!(message["method"], "event", "{message}");
+            conforms_to(&["notifications", "event"], &message["params"]);
             self.events.push(message);
         }
     }
@@ -117,20 +120,32 @@ impl Client {
 
 /// Asserts that `value` is what the protocol's schema says `method`'s `part` is.
 fn conforms(method: &str, part: &str, value: &Value) {
-    let schema = super::json_schema();
-    let Some(mut part_schema) = schema["methods"][method].get(part).cloned() else {
+    if super::json_schema()["methods"][method].get(part).is_none() {
         assert_eq!(method, "shutdown", "`{method}` has no {part} in the schema");
+        assert_eq!(value, &json!({}), "`shutdown` {part}");
         return;
-    };
-    part_schema["$defs"] = schema["$defs"].clone();
-    let validator = jsonschema::validator_for(&part_schema).expect("a valid schema");
+    }
+    conforms_to(&["methods", method, part], value);
+}
+
+/// Asserts that `value` fits the protocol schema's part at `path`.
+fn conforms_to(path: &[&str], value: &Value) {
+    let schema = super::json_schema();
+    let mut part = &schema;
+    for key in path {
+        part = &part[*key];
+    }
+    assert!(part.is_object(), "the schema has no {path:?}");
+    let mut part = part.clone();
+    part["$defs"] = schema["$defs"].clone();
+    let validator = jsonschema::validator_for(&part).expect("a valid schema");
     let errors: Vec<String> = validator
         .iter_errors(value)
         .map(|e| e.to_string())
         .collect();
     assert!(
         errors.is_empty(),
-        "`{method}` {part} {value} does not fit the schema: {errors:?}"
+        "{path:?}: {value} does not fit the schema: {errors:?}"
     );
 }
 
@@ -450,9 +465,15 @@ async fn a_waiting_expectation_is_cancelled_and_a_hang_up_closes_the_run_as_inte
         .expect("read")
         .expect("a summary");
     assert_eq!(summary.scenarios.len(), 1);
+    // Its cancelled wait makes it an error; the client's going away is noted.
+    let test = &summary.scenarios[0];
     assert_eq!(
-        summary.scenarios[0].error.as_deref(),
-        Some("the client went away before the test ended")
+        test.error.as_deref(),
+        Some("interrupted before every expectation had a verdict")
+    );
+    assert_eq!(
+        test.notes,
+        ["the test's own outcome: the client went away before the test ended"]
     );
 }
 
@@ -512,4 +533,418 @@ async fn requests_name_what_does_not_exist() {
         .expect("the store");
     let record = store.run(&run).await.expect("read").expect("the run");
     assert_eq!(record.status, roundtrip_core::run::RunStatus::Failed);
+}
+
+/// Opens the loop suite listening on `box`, and begins a test; (run, scope).
+async fn open_and_begin(c: &mut Client, suite: &str, test: &str) -> (String, String) {
+    let run = c
+        .ok("open", json!({ "suite": suite, "listen": ["box"] }))
+        .await["run"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let scope = c.ok("begin", json!({ "run": run, "test": test })).await["scope"]
+        .as_str()
+        .expect("a scope")
+        .to_owned();
+    (run, scope)
+}
+
+#[tokio::test]
+async fn ids_are_numbers_or_strings_each_in_use_once_and_notifications_get_no_answer() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut c = Client::start(&store_url(dir.path()));
+    c.line(r#"{"jsonrpc":"2.0","id":"first","method":"initialize","params":{"protocol":1}}"#)
+        .await;
+    let r = c.response().await;
+    assert_eq!(r["id"], "first", "{r}");
+    assert_eq!(r["result"]["protocol"], 1, "{r}");
+    c.line(r#"{"jsonrpc":"2.0","id":null,"method":"load","params":{"suite":"x"}}"#)
+        .await;
+    let r = c.response().await;
+    assert_eq!(r["error"]["code"], codes::INVALID_REQUEST, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not null")),
+        "{r}"
+    );
+    c.line(r#"{"jsonrpc":"2.0","id":[1],"method":"load","params":{"suite":"x"}}"#)
+        .await;
+    let r = c.response().await;
+    assert_eq!(r["error"]["code"], codes::INVALID_REQUEST, "{r}");
+    // A notification is served and answered by nothing: the next answer is the next
+    // request's.
+    c.line(r#"{"jsonrpc":"2.0","method":"load","params":{"suite":"nowhere.yaml"}}"#)
+        .await;
+    c.line(r#"{"jsonrpc":"2.0","method":"cancel","params":{"id":12345}}"#)
+        .await;
+    let (code, _, _) = c.error("nosuch", json!({})).await;
+    assert_eq!(code, codes::METHOD_NOT_FOUND);
+
+    // An id already in use by a request under way is refused.
+    let suite = suite(dir.path());
+    let (_, scope) = open_and_begin(&mut c, &suite, "t").await;
+    c.ok(
+        "send",
+        json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
+    )
+    .await;
+    c.line(&json!({ "jsonrpc": "2.0", "id": "w", "method": "expect",
+        "params": { "scope": scope, "expect": { "on": "box", "match": { "no": 1 }, "within": "60s" } } })
+        .to_string())
+        .await;
+    c.line(
+        &json!({ "jsonrpc": "2.0", "id": "w", "method": "load", "params": { "suite": suite } })
+            .to_string(),
+    )
+    .await;
+    let r = c.response().await;
+    assert_eq!(r["error"]["code"], codes::INVALID_REQUEST, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still under way")),
+        "{r}"
+    );
+    let cancelled = c.ok("cancel", json!({ "id": "w" })).await;
+    assert_eq!(cancelled["cancelled"], true);
+    let r = c.response().await;
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!("w"), json!(codes::CANCELLED))
+    );
+    c.hang_up().await;
+}
+
+#[tokio::test]
+async fn a_test_ended_while_it_waits_stops_its_wait_and_a_close_ends_its_open_tests() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let suite = suite(dir.path());
+    let mut c = Client::start(&store_url(dir.path()));
+    c.initialize().await;
+    let (run, scope) = open_and_begin(&mut c, &suite, "waits").await;
+    c.ok(
+        "send",
+        json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
+    )
+    .await;
+    let waiting = c
+        .send(
+            "expect",
+            json!({ "scope": scope, "expect": { "on": "box", "match": { "no": 1 }, "within": "60s" } }),
+        )
+        .await;
+    let ending = c
+        .send("end", json!({ "scope": scope, "outcome": "passed" }))
+        .await;
+    let mut answers = [c.response().await, c.response().await];
+    answers.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(answers[0]["id"], waiting);
+    assert_eq!(
+        answers[0]["error"]["code"],
+        codes::CANCELLED,
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[1]["id"], ending);
+    // A test whose wait was cut short is an error: its verdicts are not the system's.
+    assert_eq!(
+        answers[1]["result"]["result"]["status"], "error",
+        "{}",
+        answers[1]
+    );
+
+    // A second test of the same name is recorded apart; the run's close ends it.
+    let other = c.ok("begin", json!({ "run": run, "test": "waits" })).await["scope"]
+        .as_str()
+        .expect("a scope")
+        .to_owned();
+    c.ok(
+        "send",
+        json!({ "scope": other, "send": { "to": "box", "text": "y" } }),
+    )
+    .await;
+    let waiting = c
+        .send(
+            "expect",
+            json!({ "scope": other, "expect": { "on": "box", "match": { "no": 1 }, "within": "60s" } }),
+        )
+        .await;
+    let closing = c.send("close", json!({ "run": run })).await;
+    let mut answers = [c.response().await, c.response().await];
+    answers.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(answers[0]["id"], waiting);
+    assert_eq!(
+        answers[0]["error"]["code"],
+        codes::CANCELLED,
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[1]["id"], closing);
+    assert_eq!(answers[1]["result"]["failed"], 2, "{}", answers[1]);
+    let (code, _, _) = c
+        .error("begin", json!({ "run": run, "test": "late" }))
+        .await;
+    assert_eq!(code, codes::USAGE);
+    c.hang_up().await;
+
+    let store = store::open(&store_url(dir.path()))
+        .await
+        .expect("the store");
+    let summary = store
+        .run_summary(&run)
+        .await
+        .expect("read")
+        .expect("a summary");
+    let names: Vec<(&str, Option<&str>)> = summary
+        .scenarios
+        .iter()
+        .map(|s| (s.name.as_str(), s.error.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "waits",
+                Some("interrupted before every expectation had a verdict")
+            ),
+            (
+                "waits #2",
+                Some("interrupted before every expectation had a verdict")
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_test_s_status_weighs_roundtrip_s_verdicts_over_the_client_s_outcome() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let suite = suite(dir.path());
+    let mut c = Client::start(&store_url(dir.path()));
+    c.initialize().await;
+    let (run, _) = open_and_begin(&mut c, &suite, "unused").await;
+    for (outcome, matching, want, error) in [
+        // A failed expectation fails the test, even one the client skipped.
+        ("skipped", false, "failed", None),
+        ("passed", false, "failed", None),
+        // The client's own failure fails a test roundtrip passed, with its reason.
+        ("failed", true, "failed", Some("assert 1 == 2")),
+        ("skipped", true, "skipped", Some("assert 1 == 2")),
+        ("passed", true, "passed", None),
+    ] {
+        let scope = c.ok("begin", json!({ "run": run, "test": outcome })).await["scope"]
+            .as_str()
+            .expect("a scope")
+            .to_owned();
+        c.ok(
+            "send",
+            json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
+        )
+        .await;
+        let text = if matching { "x" } else { "nope" };
+        c.ok(
+            "expect",
+            json!({ "scope": scope, "expect": { "on": "box", "text": { "equals": text }, "within": "200ms", "grace": "0s" } }),
+        )
+        .await;
+        let ended = c
+            .ok(
+                "end",
+                json!({ "scope": scope, "outcome": outcome, "reason": "assert 1 == 2" }),
+            )
+            .await;
+        let result = &ended["result"];
+        assert_eq!(
+            result["status"], want,
+            "{outcome}, matching {matching}: {ended}"
+        );
+        assert_eq!(result["error"].as_str(), error, "{ended}");
+        if !matching && outcome != "passed" {
+            assert!(
+                result["notes"]
+                    .to_string()
+                    .contains("the test's own outcome"),
+                "{ended}"
+            );
+        }
+    }
+    c.hang_up().await;
+}
+
+#[tokio::test]
+async fn a_send_the_transport_refuses_is_recorded_and_makes_the_test_an_error() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Nothing listens on port 1: the connection is refused.
+    let path = dir.path().join("refused.roundtrip.yaml");
+    std::fs::write(
+        &path,
+        r#"
+name: refused
+channels:
+  nowhere: { http: { url: "http://127.0.0.1:1/in" } }
+  box: { dir: { path: box } }
+scenarios:
+  - name: unused
+    send: [ { to: box } ]
+    expect: [ { on: box, within: 1s } ]
+"#,
+    )
+    .expect("write");
+    let mut c = Client::start(&store_url(dir.path()));
+    c.initialize().await;
+    let run = c
+        .ok("open", json!({ "suite": path.display().to_string() }))
+        .await["run"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let scope = c.ok("begin", json!({ "run": run, "test": "t" })).await["scope"]
+        .as_str()
+        .expect("a scope")
+        .to_owned();
+    let sent = c
+        .ok(
+            "send",
+            json!({ "scope": scope, "send": { "to": "nowhere", "text": "x" } }),
+        )
+        .await;
+    assert!(
+        sent["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{sent}"
+    );
+    let ended = c.ok("end", json!({ "scope": scope })).await;
+    assert_eq!(ended["result"]["status"], "error", "{ended}");
+    assert_eq!(ended["result"]["send_errors"], 1, "{ended}");
+    c.hang_up().await;
+}
+
+#[tokio::test]
+async fn a_channel_that_cannot_be_set_up_is_a_harness_error_and_the_run_records_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let suite = suite(dir.path());
+    // The listened directory is a file.
+    std::fs::write(dir.path().join("box"), "not a directory").expect("write");
+    let mut c = Client::start(&store_url(dir.path()));
+    c.initialize().await;
+    let (code, message, kind) = c
+        .error("open", json!({ "suite": suite, "listen": ["box"] }))
+        .await;
+    assert_eq!(
+        (code, kind.as_str()),
+        (codes::HARNESS, "harness"),
+        "{message}"
+    );
+    c.hang_up().await;
+    let store = store::open(&store_url(dir.path()))
+        .await
+        .expect("the store");
+    let runs = store.runs(10).await.expect("read");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, roundtrip_core::run::RunStatus::Error);
+}
+
+#[tokio::test]
+async fn what_a_client_sends_and_expects_is_checked_as_a_suite_s_and_reads_the_run_s_vars() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let suite = suite(dir.path());
+    let mut c = Client::start(&store_url(dir.path()));
+    c.initialize().await;
+    let run = c
+        .ok(
+            "open",
+            json!({ "suite": suite, "listen": ["box"], "vars": { "WHO": "the run's own" } }),
+        )
+        .await["run"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let scope = c.ok("begin", json!({ "run": run, "test": "t" })).await["scope"]
+        .as_str()
+        .expect("a scope")
+        .to_owned();
+    c.ok(
+        "send",
+        json!({ "scope": scope, "send": { "to": "box", "text": "{{ env(\"WHO\") }}" } }),
+    )
+    .await;
+    let got = c
+        .ok(
+            "expect",
+            json!({ "scope": scope, "expect": { "on": "box", "within": "5s" } }),
+        )
+        .await;
+    assert_eq!(got["observations"][0]["text"], "the run's own", "{got}");
+    let (code, message, _) = c
+        .error(
+            "expect",
+            json!({ "scope": scope, "expect": { "on": "box", "within": "30days" } }),
+        )
+        .await;
+    assert_eq!(code, codes::USAGE);
+    assert!(
+        message.contains("`within` is 30days; at most 1day"),
+        "{message}"
+    );
+    let (code, message, _) = c
+        .error(
+            "send",
+            json!({ "scope": scope, "send": { "to": "box", "text": "{{ nosuch() }}" } }),
+        )
+        .await;
+    assert_eq!(code, codes::USAGE);
+    assert!(message.contains("nosuch"), "{message}");
+    c.hang_up().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_scenario_is_recorded_as_an_error() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("slow.roundtrip.yaml");
+    std::fs::write(
+        &path,
+        r#"
+name: slow
+channels:
+  box: { dir: { path: box } }
+scenarios:
+  - name: waits a minute
+    send: [ { to: box } ]
+    expect: [ { on: box, none_within: 60s } ]
+"#,
+    )
+    .expect("write");
+    let mut c = Client::start(&store_url(dir.path()));
+    c.initialize().await;
+    let run = c
+        .ok("open", json!({ "suite": path.display().to_string() }))
+        .await["run"]
+        .as_str()
+        .expect("a run")
+        .to_owned();
+    let running = c
+        .send("run", json!({ "run": run, "scenario": "waits a minute" }))
+        .await;
+    // The scenario has started once its event is in the store: wait for its
+    // `scenario-started` notification, then cancel.
+    while !c
+        .events
+        .iter()
+        .any(|e| e["params"]["kind"] == "scenario-started")
+    {
+        let id = c
+            .send("load", json!({ "suite": path.display().to_string() }))
+            .await;
+        let r = c.response().await;
+        assert_eq!(r["id"], id);
+    }
+    c.ok("cancel", json!({ "id": running })).await;
+    let r = c.response().await;
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(running), json!(codes::CANCELLED))
+    );
+    let closed = c.ok("close", json!({ "run": run })).await;
+    assert_eq!(closed["failed"], 1, "{closed}");
+    c.hang_up().await;
 }
