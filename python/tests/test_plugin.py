@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -361,3 +362,79 @@ def test_the_store_option_takes_the_worker_id(project: Project, tmp_path: Path):
     result = project.pytest("-q", "-k", "second", f"--roundtrip-store=sqlite:{store}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "elsewhere" / "s-main.sqlite").is_file()
+
+
+def test_what_cannot_be_sent_is_a_usage_error_before_anything_is_sent(project: Project):
+    project.write("conftest.py", FIXTURE_CONFTEST)
+    project.write(
+        "test_bad.py",
+        """\
+        import pytest
+        import roundtrip as rt
+
+        def test_nan_and_a_huge_body(roundtrip):
+            with pytest.raises(rt.UsageError, match="NaN"):
+                roundtrip.send("box", {"x": float("nan")})
+            with pytest.raises(rt.UsageError, match="more than the engine reads"):
+                roundtrip.send("box", text="x" * (17 * 1024 * 1024))
+            with pytest.raises(ValueError, match="whole milliseconds"):
+                roundtrip.expect("box", within=0.0001)
+            # The engine is still in step: the test goes on.
+            sent = roundtrip.send("box", {"x": 1})
+            [obs] = roundtrip.expect("box", within="5s", events=sent)
+            assert obs["json"] == {"x": 1}
+        """,
+    )
+    result = project.pytest("-q", "test_bad.py", timeout=120)
+    assert outcomes(result) == {"passed": 1}, result.stdout + result.stderr
+
+
+def test_a_tag_that_is_another_plugin_s_mark_is_refused_at_collection(project: Project):
+    project.write(
+        "tagged.roundtrip.yaml",
+        """\
+        name: tagged
+        channels:
+          box: { dir: { path: box } }
+        scenarios:
+          - name: tagged timeout
+            tags: [timeout]
+            send: [ { to: box } ]
+            expect: [ { on: box, within: 1s } ]
+        """,
+    )
+    result = project.pytest("-q", "tagged.roundtrip.yaml")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the tag `timeout` is also a pytest mark" in result.stdout, result.stdout
+    assert "INTERNALERROR" not in result.stdout + result.stderr
+
+
+def test_a_program_that_is_not_an_engine_is_refused_not_waited_on(project: Project, tmp_path: Path):
+    echo = tmp_path / "echo-engine"
+    echo.write_text("#!/bin/sh\nexec cat\n")
+    echo.chmod(0o755)
+    result = project.pytest("-q", env={"ROUNDTRIP_BIN": str(echo)}, timeout=120)
+    assert result.returncode != 0
+    assert "not a roundtrip engine" in result.stdout, result.stdout
+
+
+def test_a_relative_engine_path_is_taken_from_where_pytest_was_started(project: Project):
+    import shutil
+
+    import roundtrip
+
+    binary = roundtrip.find_roundtrip_bin()
+    (project.root / "bin").mkdir()
+    shutil.copy(binary, project.root / "bin" / "engine")
+    sub = project.root / "sub"
+    sub.mkdir()
+    (sub / "loop.roundtrip.yaml").write_text((project.root / "loop.roundtrip.yaml").read_text())
+    done = subprocess.run(
+        project.command("-q", "-k", "second", f"--rootdir={sub}", "sub/loop.roundtrip.yaml"),
+        cwd=project.root,
+        env=project.env({"ROUNDTRIP_BIN": "bin/engine"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -12,7 +12,6 @@ from roundtrip._api import Duration, Sent, Session, Suite, Test  # noqa: E402
 from roundtrip._find import BinaryNotFound, find_roundtrip_bin  # noqa: E402
 from roundtrip.client import PROTOCOL_VERSION, Engine  # noqa: E402
 from roundtrip.errors import (  # noqa: E402
-    Cancelled,
     EngineError,
     ExpectationFailed,
     HarnessError,
@@ -27,7 +26,6 @@ from roundtrip.errors import (  # noqa: E402
 __all__ = [
     "PROTOCOL_VERSION",
     "BinaryNotFound",
-    "Cancelled",
     "Duration",
     "Engine",
     "EngineError",

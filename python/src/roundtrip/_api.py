@@ -31,9 +31,14 @@ def _duration(value: Duration, what: str) -> str:
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{what}` is a duration: '15s', '250ms', seconds as a number, or a timedelta")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"`{what}` must be a finite number of seconds")
     if value < 0:
         raise ValueError(f"`{what}` must not be negative")
-    return f"{round(value * 1000)}ms"
+    ms = round(value * 1000)
+    if value > 0 and ms == 0:
+        raise ValueError(f"`{what}` is {value} s: durations are counted in whole milliseconds")
+    return f"{ms}ms"
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,9 @@ class Suite:
     - `path`: the suite file (relative paths are taken from pytest's root directory);
     - `vars`: values for `{{ env("NAME") }}`, above the environment (as `--var`);
     - `env_files`: env files below the environment (as `--env-file`);
-    - `listen`: the channels to listen on besides those its scenarios and SUT use (by
-      default, every channel that can be listened on and that no scenario sends to).
+    - `listen`: the channels to listen on besides those its scenarios expect on and its
+      SUT names (nothing else is listened on: a listener on one of the system's inputs
+      would take the system's messages).
     """
 
     path: Union[str, "os.PathLike[str]"]
@@ -108,6 +114,8 @@ class Session:
         self._runs: Dict[Tuple[Any, ...], str] = {}
         self._loaded: Dict[str, Dict[str, Any]] = {}
         self.generation = 0
+        #: How the last engine ended, when it ended under a test.
+        self.ended: Optional[str] = None
         self.on_event = on_event
 
     @property
@@ -119,6 +127,8 @@ class Session:
     @property
     def engine(self) -> Engine:
         if self._engine is None or not self._engine.alive:
+            if self._engine is not None:
+                self.ended = self._engine.death()
             self._runs.clear()
             self._engine = Engine(
                 self.binary,
@@ -191,9 +201,11 @@ class Sent:
     size: int
 
 
-def _event_ids(events: Optional[Iterable[Union[Sent, str]]]) -> Optional[List[str]]:
+def _event_ids(events: Union[None, Sent, str, Iterable[Union[Sent, str]]]) -> Optional[List[str]]:
     if events is None:
         return None
+    if isinstance(events, (Sent, str)):
+        events = [events]
     ids = [e.correlation_id if isinstance(e, Sent) else str(e) for e in events]
     if not ids:
         raise UsageError("`events` is empty: leave it out to judge every event sent so far")
@@ -228,10 +240,9 @@ class Test:
     def _call(self, method: str, params: Dict[str, Any]) -> Any:
         __tracebackhide__ = True
         if not self._session.serves(self._generation):
-            raise EngineError(
-                "the engine this test was using has ended (see the error of the test that "
-                "saw it end); its run is gone"
-            )
+            engine = self._session._engine
+            why = engine.death() if engine is not None and not engine.alive else self._session.ended
+            raise EngineError(f"the engine this test was using has ended; its run is gone: {why}")
         return self._session.call(method, params)
 
     def send(

@@ -69,7 +69,8 @@ def find_roundtrip_bin() -> str:
     override = os.environ.get("ROUNDTRIP_BIN")
     if override:
         if os.path.isfile(override) and os.access(override, os.X_OK):
-            return override
+            # Absolute: the engine is started in pytest's root directory, not here.
+            return os.path.abspath(override)
         raise BinaryNotFound(
             f"ROUNDTRIP_BIN is {override!r}, which is not an executable file: point it at "
             "a roundtrip binary (e.g. target/debug/roundtrip) or unset it to use the "

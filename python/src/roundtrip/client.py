@@ -18,12 +18,12 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from roundtrip.errors import (
-    Cancelled,
     EngineError,
     HarnessError,
     SuiteError,
@@ -42,6 +42,12 @@ CANCEL_GRACE = 10.0
 #: How many of the engine log's last lines an error quotes.
 LOG_LINES = 20
 
+#: How long the engine may take to answer `initialize` (it opens its store then).
+START_GRACE = 60.0
+
+#: The longest request line the engine reads (`roundtrip::protocol::MAX_LINE`).
+MAX_LINE = 16 * 1024 * 1024
+
 
 def _printable(text: str) -> str:
     """`text` with control characters escaped, safe for a terminal."""
@@ -55,7 +61,12 @@ def _error(error: Dict[str, Any], method: str) -> Exception:
     if code == -32002:
         return VersionMismatch(message)
     if code == -32800:
-        return Cancelled(f"`{method}` was cancelled")
+        # Not asked for by this client (that path re-raises its own interrupt): the
+        # engine is stopping (SIGTERM, or its input closed).
+        return EngineError(
+            f"the engine stopped while answering `{method}` (it was told to stop, or its "
+            "input closed), so the wait was cut short"
+        )
     if kind == "suite":
         return SuiteError(message)
     if kind == "usage":
@@ -66,7 +77,8 @@ def _error(error: Dict[str, Any], method: str) -> Exception:
 
 
 class Engine:
-    """One engine subprocess. Not thread-safe: one request at a time, as a test is."""
+    """One engine subprocess. Requests are taken one at a time (a lock serializes
+    threads), as a test makes them."""
 
     def __init__(
         self,
@@ -85,16 +97,23 @@ class Engine:
         self._ids = itertools.count(1)
         self._buffer = bytearray()
         self._dead: Optional[str] = None
+        self._lock = threading.Lock()
         log.parent.mkdir(parents=True, exist_ok=True)
+        # The store goes by the environment, not the command line: `ps` shows argv, and
+        # a store URL may hold a password.
+        child_env = dict(os.environ if env is None else env)
+        child_env["ROUNDTRIP_STORE"] = store
         with open(log, "ab") as log_file:
+            # This engine's part of the log starts here; earlier engines wrote above.
+            self._log_from = log_file.tell()
             try:
                 self._proc = subprocess.Popen(
-                    [binary, "serve", "--stdio", "--store", store],
+                    [binary, "serve", "--stdio"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log_file,
                     cwd=cwd,
-                    env=env,
+                    env=child_env,
                     start_new_session=os.name == "posix",
                 )
             except OSError as e:
@@ -104,8 +123,15 @@ class Engine:
         self._in = self._proc.stdin
         try:
             self.info = self.call(
-                "initialize", {"protocol": PROTOCOL_VERSION, "client": client}
+                "initialize",
+                {"protocol": PROTOCOL_VERSION, "client": client},
+                deadline=time.monotonic() + START_GRACE,
             )
+            if not isinstance(self.info, dict) or self.info.get("protocol") != PROTOCOL_VERSION:
+                raise EngineError(
+                    f"{binary!r} answered `initialize` with {str(self.info)[:200]!r}: it is "
+                    "not a roundtrip engine of this protocol (point ROUNDTRIP_BIN at one)"
+                )
         except BaseException:
             self.kill()
             raise
@@ -118,27 +144,65 @@ class Engine:
     def alive(self) -> bool:
         return self._dead is None and self._proc.poll() is None
 
-    def call(self, method: str, params: Dict[str, Any]) -> Any:
+    def death(self) -> str:
+        """How the engine ended, with the last lines of its log; it must have ended."""
+        if self._dead is None:
+            return str(self._died("idle between requests"))
+        return self._dead
+
+    def call(self, method: str, params: Dict[str, Any], deadline: Optional[float] = None) -> Any:
         """Sends one request and waits for its answer; raises the error it answers with.
 
         An exception raised while waiting (KeyboardInterrupt, a timeout's) cancels the
-        request in the engine before it propagates.
+        request in the engine before it propagates; one raised while the request was
+        being written kills the engine (the stream cannot be repaired).
         """
         __tracebackhide__ = True
-        if self._dead is not None:
-            raise EngineError(self._dead)
-        request_id = next(self._ids)
-        self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        try:
-            message = self._answer(request_id, method, deadline=None)
-        except EngineError:
-            raise
-        except BaseException:
-            self._cancel(request_id, method)
-            raise
+        with self._lock:
+            if self._dead is not None:
+                raise EngineError(self._dead)
+            request_id = next(self._ids)
+            line = self._encode(
+                {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+            )
+            try:
+                self._write(line, method)
+            except EngineError:
+                raise
+            except BaseException:
+                self.kill()
+                self._dead = f"the engine was killed: writing `{method}` was interrupted"
+                raise
+            try:
+                message = self._answer(request_id, method, deadline=deadline)
+            except EngineError:
+                raise
+            except BaseException:
+                self._cancel(request_id, method)
+                raise
         if "error" in message:
             raise _error(message["error"], method)
+        if "result" not in message:
+            self.kill()
+            raise EngineError(
+                f"the engine answered `{method}` with neither a result nor an error "
+                f"({str(message)[:200]!r}): {self.binary!r} is not a roundtrip engine of "
+                "this protocol (point ROUNDTRIP_BIN at one)"
+            )
         return message.get("result")
+
+    @staticmethod
+    def _encode(message: Dict[str, Any]) -> bytes:
+        try:
+            line = json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        except ValueError as e:
+            raise UsageError(f"what was given cannot be sent as JSON: {e} (NaN and infinities are not JSON)") from e
+        if len(line) > MAX_LINE:
+            raise UsageError(
+                f"the request is {len(line)} bytes, more than the engine reads in one "
+                f"request ({MAX_LINE}): send less at once"
+            )
+        return line
 
     def close(self, interrupted: bool = False, timeout: float = 60.0) -> None:
         """Ends the engine: `shutdown` (its runs closed as they stand), or, when
@@ -173,16 +237,21 @@ class Engine:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
 
     # The wire.
 
-    def _write(self, message: Dict[str, Any]) -> None:
-        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    def _write(self, line: bytes, method: str) -> None:
         try:
             self._in.write(line)
             self._in.flush()
-        except (BrokenPipeError, OSError) as e:
-            raise self._died(f"taking `{message.get('method')}`") from e
+        except (BrokenPipeError, OSError, ValueError) as e:
+            raise self._died(f"taking `{method}`") from e
 
     def _line(self, deadline: Optional[float]) -> Optional[bytes]:
         """The next line, or None at the end of the stream or (with `deadline`) once it
@@ -228,6 +297,9 @@ class Engine:
                 continue
             if message["id"] == request_id:
                 return message
+            if message["id"] is None and "error" in message:
+                # The engine could not read a request line: only ours is under way.
+                return message
             # The late answer of a request cancelled earlier: nobody waits for it.
 
     def _cancel(self, request_id: int, method: str) -> None:
@@ -236,7 +308,10 @@ class Engine:
         try:
             cancel_id = next(self._ids)
             self._write(
-                {"jsonrpc": "2.0", "id": cancel_id, "method": "cancel", "params": {"id": request_id}}
+                self._encode(
+                    {"jsonrpc": "2.0", "id": cancel_id, "method": "cancel", "params": {"id": request_id}}
+                ),
+                "cancel",
             )
             self._answer(request_id, method, deadline=time.monotonic() + CANCEL_GRACE)
         except BaseException:
@@ -260,7 +335,9 @@ class Engine:
         else:
             how = f"exited with code {code}"
         try:
-            tail = self.log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+            with open(self.log, "rb") as f:
+                f.seek(self._log_from)
+                tail = f.read().decode(errors="replace").splitlines()[-LOG_LINES:]
         except OSError:
             tail = []
         shown = "\n".join(f"  | {_printable(line)}" for line in tail) or "  (nothing)"

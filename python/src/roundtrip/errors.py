@@ -14,7 +14,6 @@ __all__ = [
     "SuiteError",
     "HarnessError",
     "SendFailed",
-    "Cancelled",
     "ExpectationFailed",
     "ScenarioFailed",
 ]
@@ -52,10 +51,6 @@ class SendFailed(HarnessError):
         self.sent = sent
 
 
-class Cancelled(RoundtripError):
-    """The engine cancelled a request (the client asked it to)."""
-
-
 def _failure(verdict: Dict[str, Any]) -> Dict[str, Any]:
     """The verdict's failure (its `outcome` when `status` is `failed`), or `{}`."""
     outcome = verdict.get("outcome")
@@ -69,7 +64,7 @@ class ExpectationFailed(AssertionError):
     attributes carry it as data.
 
     - `verdict`: the verdict as the JSON report holds it;
-    - `kind`: the failure's kind (`lost`, `sla-exceeded`, `unexpected`, `duplicate`, …);
+    - `kind`: the failure's kind (`lost`, `sla-exceeded`, `duplicate`, `unexpected-arrival`, `too-few`, `reordered`, `not-sent`);
     - `near_misses`: the closest observations that did not match, each with its
       field-by-field `diffs`;
     - `observations`: the matching observations that did arrive (for `count`, say);

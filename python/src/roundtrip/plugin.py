@@ -116,10 +116,12 @@ class RoundtripFile(pytest.File):
         lines = self.path.read_text(errors="replace").splitlines()
         for scenario in info["scenarios"]:
             name = scenario["name"]
-            item = RoundtripItem.from_parent(self, name=name, scenario=name, line=_line_of(lines, name))
+            # The id shows in the terminal: control characters escaped, `::` (pytest's
+            # separator) spelled `:\:`.
+            shown = _printable(name).replace("::", ":\\:")
+            item = RoundtripItem.from_parent(self, name=shown, scenario=name, line=_line_of(lines, name))
             for tag in scenario.get("tags", []):
-                # Registered first, so that --strict-markers takes suite tags.
-                self.config.addinivalue_line("markers", f"{tag}: a roundtrip suite tag")
+                _check_tag(self.config, tag, self.path)
                 item.add_marker(tag)
             yield item
 
@@ -129,11 +131,40 @@ class RoundtripFile(pytest.File):
         return super().repr_failure(excinfo)  # type: ignore[return-value]
 
 
+_TAG_MARK = "a roundtrip suite tag"
+
+
+def _check_tag(config: pytest.Config, tag: str, path: Path) -> None:
+    """Registers `tag` as a mark (so --strict-markers takes it), refusing one that a
+    plugin already owns: `timeout` or `flaky` as a bare mark would change the test or
+    break the session."""
+    owners = {}
+    for line in config.getini("markers"):
+        name, _, description = line.partition(":")
+        owners.setdefault(name.split("(")[0].strip(), description.strip())
+    if tag in owners and owners[tag] != _TAG_MARK:
+        raise SuiteError(
+            f"{path}: the tag `{tag}` is also a pytest mark of its own ({owners[tag][:80]}): "
+            "give the scenario another tag"
+        )
+    if tag not in owners:
+        config.addinivalue_line("markers", f"{tag}: {_TAG_MARK}")
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _line_of(lines: list, name: str) -> Optional[int]:
     """The 0-based line where scenario `name` is named, for pytest's location."""
     for i, line in enumerate(lines):
-        stripped = line.strip().lstrip("- ").strip()
-        if stripped.startswith("name:") and name in stripped:
+        stripped = line.strip()
+        if stripped.startswith("- "):
+            stripped = stripped[2:].strip()
+        if not stripped.startswith("name:"):
+            continue
+        value = stripped[len("name:"):].split(" #")[0].strip()
+        if value in (name, f'"{name}"', f"'{name}'"):
             return i
     return None
 

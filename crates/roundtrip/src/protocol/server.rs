@@ -317,6 +317,19 @@ fn refuse_id(id: Option<&Value>, engine: &Engine) -> Option<RpcError> {
     None
 }
 
+/// The test, once the request ahead of this one on it is done; a cancel meanwhile
+/// answers at once.
+async fn locked<'a>(
+    scope: &'a tokio::sync::Mutex<Option<Scope>>,
+    cancel: &watch::Receiver<bool>,
+) -> Result<tokio::sync::MutexGuard<'a, Option<Scope>>, RpcError> {
+    let mut cancel = cancel.clone();
+    tokio::select! {
+        guard = scope.lock() => Ok(guard),
+        () = engine::cancelled(&mut cancel) => Err(LiveError::Cancelled.into()),
+    }
+}
+
 /// Stops a test's wait, then ends it as failed with `why` (if it had not ended).
 async fn end_stopped(entry: &ScopeEntry, why: &str) {
     entry.stop.stop();
@@ -508,7 +521,7 @@ impl Engine {
             "send" => {
                 let p: SendParams = parse(params)?;
                 let scope = self.scope(&p.scope)?;
-                let mut guard = scope.lock().await;
+                let mut guard = locked(&scope, &cancel).await?;
                 let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
                 let ev = scope.send(&p.send).await?;
                 to_value(&SentOut {
@@ -523,7 +536,7 @@ impl Engine {
             "expect" => {
                 let p: ExpectParams = parse(params)?;
                 let scope = self.scope(&p.scope)?;
-                let mut guard = scope.lock().await;
+                let mut guard = locked(&scope, &cancel).await?;
                 let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
                 let expected = scope.expect(&p.expect, p.events.as_deref(), cancel).await?;
                 to_value(&ExpectResult {

@@ -103,6 +103,18 @@ impl Client {
         )
     }
 
+    /// Opens a run with `params` (those of `open`); its id.
+    async fn open(&mut self, params: Value) -> String {
+        let opened = self.ok("open", params).await;
+        opened["run"].as_str().expect("a run id").to_owned()
+    }
+
+    /// Begins a test in `run`; its scope.
+    async fn begin(&mut self, run: &str, test: &str) -> String {
+        let begun = self.ok("begin", json!({ "run": run, "test": test })).await;
+        begun["scope"].as_str().expect("a scope").to_owned()
+    }
+
     async fn initialize(&mut self) {
         self.ok("initialize", json!({ "protocol": PROTOCOL_VERSION }))
             .await;
@@ -166,11 +178,18 @@ fn the_committed_protocol_schema_is_up_to_date() {
     );
 }
 
+/// Writes a suite file `name` into `dir`; its path.
+fn write_suite(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the suite");
+    path.display().to_string()
+}
+
 /// A suite with one `dir` channel, sent to and listened on, in a fresh directory.
 fn suite(dir: &std::path::Path) -> String {
-    let path = dir.join("loop.roundtrip.yaml");
-    std::fs::write(
-        &path,
+    write_suite(
+        dir,
+        "loop.roundtrip.yaml",
         r#"
 name: loop
 channels:
@@ -185,8 +204,6 @@ scenarios:
     expect: [ { on: box, none_within: 1s } ]
 "#,
     )
-    .expect("write the suite");
-    path.display().to_string()
 }
 
 fn store_url(dir: &std::path::Path) -> String {
@@ -262,9 +279,7 @@ async fn an_invalid_suite_is_a_suite_error_with_its_diagnostics() {
     .expect("write");
     let mut c = Client::start(&store_url(dir.path()));
     c.initialize().await;
-    let (code, message, kind) = c
-        .error("load", json!({ "suite": path.display().to_string() }))
-        .await;
+    let (code, message, kind) = c.error("load", json!({ "suite": path.clone() })).await;
     assert_eq!((code, kind.as_str()), (codes::USAGE, "suite"));
     assert!(
         message.contains("bad.roundtrip.yaml:5:") && message.contains("sendd"),
@@ -408,16 +423,8 @@ async fn a_waiting_expectation_is_cancelled_and_a_hang_up_closes_the_run_as_inte
     let suite = suite(dir.path());
     let mut c = Client::start(&store_url(dir.path()));
     c.initialize().await;
-    let run = c
-        .ok("open", json!({ "suite": suite, "listen": ["box"] }))
-        .await["run"]
-        .as_str()
-        .expect("a run")
-        .to_owned();
-    let scope = c.ok("begin", json!({ "run": run, "test": "waits" })).await["scope"]
-        .as_str()
-        .expect("a scope")
-        .to_owned();
+    let run = c.open(json!({ "suite": suite, "listen": ["box"] })).await;
+    let scope = c.begin(&run, "waits").await;
     c.ok(
         "send",
         json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
@@ -496,14 +503,8 @@ async fn requests_name_what_does_not_exist() {
         .await;
     assert_eq!(code, codes::USAGE);
     assert!(message.contains("no open run `nope`"), "{message}");
-    let run = c.ok("open", json!({ "suite": suite })).await["run"]
-        .as_str()
-        .expect("a run")
-        .to_owned();
-    let scope = c.ok("begin", json!({ "run": run, "test": "t" })).await["scope"]
-        .as_str()
-        .expect("a scope")
-        .to_owned();
+    let run = c.open(json!({ "suite": suite })).await;
+    let scope = c.begin(&run, "t").await;
     let (code, message, _) = c
         .error(
             "send",
@@ -537,16 +538,8 @@ async fn requests_name_what_does_not_exist() {
 
 /// Opens the loop suite listening on `box`, and begins a test; (run, scope).
 async fn open_and_begin(c: &mut Client, suite: &str, test: &str) -> (String, String) {
-    let run = c
-        .ok("open", json!({ "suite": suite, "listen": ["box"] }))
-        .await["run"]
-        .as_str()
-        .expect("a run")
-        .to_owned();
-    let scope = c.ok("begin", json!({ "run": run, "test": test })).await["scope"]
-        .as_str()
-        .expect("a scope")
-        .to_owned();
+    let run = c.open(json!({ "suite": suite, "listen": ["box"] })).await;
+    let scope = c.begin(&run, test).await;
     (run, scope)
 }
 
@@ -656,10 +649,7 @@ async fn a_test_ended_while_it_waits_stops_its_wait_and_a_close_ends_its_open_te
     );
 
     // A second test of the same name is recorded apart; the run's close ends it.
-    let other = c.ok("begin", json!({ "run": run, "test": "waits" })).await["scope"]
-        .as_str()
-        .expect("a scope")
-        .to_owned();
+    let other = c.begin(&run, "waits").await;
     c.ok(
         "send",
         json!({ "scope": other, "send": { "to": "box", "text": "y" } }),
@@ -733,10 +723,7 @@ async fn a_test_s_status_weighs_roundtrip_s_verdicts_over_the_client_s_outcome()
         ("skipped", true, "skipped", Some("assert 1 == 2")),
         ("passed", true, "passed", None),
     ] {
-        let scope = c.ok("begin", json!({ "run": run, "test": outcome })).await["scope"]
-            .as_str()
-            .expect("a scope")
-            .to_owned();
+        let scope = c.begin(&run, outcome).await;
         c.ok(
             "send",
             json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
@@ -776,9 +763,9 @@ async fn a_test_s_status_weighs_roundtrip_s_verdicts_over_the_client_s_outcome()
 async fn a_send_the_transport_refuses_is_recorded_and_makes_the_test_an_error() {
     let dir = tempfile::tempdir().expect("a temp dir");
     // Nothing listens on port 1: the connection is refused.
-    let path = dir.path().join("refused.roundtrip.yaml");
-    std::fs::write(
-        &path,
+    let path = write_suite(
+        dir.path(),
+        "refused.roundtrip.yaml",
         r#"
 name: refused
 channels:
@@ -789,20 +776,11 @@ scenarios:
     send: [ { to: box } ]
     expect: [ { on: box, within: 1s } ]
 "#,
-    )
-    .expect("write");
+    );
     let mut c = Client::start(&store_url(dir.path()));
     c.initialize().await;
-    let run = c
-        .ok("open", json!({ "suite": path.display().to_string() }))
-        .await["run"]
-        .as_str()
-        .expect("a run")
-        .to_owned();
-    let scope = c.ok("begin", json!({ "run": run, "test": "t" })).await["scope"]
-        .as_str()
-        .expect("a scope")
-        .to_owned();
+    let run = c.open(json!({ "suite": path.clone() })).await;
+    let scope = c.begin(&run, "t").await;
     let sent = c
         .ok(
             "send",
@@ -859,10 +837,7 @@ async fn what_a_client_sends_and_expects_is_checked_as_a_suite_s_and_reads_the_r
         .as_str()
         .expect("a run")
         .to_owned();
-    let scope = c.ok("begin", json!({ "run": run, "test": "t" })).await["scope"]
-        .as_str()
-        .expect("a scope")
-        .to_owned();
+    let scope = c.begin(&run, "t").await;
     c.ok(
         "send",
         json!({ "scope": scope, "send": { "to": "box", "text": "{{ env(\"WHO\") }}" } }),
@@ -900,9 +875,9 @@ async fn what_a_client_sends_and_expects_is_checked_as_a_suite_s_and_reads_the_r
 #[tokio::test]
 async fn a_cancelled_scenario_is_recorded_as_an_error() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("slow.roundtrip.yaml");
-    std::fs::write(
-        &path,
+    let path = write_suite(
+        dir.path(),
+        "slow.roundtrip.yaml",
         r#"
 name: slow
 channels:
@@ -912,16 +887,10 @@ scenarios:
     send: [ { to: box } ]
     expect: [ { on: box, none_within: 60s } ]
 "#,
-    )
-    .expect("write");
+    );
     let mut c = Client::start(&store_url(dir.path()));
     c.initialize().await;
-    let run = c
-        .ok("open", json!({ "suite": path.display().to_string() }))
-        .await["run"]
-        .as_str()
-        .expect("a run")
-        .to_owned();
+    let run = c.open(json!({ "suite": path.clone() })).await;
     let running = c
         .send("run", json!({ "run": run, "scenario": "waits a minute" }))
         .await;
@@ -932,9 +901,7 @@ scenarios:
         .iter()
         .any(|e| e["params"]["kind"] == "scenario-started")
     {
-        let id = c
-            .send("load", json!({ "suite": path.display().to_string() }))
-            .await;
+        let id = c.send("load", json!({ "suite": path.clone() })).await;
         let r = c.response().await;
         assert_eq!(r["id"], id);
     }
