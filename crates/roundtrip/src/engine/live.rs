@@ -338,7 +338,7 @@ impl LiveRun {
             evidence,
             sent: Vec::new(),
             tally: SendTally::default(),
-            interrupted: false,
+            interrupted: Arc::new(AtomicBool::new(false)),
             seen: Vec::new(),
             uncorrelated: VecDeque::new(),
             verdicts: Vec::new(),
@@ -457,12 +457,22 @@ pub enum TestOutcome {
 
 /// Stops a scope's wait from outside it (its test's end, the client going away).
 #[derive(Debug, Clone)]
-pub struct ScopeStop(Arc<watch::Sender<bool>>);
+pub struct ScopeStop(Arc<watch::Sender<bool>>, Arc<AtomicBool>);
 
 impl ScopeStop {
     /// Cancels the scope's wait in progress, and every later one.
     pub fn stop(&self) {
         let _ = self.0.send(true);
+    }
+
+    /// Turns true once the scope is stopped.
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+
+    /// Marks the test interrupted: a wait of it was cancelled before it could start.
+    pub fn interrupted(&self) {
+        self.1.store(true, Ordering::SeqCst);
     }
 }
 
@@ -476,8 +486,9 @@ pub struct Scope {
     evidence: mpsc::Receiver<Arc<Observation>>,
     sent: Vec<SentEvent>,
     tally: SendTally,
-    /// A wait was cancelled: the test's verdicts are not the system's.
-    interrupted: bool,
+    /// A wait was cancelled: the test's verdicts are not the system's. Shared with its
+    /// [`ScopeStop`], so that a wait cancelled before it could start counts too.
+    interrupted: Arc<AtomicBool>,
     /// Every observation correlated with one of its events, in arrival order.
     seen: Vec<Arc<Observation>>,
     /// The most recent uncorrelated observations on the listened channels.
@@ -496,7 +507,7 @@ impl Scope {
 
     /// What stops this scope's waits from outside it.
     pub fn stopper(&self) -> ScopeStop {
-        ScopeStop(Arc::clone(&self.stop))
+        ScopeStop(Arc::clone(&self.stop), Arc::clone(&self.interrupted))
     }
 
     /// Sends one event as `step` describes (its strings are templates, as in a suite:
@@ -654,7 +665,7 @@ impl Scope {
             tokio::select! {
                 biased;
                 () = cancelled(&mut cancel) => {
-                    self.interrupted = true;
+                    self.interrupted.store(true, Ordering::SeqCst);
                     return Err(LiveError::Cancelled);
                 }
                 Some(obs) = self.inbox.recv() => {
@@ -735,7 +746,8 @@ impl Scope {
             .router
             .unroute(self.sent.iter().map(|ev| ev.correlation_id.as_str()));
         let failed = self.verdicts.iter().any(|v| !v.passed());
-        let (mut status, mut error) = self.tally.outcome(self.interrupted, failed);
+        let interrupted = self.interrupted.load(Ordering::SeqCst);
+        let (mut status, mut error) = self.tally.outcome(interrupted, failed);
         let mut notes = self.tally.notes();
         match outcome {
             TestOutcome::Passed => {}

@@ -317,16 +317,19 @@ fn refuse_id(id: Option<&Value>, engine: &Engine) -> Option<RpcError> {
     None
 }
 
-/// The test, once the request ahead of this one on it is done; a cancel meanwhile
-/// answers at once.
+/// The test, once the request ahead of this one on it is done; a cancel or the test's
+/// end meanwhile answers at once.
 async fn locked<'a>(
-    scope: &'a tokio::sync::Mutex<Option<Scope>>,
+    entry: &'a ScopeEntry,
     cancel: &watch::Receiver<bool>,
 ) -> Result<tokio::sync::MutexGuard<'a, Option<Scope>>, RpcError> {
     let mut cancel = cancel.clone();
+    let mut stopped = entry.stop.stopped();
     tokio::select! {
-        guard = scope.lock() => Ok(guard),
+        biased;
         () = engine::cancelled(&mut cancel) => Err(LiveError::Cancelled.into()),
+        () = engine::cancelled(&mut stopped) => Err(LiveError::Cancelled.into()),
+        guard = entry.scope.lock() => Ok(guard),
     }
 }
 
@@ -520,8 +523,8 @@ impl Engine {
             }
             "send" => {
                 let p: SendParams = parse(params)?;
-                let scope = self.scope(&p.scope)?;
-                let mut guard = locked(&scope, &cancel).await?;
+                let entry = self.entry(&p.scope)?;
+                let mut guard = locked(&entry, &cancel).await?;
                 let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
                 let ev = scope.send(&p.send).await?;
                 to_value(&SentOut {
@@ -535,8 +538,16 @@ impl Engine {
             }
             "expect" => {
                 let p: ExpectParams = parse(params)?;
-                let scope = self.scope(&p.scope)?;
-                let mut guard = locked(&scope, &cancel).await?;
+                let entry = self.entry(&p.scope)?;
+                let mut guard = match locked(&entry, &cancel).await {
+                    Ok(guard) => guard,
+                    Err(e) => {
+                        // Cancelled before its wait could start: the test's verdicts are
+                        // no more the system's than if it had been waiting.
+                        entry.stop.interrupted();
+                        return Err(e);
+                    }
+                };
                 let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
                 let expected = scope.expect(&p.expect, p.events.as_deref(), cancel).await?;
                 to_value(&ExpectResult {
@@ -636,10 +647,10 @@ impl Engine {
             .ok_or_else(|| unknown("run", id))
     }
 
-    fn scope(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Option<Scope>>>, RpcError> {
+    fn entry(&self, id: &str) -> Result<ScopeEntry, RpcError> {
         lock(&self.scopes)
             .get(id)
-            .map(|e| Arc::clone(&e.scope))
+            .cloned()
             .ok_or_else(|| unknown("test", id))
     }
 }
