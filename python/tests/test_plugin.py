@@ -438,3 +438,22 @@ def test_a_relative_engine_path_is_taken_from_where_pytest_was_started(project: 
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_threads_of_one_test_share_the_fixture(project: Project):
+    project.write("conftest.py", FIXTURE_CONFTEST)
+    project.write(
+        "test_threads.py",
+        """\
+        from concurrent.futures import ThreadPoolExecutor
+
+        def test_sends_from_four_threads(roundtrip):
+            with ThreadPoolExecutor(4) as pool:
+                sent = list(pool.map(lambda i: roundtrip.send("box", {"n": i}), range(20)))
+            assert len({s.correlation_id for s in sent}) == 20
+            got = roundtrip.expect("box", within="10s")
+            assert sorted(o["json"]["n"] for o in got) == list(range(20))
+        """,
+    )
+    result = project.pytest("-q", "test_threads.py", timeout=120)
+    assert outcomes(result) == {"passed": 1}, result.stdout + result.stderr

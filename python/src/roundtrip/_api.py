@@ -104,7 +104,6 @@ class Session:
         *,
         binary: Optional[str] = None,
         cwd: Optional[Path] = None,
-        on_event: Optional[Callable[[Dict[str, Any]], None]] = None,
     ):
         self.store = store
         self.log = log
@@ -116,7 +115,6 @@ class Session:
         self.generation = 0
         #: How the last engine ended, when it ended under a test.
         self.ended: Optional[str] = None
-        self.on_event = on_event
 
     @property
     def binary(self) -> str:
@@ -137,7 +135,6 @@ class Session:
                 cwd=self.cwd,
                 client=f"roundtrip-python/{__version__}",
             )
-            self._engine.on_event = self.on_event
             self.generation += 1
         return self._engine
 

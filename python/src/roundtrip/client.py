@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 from roundtrip.errors import (
     EngineError,
@@ -93,7 +93,6 @@ class Engine:
         self.binary = binary
         self.store = store
         self.log = log
-        self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
         self._ids = itertools.count(1)
         self._buffer = bytearray()
         self._dead: Optional[str] = None
@@ -292,8 +291,7 @@ class Engine:
             if not isinstance(message, dict):
                 continue
             if "id" not in message:
-                if message.get("method") == "event" and self.on_event is not None:
-                    self.on_event(message.get("params") or {})
+                # An `event` notification: progress, which this client does not show.
                 continue
             if message["id"] == request_id:
                 return message

@@ -268,4 +268,4 @@ def _reason(report: pytest.TestReport) -> str:
     return (lines[-1] if lines else report.outcome)[:500]
 
 
-__all__ = ["RoundtripFile", "RoundtripItem", "SuiteError"]
+__all__ = ["RoundtripFile", "RoundtripItem"]

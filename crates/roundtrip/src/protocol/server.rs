@@ -525,7 +525,7 @@ impl Engine {
                 let p: SendParams = parse(params)?;
                 let entry = self.entry(&p.scope)?;
                 let mut guard = locked(&entry, &cancel).await?;
-                let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
+                let scope = guard.as_mut().ok_or_else(|| unknown("test", &p.scope))?;
                 let ev = scope.send(&p.send).await?;
                 to_value(&SentOut {
                     correlation_id: ev.correlation_id,
@@ -548,7 +548,7 @@ impl Engine {
                         return Err(e);
                     }
                 };
-                let scope = guard.as_mut().ok_or_else(|| ended(&p.scope))?;
+                let scope = guard.as_mut().ok_or_else(|| unknown("test", &p.scope))?;
                 let expected = scope.expect(&p.expect, p.events.as_deref(), cancel).await?;
                 to_value(&ExpectResult {
                     passed: expected.verdict.passed(),
@@ -569,7 +569,7 @@ impl Engine {
                 // A wait of the test still under way is stopped, not waited for.
                 entry.stop.stop();
                 let Some(scope) = entry.scope.lock().await.take() else {
-                    return Err(ended(&p.scope));
+                    return Err(unknown("test", &p.scope));
                 };
                 let reason = p.reason.unwrap_or_default();
                 let outcome = match p.outcome.unwrap_or(Outcome::Passed) {
@@ -660,10 +660,6 @@ fn unknown(what: &str, id: &str) -> RpcError {
         "no open {what} `{}` (it was never opened, or has ended)",
         roundtrip_core::escape::escape_text(id)
     ))
-}
-
-fn ended(id: &str) -> RpcError {
-    unknown("test", id)
 }
 
 fn load(

@@ -103,6 +103,17 @@ impl Client {
         )
     }
 
+    /// Sends `text` to the `box` channel from the test `scope`.
+    async fn send_text(&mut self, scope: &str, text: &str) {
+        let sent = self
+            .ok(
+                "send",
+                json!({ "scope": scope, "send": { "to": "box", "text": text } }),
+            )
+            .await;
+        assert!(sent.get("error").is_none(), "{sent}");
+    }
+
     /// Opens a run with `params` (those of `open`); its id.
     async fn open(&mut self, params: Value) -> String {
         let opened = self.ok("open", params).await;
@@ -425,11 +436,7 @@ async fn a_waiting_expectation_is_cancelled_and_a_hang_up_closes_the_run_as_inte
     c.initialize().await;
     let run = c.open(json!({ "suite": suite, "listen": ["box"] })).await;
     let scope = c.begin(&run, "waits").await;
-    c.ok(
-        "send",
-        json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
-    )
-    .await;
+    c.send_text(&scope, "x").await;
     // Nothing will match: the wait would last its whole minute.
     let waiting = c
         .send(
@@ -578,11 +585,7 @@ async fn ids_are_numbers_or_strings_each_in_use_once_and_notifications_get_no_an
     // An id already in use by a request under way is refused.
     let suite = suite(dir.path());
     let (_, scope) = open_and_begin(&mut c, &suite, "t").await;
-    c.ok(
-        "send",
-        json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
-    )
-    .await;
+    c.send_text(&scope, "x").await;
     c.line(&json!({ "jsonrpc": "2.0", "id": "w", "method": "expect",
         "params": { "scope": scope, "expect": { "on": "box", "match": { "no": 1 }, "within": "60s" } } })
         .to_string())
@@ -617,11 +620,7 @@ async fn a_test_ended_while_it_waits_stops_its_wait_and_a_close_ends_its_open_te
     let mut c = Client::start(&store_url(dir.path()));
     c.initialize().await;
     let (run, scope) = open_and_begin(&mut c, &suite, "waits").await;
-    c.ok(
-        "send",
-        json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
-    )
-    .await;
+    c.send_text(&scope, "x").await;
     let waiting = c
         .send(
             "expect",
@@ -650,11 +649,7 @@ async fn a_test_ended_while_it_waits_stops_its_wait_and_a_close_ends_its_open_te
 
     // A second test of the same name is recorded apart; the run's close ends it.
     let other = c.begin(&run, "waits").await;
-    c.ok(
-        "send",
-        json!({ "scope": other, "send": { "to": "box", "text": "y" } }),
-    )
-    .await;
+    c.send_text(&other, "y").await;
     let waiting = c
         .send(
             "expect",
@@ -724,11 +719,7 @@ async fn a_test_s_status_weighs_roundtrip_s_verdicts_over_the_client_s_outcome()
         ("passed", true, "passed", None),
     ] {
         let scope = c.begin(&run, outcome).await;
-        c.ok(
-            "send",
-            json!({ "scope": scope, "send": { "to": "box", "text": "x" } }),
-        )
-        .await;
+        c.send_text(&scope, "x").await;
         let text = if matching { "x" } else { "nope" };
         c.ok(
             "expect",
