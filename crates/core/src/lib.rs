@@ -13,6 +13,7 @@ pub mod escape;
 pub mod expect;
 pub mod latency;
 pub mod listen;
+pub mod load;
 pub mod matcher;
 pub mod model;
 pub mod observation;

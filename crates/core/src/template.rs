@@ -9,6 +9,7 @@
 //! | `run_id` | the run's id |
 //! | `correlation_id` | the event's correlation id |
 //! | `seq` | the event's 0-based index within its scenario |
+//! | `stream` | the event's stream under `roundtrip load` (0 to `load.streams` − 1); 0 in a functional run |
 //! | `now()` | the current time, RFC 3339 in UTC with milliseconds |
 //! | `now_ms()` | the current time in Unix milliseconds |
 //! | `env("NAME")` | an environment variable (an error if it is unset) |
@@ -57,6 +58,11 @@ pub trait TemplateContext {
     fn correlation_id(&self) -> &str;
     /// The event's 0-based index within its scenario (`{{ seq }}`).
     fn seq(&self) -> u64;
+    /// The event's stream (`{{ stream }}`): under `roundtrip load`, which of the
+    /// scenario's `load.streams` it belongs to; 0 otherwise.
+    fn stream(&self) -> u64 {
+        0
+    }
     /// The current wall-clock time in nanoseconds since the Unix epoch (`{{ now() }}`,
     /// `{{ now_ms() }}`).
     fn now_unix_nanos(&self) -> i64;
@@ -183,6 +189,8 @@ pub enum Expr {
     CorrelationId,
     /// `seq`
     Seq,
+    /// `stream`
+    Stream,
     /// `now()`
     Now,
     /// `now_ms()`
@@ -215,6 +223,7 @@ impl fmt::Display for Expr {
             Expr::RunId => f.write_str("run_id"),
             Expr::CorrelationId => f.write_str("correlation_id"),
             Expr::Seq => f.write_str("seq"),
+            Expr::Stream => f.write_str("stream"),
             Expr::Now => f.write_str("now()"),
             Expr::NowMs => f.write_str("now_ms()"),
             Expr::Env {
@@ -239,6 +248,7 @@ pub const EXPRESSIONS: &[&str] = &[
     "run_id",
     "correlation_id",
     "seq",
+    "stream",
     "now()",
     "now_ms()",
     "env(\"NAME\")",
@@ -362,6 +372,7 @@ fn eval(e: &Expr, ctx: &dyn TemplateContext) -> Result<String, TemplateError> {
         Expr::RunId => ctx.run_id().to_owned(),
         Expr::CorrelationId => ctx.correlation_id().to_owned(),
         Expr::Seq => ctx.seq().to_string(),
+        Expr::Stream => ctx.stream().to_string(),
         Expr::Now => rfc3339_millis(ctx.now_unix_nanos()),
         Expr::NowMs => unix_millis(ctx.now_unix_nanos()).to_string(),
         Expr::Env { name, default } => match (ctx.env(name), default) {
@@ -460,6 +471,7 @@ fn parse_expr(inner: &str, column: usize) -> Result<Expr, TemplateError> {
         "run_id" => variable(Expr::RunId),
         "correlation_id" => variable(Expr::CorrelationId),
         "seq" => variable(Expr::Seq),
+        "stream" => variable(Expr::Stream),
         "env" => {
             let Some(args) = args else {
                 return Err(TemplateError::Arguments {
@@ -529,6 +541,7 @@ fn unknown(expr: &str, column: usize) -> TemplateError {
         ("run_id", "run_id"),
         ("correlation_id", "correlation_id"),
         ("seq", "seq"),
+        ("stream", "stream"),
         ("now", "now()"),
         ("now_ms", "now_ms()"),
         ("env", "env(\"NAME\")"),
@@ -599,7 +612,7 @@ fn parse_env_args(args: &str) -> Result<Expr, String> {
 }
 
 /// A JSON value whose strings (object keys included) are templates, parsed once and
-/// rendered per event. A string that is exactly one `{{ seq }}` or `{{ now_ms() }}`
+/// rendered per event. A string that is exactly one `{{ seq }}`, `{{ stream }}` or `{{ now_ms() }}`
 /// renders to a JSON number.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonTemplate {
@@ -639,6 +652,7 @@ impl JsonTemplate {
             JsonTemplate::Value(v) => v.clone(),
             JsonTemplate::String(t) => match t.sole_expr() {
                 Some(Expr::Seq) => Value::from(ctx.seq()),
+                Some(Expr::Stream) => Value::from(ctx.stream()),
                 Some(Expr::NowMs) => Value::from(unix_millis(ctx.now_unix_nanos())),
                 _ => Value::String(t.render(ctx)?),
             },

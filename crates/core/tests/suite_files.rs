@@ -164,6 +164,8 @@ bad_fixtures!(
     plan_rules,
     bounds,
     huge_numbers,
+    load_rules,
+    load_limit,
     bad_schema,
     bad_templates,
     channel_addresses,

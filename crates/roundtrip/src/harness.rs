@@ -240,6 +240,7 @@ impl HarnessBuilder {
             tags: Vec::new(),
             send: send.into_iter().map(|s| s.0).collect(),
             expect: expect.into_iter().map(|e| e.0).collect(),
+            load: None,
         });
         self
     }

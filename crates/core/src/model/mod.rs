@@ -18,9 +18,11 @@ use serde_json::Value;
 
 mod channel;
 pub mod listen;
+mod load;
 mod units;
 
 pub use channel::*;
+pub use load::{Limit, LoadSpec, LoadThresholds, parse_limit};
 pub use units::{ByteSize, DurationSpec, MAX_DURATION};
 
 /// The version of the suite file format that this crate reads.
@@ -166,6 +168,10 @@ pub struct Scenario {
     pub send: Vec<SendStep>,
     /// Expectations, all evaluated concurrently from the first send on.
     pub expect: Vec<Expectation>,
+    /// How `roundtrip load` runs this scenario and the aggregate SLAs it must meet
+    /// (functional runs ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSpec>,
 }
 
 /// One send step: an event (or `repeat` events) produced to a channel.

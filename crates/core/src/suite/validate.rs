@@ -6,6 +6,7 @@
 //!
 //! - at least one scenario; scenario names non-empty and unique; tags are words
 //!   (letters, digits, `_`, not starting with a digit), each given once;
+//! - a `load:` block has 1 to 4,096 `streams` and a `max_in_flight` of at least 1;
 //! - `send.to` and `expect.on` name a declared channel (with a "did you mean"), and
 //!   point the right way: `http` channels are only sent to, `webhook` channels only
 //!   listened on, `dir` channels both;
@@ -340,6 +341,34 @@ fn check_scenarios(c: &mut Checker<'_>, suite: &Suite) {
         for (j, e) in scenario.expect.iter().enumerate() {
             check_expect(c, suite, &at.key("expect").index(j), e);
         }
+        if let Some(load) = &scenario.load {
+            check_load(c, &at.key("load"), load);
+        }
+    }
+}
+
+/// A scenario's `load:` block: its numbers in range (what `roundtrip load` needs of the
+/// scenario's shape is checked when a load is planned, since a functional run does not
+/// need it).
+fn check_load(c: &mut Checker<'_>, at: &YamlPath, load: &crate::model::LoadSpec) {
+    if let Some(streams) = load.streams
+        && !(1..=crate::load::MAX_STREAMS).contains(&streams)
+    {
+        c.value(
+            &at.key("streams"),
+            format!("`streams: {streams}` is out of range"),
+            format!(
+                "give between 1 and {} streams (each is its own sequence, kept in order)",
+                crate::load::MAX_STREAMS
+            ),
+        );
+    }
+    if load.max_in_flight == Some(0) {
+        c.value(
+            &at.key("max_in_flight"),
+            "`max_in_flight: 0` would refuse every event",
+            "give at least 1, or leave it out for no cap",
+        );
     }
 }
 

@@ -412,6 +412,7 @@ impl LiveRun {
             tags: Vec::new(),
             send: step.into_iter().cloned().collect(),
             expect: e.into_iter().cloned().collect(),
+            load: None,
         }];
         let text = serde_json::to_string(&copy)
             .map_err(|err| LiveError::Usage(format!("the request cannot be checked: {err}")))?;
