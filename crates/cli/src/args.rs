@@ -24,6 +24,13 @@ pub enum Command {
     /// Run suites and report. Exit code 0: all passed; 1: an expectation failed;
     /// 2: usage or suite-file error; 3: harness or infrastructure error.
     Run(RunArgs),
+    /// Run one scenario under load: events sent on an open-loop schedule (`--rate` for
+    /// `--for`, or `--stages`), every output accounted per stream (delivered, lost,
+    /// duplicate, reordered, late), latency from each event's intended send time, the
+    /// scenario's aggregate SLAs (`load.thresholds`) checked. Exit code 0: every SLA
+    /// held; 1: one was missed (or the run was interrupted); 2: usage or suite-file
+    /// error; 3: harness or infrastructure error.
+    Load(LoadArgs),
     /// Validate suite files without running anything.
     Check(CheckArgs),
     /// Re-render a past run from the store alone.
@@ -154,6 +161,10 @@ pub struct OutputArgs {
     /// Write the JSON report (docs/report-format.md) here.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Write the HTML report here: one self-contained file (charts inlined, no network
+    /// request) with verdicts, evidence and timelines, and a load run's charts.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +200,47 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDTRIP_REMOTE", value_name = "URL")]
     pub remote: Option<String>,
     /// Print only failures, errors and the final line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub vars: VarsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The suite file (YAML).
+    #[arg(value_name = "SUITE")]
+    pub suite: PathBuf,
+    /// The scenario to run under load (one send step; its `load:` block gives the
+    /// streams, the in-flight cap and the aggregate SLAs).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: String,
+    /// The rate: `500/s`, `30/m`, or a ramp over the whole duration, `100/s..1000/s`.
+    #[arg(
+        long,
+        value_name = "RATE",
+        requires = "duration",
+        conflicts_with = "stages"
+    )]
+    pub rate: Option<String>,
+    /// How long to send at `--rate`, e.g. `30s`, `10m`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "rate")]
+    pub duration: Option<std::time::Duration>,
+    /// Stages instead of `--rate`/`--for`: `100/s for 10s, 100/s..1000/s for 1m, 1000/s for 5m`.
+    #[arg(long, value_name = "STAGES", required_unless_present = "rate")]
+    pub stages: Option<String>,
+    /// The length of an interval: one line of the live view, one point of the series.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// The longest to wait after the last send for what is in flight (default: the
+    /// longest SLA plus grace of the scenario's expectations).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub drain: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Print no line per interval, only the final account.
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]

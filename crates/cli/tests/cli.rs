@@ -675,6 +675,25 @@ fn one_path_for_both_reports_is_refused_before_anything_runs() {
         explain(&o)
     );
     assert!(!Path::new(&s.path("store.sqlite")).exists(), "nothing ran");
+    let o = roundtrip(&[
+        "run",
+        &suite,
+        "--store",
+        &s.store(),
+        "--junit",
+        &s.path("a.xml"),
+        "--html",
+        &same,
+        "--json",
+        &same,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("--json and --html both name"),
+        "{}",
+        explain(&o)
+    );
+    assert!(!Path::new(&s.path("store.sqlite")).exists(), "nothing ran");
 }
 
 #[test]
@@ -1795,4 +1814,191 @@ fn a_postgres_store_records_reports_and_forgets_runs() {
             &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
         ])
         .output();
+}
+
+/// `roundtrip load` of the example pipeline's load suite, with the pipeline's faults
+/// set from the environment.
+fn load_run(
+    scratch: &Scratch,
+    scenario: &str,
+    faults: &[(&str, &str)],
+    rate: &str,
+) -> (Output, Value) {
+    let report = scratch.path("load.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+        .args([
+            "load",
+            "examples/pipeline/suite-load.yaml",
+            "--scenario",
+            scenario,
+            "--rate",
+            rate,
+            "--for",
+            "2s",
+            "--interval",
+            "500ms",
+            "--store",
+            &scratch.store(),
+            "--json",
+            &report,
+        ])
+        .envs(faults.iter().copied())
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the roundtrip binary runs");
+    let json = json_report(&report);
+    (o, json["runs"][0].clone())
+}
+
+/// `processed 847, dead letters 0, dropped 53, …` from the pipeline's last words.
+fn pipeline_tally(run: &Value) -> std::collections::BTreeMap<String, u64> {
+    let line = run["sut_log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|l| {
+            l.split_once("pipeline: faults: ")
+                .map(|(_, rest)| rest.to_owned())
+        })
+        .expect("the pipeline printed what it did");
+    // `dead letters 0`, `reordered 208 (by `stream`)`: the words before the number.
+    line.split(", ")
+        .filter_map(|part| {
+            let words: Vec<&str> = part.split(' ').collect();
+            let at = words.iter().position(|w| w.parse::<u64>().is_ok())?;
+            Some((words[..at].join(" "), words[at].parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_load_run_accounts_exactly_for_the_faults_the_pipeline_injected() {
+    let scratch = Scratch::new();
+    let faults = [
+        ("PIPELINE_DROP", "0.05"),
+        ("PIPELINE_DUP", "0.05"),
+        ("PIPELINE_REORDER", "8"),
+        ("PIPELINE_SEED", "11"),
+    ];
+    let (o, run) = load_run(&scratch, "faults", &faults, "250/s");
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    let tally = pipeline_tally(&run);
+    let flow = &run["load"]["flows"][0];
+    let counts = &flow["counts"];
+    let n = |v: &Value| v.as_u64().expect("a count");
+    assert!(
+        tally["dropped"] > 0 && tally["duplicated"] > 0 && tally["reordered"] > 0,
+        "{tally:?}"
+    );
+    assert_eq!(n(&flow["lost"]), tally["dropped"], "{tally:?} {counts}");
+    assert_eq!(
+        n(&counts["delivered"]),
+        tally["processed"],
+        "{tally:?} {counts}"
+    );
+    assert_eq!(
+        n(&counts["duplicates"]),
+        tally["duplicated"],
+        "{tally:?} {counts}"
+    );
+    assert_eq!(
+        n(&counts["reordered"]),
+        tally["reordered"],
+        "{tally:?} {counts}"
+    );
+    assert_eq!(n(&run["load"]["send"]["counts"]["attempted"]), 500);
+    assert_eq!(
+        n(&counts["foreign"]) + n(&counts["not_sent"]) + n(&counts["unknown"]),
+        0
+    );
+    // The live view printed a line per interval, and the account and SLAs at the end.
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .filter(|l| l.contains(" sent ") && l.contains(" received "))
+            .count()
+            >= 3,
+        "{out}"
+    );
+    assert!(out.contains("PASS lost on `processed`"), "{out}");
+    assert_eq!(last_line(&o), "1 passed, 0 failed");
+    // The store holds the account: `report` renders it again.
+    let again = roundtrip(&["report", "latest", "--store", &scratch.store()]);
+    assert_eq!(again.status.code(), Some(0), "{}", explain(&again));
+    assert!(
+        stdout(&again).contains("load `faults`: 250/s for 2s, 4 stream(s)"),
+        "{}",
+        explain(&again)
+    );
+}
+
+#[test]
+fn a_load_run_that_misses_its_slas_exits_1_and_names_them() {
+    let scratch = Scratch::new();
+    let (o, run) = load_run(&scratch, "steady", &[("PIPELINE_DUP", "0.2")], "100/s");
+    assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
+    let out = stdout(&o);
+    assert!(out.contains("FAIL duplicates on `processed`"), "{out}");
+    assert!(
+        out.contains("PASS lost on `processed`: 0 (0%), at most 0 (default)"),
+        "{out}"
+    );
+    assert_eq!(run["scenarios"][0]["status"], "failed");
+    assert_eq!(last_line(&o), "0 passed, 1 failed");
+}
+
+#[test]
+fn load_usage_errors_exit_2_and_say_what_to_write() {
+    let suite = "examples/pipeline/suite-load.yaml";
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--scenario", "nope", "--rate", "10/s", "--for", "1s"],
+            "the suite has no scenario `nope`; its scenarios are `steady`, `faults`",
+        ),
+        (
+            &["--scenario", "steady", "--rate", "fast", "--for", "1s"],
+            "`fast` is not a rate; write it like `500/s`",
+        ),
+        (
+            &["--scenario", "steady", "--stages", "10/s"],
+            "is not `RATE for DURATION`",
+        ),
+        (
+            &["--scenario", "steady", "--rate", "1/s", "--for", "1s"],
+            "fewer than its 4 streams",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["load", suite, "--store", "sqlite::memory:"];
+        all.extend_from_slice(args);
+        let o = roundtrip(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", explain(&o));
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", explain(&o));
+    }
+    let two_steps = Scratch::new();
+    let path = two_steps.write(
+        "two.yaml",
+        "name: two\nchannels:\n  in: { http: { url: \"http://127.0.0.1:9/x\" } }\n  out: { webhook: { listen: \"127.0.0.1:0\" } }\nscenarios:\n  - name: s\n    send: [{ to: in }, { to: in }]\n    expect: [{ on: out, within: 1s }]\n  - name: many\n    send: [{ to: in }]\n    expect: [{ on: out, within: 1s, at_least: 3 }]\n",
+    );
+    for (scenario, expected) in [
+        ("s", "has 2 send steps"),
+        ("many", "asks for 3 outputs per event"),
+    ] {
+        let o = roundtrip(&[
+            "load",
+            &path,
+            "--scenario",
+            scenario,
+            "--rate",
+            "1/s",
+            "--for",
+            "1s",
+            "--store",
+            "sqlite::memory:",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+        assert!(stderr(&o).contains(expected), "{}", explain(&o));
+    }
 }

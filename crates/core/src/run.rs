@@ -157,6 +157,9 @@ pub struct RunSummary {
     /// A harness error that ended the run (exit code 3), if any.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub harness_error: Option<String>,
+    /// A load run's account (`roundtrip load`): its scenario is the run's one scenario.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load: Option<Box<crate::load::LoadReport>>,
 }
 
 impl RunSummary {

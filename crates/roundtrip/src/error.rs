@@ -33,6 +33,13 @@ pub enum HarnessError {
     /// [`RemoteError::usage`]: crate::remote::RemoteError::usage
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
+    /// The scenario cannot run under load (`roundtrip load`): none of that name, or not
+    /// of the shape a load needs. A usage error: exit code 2.
+    #[error("{message}")]
+    Load {
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A template in a channel could not be rendered (e.g. an unset environment
     /// variable). A usage error: exit code 2.
     #[error("render `{what}`: {message}")]
@@ -48,7 +55,7 @@ impl HarnessError {
     /// The documented exit code: 2 for usage and suite errors, 3 for infrastructure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            HarnessError::Plan(_) | HarnessError::Template { .. } => 2,
+            HarnessError::Plan(_) | HarnessError::Template { .. } | HarnessError::Load { .. } => 2,
             HarnessError::Remote(e) if e.usage => 2,
             HarnessError::Listen(_)
             | HarnessError::Connect(_)

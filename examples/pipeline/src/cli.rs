@@ -151,6 +151,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
           help_heading = "Faults")]
     pub crash_after: Option<u64>,
+
+    /// Count reordering among the events with the same value of this input field (a
+    /// stream, a partition), as a system that keeps order per key is judged; without it,
+    /// over all events. What the faults did is printed when the pipeline stops.
+    #[arg(long, value_name = "FIELD", help_heading = "Faults")]
+    pub order_key: Option<String>,
 }
 
 /// The resolved configuration of a pipeline.
@@ -217,6 +223,7 @@ impl Cli {
                 misroute_prob: self.misroute_prob,
                 reorder_window: self.reorder_window,
                 crash_after: self.crash_after,
+                order_key: self.order_key,
             },
         })
     }
@@ -323,6 +330,7 @@ mod tests {
                 misroute_prob: 0.0,
                 reorder_window: 8,
                 crash_after: Some(3),
+                order_key: None,
             }
         );
     }

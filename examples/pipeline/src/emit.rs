@@ -341,20 +341,26 @@ impl Emitter {
     }
 
     /// Takes jobs in order until the channel closes, or until `crash_after` events have
-    /// been delivered, in which case it returns that count.
+    /// been delivered, in which case it returns that count. Counts what became of each
+    /// event in `tally`.
     pub async fn run(
         self,
         storage: Arc<Storage>,
         mut jobs: mpsc::UnboundedReceiver<Job>,
         crash_after: Option<u64>,
+        tally: Arc<std::sync::Mutex<crate::faults::Tally>>,
     ) -> Option<u64> {
         let mut delivered: u64 = 0;
         while let Some(job) = jobs.recv().await {
             let mut ok = false;
+            let mut copies = 0;
             if let Some(delivery) = &job.delivery {
                 for _ in 0..delivery.copies {
                     match self.deliver(delivery).await {
-                        Ok(()) => ok = true,
+                        Ok(()) => {
+                            ok = true;
+                            copies += 1;
+                        }
                         Err(e) => eprintln!(
                             "pipeline: gave up on event {}: failed to {}",
                             job.event.id,
@@ -362,6 +368,16 @@ impl Emitter {
                         ),
                     }
                 }
+            }
+            let fate = match &job.delivery {
+                None => crate::faults::Fate::Dropped,
+                Some(d) => crate::faults::Fate::Delivered {
+                    copies,
+                    processed: d.target == Target::Processed,
+                },
+            };
+            if let Ok(mut tally) = tally.lock() {
+                tally.record(job.event.seq, &job.event.body, fate);
             }
             self.audit(&job.event.id, job.delivery.as_ref(), ok).await;
             let storage = Arc::clone(&storage);

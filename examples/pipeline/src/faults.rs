@@ -9,6 +9,7 @@
 //! - [`ReorderBuffer`] has its own generator, so its shuffles depend only on the seed and
 //!   the sizes of the batches it flushes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::rngs::{SmallRng, StdRng};
@@ -43,6 +44,9 @@ pub struct FaultConfig {
     pub reorder_window: usize,
     /// Exit with code 101 after this many events have been emitted.
     pub crash_after: Option<u64>,
+    /// The input field whose value names an event's ordering key (a stream, a
+    /// partition): reordering is counted among the events of one key.
+    pub order_key: Option<String>,
 }
 
 /// What happens to one event.
@@ -288,5 +292,162 @@ mod tests {
         assert_eq!(flushed, vec![1, 2]);
         assert_eq!(buffer.deadline(), None);
         assert!(buffer.flush().is_empty());
+    }
+}
+
+/// What the faults did, counted as the emitter delivers, in delivery order; the pipeline
+/// prints it when it stops, so a test can compare a harness's accounting with it.
+///
+/// An event is *reordered* when its first copy is delivered after an event of the same
+/// ordering key (all events, without one) that arrived later; a *duplicate* is a copy
+/// beyond the first; *dropped* events are never delivered. Only the processed output
+/// counts towards reordering, as a harness watching it would see.
+#[derive(Debug, Default)]
+pub struct Tally {
+    order_key: Option<String>,
+    highest: HashMap<String, u64>,
+    /// Events delivered to the processed output (first copies).
+    pub processed: u64,
+    /// Events delivered to the dead-letter output.
+    pub dead_letters: u64,
+    /// Events dropped.
+    pub dropped: u64,
+    /// Extra copies delivered.
+    pub duplicated: u64,
+    /// Events reordered (see above).
+    pub reordered: u64,
+    /// Events whose delivery failed.
+    pub undelivered: u64,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Dropped by `--drop-prob`.
+    Dropped,
+    /// Delivered `copies` times (0: every attempt failed) to the processed output
+    /// (`processed`) or the dead-letter one.
+    Delivered {
+        /// Copies that got through.
+        copies: u32,
+        /// To the processed output.
+        processed: bool,
+    },
+}
+
+impl Tally {
+    /// A tally that counts reordering per value of the input field `order_key`.
+    pub fn new(order_key: Option<String>) -> Tally {
+        Tally {
+            order_key,
+            ..Tally::default()
+        }
+    }
+
+    /// Counts the event that arrived `seq`-th, with input `body`.
+    pub fn record(
+        &mut self,
+        seq: u64,
+        body: &serde_json::Map<String, serde_json::Value>,
+        fate: Fate,
+    ) {
+        match fate {
+            Fate::Dropped => self.dropped += 1,
+            Fate::Delivered { copies: 0, .. } => self.undelivered += 1,
+            Fate::Delivered { copies, processed } => {
+                self.duplicated += u64::from(copies - 1);
+                if !processed {
+                    self.dead_letters += 1;
+                    return;
+                }
+                self.processed += 1;
+                let key = match &self.order_key {
+                    Some(field) => body.get(field).map(ToString::to_string).unwrap_or_default(),
+                    None => String::new(),
+                };
+                let highest = self.highest.entry(key).or_insert(seq);
+                if seq < *highest {
+                    self.reordered += 1;
+                } else {
+                    *highest = seq;
+                }
+            }
+        }
+    }
+
+    /// `pipeline: faults: processed N, dead letters N, dropped N, duplicated N,
+    /// reordered N (by `stream`), undelivered N`.
+    pub fn line(&self) -> String {
+        format!(
+            "pipeline: faults: processed {}, dead letters {}, dropped {}, duplicated {}, reordered {} ({}), undelivered {}",
+            self.processed,
+            self.dead_letters,
+            self.dropped,
+            self.duplicated,
+            self.reordered,
+            match &self.order_key {
+                Some(field) => format!("by `{field}`"),
+                None => "over all events".to_owned(),
+            },
+            self.undelivered
+        )
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    fn body(stream: u64) -> Map<String, Value> {
+        match json!({ "stream": stream }) {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn reordering_is_counted_per_key_and_duplicates_and_drops_apart() {
+        let mut t = Tally::new(Some("stream".into()));
+        let delivered = |copies| Fate::Delivered {
+            copies,
+            processed: true,
+        };
+        // Key 0 arrives 0, 2, 4; key 1 arrives 1, 3. Delivered: 2, 0 (reordered), 1, 3
+        // twice, 4 dropped.
+        t.record(2, &body(0), delivered(1));
+        t.record(0, &body(0), delivered(1));
+        t.record(1, &body(1), delivered(1));
+        t.record(3, &body(1), delivered(2));
+        t.record(4, &body(0), Fate::Dropped);
+        t.record(
+            5,
+            &body(1),
+            Fate::Delivered {
+                copies: 1,
+                processed: false,
+            },
+        );
+        t.record(6, &body(1), delivered(0));
+        assert_eq!(
+            (
+                t.processed,
+                t.reordered,
+                t.duplicated,
+                t.dropped,
+                t.dead_letters,
+                t.undelivered
+            ),
+            (4, 1, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            t.line(),
+            "pipeline: faults: processed 4, dead letters 1, dropped 1, duplicated 1, reordered 1 (by `stream`), undelivered 1"
+        );
+        let mut all = Tally::new(None);
+        all.record(1, &body(0), delivered(1));
+        all.record(0, &body(1), delivered(1));
+        assert_eq!(all.reordered, 1);
     }
 }

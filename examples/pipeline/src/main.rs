@@ -244,8 +244,15 @@ async fn serve(config: &Config, data_dir: &Path) -> Result<ExitCode, RunError> {
         let _ = queue.send(Queued::recovered(event));
     }
     tokio::spawn(Processor::new(config.faults.clone(), config.transform(), jobs).run(inbox));
-    let mut emitting =
-        tokio::spawn(emitter.run(Arc::clone(&storage), job_inbox, config.faults.crash_after));
+    let tally = Arc::new(std::sync::Mutex::new(faults::Tally::new(
+        config.faults.order_key.clone(),
+    )));
+    let mut emitting = tokio::spawn(emitter.run(
+        Arc::clone(&storage),
+        job_inbox,
+        config.faults.crash_after,
+        Arc::clone(&tally),
+    ));
 
     let app = ingest::router(Ingest { storage, queue });
     let graceful = {
@@ -268,7 +275,7 @@ async fn serve(config: &Config, data_dir: &Path) -> Result<ExitCode, RunError> {
     let _ = writeln!(stdout, "pipeline listening on http://{addr}").and_then(|()| stdout.flush());
     drop(stdout);
 
-    tokio::select! {
+    let outcome = tokio::select! {
         served = server => {
             served.map_err(RunError::Serve)?;
             Ok(ExitCode::SUCCESS)
@@ -285,7 +292,11 @@ async fn serve(config: &Config, data_dir: &Path) -> Result<ExitCode, RunError> {
             Ok(None) => Err(RunError::Emitter("the processing loop stopped".to_owned())),
             Err(e) => Err(RunError::Emitter(e.to_string())),
         },
+    };
+    if let Ok(tally) = tally.lock() {
+        eprintln!("{}", tally.line());
     }
+    outcome
 }
 
 /// A flag that turns true on SIGTERM or Ctrl-C (SIGINT). The handlers are installed

@@ -6,6 +6,7 @@ use crate::args::{Cli, Command};
 mod aws_cleanup;
 mod check;
 mod listen;
+mod load;
 mod maintain;
 mod report;
 mod run;
@@ -16,6 +17,7 @@ mod serve;
 pub async fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Run(args) => run::run(args).await,
+        Command::Load(args) => load::load(args).await,
         Command::Check(args) => check::check(&args),
         Command::Report(args) => report::report(args).await,
         Command::Runs(args) => runs::runs(args).await,
@@ -127,29 +129,101 @@ pub fn store_failed(e: &roundtrip::store::StoreError) -> u8 {
     }
 }
 
-/// Refuses `--json` and `--junit` naming the same file: one would silently overwrite
-/// the other.
+/// Refuses two of `--json`, `--junit` and `--html` naming the same file: one report
+/// would silently overwrite the other.
 pub fn check_outputs(output: &crate::args::OutputArgs) -> Result<(), u8> {
-    let (Some(json), Some(junit)) = (&output.json, &output.junit) else {
-        return Ok(());
-    };
-    let same = json == junit
-        || matches!(
-            (std::fs::canonicalize(json), std::fs::canonicalize(junit)),
-            (Ok(a), Ok(b)) if a == b
-        );
-    if same {
-        eprintln!(
-            "error: --json and --junit both name {}: one report would overwrite the other; \
-             give each its own file",
-            json.display()
-        );
-        return Err(crate::exit::USAGE);
+    let named: Vec<(&str, &std::path::Path)> = [
+        ("--json", output.json.as_deref()),
+        ("--junit", output.junit.as_deref()),
+        ("--html", output.html.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path?)))
+    .collect();
+    for (i, (a_flag, a)) in named.iter().enumerate() {
+        for (b_flag, b) in &named[i + 1..] {
+            let same = a == b
+                || matches!(
+                    (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                    (Ok(x), Ok(y)) if x == y
+                );
+            if same {
+                eprintln!(
+                    "error: {a_flag} and {b_flag} both name {}: one report would overwrite the \
+                     other; give each its own file",
+                    a.display()
+                );
+                return Err(crate::exit::USAGE);
+            }
+        }
     }
     Ok(())
 }
 
+/// A reporter's `write`.
+type WriteReport = fn(&[roundtrip_core::run::RunSummary], &std::path::Path) -> std::io::Result<()>;
+
+/// Writes the reports `output` asks for; a report that cannot be written is a harness
+/// error (printed here).
+pub fn write_reports(
+    output: &crate::args::OutputArgs,
+    summaries: &[roundtrip_core::run::RunSummary],
+) -> Result<(), u8> {
+    use roundtrip::report::{html, json, junit};
+    let mut result = Ok(());
+    let writes: [(&str, Option<&std::path::PathBuf>, WriteReport); 3] = [
+        ("JUnit", output.junit.as_ref(), junit::write),
+        ("JSON", output.json.as_ref(), json::write),
+        ("HTML", output.html.as_ref(), html::write),
+    ];
+    for (what, path, write) in writes {
+        if let Some(path) = path
+            && let Err(e) = write(summaries, path)
+        {
+            eprintln!(
+                "error: failed to write the {what} report {}: {e}",
+                path.display()
+            );
+            result = Err(crate::exit::HARNESS);
+        }
+    }
+    result
+}
+
 /// Waits for Ctrl-C or (on Unix) SIGTERM; `None` if signals cannot be watched.
+/// Ctrl-C (or SIGTERM, as CI cancellations and `timeout` send) stops a run cleanly: its
+/// work ends, the SUT and listeners stop (removing what they created), the store records
+/// what ran. A second signal hurries the stop (the SUT's process group is killed at
+/// once) and the run is still recorded as interrupted; only a third exits at once,
+/// leaving the run unfinished in the store. Returns the cancel and hurry switches.
+pub fn stop_on_signals() -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::sync::watch::Receiver<bool>,
+) {
+    let (cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let (hurry_tx, hurry) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if let Some(signal) = interrupted().await {
+            eprintln!(
+                "\ninterrupted by {signal}: stopping the run (again to stop faster, a third \
+                 time to exit at once)"
+            );
+            cancel_tx.send_replace(true);
+            if interrupted().await.is_some() {
+                eprintln!(
+                    "stopping faster: killing the system under test; the run is still recorded"
+                );
+                hurry_tx.send_replace(true);
+                if interrupted().await.is_some() {
+                    eprintln!("exiting at once: the run stays unfinished in the store");
+                    std::process::exit(130);
+                }
+            }
+        }
+    });
+    (cancel, hurry)
+}
+
 pub async fn interrupted() -> Option<&'static str> {
     #[cfg(unix)]
     {

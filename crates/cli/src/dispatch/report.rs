@@ -1,6 +1,6 @@
 //! `roundtrip report RUN_ID`: re-render a past run from the store alone.
 
-use roundtrip::report::{json, junit, text};
+use roundtrip::report::text;
 use roundtrip::store::StoreError;
 
 use super::print_error;
@@ -72,17 +72,8 @@ pub async fn report(args: ReportArgs) -> u8 {
     for line in text::run_report(&summary).lines() {
         out(line);
     }
-    if let Some(path) = &args.output.junit
-        && let Err(e) = junit::write(std::slice::from_ref(&summary), path)
-    {
-        eprintln!("error: failed to write {}: {e}", path.display());
-        return exit::HARNESS;
-    }
-    if let Some(path) = &args.output.json
-        && let Err(e) = json::write(std::slice::from_ref(&summary), path)
-    {
-        eprintln!("error: failed to write {}: {e}", path.display());
-        return exit::HARNESS;
+    if let Err(code) = super::write_reports(&args.output, std::slice::from_ref(&summary)) {
+        return code;
     }
     out(&text::totals(std::slice::from_ref(&summary)));
     if let Some(given) = &args.correlation {

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use roundtrip::engine::{self, RunOptions};
-use roundtrip::report::{json, junit, text};
+use roundtrip::report::text;
 use roundtrip_core::run::RunSummary;
 use roundtrip_core::suite::{self, LoadedSuite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::print_error;
 use crate::args::RunArgs;
@@ -102,32 +102,7 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
 
-    // Ctrl-C (or SIGTERM, as CI cancellations and `timeout` send) stops the run cleanly:
-    // scenarios end, SUT and listeners stop (removing what they created), the store
-    // records what ran. A second signal hurries the stop (the SUT's process group is
-    // killed at once) and the run is still recorded as interrupted; only a third exits
-    // at once, leaving the run unfinished in the store.
-    let (cancel_tx, cancel) = watch::channel(false);
-    let (hurry_tx, hurry) = watch::channel(false);
-    tokio::spawn(async move {
-        if let Some(signal) = super::interrupted().await {
-            eprintln!(
-                "\ninterrupted by {signal}: stopping the run (again to stop faster, a third \
-                 time to exit at once)"
-            );
-            cancel_tx.send_replace(true);
-            if super::interrupted().await.is_some() {
-                eprintln!(
-                    "stopping faster: killing the system under test; the run is still recorded"
-                );
-                hurry_tx.send_replace(true);
-                if super::interrupted().await.is_some() {
-                    eprintln!("exiting at once: the run stays unfinished in the store");
-                    std::process::exit(130);
-                }
-            }
-        }
-    });
+    let (cancel, hurry) = super::stop_on_signals();
 
     let mut summaries: Vec<RunSummary> = Vec::new();
     let mut code = exit::OK;
@@ -187,23 +162,8 @@ pub async fn run(args: RunArgs) -> u8 {
         code = exit::HARNESS;
     }
 
-    if let Some(path) = &args.output.junit
-        && let Err(e) = junit::write(&summaries, path)
-    {
-        eprintln!(
-            "error: failed to write the JUnit report {}: {e}",
-            path.display()
-        );
-        code = exit::HARNESS;
-    }
-    if let Some(path) = &args.output.json
-        && let Err(e) = json::write(&summaries, path)
-    {
-        eprintln!(
-            "error: failed to write the JSON report {}: {e}",
-            path.display()
-        );
-        code = exit::HARNESS;
+    if let Err(failed) = super::write_reports(&args.output, &summaries) {
+        code = failed;
     }
     // Scenarios that could not run because of a harness error did not pass: they count
     // as failed. Those `--fail-fast` skipped are counted apart.

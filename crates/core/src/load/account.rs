@@ -133,6 +133,7 @@ pub struct Accountant {
     interval_start: u64,
     due_at_interval_start: u64,
     series: Vec<IntervalPoint>,
+    closed: u64,
 }
 
 fn keep_id(list: &mut Vec<String>, keep: usize, id: impl FnOnce() -> String) {
@@ -201,6 +202,7 @@ impl Accountant {
             interval_start: 0,
             due_at_interval_start: 0,
             series: Vec::new(),
+            closed: 0,
             cfg,
         }
     }
@@ -208,6 +210,11 @@ impl Accountant {
     /// The window each stream has, in sequence numbers.
     pub fn window(&self) -> u64 {
         self.window
+    }
+
+    /// How many intervals have closed so far.
+    pub fn closed_intervals(&self) -> u64 {
+        self.closed
     }
 
     /// The schedule.
@@ -551,6 +558,7 @@ impl Accountant {
         self.send_now = SendCounts::default();
         self.due_at_interval_start = due_now;
         self.interval_start = now_ns;
+        self.closed += 1;
         self.series.push(point);
         if self.series.len() > self.cfg.max_points.max(2) {
             self.series = self

@@ -55,6 +55,27 @@ impl Hist {
         self.clipped += other.clipped;
     }
 
+    /// The distribution as (percentile, value) points: every step of the histogram's
+    /// quantile iteration (denser towards the tail), and the maximum last.
+    pub fn curve(&self) -> Vec<(f64, u64)> {
+        if self.h.is_empty() {
+            return Vec::new();
+        }
+        let mut points: Vec<(f64, u64)> = self
+            .h
+            .iter_quantiles(2)
+            .map(|v| {
+                (
+                    v.quantile_iterated_to(),
+                    self.h.highest_equivalent(v.value_iterated_to()),
+                )
+            })
+            .take_while(|(q, _)| *q < 1.0)
+            .collect();
+        points.push((1.0, self.h.max()));
+        points
+    }
+
     /// Empties it.
     pub fn reset(&mut self) {
         self.h.reset();
@@ -152,6 +173,24 @@ mod tests {
         assert_eq!(s.count, 2000);
         // Within the histogram's 0.1 %.
         assert!((s.max_ns as f64 - 2e9).abs() / 2e9 < 0.001, "{s:?}");
+    }
+
+    #[test]
+    fn the_curve_rises_to_the_maximum() {
+        let mut h = Hist::new();
+        for i in 1..=10_000u64 {
+            h.record(i * 1_000);
+        }
+        let curve = h.curve();
+        assert!(curve.len() > 10, "{curve:?}");
+        assert!(
+            curve
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1),
+            "{curve:?}"
+        );
+        assert_eq!(curve.last(), Some(&(1.0, h.stats().max_ns)));
+        assert!(Hist::new().curve().is_empty());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::transport::{ListenerStats, ObservationSink, RunningListener};
 mod bindings;
 mod event;
 mod live;
+mod load;
 mod plan;
 mod produce;
 mod router;
@@ -40,6 +41,7 @@ pub(crate) mod tests;
 
 pub use event::RunEvent;
 pub use live::{Expected, LiveError, LiveRun, Scope, ScopeStop, TestOutcome};
+pub use load::{LoadEvent, LoadOptions, run_load};
 pub(crate) use plan::render_channel_for_service;
 pub use scenario::COMMIT_SLACK;
 pub use sut::{SutProcess, become_subreaper};
@@ -189,6 +191,8 @@ struct Run {
     listeners: Vec<StartedListener>,
     sut: Option<SutProcess>,
     summary: RunSummary,
+    /// Under load, where the listeners hand observations instead of the store.
+    tap: Option<mpsc::Sender<Arc<roundtrip_core::observation::Observation>>>,
 }
 
 struct StartedListener {
@@ -256,6 +260,7 @@ impl Run {
             sut_log: Vec::new(),
             sut_exited: None,
             harness_error: None,
+            load: None,
         };
         Ok(Run {
             plan,
@@ -265,6 +270,7 @@ impl Run {
             listeners: Vec::new(),
             sut: None,
             summary,
+            tap: None,
         })
     }
 
@@ -285,13 +291,25 @@ impl Run {
     /// Listeners first: each is subscribed before anything can be sent.
     async fn start_listeners(&mut self, opts: &RunOptions) -> Result<(), HarnessError> {
         for planned in std::mem::take(&mut self.plan.listeners) {
-            let sink = ObservationSink::new(
+            let (store, run_id, channel, correlator) = (
                 Arc::clone(&self.store),
                 self.plan.run_id.clone(),
                 planned.channel.clone(),
                 Arc::clone(&self.plan.correlator),
-                planned.max_payload,
             );
+            let sink = match &self.tap {
+                Some(tap) => ObservationSink::tapped(
+                    store,
+                    run_id,
+                    channel,
+                    correlator,
+                    planned.max_payload,
+                    tap.clone(),
+                ),
+                None => {
+                    ObservationSink::new(store, run_id, channel, correlator, planned.max_payload)
+                }
+            };
             let stats = sink.stats();
             let running = planned.driver.start(sink).await?;
             if let Some(bound) = &running.bound {

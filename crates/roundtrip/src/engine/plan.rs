@@ -143,6 +143,7 @@ impl PlannedSut {
             run_id,
             correlation_id: "",
             seq: 0,
+            stream: 0,
             bindings,
         };
         let render = |t: &Template, what: &str| {
@@ -413,6 +414,7 @@ fn render_once(
         run_id,
         correlation_id: "",
         seq: 0,
+        stream: 0,
         bindings,
     };
     Template::parse(text)

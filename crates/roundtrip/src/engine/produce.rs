@@ -17,6 +17,8 @@ pub(crate) struct EventContext<'a> {
     pub run_id: &'a str,
     pub correlation_id: &'a str,
     pub seq: u64,
+    /// The event's stream under load (`{{ stream }}`), 0 otherwise.
+    pub stream: u64,
     pub bindings: &'a Bindings,
 }
 
@@ -31,6 +33,10 @@ impl TemplateContext for EventContext<'_> {
 
     fn seq(&self) -> u64 {
         self.seq
+    }
+
+    fn stream(&self) -> u64 {
+        self.stream
     }
 
     fn now_unix_nanos(&self) -> i64 {
@@ -210,6 +216,7 @@ mod tests {
             run_id: "run-1",
             correlation_id: "0192c0de-0000-7000-8000-000000000001",
             seq: 7,
+            stream: 0,
             bindings: &BINDINGS,
         }
     }

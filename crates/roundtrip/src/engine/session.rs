@@ -65,6 +65,7 @@ impl Session {
             run_id: &self.run_id,
             correlation_id: &correlation_id,
             seq: index,
+            stream: 0,
             bindings: &self.bindings,
         };
         let mut sent = Sent {

@@ -180,6 +180,7 @@ pub(crate) fn summary(results: Vec<ScenarioResult>, listener: ListenerSummary) -
         sut_log: Vec::new(),
         sut_exited: None,
         harness_error: None,
+        load: None,
     }
 }
 

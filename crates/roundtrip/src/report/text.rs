@@ -35,6 +35,8 @@ pub fn headline(s: &ScenarioResult) -> String {
                 Outcome::Failed(f) => Some(format!("{}: {}", f.kind, escape(&f.message))),
                 Outcome::Passed => None,
             })
+            // A load run's scenario fails on its aggregate SLAs, which its notes name.
+            .or_else(|| s.notes.first().map(|n| escape(n).into_owned()))
             .unwrap_or_else(|| "failed".into()),
     }
 }
@@ -192,6 +194,9 @@ pub fn run_report(summary: &RunSummary) -> String {
         if matches!(s.status, ScenarioStatus::Failed | ScenarioStatus::Error) {
             out.push_str(&scenario_details(s));
         }
+    }
+    if let Some(load) = &summary.load {
+        out.push_str(&super::load::load_report(load));
     }
     out.push_str(&listener_lines(summary));
     out.push_str(&sut_exit_lines(summary));

@@ -431,6 +431,7 @@ impl RunningService {
             sut_log: Vec::new(),
             sut_exited: None,
             harness_error: None,
+            load: None,
         };
         let finished = match shared
             .store

@@ -369,5 +369,6 @@ pub async fn unfinished_summary(
              and observations it recorded are shown",
             record.status
         )),
+        load: None,
     })
 }

@@ -116,6 +116,8 @@ struct SinkInner {
     store: Arc<dyn Store>,
     run_id: String,
     attribution: Option<Arc<dyn Attribution>>,
+    /// Under load, where observations go instead of the store ([`ObservationSink::tapped`]).
+    tap: Option<Tap>,
     channel: String,
     correlator: Arc<Correlator>,
     max_payload: usize,
@@ -139,6 +141,7 @@ impl ObservationSink {
             max_payload,
             stats: Arc::new(ListenerStats::default()),
             attribution: None,
+            tap: None,
         };
         ObservationSink {
             inner: Arc::new(inner),
@@ -159,6 +162,29 @@ impl ObservationSink {
         let mut sink = ObservationSink::new(store, run_id, channel, correlator, max_payload);
         if let Some(inner) = Arc::get_mut(&mut sink.inner) {
             inner.attribution = Some(attribution);
+        }
+        sink
+    }
+
+    /// A sink for a load run: every observation goes to `tap`, not to the store, and
+    /// the listener may acknowledge it once the tap took it. Under load the run
+    /// records aggregates (the accounting's intervals), not every observation, so that
+    /// the recorder is never the bottleneck; the tap is bounded, so a slow accounting
+    /// holds the listener back rather than losing anything.
+    pub fn tapped(
+        store: Arc<dyn Store>,
+        run_id: impl Into<String>,
+        channel: impl Into<String>,
+        correlator: Arc<Correlator>,
+        max_payload: usize,
+        tap: tokio::sync::mpsc::Sender<Arc<Observation>>,
+    ) -> ObservationSink {
+        let mut sink = ObservationSink::new(store, run_id, channel, correlator, max_payload);
+        if let Some(inner) = Arc::get_mut(&mut sink.inner) {
+            inner.tap = Some(Tap {
+                to: tap,
+                seq: AtomicU64::new(0),
+            });
         }
         sink
     }
@@ -291,9 +317,17 @@ impl ObservationSink {
             // wall clock (and their verdicts say so).
             received_mono: s.attribution.is_none().then_some(received_mono),
         };
-        let result = match &s.attribution {
-            None => s.store.record(observation).await,
-            Some(attribution) => attribution.record(&s.store, observation).await,
+        let result = match (&s.tap, &s.attribution) {
+            (Some(tap), _) => {
+                let seq = tap.seq.fetch_add(1, Ordering::Relaxed);
+                let committed = Arc::new(observation.committed(seq));
+                match tap.to.send(Arc::clone(&committed)).await {
+                    Ok(()) => Ok(committed),
+                    Err(_) => Err(StoreError::Closed),
+                }
+            }
+            (None, None) => s.store.record(observation).await,
+            (None, Some(attribution)) => attribution.record(&s.store, observation).await,
         };
         match result {
             Ok(committed) => {
@@ -308,6 +342,13 @@ impl ObservationSink {
             }
         }
     }
+}
+
+/// Where a load run's sink hands its observations, numbered in arrival order.
+#[derive(Debug)]
+struct Tap {
+    to: tokio::sync::mpsc::Sender<Arc<Observation>>,
+    seq: AtomicU64,
 }
 
 /// Which run an observation belongs to, decided per message: a listener service's

@@ -144,6 +144,7 @@ fn summary(run_id: &str, scenarios: Vec<ScenarioResult>) -> RunSummary {
         sut_log: vec!["listening on 127.0.0.1:7001".to_owned()],
         sut_exited: Some("exit status: 1".to_owned()),
         harness_error: None,
+        load: None,
     }
 }
 

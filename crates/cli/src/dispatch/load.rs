@@ -1,0 +1,117 @@
+//! `roundtrip load`: one scenario under load, a line per interval while it runs, the
+//! account at the end, JUnit/JSON like a functional run.
+
+use std::sync::Arc;
+
+use roundtrip::engine::{self, LoadEvent, LoadOptions, RunOptions};
+use roundtrip::report::{load as load_text, text};
+use roundtrip_core::load::Profile;
+use roundtrip_core::run::RunSummary;
+use roundtrip_core::suite;
+use tokio::sync::mpsc;
+
+use super::print_error;
+use crate::args::LoadArgs;
+use crate::display::out;
+use crate::exit;
+
+pub async fn load(args: LoadArgs) -> u8 {
+    if let Err(code) = super::check_outputs(&args.output) {
+        return code;
+    }
+    let profile = match (&args.stages, &args.rate, args.duration) {
+        (Some(stages), _, _) => Profile::parse_stages(stages),
+        (None, Some(rate), Some(duration)) => Profile::parse(rate, duration),
+        _ => Err("give `--rate RATE --for DURATION`, or `--stages`".to_owned()),
+    };
+    let profile = match profile {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let vars = match super::resolve_vars(&args.vars) {
+        Ok(vars) => vars,
+        Err(code) => return code,
+    };
+    let loaded = match suite::load_with(&args.suite, &vars) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{e}");
+            eprintln!("nothing was run: fix the suite file above (`roundtrip check` validates)");
+            return exit::USAGE;
+        }
+    };
+    let store = match roundtrip::store::open(&args.store.store).await {
+        Ok(s) => s,
+        Err(e) => return super::store_failed(&e),
+    };
+    let (cancel, hurry) = super::stop_on_signals();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(live(rx, args.quiet));
+    let mut run = RunOptions::new();
+    run.cancel = cancel;
+    run.hurry = hurry;
+    let opts = LoadOptions {
+        scenario: args.scenario.clone(),
+        profile,
+        interval: args.interval,
+        drain: args.drain,
+        run,
+        progress: Some(tx),
+    };
+    let result = engine::run_load(&loaded, Arc::clone(&store), opts).await;
+    let _ = printer.await;
+    let mut code = match &result {
+        Ok(summary) if summary.failed() > 0 || summary.interrupted => exit::FAILED,
+        Ok(_) => exit::OK,
+        Err(e) => {
+            print_error(e);
+            u8::try_from(e.exit_code()).unwrap_or(exit::HARNESS)
+        }
+    };
+    if let Err(e) = store.close().await {
+        print_error(&e);
+        code = code.max(exit::HARNESS);
+    }
+    let summaries: Vec<RunSummary> = result.into_iter().collect();
+    if let Some(summary) = summaries.first() {
+        out(text::run_report(summary).trim_end());
+    }
+    if let Err(failed) = super::write_reports(&args.output, &summaries) {
+        code = failed;
+    }
+    out(&text::totals(&summaries));
+    code
+}
+
+/// The live view: a line when the schedule starts, one per interval, one when the drain
+/// begins.
+async fn live(mut rx: mpsc::UnboundedReceiver<LoadEvent>, quiet: bool) {
+    while let Some(event) = rx.recv().await {
+        if quiet {
+            continue;
+        }
+        match event {
+            LoadEvent::Started {
+                run_id,
+                profile,
+                total,
+                streams,
+                window,
+            } => out(&format!(
+                "run {run_id}: {profile}, {total} events over {streams} stream(s) (window {window})"
+            )),
+            LoadEvent::Interval { point, totals } => {
+                out(&load_text::interval_line(&point, &totals));
+            }
+            LoadEvent::Draining { in_flight, at_most } => out(&format!(
+                "draining: {in_flight} in flight, waiting at most {}",
+                roundtrip_core::latency::format_ns(
+                    u64::try_from(at_most.as_nanos()).unwrap_or(u64::MAX)
+                )
+            )),
+        }
+    }
+}
