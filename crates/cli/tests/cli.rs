@@ -1952,7 +1952,33 @@ fn a_load_run_that_misses_its_slas_exits_1_and_names_them() {
 #[test]
 fn load_usage_errors_exit_2_and_say_what_to_write() {
     let suite = "examples/pipeline/suite-load.yaml";
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "--scenario",
+                "steady",
+                "--rate",
+                "10/s",
+                "--for",
+                "1s",
+                "--drain",
+                "600y",
+            ],
+            "--drain is longer than 30days",
+        ),
+        (
+            &[
+                "--scenario",
+                "steady",
+                "--rate",
+                "10/s",
+                "--for",
+                "1s",
+                "--interval",
+                "0s",
+            ],
+            "--interval is shorter than 100ms",
+        ),
         (
             &["--scenario", "nope", "--rate", "10/s", "--for", "1s"],
             "the suite has no scenario `nope`; its scenarios are `steady`, `faults`",

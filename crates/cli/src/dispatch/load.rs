@@ -19,6 +19,32 @@ pub async fn load(args: LoadArgs) -> u8 {
     if let Err(code) = super::check_outputs(&args.output) {
         return code;
     }
+    // The longest a suite file may write, and an interval the live view can keep.
+    let month = std::time::Duration::from_secs(30 * 24 * 3600);
+    let bounds = [
+        ("--for", args.duration, month),
+        ("--drain", args.drain, month),
+        (
+            "--interval",
+            Some(args.interval),
+            std::time::Duration::from_secs(3600),
+        ),
+    ];
+    for (flag, value, most) in bounds {
+        if value.is_some_and(|v| v > most) {
+            eprintln!(
+                "error: {flag} is longer than {}, the most it may be",
+                humantime::format_duration(most)
+            );
+            return exit::USAGE;
+        }
+    }
+    if args.interval < std::time::Duration::from_millis(100) {
+        eprintln!(
+            "error: --interval is shorter than 100ms: give at least 100ms (the live view prints a line per interval)"
+        );
+        return exit::USAGE;
+    }
     let profile = match (&args.stages, &args.rate, args.duration) {
         (Some(stages), _, _) => Profile::parse_stages(stages),
         (None, Some(rate), Some(duration)) => Profile::parse(rate, duration),

@@ -134,6 +134,7 @@ pub struct Accountant {
     due_at_interval_start: u64,
     series: Vec<IntervalPoint>,
     closed: u64,
+    merge_cursor: usize,
 }
 
 fn keep_id(list: &mut Vec<String>, keep: usize, id: impl FnOnce() -> String) {
@@ -203,6 +204,7 @@ impl Accountant {
             due_at_interval_start: 0,
             series: Vec::new(),
             closed: 0,
+            merge_cursor: 0,
             cfg,
         }
     }
@@ -560,22 +562,21 @@ impl Accountant {
         self.interval_start = now_ns;
         self.closed += 1;
         self.series.push(point);
+        // Over the cap, one pair of neighbours is merged per closed interval, the cursor
+        // sweeping from the oldest to the newest and starting again: the cost of a
+        // merge is spread over the run instead of stalling it once the series is full.
         if self.series.len() > self.cfg.max_points.max(2) {
-            self.series = self
-                .series
-                .chunks(2)
-                .map(|pair| match pair {
-                    [a, b] => a.merge(b),
-                    [a] => a.clone(),
-                    _ => unreachable!("chunks of two"),
-                })
-                .collect();
+            let i = self.merge_cursor.min(self.series.len() - 2);
+            let merged = self.series[i].merge(&self.series[i + 1]);
+            self.series[i] = merged;
+            self.series.remove(i + 1);
+            self.merge_cursor = if i + 2 >= self.series.len() { 0 } else { i + 1 };
         }
     }
 
-    /// Settles everything (the drain is over: what has not arrived is lost), closes the
-    /// last interval, and gives the account. `send_ns` and `drain_ns` say how long each
-    /// phase lasted.
+    /// Settles what is past its deadline at `now_ns`, closes the last interval, and gives
+    /// the account; events whose deadline had not passed (a run interrupted, a drain cut
+    /// short) are `unsettled`, never called lost. `send_ns` says how long sending lasted.
     pub fn finish(
         mut self,
         now_ns: u64,
@@ -583,8 +584,12 @@ impl Accountant {
         started_at: UnixNanos,
         send_ns: u64,
     ) -> LoadReport {
-        self.settle(now_ns, true);
+        self.settle(now_ns, false);
         self.close_interval(now_ns);
+        let sent = self
+            .send_total
+            .attempted
+            .saturating_sub(self.send_total.failed);
         // Everything the schedule holds was due, whether or not it was sent.
         self.send_total.due = self.cfg.profile.total().min(
             self.send_total
@@ -607,6 +612,11 @@ impl Accountant {
                     grace_ns,
                     counts: f.totals,
                     lost: f.totals.lost(),
+                    unsettled: if absence {
+                        0
+                    } else {
+                        sent.saturating_sub(f.totals.delivered + f.totals.lost())
+                    },
                     latency: f.latency_total.stats(),
                     listener_lag: f.lag_total.stats(),
                     examples: f.examples,
@@ -878,6 +888,18 @@ mod tests {
         assert_eq!(c.declared_lost, 100 - refused);
         // Arrivals of refused events are not theirs.
         assert_eq!(c.not_sent, 0);
+    }
+
+    #[test]
+    fn a_run_that_ends_early_leaves_events_unsettled_not_lost() {
+        let mut a = accountant(None);
+        send_all(&mut a);
+        // Ended at 1 s (interrupted): only events due by 1 s − 205 ms are settled.
+        let report = a.finish(1_000 * MS, "s", 0, 1_000 * MS);
+        let f = &report.flows[0];
+        assert_eq!(f.counts.declared_lost + f.unsettled, 100, "{f:?}");
+        assert!(f.unsettled >= 20, "{f:?}");
+        assert_eq!(report.flows[1].unsettled, 0);
     }
 
     #[test]

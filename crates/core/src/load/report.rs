@@ -137,6 +137,10 @@ pub struct FlowReport {
     pub counts: FlowCounts,
     /// Events lost for good (`counts.declared_lost` less those that came back).
     pub lost: u64,
+    /// Events neither arrived nor past their deadline when the run ended (it was
+    /// interrupted, or `--drain` cut the drain short): not counted as lost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsettled: u64,
     /// Latency from each event's intended send time to the listener's receipt.
     pub latency: HistStats,
     /// From the listener's receipt to the accounting (the harness's own lag, not the
@@ -411,4 +415,8 @@ fn percent(p: f64) -> String {
     let text = format!("{p:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text}%")
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -387,7 +387,7 @@ impl Drive<'_> {
             let horizon = with(&shared, |a| a.last_deadline_ns().saturating_sub(send_ns));
             Duration::from_nanos(horizon.unwrap_or(0))
         });
-        let drain_until = send_ns + nanos(at_most);
+        let drain_until = send_ns.saturating_add(nanos(at_most));
         if !interrupted {
             let in_flight = with(&shared, |a| a.in_flight()).unwrap_or(0);
             emit(self.opts, LoadEvent::Draining { in_flight, at_most });

@@ -149,6 +149,14 @@ fn flow(f: &FlowReport, sent: u64) -> String {
         k.duplicates,
         k.reordered
     );
+    if f.unsettled > 0 {
+        let _ = writeln!(
+            out,
+            "    {} not settled when the run ended (interrupted, or the drain was cut short): \
+             neither arrived nor past their deadline, not counted as lost",
+            f.unsettled
+        );
+    }
     if k.declared_lost > f.lost {
         let _ = writeln!(
             out,
