@@ -12,8 +12,14 @@ fn workspace() -> PathBuf {
 }
 
 fn roundtrip(args: &[&str]) -> Output {
+    roundtrip_with(args, &[])
+}
+
+/// [`roundtrip`] with extra environment variables (the example pipeline's faults).
+fn roundtrip_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_roundtrip"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace())
         .env("NO_COLOR", "1")
         .output()
@@ -658,42 +664,38 @@ fn one_path_for_both_reports_is_refused_before_anything_runs() {
         &format!("name: paths\n{}", LISTEN_ONLY.replace("PORT", "0")),
     );
     let same = s.path("report.out");
-    let o = roundtrip(&[
-        "run",
-        &suite,
-        "--store",
-        &s.store(),
-        "--json",
-        &same,
-        "--junit",
-        &same,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
-    assert!(
-        stderr(&o).contains("--json and --junit both name"),
-        "{}",
-        explain(&o)
-    );
-    assert!(!Path::new(&s.path("store.sqlite")).exists(), "nothing ran");
-    let o = roundtrip(&[
-        "run",
-        &suite,
-        "--store",
-        &s.store(),
-        "--junit",
-        &s.path("a.xml"),
-        "--html",
-        &same,
-        "--json",
-        &same,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
-    assert!(
-        stderr(&o).contains("--json and --html both name"),
-        "{}",
-        explain(&o)
-    );
-    assert!(!Path::new(&s.path("store.sqlite")).exists(), "nothing ran");
+    let other = s.path("other.out");
+    for (flags, said) in [
+        (
+            ["--json", "--junit", "--html"],
+            "--json and --junit both name",
+        ),
+        (
+            ["--junit", "--html", "--json"],
+            "--junit and --html both name",
+        ),
+        (
+            ["--json", "--html", "--junit"],
+            "--json and --html both name",
+        ),
+    ] {
+        // The first two flags name one file, the third another.
+        let o = roundtrip(&[
+            "run",
+            &suite,
+            "--store",
+            &s.store(),
+            flags[0],
+            &same,
+            flags[1],
+            &same,
+            flags[2],
+            &other,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", explain(&o));
+        assert!(stderr(&o).contains(said), "{flags:?}: {}", explain(&o));
+        assert!(!Path::new(&s.path("store.sqlite")).exists(), "nothing ran");
+    }
 }
 
 #[test]
@@ -1825,8 +1827,8 @@ fn load_run(
     rate: &str,
 ) -> (Output, Value) {
     let report = scratch.path("load.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
-        .args([
+    let o = roundtrip_with(
+        &[
             "load",
             "examples/pipeline/suite-load.yaml",
             "--scenario",
@@ -1841,12 +1843,9 @@ fn load_run(
             &scratch.store(),
             "--json",
             &report,
-        ])
-        .envs(faults.iter().copied())
-        .current_dir(workspace())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the roundtrip binary runs");
+        ],
+        faults,
+    );
     let json = json_report(&report);
     (o, json["runs"][0].clone())
 }

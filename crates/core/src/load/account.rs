@@ -79,6 +79,9 @@ pub struct AccountConfig {
     pub max_points: usize,
 }
 
+/// The most points a load run's series keeps (neighbours merge beyond it): a day-long
+/// soak at 1 s intervals keeps two-minute points, and the HTML report stays small.
+pub const MAX_POINTS: usize = 720;
 /// The most sequence numbers a stream's window spans.
 pub const MAX_WINDOW: u64 = 1 << 22;
 /// The most ranges of lost sequence numbers remembered, over all streams.
@@ -277,14 +280,7 @@ impl Accountant {
         self.note_start(stream, seq, at_ns);
         self.send_now.refused += 1;
         self.send_total.refused += 1;
-        let keep = self.cfg.keep;
-        for flow in &mut self.flows {
-            if let Some(w) = flow.windows.get_mut(stream as usize) {
-                let mut settled = Settled::default();
-                w.mark_refused(seq, &mut settled, keep);
-                apply_settled(flow, &settled, stream, keep, self.tag, self.cfg.worker);
-            }
-        }
+        self.mark(stream, seq, StreamWindow::mark_refused);
     }
 
     /// The send of event `seq` of `stream` returned `error`.
@@ -292,12 +288,23 @@ impl Accountant {
         self.send_now.failed += 1;
         self.send_total.failed += 1;
         self.first_error.get_or_insert_with(|| error.to_owned());
-        let keep = self.cfg.keep;
+        self.mark(stream, seq, StreamWindow::mark_failed);
+    }
+
+    /// Marks event `seq` of `stream` in every window (refused or failed), accounting
+    /// what the windows settle to make room for it.
+    fn mark(
+        &mut self,
+        stream: u32,
+        seq: u64,
+        mark: fn(&mut StreamWindow, u64, &mut Settled, usize),
+    ) {
+        let (keep, tag, worker) = (self.cfg.keep, self.tag, self.cfg.worker);
         for flow in &mut self.flows {
             if let Some(w) = flow.windows.get_mut(stream as usize) {
                 let mut settled = Settled::default();
-                w.mark_failed(seq, &mut settled, keep);
-                apply_settled(flow, &settled, stream, keep, self.tag, self.cfg.worker);
+                mark(w, seq, &mut settled, keep);
+                apply_settled(flow, &settled, stream, keep, tag, worker);
             }
         }
     }
@@ -408,7 +415,7 @@ impl Accountant {
     /// Settles whatever is past its deadline at `now_ns` and closes the interval if it
     /// is over.
     pub fn tick(&mut self, now_ns: u64) {
-        self.settle(now_ns, false);
+        self.settle(now_ns);
         if now_ns >= self.interval_start + self.cfg.interval_ns {
             self.close_interval(now_ns);
         }
@@ -455,7 +462,7 @@ impl Accountant {
         }
     }
 
-    fn settle(&mut self, now_ns: u64, everything: bool) {
+    fn settle(&mut self, now_ns: u64) {
         let (streams, slack, keep, tag, worker) = (
             self.streams(),
             self.cfg.slack_ns,
@@ -481,28 +488,21 @@ impl Accountant {
             let horizon = f.horizon_ns() + slack;
             for (k, send) in self.streams.iter().enumerate() {
                 let window = &mut f.windows[k];
-                let limit = if everything {
-                    send.next
-                } else {
-                    // Segment by segment from the window's base: an event is past its
-                    // deadline once its intended time plus its segment's lag bound
-                    // plus the horizon is.
-                    let mut limit = window.base();
-                    let segments = send.segments.iter().enumerate();
-                    for (j, &(first, bound)) in segments {
-                        let end = send.segments.get(j + 1).map_or(send.next, |s| s.0);
-                        if end <= limit {
-                            continue;
-                        }
-                        let cutoff = now_ns.checked_sub(horizon + bound);
-                        let due = due_in_stream(cutoff, k as u64).max(first);
-                        limit = due.min(end);
-                        if limit < end {
-                            break;
-                        }
+                // Segment by segment from the window's base: an event is past its
+                // deadline once its intended time plus its segment's lag bound plus
+                // the horizon is.
+                let mut limit = window.base();
+                for (j, &(first, bound)) in send.segments.iter().enumerate() {
+                    let end = send.segments.get(j + 1).map_or(send.next, |s| s.0);
+                    if end <= limit {
+                        continue;
                     }
-                    limit
-                };
+                    let cutoff = now_ns.checked_sub(horizon + bound);
+                    limit = due_in_stream(cutoff, k as u64).max(first).min(end);
+                    if limit < end {
+                        break;
+                    }
+                }
                 if limit > window.base() {
                     let mut settled = Settled::default();
                     window.settle_below(limit, &mut settled, keep);
@@ -584,7 +584,7 @@ impl Accountant {
         started_at: UnixNanos,
         send_ns: u64,
     ) -> LoadReport {
-        self.settle(now_ns, false);
+        self.settle(now_ns);
         self.close_interval(now_ns);
         let sent = self
             .send_total

@@ -15,13 +15,13 @@ mod report;
 mod window;
 
 pub use account::{
-    AccountConfig, Accountant, FlowKind, FlowSpec, LOST_RANGES, MAX_WINDOW, Snapshot,
+    AccountConfig, Accountant, FlowKind, FlowSpec, LOST_RANGES, MAX_POINTS, MAX_WINDOW, Snapshot,
 };
 pub use hist::{HIST_MAX_NS, Hist, HistStats};
 pub use id::{LoadId, MAX_STREAMS, MAX_WORKERS, SEQ_LIMIT};
 pub use profile::{MAX_EVENTS, MAX_RATE, Profile, Stage};
 pub use report::{
     Examples, FlowCounts, FlowPoint, FlowReport, IntervalPoint, LoadReport, SendCounts, SendReport,
-    ThresholdResult, evaluate,
+    ThresholdResult, evaluate, share,
 };
 pub use window::{Arrival, Settled, StreamWindow};

@@ -400,8 +400,8 @@ fn at_most(what: String, (limit, given): (Limit, bool), of: u64, actual: u64) ->
     }
 }
 
-/// `3 (0.3%)`, or `3` when out of nothing.
-fn share(n: u64, of: u64) -> String {
+/// `3 (0.3%)`, or `3` when out of nothing: a count with its share of `of`.
+pub fn share(n: u64, of: u64) -> String {
     if of == 0 {
         n.to_string()
     } else {

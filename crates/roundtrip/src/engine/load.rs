@@ -42,8 +42,6 @@ use crate::transport::Producer;
 const TAP_CAPACITY: usize = 65_536;
 /// Correlation ids kept per kind of anomaly.
 const KEEP_IDS: usize = 20;
-/// The most points the series keeps (neighbours merge beyond it).
-const MAX_POINTS: usize = 720;
 
 /// How to run a load.
 #[derive(Debug, Clone)]
@@ -218,7 +216,7 @@ pub async fn run_load(
         slack_ns: nanos(COMMIT_SLACK),
         keep: KEEP_IDS,
         max_in_flight: spec.max_in_flight,
-        max_points: MAX_POINTS,
+        max_points: roundtrip_core::load::MAX_POINTS,
     };
 
     let (tap, tapped) = mpsc::channel(TAP_CAPACITY);

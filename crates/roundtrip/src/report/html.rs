@@ -110,9 +110,8 @@ fn drop_key(v: &mut Value, key: &str) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_page_is_self_contained_and_data_cannot_close_its_script() {
-        let listener = roundtrip_core::run::ListenerSummary {
+    fn listener() -> roundtrip_core::run::ListenerSummary {
+        roundtrip_core::run::ListenerSummary {
             channel: "out".into(),
             transport: "webhook".into(),
             recorded: 0,
@@ -121,8 +120,12 @@ mod tests {
             polling: false,
             redelivered: 0,
             gaps: Vec::new(),
-        };
-        let mut summary = crate::engine::tests::summary(Vec::new(), listener);
+        }
+    }
+
+    #[test]
+    fn the_page_is_self_contained_and_data_cannot_close_its_script() {
+        let mut summary = crate::engine::tests::summary(Vec::new(), listener());
         summary.suite = "</script><script>alert(1)</script><!--".into();
         summary.sut_log = vec!["/*DATA*/ /*APP_JS*/ </SCRIPT>".into()];
         let page = render(&[summary]);
@@ -144,6 +147,65 @@ mod tests {
             "</script><script>alert(1)</script><!--"
         );
         assert_eq!(data["runs"][0]["status"], "passed");
+    }
+
+    /// What docs/load.md promises: a load run's page stays under 2 MB whatever its
+    /// length, since the series holds at most `MAX_POINTS` points.
+    #[test]
+    fn a_full_series_makes_a_page_under_two_megabytes() {
+        use roundtrip_core::load::{AccountConfig, Accountant, FlowKind, FlowSpec, Profile};
+        const MS: u64 = 1_000_000;
+        let points = roundtrip_core::load::MAX_POINTS as u64;
+        // Ten events per 10 ms interval, latencies spread over 1 to 500 ms, every 97th
+        // lost and every 89th duplicated: each point has a full set of histograms.
+        let mut a = Accountant::new(AccountConfig {
+            run_id: "run".into(),
+            worker: 0,
+            streams: 4,
+            profile: Profile::parse("1000/s", std::time::Duration::from_millis(10 * points))
+                .expect("a rate"),
+            flows: vec![FlowSpec {
+                expectation: 0,
+                channel: "out".into(),
+                kind: FlowKind::Presence {
+                    sla_ns: 200 * MS,
+                    grace_ns: 200 * MS,
+                },
+            }],
+            interval_ns: 10 * MS,
+            slack_ns: 25 * MS,
+            keep: 20,
+            max_in_flight: None,
+            max_points: roundtrip_core::load::MAX_POINTS,
+        });
+        for i in 0..a.profile().total() {
+            let (stream, seq) = ((i % 4) as u32, i / 4);
+            let at = a.profile().intended_ns(i);
+            a.attempt(stream, seq, at);
+            if i % 97 != 0 {
+                let id = a.id_of(stream, seq).to_string();
+                let got = at + MS + (i * 7919 % 500) * MS;
+                a.arrive(0, Some(&id), true, got, got + 50_000);
+                if i % 89 == 0 {
+                    a.arrive(0, Some(&id), true, got + MS, got + MS);
+                }
+            }
+            a.tick(at);
+        }
+        let end = 10 * MS * points + 500 * MS;
+        let mut summary = crate::engine::tests::summary(Vec::new(), listener());
+        summary.load = Some(Box::new(a.finish(end, "s", 0, 10 * MS * points)));
+        let series = summary.load.as_ref().map_or(0, |l| l.series.len());
+        assert!(
+            series >= roundtrip_core::load::MAX_POINTS - 1,
+            "{series} points"
+        );
+        let page = render(&[summary]);
+        assert!(
+            page.len() < 2 * 1024 * 1024,
+            "{} bytes for {series} points",
+            page.len()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use roundtrip_core::escape::{escape, escape_text};
 use roundtrip_core::latency::format_ns;
-use roundtrip_core::load::{FlowReport, HistStats, IntervalPoint, LoadReport, Snapshot};
+use roundtrip_core::load::{FlowReport, HistStats, IntervalPoint, LoadReport, Snapshot, share};
 
 /// One line of the live view: `  3s  sent 500/s  received 498/s  in flight 4  behind 0
 /// p99 3.1ms  lost 0  dup 0  reordered 0  late 0`.
@@ -57,14 +57,6 @@ fn percentiles(h: &HistStats) -> String {
         let _ = write!(out, " ({} above 1h, counted as 1h)", h.clipped);
     }
     out
-}
-
-fn share(n: u64, of: u64) -> String {
-    if of == 0 {
-        return n.to_string();
-    }
-    let p = format!("{:.3}", n as f64 * 100.0 / of as f64);
-    format!("{n} ({}%)", p.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// The whole account.
