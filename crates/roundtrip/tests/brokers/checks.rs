@@ -212,7 +212,6 @@ pub async fn round_trip(case: Case) {
     let (listener, _) = bench.listen(&case.listener).await;
     let producer = bench.producer(&case.producer).await;
     let id = uuid::Uuid::new_v4().to_string();
-    let sent = Instant::now();
     producer
         .send(case.message(&id, 1, None))
         .await
@@ -221,7 +220,6 @@ pub async fn round_trip(case: Case) {
         .await
         .expect("the message arrives")
         .expect("feed open");
-    let latency = sent.elapsed();
     assert_eq!(observed.correlation_id.as_deref(), Some(id.as_str()));
     let body: serde_json::Value =
         serde_json::from_slice(&observed.payload.bytes).expect("the payload is the JSON sent");
@@ -247,7 +245,6 @@ pub async fn round_trip(case: Case) {
         );
     }
     listener.stop().await;
-    assert!(latency < PATIENCE, "round trip took {latency:?}");
 }
 
 /// The metadata every observation of this listener carries.
