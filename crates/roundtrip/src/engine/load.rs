@@ -35,7 +35,7 @@ use super::{COMMIT_SLACK, Run, RunOptions, cancelled, shown_error};
 use crate::clock;
 use crate::error::HarnessError;
 use crate::store::Store;
-use crate::transport::Producer;
+use crate::transport::{Producer, TapOrder};
 
 /// How many observations may wait between the listeners and the accounting before the
 /// listeners are held back.
@@ -316,7 +316,7 @@ impl Drive<'_> {
             let (shared, arrived) = (Arc::clone(&shared), Arc::clone(&arrived));
             let matchers = self.matchers.clone();
             tokio::spawn(async move {
-                while let Some(obs) = tapped.recv().await {
+                let account = |obs: Arc<Observation>| {
                     let seen = since();
                     let received = obs.received_mono.map_or(seen, |r| r.saturating_sub(start));
                     let verdicts: Vec<(usize, bool)> = matchers
@@ -331,7 +331,14 @@ impl Drive<'_> {
                         }
                     });
                     arrived.notify_one();
+                };
+                // In the order the listeners received them, not the order their
+                // concurrent hand-offs completed: the harness must not reorder.
+                let mut order = TapOrder::default();
+                while let Some(obs) = tapped.recv().await {
+                    order.push(obs, account);
                 }
+                order.finish(account);
             })
         };
 

@@ -351,6 +351,74 @@ struct Tap {
     seq: AtomicU64,
 }
 
+/// Puts a load run's tapped observations back in the order they arrived.
+///
+/// A listener records several messages at once (the NATS listener up to 512), so their
+/// hand-offs to the tap may complete out of order: a hand-off that waits (the tap is
+/// full, or the task's cooperative budget ran out) can be overtaken by a later one. Each
+/// tapped observation carries its sink's arrival number (`seq`, taken before the
+/// hand-off), so the harness can tell its own shuffling from the system's: this releases
+/// each channel's observations in that order. Were a number never to come (a hand-off
+/// dropped when its listener stopped), the gap is skipped once [`TapOrder::MAX_HELD`]
+/// later ones wait behind it, so memory stays bounded.
+#[derive(Debug, Default)]
+pub struct TapOrder {
+    channels: std::collections::HashMap<String, Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, Arc<Observation>>,
+}
+
+impl TapOrder {
+    /// The most observations held behind a missing one, per channel.
+    pub const MAX_HELD: usize = 4096;
+
+    /// Takes one tapped observation and hands `release` every observation now in order.
+    pub fn push(
+        &mut self,
+        observation: Arc<Observation>,
+        mut release: impl FnMut(Arc<Observation>),
+    ) {
+        let held = match self.channels.get_mut(&observation.channel) {
+            Some(held) => held,
+            None => self
+                .channels
+                .entry(observation.channel.clone())
+                .or_default(),
+        };
+        if observation.seq < held.next {
+            // Not from a tap (numbers only grow): nothing to wait for.
+            release(observation);
+            return;
+        }
+        held.waiting.insert(observation.seq, observation);
+        loop {
+            let over = held.waiting.len() > Self::MAX_HELD;
+            let Some(entry) = held.waiting.first_entry() else {
+                return;
+            };
+            if *entry.key() != held.next && !over {
+                return;
+            }
+            held.next = entry.key() + 1;
+            release(entry.remove());
+        }
+    }
+
+    /// Hands `release` everything still held, in order: the tap closed, and what is
+    /// missing will not come.
+    pub fn finish(&mut self, mut release: impl FnMut(Arc<Observation>)) {
+        for (_, held) in self.channels.drain() {
+            for (_, observation) in held.waiting {
+                release(observation);
+            }
+        }
+    }
+}
+
 /// Which run an observation belongs to, decided per message: a listener service's
 /// answer to observations from runs it was never told of.
 #[async_trait::async_trait]
@@ -539,6 +607,83 @@ mod tests {
         // Recovering again, without a failure, records nothing.
         outage.recovered(&sink, "again");
         assert_eq!(sink.stats().gaps().len(), 1);
+    }
+
+    fn tapped(channel: &str, seq: u64) -> Arc<Observation> {
+        let mut o = Observation::of_payload(Payload::from_bytes(Vec::new(), 16));
+        o.channel = channel.to_owned();
+        o.seq = seq;
+        Arc::new(o)
+    }
+
+    fn released(order: &mut TapOrder, arrivals: &[(&str, u64)]) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for &(channel, seq) in arrivals {
+            order.push(tapped(channel, seq), |o| {
+                out.push((o.channel.clone(), o.seq))
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_tap_order_releases_each_channel_in_arrival_order() {
+        let mut order = TapOrder::default();
+        let out = released(
+            &mut order,
+            &[
+                ("a", 1),
+                ("b", 0),
+                ("a", 2),
+                ("a", 0),
+                ("b", 2),
+                ("b", 1),
+                ("a", 3),
+            ],
+        );
+        let want: Vec<(String, u64)> = [
+            ("b", 0),
+            ("a", 0),
+            ("a", 1),
+            ("a", 2),
+            ("b", 1),
+            ("b", 2),
+            ("a", 3),
+        ]
+        .iter()
+        .map(|&(c, s)| (c.to_owned(), s))
+        .collect();
+        assert_eq!(out, want);
+        let mut rest = Vec::new();
+        order.finish(|o| rest.push(o.seq));
+        assert!(rest.is_empty(), "nothing is held: {rest:?}");
+    }
+
+    #[test]
+    fn a_tap_order_skips_a_number_that_never_comes_once_too_many_wait() {
+        let mut order = TapOrder::default();
+        // 0 never comes: 1.. wait behind it, up to the bound.
+        let waiting: Vec<(&str, u64)> = (1..=TapOrder::MAX_HELD as u64).map(|s| ("a", s)).collect();
+        assert!(released(&mut order, &waiting).is_empty(), "all wait for 0");
+        let max = TapOrder::MAX_HELD as u64;
+        let out = released(&mut order, &[("a", max + 1), ("a", max + 2)]);
+        let seqs: Vec<u64> = out.iter().map(|(_, s)| *s).collect();
+        assert_eq!(
+            seqs,
+            (1..=max + 2).collect::<Vec<_>>(),
+            "released in order past the gap"
+        );
+        // A late 0 (its hand-off finally done) is released at once, not held forever.
+        assert_eq!(released(&mut order, &[("a", 0)]), [("a".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn a_finished_tap_order_releases_what_it_held_in_order() {
+        let mut order = TapOrder::default();
+        assert!(released(&mut order, &[("a", 3), ("a", 1)]).is_empty());
+        let mut rest = Vec::new();
+        order.finish(|o| rest.push(o.seq));
+        assert_eq!(rest, [1, 3]);
     }
 
     #[tokio::test]
