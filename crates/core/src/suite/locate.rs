@@ -149,7 +149,7 @@ impl SpanIndex {
     /// Indexes `text`. Fails like the YAML parser does (the caller reports syntax errors
     /// from the typed pass, so this error is rarely shown).
     pub fn build(text: &str) -> Result<SpanIndex, serde_saphyr::Error> {
-        let root: Spanned<Node> = serde_saphyr::from_str(text)?;
+        let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, super::yaml_options())?;
         let mut index = SpanIndex::default();
         index.add(YamlPath::root(), None, root);
         Ok(index)

@@ -283,7 +283,7 @@ pub(crate) fn decode_document<T: serde::de::DeserializeOwned>(
         }
     }
 
-    match serde_saphyr::from_str::<T>(text) {
+    match serde_saphyr::from_str_with_options::<T>(text, yaml_options()) {
         Ok(value) => Ok((value, index)),
         Err(e) => {
             let first = decode::diagnostic(doc, source_name, text, &e, Some(&index));
@@ -292,6 +292,19 @@ pub(crate) fn decode_document<T: serde::de::DeserializeOwned>(
             Err(SuiteError::new(all))
         }
     }
+}
+
+/// The YAML parser's limits for suite and config files: its defaults, with room for
+/// generated suites of tens of thousands of scenarios (the default 250,000 nodes held
+/// about 10,000 one-event scenarios). The limits on aliases, anchors, nesting and text,
+/// which are what stop a document that expands into something huge, stay the parser's.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 2_000_000;
+    budget.max_events = 4_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// How many further type errors [`more_type_errors`] looks for.
@@ -309,7 +322,9 @@ fn more_type_errors<T: serde::de::DeserializeOwned>(
     first: &serde_saphyr::Error,
 ) -> Vec<Diagnostic> {
     use locate::Seg;
-    let Ok(mut doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+    let Ok(mut doc) =
+        serde_saphyr::from_str_with_options::<serde_json::Value>(text, yaml_options())
+    else {
         return Vec::new();
     };
     // The original index of each scenario still in `doc`.
@@ -374,7 +389,7 @@ fn more_type_errors<T: serde::de::DeserializeOwned>(
         let Ok(again) = serde_saphyr::to_string(&doc) else {
             break;
         };
-        let Err(e) = serde_saphyr::from_str::<T>(&again) else {
+        let Err(e) = serde_saphyr::from_str_with_options::<T>(&again, yaml_options()) else {
             break;
         };
         let Ok(again_index) = SpanIndex::build(&again) else {
@@ -498,13 +513,32 @@ scenarios:
 
     #[test]
     fn parser_limits_read_as_sentences() {
+        // An alias bomb's shape: one anchor, many aliases.
         let text = format!(
-            "name: x\nchannels: {{}}\nscenarios: [{}]\n",
-            "1,".repeat(300_000)
+            "name: &a x\nchannels: {{}}\nscenarios: [{}]\n",
+            "*a,".repeat(2_000)
         );
         let d = first(&text);
         assert!(d.message.contains("safety limit"), "{}", d.message);
         assert!(!d.to_string().contains('{'), "no Rust debug text: {d}");
+    }
+
+    #[test]
+    fn a_generated_suite_of_twelve_thousand_scenarios_is_within_the_parser_limits() {
+        let mut text = String::from(
+            "name: big\nchannels:\n  in: { http: { url: 'http://x' } }\n  out: { webhook: { listen: '127.0.0.1:0' } }\nscenarios:\n",
+        );
+        for i in 0..12_000 {
+            text.push_str(&format!(
+                "  - name: event {i}\n    send:\n      - to: in\n        body: {{ item: widget, n: {i} }}\n    expect:\n      - on: out\n        match: {{ item: WIDGET }}\n        within: 5s\n"
+            ));
+        }
+        assert!(
+            serde_saphyr::from_str::<serde_json::Value>(&text).is_err(),
+            "the parser's default budget (250,000 nodes) refuses it"
+        );
+        let suite = parse("big.yaml", &text).expect("parses");
+        assert_eq!(suite.scenarios.len(), 12_000);
     }
 
     #[test]
