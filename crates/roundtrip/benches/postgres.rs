@@ -14,6 +14,8 @@
 //! own that is dropped afterwards. Prints markdown tables.
 
 mod common;
+#[path = "common/poll.rs"]
+mod poll;
 
 use common::observation;
 
@@ -78,8 +80,7 @@ async fn flood(
 #[derive(Clone, Copy)]
 enum Way {
     Push,
-    Poll(Duration),
-    Fibonacci,
+    Poll(poll::Schedule),
 }
 
 /// One event: the waiter starts, the writer commits 0–50 ms later; the time from the
@@ -113,22 +114,13 @@ async fn detect_once(
                 break Instant::now();
             }
         },
-        Way::Poll(every) => loop {
-            if !reader.observations(run_id, after, 1).await?.is_empty() {
-                break Instant::now();
-            }
-            tokio::time::sleep(every).await;
-        },
-        Way::Fibonacci => {
-            let (mut a, mut b) = (1u64, 1u64);
+        Way::Poll(schedule) => {
+            let mut waits = poll::Waits::new(schedule);
             loop {
                 if !reader.observations(run_id, after, 1).await?.is_empty() {
                     break Instant::now();
                 }
-                // Full jitter, as `backoff` does by default.
-                let wait = Duration::from_millis(rand::random::<u64>() % (a * 1000 + 1));
-                tokio::time::sleep(wait).await;
-                (a, b) = (b, a + b);
+                tokio::time::sleep(waits.next_wait()).await;
             }
         }
     };
@@ -188,12 +180,12 @@ async fn bench(base: &str, schema: &str) -> Result<(), Box<dyn Error>> {
         ),
         (
             "poll the table every 100 ms",
-            Way::Poll(Duration::from_millis(100)),
+            Way::Poll(poll::Schedule::Every(Duration::from_millis(100))),
             POLL_EVENTS,
         ),
         (
             "the seed's poller: jittered Fibonacci back-off (1 s, 1 s, 2 s, …)",
-            Way::Fibonacci,
+            Way::Poll(poll::Schedule::Fibonacci),
             FIBO_EVENTS,
         ),
     ];
