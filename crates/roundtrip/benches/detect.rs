@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use roundtrip::clock;
 use roundtrip::engine::{self, RunEvent, RunOptions};
-use roundtrip::harness::{Event, Expect, Harness};
+use roundtrip::harness::{Event, Expect};
 use roundtrip::store::{Store, StoreError};
 use roundtrip_core::latency::{LatencySummary, format_ns};
 use serde_json::json;
@@ -102,20 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ))
     .await?;
 
-    let start = pipeline::command(&[
-        "--listen",
-        "127.0.0.1:{{ port.in }}",
-        "--emit",
-        "{{ channel.out.url }}",
-        "--dead-letter",
-        "http://127.0.0.1:{{ port.nowhere }}/dead-letter",
-        "--jitter-ms",
-        "50",
-    ]);
-    let mut builder = Harness::builder("time to detect")
-        .sut(start, pipeline::ready())
-        .http("in", "http://127.0.0.1:{{ port.in }}/events")
-        .webhook("out", "127.0.0.1:0", "/processed");
+    let mut builder = pipeline::suite("time to detect", &["--jitter-ms", "50"]);
     for i in 0..EVENTS {
         builder = builder.scenario(
             format!("event {i}"),

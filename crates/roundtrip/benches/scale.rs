@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use roundtrip::clock;
 use roundtrip::core::latency::{LatencySummary, format_ns};
 use roundtrip::engine::{self, RunEvent, RunOptions};
-use roundtrip::harness::{Event, Expect, Harness};
+use roundtrip::harness::{Event, Expect};
 use roundtrip::store::Store;
 use roundtrip::store::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use serde_json::json;
@@ -174,20 +174,7 @@ async fn with_roundtrip(n: usize, sync: Synchronous) -> Result<Phase, Box<dyn Er
         path.to_str().ok_or("temp path is not UTF-8")?,
         &options,
     )?);
-    let start = pipeline::command(&[
-        "--listen",
-        "127.0.0.1:{{ port.in }}",
-        "--emit",
-        "{{ channel.out.url }}",
-        "--dead-letter",
-        "http://127.0.0.1:{{ port.nowhere }}/dead-letter",
-        "--delay-ms",
-        DELAY_MS,
-    ]);
-    let mut builder = Harness::builder("scale")
-        .sut(start, pipeline::ready())
-        .http("in", "http://127.0.0.1:{{ port.in }}/events")
-        .webhook("out", "127.0.0.1:0", "/processed");
+    let mut builder = pipeline::suite("scale", &["--delay-ms", DELAY_MS]);
     for i in 0..n {
         builder = builder.scenario(
             format!("event {i}"),
