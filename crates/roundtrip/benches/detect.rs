@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use roundtrip::clock;
 use roundtrip::engine::{self, RunEvent, RunOptions};
 use roundtrip::harness::{Event, Expect};
-use roundtrip::store::{Store, StoreError};
+use roundtrip::store::Store;
 use roundtrip_core::latency::{LatencySummary, format_ns};
 use serde_json::json;
 
@@ -70,7 +70,7 @@ async fn poll_for(
     n: u64,
     cursors: Cursors,
     schedule: poll::Schedule,
-) -> Result<u64, StoreError> {
+) -> Result<u64, String> {
     // A lower bound on where the output is: an output five scenarios back (or the start).
     let after = {
         let known = cursors.lock().expect("cursor lock");
@@ -80,13 +80,16 @@ async fn poll_for(
     };
     let mut waits = poll::Waits::new(schedule);
     loop {
-        let page = store.observations(&run_id, after, 64).await?;
+        let page = store
+            .observations(&run_id, after, 64)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(found) = page.iter().find(|o| output_n(o) == Some(n)) {
             let seen = clock::wall_now();
             let emitted: i64 = found
                 .header("x-pipeline-emitted-at")
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(seen);
+                .ok_or_else(|| format!("output {n} has no x-pipeline-emitted-at"))?;
             return Ok(u64::try_from(seen - emitted).unwrap_or(0));
         }
         tokio::time::sleep(waits.next_wait()).await;
@@ -123,9 +126,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let recorder = {
         let cursors = Arc::clone(&cursors);
         tokio::spawn(async move {
-            while let Ok(o) = feed.recv().await {
-                if let Some(n) = output_n(&o) {
-                    cursors.lock().expect("cursor lock").insert(n, o.seq);
+            loop {
+                match feed.recv().await {
+                    Ok(o) => {
+                        if let Some(n) = output_n(&o) {
+                            cursors.lock().expect("cursor lock").insert(n, o.seq);
+                        }
+                    }
+                    // A missed cursor only makes a poller read from further back.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
         })
@@ -167,7 +177,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (way, result) in pollers.join_all().await {
                 polled[way].push(result?);
             }
-            Ok::<_, StoreError>((at, polled))
+            Ok::<_, String>((at, polled))
         })
     };
     let mut opts = RunOptions::new();

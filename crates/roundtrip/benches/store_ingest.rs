@@ -86,10 +86,9 @@ async fn flood(store: &Arc<dyn Store>, tasks: u64) -> Result<Duration, Box<dyn E
 /// (the schema made by the store, which is then closed), in transactions of `batch` rows
 /// by one connection, WAL and `synchronous=FULL`. Returns the elapsed time.
 async fn raw_flood(dir: &tempfile::TempDir, batch: u64) -> Result<Duration, Box<dyn Error>> {
-    let path = dir.path().join(format!("raw-{batch}.sqlite"));
-    let store = open(dir, &format!("raw-{batch}.sqlite"), Synchronous::Full).await?;
-    store.close().await?;
-    drop(store);
+    let name = format!("raw-{batch}.sqlite");
+    open(dir, &name, Synchronous::Full).await?.close().await?;
+    let path = dir.path().join(&name);
     let path = path.to_str().ok_or("temp path is not UTF-8")?.to_owned();
     tokio::task::spawn_blocking(move || -> Result<Duration, rusqlite::Error> {
         let mut conn = rusqlite::Connection::open(&path)?;

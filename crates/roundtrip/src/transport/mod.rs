@@ -87,7 +87,8 @@ pub mod sqs;
 pub mod webhook;
 
 pub use error::{ListenError, PlanError, ProduceError};
-pub use sink::{Attribution, Gap, GapKind, ListenerStats, ObservationSink, Outage, TapOrder};
+pub(crate) use sink::TapOrder;
+pub use sink::{Attribution, Gap, GapKind, ListenerStats, ObservationSink, Outage};
 
 /// The payload limit when a channel sets none: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;

@@ -362,7 +362,7 @@ struct Tap {
 /// dropped when its listener stopped), the gap is skipped once [`TapOrder::MAX_HELD`]
 /// later ones wait behind it, so memory stays bounded.
 #[derive(Debug, Default)]
-pub struct TapOrder {
+pub(crate) struct TapOrder {
     channels: std::collections::HashMap<String, Held>,
 }
 
@@ -374,10 +374,10 @@ struct Held {
 
 impl TapOrder {
     /// The most observations held behind a missing one, per channel.
-    pub const MAX_HELD: usize = 4096;
+    pub(crate) const MAX_HELD: usize = 4096;
 
     /// Takes one tapped observation and hands `release` every observation now in order.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         observation: Arc<Observation>,
         mut release: impl FnMut(Arc<Observation>),
@@ -390,7 +390,8 @@ impl TapOrder {
                 .or_default(),
         };
         if observation.seq < held.next {
-            // Not from a tap (numbers only grow): nothing to wait for.
+            // Behind what was released: a number skipped as missing that came after
+            // all. Nothing is waiting for it.
             release(observation);
             return;
         }
@@ -410,7 +411,7 @@ impl TapOrder {
 
     /// Hands `release` everything still held, in order: the tap closed, and what is
     /// missing will not come.
-    pub fn finish(&mut self, mut release: impl FnMut(Arc<Observation>)) {
+    pub(crate) fn finish(&mut self, mut release: impl FnMut(Arc<Observation>)) {
         for (_, held) in self.channels.drain() {
             for (_, observation) in held.waiting {
                 release(observation);
