@@ -138,6 +138,7 @@ pub struct Accountant {
     series: Vec<IntervalPoint>,
     closed: u64,
     merge_cursor: usize,
+    last_closed: Option<IntervalPoint>,
 }
 
 fn keep_id(list: &mut Vec<String>, keep: usize, id: impl FnOnce() -> String) {
@@ -208,6 +209,7 @@ impl Accountant {
             series: Vec::new(),
             closed: 0,
             merge_cursor: 0,
+            last_closed: None,
             cfg,
         }
     }
@@ -341,7 +343,8 @@ impl Accountant {
     ) {
         let (tag, worker, streams, keep) =
             (self.tag, self.cfg.worker, self.streams(), self.cfg.keep);
-        let id = correlation_id.and_then(LoadId::parse).filter(|id| {
+        let parsed = correlation_id.and_then(LoadId::parse);
+        let id = parsed.filter(|id| {
             id.run_tag == tag && id.worker == worker && u32::from(id.stream) < streams
         });
         let index = id.map(|id| self.index_of(u32::from(id.stream), id.seq));
@@ -350,6 +353,11 @@ impl Accountant {
         let Some(f) = self.flows.get_mut(flow) else {
             return;
         };
+        if parsed.is_some_and(|id| id.run_tag == tag && id.worker != worker) {
+            f.now.others += 1;
+            f.totals.others += 1;
+            return;
+        }
         let (Some(id), Some(intended), Some(next)) = (id, intended, next) else {
             f.now.foreign += 1;
             f.totals.foreign += 1;
@@ -417,6 +425,23 @@ impl Accountant {
     pub fn tick(&mut self, now_ns: u64) {
         self.settle(now_ns);
         if now_ns >= self.interval_start + self.cfg.interval_ns {
+            self.close_interval(now_ns);
+        }
+    }
+
+    /// The interval closed last, as it was (the series may have merged it with a
+    /// neighbour since): what a recorder writes after each [`Accountant::tick`] that
+    /// closed one, or after [`Accountant::close`].
+    pub fn last_closed(&self) -> Option<&IntervalPoint> {
+        self.last_closed.as_ref()
+    }
+
+    /// Settles what is past its deadline at `now_ns` and closes the interval under way
+    /// there, however short (the last one of a run, before [`Accountant::finish`], so
+    /// that it can be recorded as it was).
+    pub fn close(&mut self, now_ns: u64) {
+        self.settle(now_ns);
+        if now_ns > self.interval_start || self.series.is_empty() {
             self.close_interval(now_ns);
         }
     }
@@ -561,6 +586,7 @@ impl Accountant {
         self.due_at_interval_start = due_now;
         self.interval_start = now_ns;
         self.closed += 1;
+        self.last_closed = Some(point.clone());
         self.series.push(point);
         // Over the cap, one pair of neighbours is merged per closed interval, the cursor
         // sweeping from the oldest to the newest and starting again: the cost of a
@@ -584,8 +610,7 @@ impl Accountant {
         started_at: UnixNanos,
         send_ns: u64,
     ) -> LoadReport {
-        self.settle(now_ns);
-        self.close_interval(now_ns);
+        self.close(now_ns);
         let sent = self
             .send_total
             .attempted
@@ -643,6 +668,7 @@ impl Accountant {
             flows,
             series: self.series,
             thresholds: Vec::new(),
+            per_worker: Vec::new(),
         }
     }
 }

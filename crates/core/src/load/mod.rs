@@ -22,6 +22,6 @@ pub use id::{LoadId, MAX_STREAMS, MAX_WORKERS, SEQ_LIMIT};
 pub use profile::{MAX_EVENTS, MAX_RATE, Profile, Stage};
 pub use report::{
     Examples, FlowCounts, FlowPoint, FlowReport, IntervalPoint, LoadReport, SendCounts, SendReport,
-    ThresholdResult, evaluate, share,
+    ThresholdResult, WORKER_POINTS, evaluate, share,
 };
 pub use window::{Arrival, Settled, StreamWindow};

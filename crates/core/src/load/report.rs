@@ -65,6 +65,10 @@ pub struct FlowCounts {
     pub mismatched: u64,
     /// Arrivals with no correlation id of this run (another run's, or none).
     pub foreign: u64,
+    /// Arrivals of events another worker of this run sent: that worker accounts for
+    /// them (a run shared by several workers whose listeners all see one output).
+    #[serde(default)]
+    pub others: u64,
     /// Matching arrivals for an expectation that nothing arrives.
     pub unexpected: u64,
 }
@@ -90,6 +94,7 @@ impl FlowCounts {
         self.not_sent += o.not_sent;
         self.mismatched += o.mismatched;
         self.foreign += o.foreign;
+        self.others += o.others;
         self.unexpected += o.unexpected;
     }
 }
@@ -284,13 +289,217 @@ pub struct LoadReport {
     pub series: Vec<IntervalPoint>,
     /// The aggregate SLAs' verdicts.
     pub thresholds: Vec<ThresholdResult>,
+    /// In the account of a run shared by several workers ([`LoadReport::merge`]), each
+    /// worker's own account, in worker order: its series thinned to at most
+    /// [`WORKER_POINTS`] points and its histograms without their HDR data (the merged
+    /// account holds those). Empty in a worker's own account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_worker: Vec<LoadReport>,
 }
+
+/// The most points of each worker's own series a merged account keeps.
+pub const WORKER_POINTS: usize = 120;
 
 impl LoadReport {
     /// Whether every aggregate SLA held.
     pub fn passed(&self) -> bool {
         self.thresholds.iter().all(|t| t.passed)
     }
+
+    /// The account of a run shared by several workers, from each worker's own
+    /// (`parts`, any order): counts summed, histograms added (never their percentiles),
+    /// the series summed interval by interval (the workers start their schedules
+    /// together, so interval `i` of each covers the same time) and thinned to
+    /// `max_points`, the first `keep` example ids of each kind. `series`, when given,
+    /// holds each worker's intervals as recorded one by one, in worker order (a
+    /// worker's own series may have merged them, or been left out of its part). The thresholds are left for the
+    /// caller to evaluate on the result. `Err` says why the parts do not add up.
+    pub fn merge(
+        parts: &[LoadReport],
+        series: Option<&[Vec<IntervalPoint>]>,
+        max_points: usize,
+        keep: usize,
+    ) -> Result<LoadReport, String> {
+        let mut order: Vec<&LoadReport> = parts.iter().collect();
+        order.sort_by_key(|p| p.worker);
+        let Some(first) = order.first() else {
+            return Err("no worker finished".into());
+        };
+        for p in &order {
+            if p.scenario != first.scenario || p.flows.len() != first.flows.len() {
+                return Err(format!(
+                    "worker {} ran scenario `{}`, worker {} ran `{}`: every worker of a run \
+                     runs the same scenario",
+                    first.worker,
+                    crate::escape::escape_text(&first.scenario),
+                    p.worker,
+                    crate::escape::escape_text(&p.scenario)
+                ));
+            }
+        }
+        for pair in order.windows(2) {
+            if pair[0].worker == pair[1].worker {
+                return Err(format!("worker {} finished twice", pair[0].worker));
+            }
+        }
+        let mut send = SendReport::default();
+        let mut send_lag = Hist::new();
+        for p in &order {
+            send.counts.add(&p.send.counts);
+            add_decoded(&mut send_lag, &p.send.lag);
+            if send.first_error.is_none() {
+                send.first_error.clone_from(&p.send.first_error);
+            }
+        }
+        send.lag = send_lag.stats();
+        let flows = (0..first.flows.len())
+            .map(|i| {
+                let mut flow = first.flows[i].clone();
+                flow.counts = FlowCounts::default();
+                flow.lost = 0;
+                flow.unsettled = 0;
+                flow.examples = Examples::default();
+                let (mut latency, mut lag) = (Hist::new(), Hist::new());
+                for p in &order {
+                    let f = &p.flows[i];
+                    flow.counts.add(&f.counts);
+                    flow.lost += f.lost;
+                    flow.unsettled += f.unsettled;
+                    add_decoded(&mut latency, &f.latency);
+                    add_decoded(&mut lag, &f.listener_lag);
+                    flow.examples.extend(&f.examples, keep);
+                }
+                flow.latency = latency.stats();
+                flow.listener_lag = lag.stats();
+                flow
+            })
+            .collect();
+        if series.is_some_and(|s| s.len() != order.len()) {
+            return Err("the recorded intervals are not one series per worker".into());
+        }
+        let owned: Vec<Vec<IntervalPoint>>;
+        let series = match series {
+            Some(s) => s,
+            None => {
+                owned = order.iter().map(|p| p.series.clone()).collect();
+                &owned
+            }
+        };
+        let per_worker = order
+            .iter()
+            .zip(series)
+            .map(|(p, rows)| {
+                let mut own = (*p).clone();
+                own.per_worker = Vec::new();
+                own.series = thin(rows.clone(), WORKER_POINTS);
+                own.strip_hdr();
+                own
+            })
+            .collect();
+        let series = thin(sum_series(series), max_points);
+        Ok(LoadReport {
+            scenario: first.scenario.clone(),
+            profile: first.profile.clone(),
+            streams: first.streams,
+            worker: 0,
+            workers: u16::try_from(order.len()).unwrap_or(u16::MAX),
+            started_at: order.iter().map(|p| p.started_at).min().unwrap_or(0),
+            send_ns: order.iter().map(|p| p.send_ns).max().unwrap_or(0),
+            drain_ns: order.iter().map(|p| p.drain_ns).max().unwrap_or(0),
+            interval_ns: first.interval_ns,
+            window: order.iter().map(|p| p.window).max().unwrap_or(0),
+            max_in_flight: first.max_in_flight,
+            send,
+            flows,
+            series,
+            thresholds: Vec::new(),
+            per_worker,
+        })
+    }
+
+    /// Drops the HDR data of every histogram (their statistics stay).
+    fn strip_hdr(&mut self) {
+        self.send.lag.hdr.clear();
+        for f in &mut self.flows {
+            f.latency.hdr.clear();
+            f.listener_lag.hdr.clear();
+        }
+        for p in &mut self.series {
+            p.send_lag.hdr.clear();
+            for f in &mut p.flows {
+                f.latency.hdr.clear();
+                f.listener_lag.hdr.clear();
+            }
+        }
+    }
+}
+
+impl Examples {
+    /// Appends `other`'s ids, keeping at most `keep` of each kind.
+    fn extend(&mut self, other: &Examples, keep: usize) {
+        let lists = [
+            (&mut self.lost, &other.lost),
+            (&mut self.duplicate, &other.duplicate),
+            (&mut self.reordered, &other.reordered),
+            (&mut self.late, &other.late),
+            (&mut self.after_loss, &other.after_loss),
+            (&mut self.mismatched, &other.mismatched),
+            (&mut self.unexpected, &other.unexpected),
+        ];
+        for (mine, theirs) in lists {
+            let room = keep.saturating_sub(mine.len());
+            mine.extend(theirs.iter().take(room).cloned());
+        }
+    }
+}
+
+/// Adds the histogram `stats` carries to `into` (nothing, for stats without HDR data).
+fn add_decoded(into: &mut Hist, stats: &HistStats) {
+    if let Some(h) = Hist::decode(stats) {
+        into.add(&h);
+    }
+}
+
+/// The workers' series summed interval by interval: point `i` adds up every worker's
+/// point `i` (gauges too: what is in flight or behind is each worker's, summed).
+fn sum_series(series: &[Vec<IntervalPoint>]) -> Vec<IntervalPoint> {
+    let len = series.iter().map(Vec::len).max().unwrap_or(0);
+    (0..len)
+        .filter_map(|i| {
+            let mut points = series.iter().filter_map(|s| s.get(i));
+            let first = points.next()?.clone();
+            Some(points.fold(first, |mut sum, p| {
+                sum.start_ns = sum.start_ns.min(p.start_ns);
+                sum.length_ns = sum.length_ns.max(p.length_ns);
+                sum.send.add(&p.send);
+                sum.in_flight += p.in_flight;
+                sum.behind += p.behind;
+                sum.send_lag = merge_stats(&sum.send_lag, &p.send_lag);
+                for (a, b) in sum.flows.iter_mut().zip(&p.flows) {
+                    a.counts.add(&b.counts);
+                    a.latency = merge_stats(&a.latency, &b.latency);
+                    a.listener_lag = merge_stats(&a.listener_lag, &b.listener_lag);
+                }
+                sum
+            }))
+        })
+        .collect()
+}
+
+/// `series` with neighbours merged pairwise until at most `max_points` are left.
+fn thin(mut series: Vec<IntervalPoint>, max_points: usize) -> Vec<IntervalPoint> {
+    let max_points = max_points.max(1);
+    while series.len() > max_points {
+        series = series
+            .chunks(2)
+            .map(|pair| {
+                pair.iter()
+                    .skip(1)
+                    .fold(pair[0].clone(), |sum, next| sum.merge(next))
+            })
+            .collect();
+    }
+    series
 }
 
 /// Checks the aggregate SLAs of `thresholds` against `report`'s flows and sender. Without
@@ -419,4 +628,149 @@ fn percent(p: f64) -> String {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::load::{AccountConfig, Accountant, FlowKind, FlowSpec, Profile};
+
+    const MS: u64 = 1_000_000;
+
+    fn worker(worker: u16) -> Accountant {
+        Accountant::new(AccountConfig {
+            run_id: "shared".into(),
+            worker,
+            streams: 2,
+            profile: Profile::parse("100/s", Duration::from_secs(1)).expect("a rate"),
+            flows: vec![FlowSpec {
+                expectation: 0,
+                channel: "out".into(),
+                kind: FlowKind::Presence {
+                    sla_ns: 100 * MS,
+                    grace_ns: 100 * MS,
+                },
+            }],
+            interval_ns: 250 * MS,
+            slack_ns: MS,
+            keep: 3,
+            max_in_flight: None,
+            max_points: 1000,
+        })
+    }
+
+    /// Worker `w` sends its 100 events on time; each arrives `latency(i)` later except
+    /// the `lost` ones; every arrival is also heard by the other worker's listener.
+    fn run_pair(latency: [fn(u64) -> u64; 2], lost: [&[u64]; 2]) -> [LoadReport; 2] {
+        let mut a = [worker(0), worker(1)];
+        for i in 0..100u64 {
+            let (stream, seq) = ((i % 2) as u32, i / 2);
+            let at = a[0].profile().intended_ns(i);
+            for w in &mut a {
+                w.attempt(stream, seq, at);
+            }
+            for (w, (delay, gone)) in latency.iter().zip(lost).enumerate() {
+                if gone.contains(&i) {
+                    continue;
+                }
+                let id = a[w].id_of(stream, seq).to_string();
+                let received = at + delay(i);
+                for listener in &mut a {
+                    listener.arrive(0, Some(&id), true, received, received);
+                }
+            }
+            for w in &mut a {
+                w.tick(at);
+            }
+        }
+        a.map(|w| w.finish(2_000 * MS, "load", 0, 1_000 * MS))
+    }
+
+    #[test]
+    fn merged_accounts_add_counts_and_histograms_never_percentiles() {
+        let [zero, one] = run_pair([|_| 10 * MS, |i| (i + 1) * MS], [&[3], &[5, 6]]);
+        // Each worker counted its own events, and the other's as someone else's.
+        assert_eq!(zero.flows[0].counts.delivered, 99);
+        assert_eq!(zero.flows[0].counts.others, 98);
+        assert_eq!(one.flows[0].counts.others, 99);
+        assert_eq!(zero.flows[0].counts.foreign, 0);
+        let merged =
+            LoadReport::merge(&[one.clone(), zero.clone()], None, 1000, 4).expect("they add up");
+        assert_eq!(merged.workers, 2);
+        assert_eq!(
+            merged
+                .per_worker
+                .iter()
+                .map(|p| p.worker)
+                .collect::<Vec<_>>(),
+            [0, 1]
+        );
+        let f = &merged.flows[0];
+        assert_eq!(f.counts.delivered, 99 + 98);
+        assert_eq!(f.lost, 3);
+        assert_eq!(merged.send.counts.attempted, 200);
+        assert_eq!(f.examples.lost.len(), 3);
+        // The merged p50 is that of all 197 latencies together: 10 ms for 99 of them,
+        // 1..=100 ms for the other 98; neither worker's own median (10 ms, 50 ms), nor
+        // their mean.
+        assert_eq!(f.latency.count, 197);
+        let mut all: Vec<u64> = (0..100u64)
+            .filter(|i| *i != 3)
+            .map(|_| 10 * MS)
+            .chain(
+                (0..100u64)
+                    .filter(|i| ![5, 6].contains(i))
+                    .map(|i| (i + 1) * MS),
+            )
+            .collect();
+        all.sort_unstable();
+        let p50 = all[(all.len() - 1) / 2];
+        let close = |a: u64, b: u64| a.abs_diff(b) <= b / 500;
+        assert!(
+            close(f.latency.p50_ns, p50),
+            "{} vs {p50}",
+            f.latency.p50_ns
+        );
+        assert!(close(f.latency.max_ns, 100 * MS), "{}", f.latency.max_ns);
+        // The series adds interval by interval.
+        let sent: u64 = merged.series.iter().map(|p| p.send.attempted).sum();
+        assert_eq!(sent, 200);
+        assert_eq!(merged.series.len(), zero.series.len().max(one.series.len()));
+        // Each worker's own account keeps its statistics, not its HDR data.
+        assert!(merged.per_worker[1].flows[0].latency.hdr.is_empty());
+        assert_eq!(merged.per_worker[1].flows[0].lost, 2);
+        assert!(merged.per_worker.iter().all(|p| p.per_worker.is_empty()));
+    }
+
+    #[test]
+    fn recorded_intervals_replace_a_workers_merged_series() {
+        let [zero, one] = run_pair([|_| MS, |_| MS], [&[], &[]]);
+        let rows = vec![zero.series.clone(), one.series.clone()];
+        let merged = LoadReport::merge(&[zero, one], Some(&rows), 2, 20).expect("they add up");
+        assert!(merged.series.len() <= 2, "{}", merged.series.len());
+        let delivered: u64 = merged
+            .series
+            .iter()
+            .map(|p| p.flows[0].counts.delivered)
+            .sum();
+        assert_eq!(delivered, 200);
+    }
+
+    #[test]
+    fn parts_that_do_not_add_up_are_refused() {
+        let [zero, one] = run_pair([|_| MS, |_| MS], [&[], &[]]);
+        assert!(LoadReport::merge(&[], None, 10, 1).is_err());
+        let twice = LoadReport::merge(&[zero.clone(), zero.clone()], None, 10, 1)
+            .expect_err("one worker twice");
+        assert!(twice.contains("worker 0 finished twice"), "{twice}");
+        let mut other = one;
+        other.scenario = "another\u{1b}[2J".into();
+        let err = LoadReport::merge(&[zero, other], None, 10, 1).expect_err("two scenarios");
+        assert!(
+            err.contains("same scenario") && !err.contains('\u{1b}'),
+            "{err}"
+        );
+    }
 }
