@@ -30,7 +30,7 @@ pub mod dynamodb;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
-mod write;
+pub(crate) mod write;
 
 /// A run as listed by [`Store::runs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -51,6 +51,71 @@ pub struct RunRecord {
     /// run whose process died from one still going; `None` for runs recorded before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+}
+
+/// What one worker of a load run records as it goes ([`Store::record_load_part`]):
+/// that it joined, each interval as it closes, and its account when it finishes. A run
+/// shared by several workers (`roundtrip load --workers`) is merged from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPart {
+    /// The worker's index.
+    pub worker: u16,
+    /// Which part.
+    pub kind: LoadPartKind,
+    /// The part, as JSON (what it holds depends on `kind`).
+    pub body: String,
+}
+
+/// Which part of a worker's load account a [`LoadPart`] is; parts sort in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LoadPartKind {
+    /// The worker is ready to send (its listeners are up).
+    Joined,
+    /// Its interval `n` (0-based) closed.
+    Interval(u64),
+    /// It finished.
+    Finished,
+}
+
+impl LoadPartKind {
+    /// The name stored beside the index.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadPartKind::Joined => "joined",
+            LoadPartKind::Interval(_) => "interval",
+            LoadPartKind::Finished => "finished",
+        }
+    }
+
+    /// The index stored (an interval's number, 0 for the others).
+    pub fn index(self) -> u64 {
+        match self {
+            LoadPartKind::Interval(n) => n,
+            LoadPartKind::Joined | LoadPartKind::Finished => 0,
+        }
+    }
+
+    /// The kind stored as `name` and `index`, if it is one.
+    pub fn from_stored(name: &str, index: u64) -> Option<LoadPartKind> {
+        match name {
+            "joined" => Some(LoadPartKind::Joined),
+            "interval" => Some(LoadPartKind::Interval(index)),
+            "finished" => Some(LoadPartKind::Finished),
+            _ => None,
+        }
+    }
+}
+
+/// A stored part's kind, or the error of a row no roundtrip wrote.
+pub(crate) fn load_part_kind(name: &str, index: u64) -> Result<LoadPartKind, StoreError> {
+    LoadPartKind::from_stored(name, index).ok_or_else(|| StoreError::Io {
+        operation: "read load parts",
+        source: format!(
+            "a stored load part is of unknown kind `{}`",
+            name.escape_debug()
+        )
+        .into(),
+    })
 }
 
 /// A store error. Messages read after "failed to …".
@@ -136,7 +201,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records the start of a run.
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
     /// Records a produced event (before or after the send; `error` says how it went).
+    /// Creates the run or, if it exists, joins it: a run that several processes share
+    /// (the workers of `roundtrip load --workers`), each of which opens it. The first
+    /// to come creates it, with its record.
+    async fn join_run(&self, run: &RunRecord) -> Result<(), StoreError>;
     async fn record_sent(&self, event: &SentEvent) -> Result<(), StoreError>;
+    /// Records one part of a load run's account (replacing the same part, if recorded).
+    async fn record_load_part(&self, run_id: &str, part: &LoadPart) -> Result<(), StoreError>;
+    /// Every load part of the run, by worker, then kind (joined, intervals in order,
+    /// finished); none for a run that is not a load run (or no such run).
+    async fn load_parts(&self, run_id: &str) -> Result<Vec<LoadPart>, StoreError>;
     /// Commits an observation; resolves after the commit with its sequence number.
     async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError>;
     /// Committed observations, in commit order, as they are committed.
@@ -340,6 +414,32 @@ pub async fn unfinished_summary(
         }
     }
     let sent = store.sent_events(&record.run_id).await?.len();
+    let parts = store.load_parts(&record.run_id).await?;
+    let workers = |kind: fn(&LoadPartKind) -> bool| -> Vec<String> {
+        let mut ids: Vec<u16> = parts
+            .iter()
+            .filter(|p| kind(&p.kind))
+            .map(|p| p.worker)
+            .collect();
+        ids.dedup();
+        ids.iter().map(u16::to_string).collect()
+    };
+    let joined = workers(|k| *k == LoadPartKind::Joined);
+    let load_note = if joined.is_empty() {
+        String::new()
+    } else {
+        let finished = workers(|k| *k == LoadPartKind::Finished);
+        format!(
+            "; of the load's workers, {} joined and {} finished (each worker's own account \
+             is in its own reports)",
+            joined.join(", "),
+            if finished.is_empty() {
+                "none".to_owned()
+            } else {
+                finished.join(", ")
+            }
+        )
+    };
     Ok(roundtrip_core::run::RunSummary {
         format_version: roundtrip_core::run::REPORT_FORMAT_VERSION,
         run_id: record.run_id,
@@ -366,7 +466,7 @@ pub async fn unfinished_summary(
         sut_exited: None,
         harness_error: Some(format!(
             "the run did not finish (status `{}`): {sent} event(s) sent, the scenario results \
-             and observations it recorded are shown",
+             and observations it recorded are shown{load_note}",
             record.status
         )),
         load: None,

@@ -5,13 +5,17 @@
 use roundtrip_core::observation::SentEvent;
 use roundtrip_core::run::{RunStatus, RunSummary, ScenarioResult};
 
-use super::{RunRecord, StoreError};
+use super::{LoadPart, RunRecord, StoreError};
 
 /// A write other than an observation, as queued for a writer.
 #[derive(Debug)]
 pub(crate) enum WriteOp {
     /// [`Store::create_run`](super::Store::create_run).
     CreateRun(RunRecord),
+    /// [`Store::join_run`](super::Store::join_run).
+    JoinRun(RunRecord),
+    /// [`Store::record_load_part`](super::Store::record_load_part).
+    LoadPart { run_id: String, part: LoadPart },
     /// [`Store::record_sent`](super::Store::record_sent).
     Sent(SentEvent),
     /// [`Store::record_scenario`](super::Store::record_scenario).
@@ -53,7 +57,8 @@ impl WriteOp {
     #[cfg(feature = "postgres")]
     pub(crate) fn run_id(&self) -> &str {
         match self {
-            WriteOp::CreateRun(r) => &r.run_id,
+            WriteOp::CreateRun(r) | WriteOp::JoinRun(r) => &r.run_id,
+            WriteOp::LoadPart { run_id, .. } => run_id,
             WriteOp::Sent(e) => &e.run_id,
             WriteOp::Scenario { run_id, .. } | WriteOp::Finish { run_id, .. } => run_id,
         }

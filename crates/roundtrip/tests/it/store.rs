@@ -542,6 +542,82 @@ pub mod conformance {
         assert!(matches!(dup, Err(StoreError::Io { .. })), "{dup:?}");
     }
 
+    /// A run several workers share: the first to join creates it, the others join it;
+    /// load parts round-trip, sorted by worker then kind, a part written again
+    /// replaces itself, and a part of no run is refused.
+    pub async fn shared_runs_and_load_parts_round_trip(open: Open) {
+        use roundtrip::store::{LoadPart, LoadPartKind};
+        let t = open(FEED).await;
+        let first = run_record("shared", 100);
+        t.store
+            .join_run(&first)
+            .await
+            .expect("the first creates it");
+        t.store
+            .join_run(&run_record("shared", 200))
+            .await
+            .expect("the second joins it");
+        assert_eq!(t.store.run("shared").await.expect("run"), Some(first));
+        assert!(
+            t.store
+                .load_parts("shared")
+                .await
+                .expect("parts")
+                .is_empty()
+        );
+        let part = |worker, kind, body: &str| LoadPart {
+            worker,
+            kind,
+            body: body.to_owned(),
+        };
+        let written = [
+            part(1, LoadPartKind::Finished, r#"{"w":1}"#),
+            part(1, LoadPartKind::Interval(10), "10"),
+            part(0, LoadPartKind::Interval(2), "2"),
+            part(1, LoadPartKind::Joined, "j1"),
+            part(1, LoadPartKind::Interval(9), "9"),
+            part(0, LoadPartKind::Joined, "j0"),
+            part(0, LoadPartKind::Interval(2), "2 again"),
+            part(
+                u16::MAX,
+                LoadPartKind::Interval(u64::MAX),
+                r#"{"s":"\u0000 \"quoted\" ünïcode"}"#,
+            ),
+        ];
+        for p in &written {
+            t.store.record_load_part("shared", p).await.expect("record");
+        }
+        assert_eq!(
+            t.store.load_parts("shared").await.expect("parts"),
+            [
+                part(0, LoadPartKind::Joined, "j0"),
+                part(0, LoadPartKind::Interval(2), "2 again"),
+                part(1, LoadPartKind::Joined, "j1"),
+                part(1, LoadPartKind::Interval(9), "9"),
+                part(1, LoadPartKind::Interval(10), "10"),
+                part(1, LoadPartKind::Finished, r#"{"w":1}"#),
+                part(
+                    u16::MAX,
+                    LoadPartKind::Interval(u64::MAX),
+                    r#"{"s":"\u0000 \"quoted\" ünïcode"}"#
+                ),
+            ]
+        );
+        new_run(&*t.store, "other").await;
+        assert!(t.store.load_parts("other").await.expect("parts").is_empty());
+        let orphan = t
+            .store
+            .record_load_part("no-such-run", &part(0, LoadPartKind::Joined, "x"))
+            .await;
+        assert!(
+            matches!(orphan, Err(StoreError::NoSuchRun(_))),
+            "{orphan:?}"
+        );
+        // Creating (not joining) a run that exists is still refused.
+        let dup = t.store.create_run(&run_record("shared", 1)).await;
+        assert!(matches!(dup, Err(StoreError::Io { .. })), "{dup:?}");
+    }
+
     /// After `close`, every call is `Closed` and the feed ends.
     pub async fn close_then_calls_are_closed(open: Open) {
         let t = open(FEED).await;
@@ -593,6 +669,7 @@ macro_rules! conformance_suite {
             sent_events_round_trip,
             results_and_summary_round_trip,
             runs_newest_first,
+            shared_runs_and_load_parts_round_trip,
             close_then_calls_are_closed,
         ]);
     };

@@ -67,7 +67,7 @@ use self::rows::{decode, encode, get_n, io, n, obs_sk, observations_from, run_pk
 use self::schema::{RUNS_INDEX, Shared, ensure_table};
 use self::writer::{Command, Writer, now_micros};
 use crate::aws::{error_code, load_config, service_error};
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{LoadPart, RunRecord, Store, StoreError};
 
 /// The DynamoDB store. See the [module docs](self).
 #[derive(Debug)]
@@ -147,6 +147,17 @@ impl DynamoStore {
     }
 }
 
+/// A load part's sort key: `load#WORKER#KIND#INDEX`, zero-padded so that they sort as
+/// the parts do.
+fn load_sk(part: &LoadPart) -> String {
+    let kind = match part.kind {
+        crate::store::LoadPartKind::Joined => 0,
+        crate::store::LoadPartKind::Interval(_) => 1,
+        crate::store::LoadPartKind::Finished => 2,
+    };
+    format!("load#{:05}#{kind}#{:020}", part.worker, part.kind.index())
+}
+
 #[async_trait]
 impl Store for DynamoStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
@@ -181,6 +192,80 @@ impl Store for DynamoStore {
         }
         shared.lock_runs().insert(run.run_id.clone());
         Ok(())
+    }
+
+    async fn join_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.check_open()?;
+        let shared = &self.shared;
+        let created = shared
+            .client
+            .put_item()
+            .table_name(&shared.table)
+            .item("pk", s(run_pk(&run.run_id)))
+            .item("sk", s("run"))
+            .item("gpk", s("runs"))
+            .item("gsk", n(run.started_at))
+            .item("record", s(encode(run, "encode a run")?))
+            .item(TTL_ATTRIBUTE, shared.expires_at())
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another worker created it: this one joins.
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {}
+            Err(e) => return Err(io("join a run", service_error(&e))),
+        }
+        shared.lock_runs().insert(run.run_id.clone());
+        Ok(())
+    }
+
+    async fn record_load_part(&self, run_id: &str, part: &LoadPart) -> Result<(), StoreError> {
+        self.check_open()?;
+        self.shared.require_run(run_id).await?;
+        let shared = &self.shared;
+        shared
+            .client
+            .put_item()
+            .table_name(&shared.table)
+            .item("pk", s(run_pk(run_id)))
+            .item("sk", s(load_sk(part)))
+            .item("worker", n(part.worker))
+            .item("kind", s(part.kind.name()))
+            .item("idx", n(part.kind.index()))
+            .item("body", s(&part.body))
+            .item(TTL_ATTRIBUTE, shared.expires_at())
+            .send()
+            .await
+            .map_err(|e| io("record a load part", service_error(&e)))?;
+        Ok(())
+    }
+
+    async fn load_parts(&self, run_id: &str) -> Result<Vec<LoadPart>, StoreError> {
+        self.check_open()?;
+        let items = self
+            .shared
+            .query(run_id, "load#", "load$", |_| false)
+            .await?;
+        let mut parts = items
+            .iter()
+            .map(|item| {
+                let worker = get_n::<u16>(item, "worker");
+                let index = get_n::<u64>(item, "idx");
+                let kind = item.get("kind").and_then(|v| v.as_s().ok());
+                let body = item.get("body").and_then(|v| v.as_s().ok());
+                match (worker, index, kind, body) {
+                    (Some(worker), Some(index), Some(kind), Some(body)) => Ok(LoadPart {
+                        worker,
+                        kind: crate::store::load_part_kind(kind, index)?,
+                        body: body.clone(),
+                    }),
+                    _ => Err(io("read load parts", "a load part item lacks an attribute")),
+                }
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        parts.sort_by_key(|p| (p.worker, p.kind));
+        Ok(parts)
     }
 
     async fn record_sent(&self, event: &SentEvent) -> Result<(), StoreError> {

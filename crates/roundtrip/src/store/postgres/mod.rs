@@ -66,7 +66,7 @@ use self::rows::{
 };
 use self::writer::{Command, Writer};
 use crate::store::write::WriteOp;
-use crate::store::{RunRecord, Store, StoreError};
+use crate::store::{LoadPart, RunRecord, Store, StoreError};
 
 /// The longest a read waits for a pooled connection (or to make one).
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -374,8 +374,58 @@ impl Store for PostgresStore {
         self.write(WriteOp::CreateRun(run.clone())).await
     }
 
+    async fn join_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.write(WriteOp::JoinRun(run.clone())).await
+    }
+
     async fn record_sent(&self, event: &SentEvent) -> Result<(), StoreError> {
         self.write(WriteOp::Sent(event.clone())).await
+    }
+
+    async fn record_load_part(&self, run_id: &str, part: &LoadPart) -> Result<(), StoreError> {
+        self.write(WriteOp::LoadPart {
+            run_id: run_id.to_owned(),
+            part: part.clone(),
+        })
+        .await
+    }
+
+    async fn load_parts(&self, run_id: &str) -> Result<Vec<LoadPart>, StoreError> {
+        let client = self.reader().await?;
+        let rows = client
+            .query(
+                "SELECT worker, kind, idx, body FROM load_parts WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .map_err(read_error("read load parts"))?;
+        let mut parts = rows
+            .iter()
+            .map(|row| {
+                let read = read_error("read load parts");
+                let (worker, kind, idx, body): (i32, String, i64, String) = match (
+                    row.try_get(0),
+                    row.try_get(1),
+                    row.try_get(2),
+                    row.try_get(3),
+                ) {
+                    (Ok(w), Ok(k), Ok(i), Ok(b)) => (w, k, i, b),
+                    (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
+                        return Err(read(e));
+                    }
+                };
+                Ok(LoadPart {
+                    worker: u16::try_from(worker).map_err(|e| StoreError::Io {
+                        operation: "read load parts",
+                        source: Box::new(e),
+                    })?,
+                    kind: crate::store::load_part_kind(&kind, rows::from_sql(idx))?,
+                    body,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        parts.sort_by_key(|p| (p.worker, p.kind));
+        Ok(parts)
     }
 
     async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError> {

@@ -62,7 +62,7 @@ pub async fn gc(options: &PostgresOptions, older_than: Duration) -> Result<Delet
                 break;
             }
         }
-        for table in ["sent_events", "scenario_results"] {
+        for table in ["sent_events", "scenario_results", "load_parts"] {
             client
                 .execute(
                     &format!("DELETE FROM {table} WHERE run_id = ANY($1)"),

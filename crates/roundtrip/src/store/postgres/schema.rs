@@ -87,6 +87,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         UNIQUE (run_id, name)
     );
     ",
+    // 2: load runs' parts, per worker (`joined`, each `interval`, `finished`).
+    "
+    CREATE TABLE load_parts (
+        run_id text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        worker integer NOT NULL,
+        kind   text NOT NULL,
+        idx    bigint NOT NULL,
+        body   text NOT NULL,
+        PRIMARY KEY (run_id, worker, kind, idx)
+    );
+    ",
 ];
 
 /// The schema version this build writes and understands.

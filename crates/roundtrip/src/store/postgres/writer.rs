@@ -318,7 +318,7 @@ async fn apply_write(
     // A run id Postgres text cannot hold names no run (and would fail the statement).
     if run_id.contains('\0') {
         return Ok(Err(match op {
-            WriteOp::CreateRun(_) => StoreError::Io {
+            WriteOp::CreateRun(_) | WriteOp::JoinRun(_) => StoreError::Io {
                 operation: "create the run",
                 source: "a run id cannot contain a NUL character".into(),
             },
@@ -351,6 +351,40 @@ async fn apply_write(
                 }));
             }
             return Ok(Ok(()));
+        }
+        WriteOp::JoinRun(r) => {
+            tx.execute(
+                "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
+                         status, owner)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (run_id) DO NOTHING",
+                &[
+                    &r.run_id,
+                    &b(&r.suite),
+                    &b(&r.suite_path),
+                    &r.started_at,
+                    &r.finished_at,
+                    &r.status.as_str(),
+                    &r.owner.as_deref().map(b),
+                ],
+            )
+            .await?;
+            return Ok(Ok(()));
+        }
+        WriteOp::LoadPart { run_id, part } => {
+            tx.execute(
+                "INSERT INTO load_parts (run_id, worker, kind, idx, body)
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
+                     ON CONFLICT (run_id, worker, kind, idx) DO UPDATE SET body = excluded.body",
+                &[
+                    run_id,
+                    &i32::from(part.worker),
+                    &part.kind.name(),
+                    &to_sql(part.kind.index()),
+                    &part.body,
+                ],
+            )
+            .await?
         }
         WriteOp::Sent(e) => {
             tx.execute(

@@ -63,7 +63,7 @@ use roundtrip_core::run::{RunSummary, ScenarioResult};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{RunRecord, Store, StoreError};
+use super::{LoadPart, RunRecord, Store, StoreError};
 
 mod rows;
 mod schema;
@@ -331,6 +331,23 @@ impl Store for SqliteStore {
 
     async fn record_sent(&self, event: &SentEvent) -> Result<(), StoreError> {
         self.write(rows::WriteOp::Sent(event.clone())).await
+    }
+
+    async fn join_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.write(rows::WriteOp::JoinRun(run.clone())).await
+    }
+
+    async fn record_load_part(&self, run_id: &str, part: &LoadPart) -> Result<(), StoreError> {
+        self.write(rows::WriteOp::LoadPart {
+            run_id: run_id.to_owned(),
+            part: part.clone(),
+        })
+        .await
+    }
+
+    async fn load_parts(&self, run_id: &str) -> Result<Vec<LoadPart>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |conn| rows::load_parts(conn, &run_id)).await
     }
 
     async fn record(&self, observation: NewObservation) -> Result<Arc<Observation>, StoreError> {

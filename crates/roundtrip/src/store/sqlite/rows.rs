@@ -10,7 +10,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 pub(super) use crate::store::write::WriteOp;
-use crate::store::{RunRecord, StoreError};
+use crate::store::{LoadPart, RunRecord, StoreError, load_part_kind};
 
 /// Stores a `u64` in an SQLite integer (bit for bit).
 fn to_sql(v: u64) -> i64 {
@@ -109,6 +109,48 @@ pub(super) fn apply(op: &WriteOp, conn: &Connection) -> Result<(), StoreError> {
             })
             .map(drop)
             .map_err(|e| write_error("create the run", &r.run_id, e)),
+        WriteOp::JoinRun(r) => conn
+            .prepare_cached(
+                "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status,
+                         owner)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (run_id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.run_id,
+                    r.suite,
+                    r.suite_path,
+                    r.started_at,
+                    r.finished_at,
+                    r.status.as_str(),
+                    r.owner
+                ])
+            })
+            .map(drop)
+            .map_err(|e| write_error("join the run", &r.run_id, e)),
+        WriteOp::LoadPart { run_id, part } => {
+            let changed = conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO load_parts (run_id, worker, kind, idx, body)
+                         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS
+                             (SELECT 1 FROM runs WHERE run_id = ?1)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run_id,
+                        part.worker,
+                        part.kind.name(),
+                        to_sql(part.kind.index()),
+                        part.body
+                    ])
+                })
+                .map_err(|e| write_error("record a load part", run_id, e))?;
+            if changed == 0 {
+                return Err(StoreError::NoSuchRun(run_id.clone()));
+            }
+            Ok(())
+        }
         WriteOp::Sent(e) => conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO sent_events (run_id, scenario, idx, channel,
@@ -307,6 +349,30 @@ pub(super) fn run_summary(
 }
 
 /// A run's scenario results, in the order first recorded.
+pub(super) fn load_parts(conn: &Connection, run_id: &str) -> Result<Vec<LoadPart>, StoreError> {
+    let rows: Vec<(u16, String, i64, String)> = conn
+        .prepare_cached("SELECT worker, kind, idx, body FROM load_parts WHERE run_id = ?1")
+        .and_then(|mut s| {
+            s.query_map([run_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(read_error("read load parts"))?;
+    let mut parts = rows
+        .into_iter()
+        .map(|(worker, kind, idx, body)| {
+            Ok(LoadPart {
+                worker,
+                kind: load_part_kind(&kind, from_sql(idx))?,
+                body,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    parts.sort_by_key(|p| (p.worker, p.kind));
+    Ok(parts)
+}
+
 pub(super) fn scenario_results(
     conn: &Connection,
     run_id: &str,

@@ -83,6 +83,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE observations ADD COLUMN meta TEXT NOT NULL DEFAULT '[]';",
     // 3: the process that runs each run (`roundtrip runs` tells a dead run from a live one).
     "ALTER TABLE runs ADD COLUMN owner TEXT;",
+    // 4: load runs' parts, per worker (`joined`, each `interval`, `finished`).
+    "
+    CREATE TABLE load_parts (
+        run_id TEXT NOT NULL REFERENCES runs (run_id),
+        worker INTEGER NOT NULL,
+        kind   TEXT NOT NULL,
+        idx    INTEGER NOT NULL,
+        body   TEXT NOT NULL,
+        PRIMARY KEY (run_id, worker, kind, idx)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes and understands.
