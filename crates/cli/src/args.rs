@@ -243,6 +243,28 @@ pub struct LoadArgs {
     /// Print no line per interval, only the final account.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Share the run with other workers, N in all (processes, on any machines, e.g. the
+    /// pods of a Kubernetes Indexed Job): each runs the whole schedule and accounts for
+    /// its own events, their schedules start together once all have joined, and the
+    /// run's account (`roundtrip report`) merges theirs. Needs `--worker-index`,
+    /// `--run-id` and a store every worker reaches (`postgres://…` or `dynamodb://…`).
+    #[arg(
+        long,
+        value_name = "N",
+        requires_all = ["worker_index", "run_id"],
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub workers: Option<u16>,
+    /// This worker's index, 0 to N-1 (in an Indexed Job, `$JOB_COMPLETION_INDEX`).
+    #[arg(long, value_name = "I", requires = "workers")]
+    pub worker_index: Option<u16>,
+    /// The shared run's id, the same for every worker and new for each run (e.g. the
+    /// job's name).
+    #[arg(long, value_name = "ID", requires = "workers")]
+    pub run_id: Option<String>,
+    /// The longest a worker of a shared run waits for all the others to join.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub join_timeout: std::time::Duration,
     #[command(flatten)]
     pub vars: VarsArgs,
 }

@@ -1951,7 +1951,7 @@ fn a_load_run_that_misses_its_slas_exits_1_and_names_them() {
 #[test]
 fn load_usage_errors_exit_2_and_say_what_to_write() {
     let suite = "examples/pipeline/suite-load.yaml";
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &[
                 "--scenario",
@@ -1994,6 +1994,53 @@ fn load_usage_errors_exit_2_and_say_what_to_write() {
             &["--scenario", "steady", "--rate", "1/s", "--for", "1s"],
             "fewer than its 4 streams",
         ),
+        (
+            &[
+                "--scenario",
+                "steady",
+                "--rate",
+                "10/s",
+                "--for",
+                "1s",
+                "--workers",
+                "2",
+                "--worker-index",
+                "0",
+                "--run-id",
+                "r1",
+            ],
+            "is not one every worker reaches: give --store postgres://",
+        ),
+        (
+            &[
+                "--scenario",
+                "steady",
+                "--rate",
+                "10/s",
+                "--for",
+                "1s",
+                "--workers",
+                "2",
+            ],
+            "--worker-index <I>",
+        ),
+        (
+            &[
+                "--scenario",
+                "steady",
+                "--rate",
+                "10/s",
+                "--for",
+                "1s",
+                "--workers",
+                "0",
+                "--worker-index",
+                "0",
+                "--run-id",
+                "r1",
+            ],
+            "0 is not in 1..=65535",
+        ),
     ];
     for (args, expected) in cases {
         let mut all = vec!["load", suite, "--store", "sqlite::memory:"];
@@ -2026,4 +2073,298 @@ fn load_usage_errors_exit_2_and_say_what_to_write() {
         assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
         assert!(stderr(&o).contains(expected), "{}", explain(&o));
     }
+}
+
+/// `roundtrip load --workers 3`: three processes, each with its own pipeline and its
+/// own faults, share one run through the Postgres store; each accounts exactly for its
+/// own events, and the run's account is their sum, series included.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_load_run_shared_by_three_workers_merges_their_accounts_exactly() {
+    let base = std::env::var("ROUNDTRIP_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("cli_workers_{}", std::process::id());
+    let store = format!("{base}?schema={schema}");
+    let scratch = Scratch::new();
+    let run_id = format!("shared-{}", std::process::id());
+    let worker = |index: u16, extra: &[&str]| {
+        let json = scratch.path(&format!("worker{index}.json"));
+        let mut args: Vec<String> = [
+            "load",
+            "examples/pipeline/suite-load.yaml",
+            "--scenario",
+            "faults",
+            "--rate",
+            "100/s",
+            "--for",
+            "2s",
+            "--interval",
+            "500ms",
+            "--store",
+            &store,
+            "--workers",
+            "3",
+            "--worker-index",
+            &index.to_string(),
+            "--run-id",
+            &run_id,
+            "--json",
+            &json,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let seed = (11 + index).to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+            .args(&args)
+            .envs([
+                ("PIPELINE_DROP", "0.05"),
+                ("PIPELINE_DUP", "0.05"),
+                ("PIPELINE_REORDER", "8"),
+                ("PIPELINE_SEED", seed.as_str()),
+            ])
+            .current_dir(workspace())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("a worker starts");
+        (child, json)
+    };
+    let workers: Vec<_> = (0..3).map(|i| worker(i, &[])).collect();
+    let mut tallies = Vec::new();
+    let mut merged_by = 0;
+    for (i, (child, json)) in workers.into_iter().enumerate() {
+        let o = child.wait_with_output().expect("the worker finishes");
+        assert_eq!(o.status.code(), Some(0), "worker {i}: {}", explain(&o));
+        let out = stdout(&o);
+        assert!(out.contains("waiting for the run's workers"), "{out}");
+        assert!(
+            out.contains(&format!("worker {i} of 3 of a shared run")),
+            "{out}"
+        );
+        merged_by += usize::from(out.contains("every worker finished"));
+        let run = json_report(&json)["runs"][0].clone();
+        assert_eq!(run["run_id"], run_id.as_str());
+        assert_eq!(run["load"]["worker"], i);
+        assert_eq!(run["load"]["workers"], 3);
+        // Each worker's own account is exact: what its own pipeline says it did.
+        let tally = pipeline_tally(&run);
+        let flow = &run["load"]["flows"][0];
+        let n = |v: &Value| v.as_u64().expect("a count");
+        assert_eq!(n(&flow["lost"]), tally["dropped"], "worker {i}: {tally:?}");
+        assert_eq!(
+            n(&flow["counts"]["delivered"]),
+            tally["processed"],
+            "{tally:?}"
+        );
+        assert_eq!(
+            n(&flow["counts"]["duplicates"]),
+            tally["duplicated"],
+            "{tally:?}"
+        );
+        assert_eq!(
+            n(&flow["counts"]["reordered"]),
+            tally["reordered"],
+            "{tally:?}"
+        );
+        tallies.push(tally);
+    }
+    assert!(merged_by >= 1, "no worker merged the run");
+    let sum = |key: &str| tallies.iter().map(|t| t[key]).sum::<u64>();
+    assert!(sum("dropped") > 0 && sum("duplicated") > 0 && sum("reordered") > 0);
+
+    let merged_json = scratch.path("merged.json");
+    let html = scratch.path("merged.html");
+    let o = roundtrip(&[
+        "report",
+        &run_id,
+        "--store",
+        &store,
+        "--json",
+        &merged_json,
+        "--html",
+        &html,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("3 workers, each on that schedule: their accounts merged"),
+        "{}",
+        explain(&o)
+    );
+    let run = json_report(&merged_json)["runs"][0].clone();
+    let load = &run["load"];
+    let n = |v: &Value| v.as_u64().expect("a count");
+    assert_eq!(load["workers"], 3);
+    assert_eq!(load["per_worker"].as_array().map(Vec::len), Some(3));
+    assert_eq!(n(&load["send"]["counts"]["attempted"]), 600);
+    let flow = &load["flows"][0];
+    assert_eq!(n(&flow["lost"]), sum("dropped"));
+    assert_eq!(n(&flow["counts"]["delivered"]), sum("processed"));
+    assert_eq!(n(&flow["counts"]["duplicates"]), sum("duplicated"));
+    assert_eq!(n(&flow["counts"]["reordered"]), sum("reordered"));
+    assert_eq!(n(&flow["latency"]["count"]), sum("processed"));
+    // The series, summed from each worker's recorded intervals, adds up to the totals.
+    let series = load["series"].as_array().expect("a series");
+    let in_series = |f: &dyn Fn(&Value) -> u64| series.iter().map(f).sum::<u64>();
+    assert_eq!(in_series(&|p| n(&p["send"]["attempted"])), 600);
+    assert_eq!(
+        in_series(&|p| n(&p["flows"][0]["counts"]["delivered"])),
+        sum("processed")
+    );
+    assert_eq!(run["scenarios"][0]["status"], "passed");
+    assert_eq!(run["scenarios"][0]["sent"], 600);
+    for i in 0..3 {
+        let tagged = format!("worker {i}: ");
+        assert!(
+            run["sut_log"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|l| l.as_str().is_some_and(|l| l.starts_with(&tagged))),
+            "{}",
+            run["sut_log"]
+        );
+    }
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(
+        page.contains("\"per_worker\""),
+        "the page holds each worker's part"
+    );
+
+    // The same index again, in the same run: refused before anything starts.
+    let (again, _) = worker(1, &[]);
+    let o = again.wait_with_output().expect("it finishes");
+    assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("worker 1 has already joined run"),
+        "{}",
+        explain(&o)
+    );
+
+    // A worker whose others never come: exit 3, naming the missing ones.
+    let lonely = format!("{run_id}-lonely");
+    let o = roundtrip(&[
+        "load",
+        "examples/pipeline/suite-load.yaml",
+        "--scenario",
+        "steady",
+        "--rate",
+        "10/s",
+        "--for",
+        "1s",
+        "--store",
+        &store,
+        "--workers",
+        "3",
+        "--worker-index",
+        "1",
+        "--run-id",
+        &lonely,
+        "--join-timeout",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("1 of 3 workers joined run")
+            && stderr(&o).contains("still missing: worker 0, 2"),
+        "{}",
+        explain(&o)
+    );
+    // The run never finishes; its report says which workers came and went.
+    let o = roundtrip(&["report", &lonely, "--store", &store]);
+    assert!(
+        stdout(&o).contains("of the load's workers, 1 joined and 1 finished"),
+        "{}",
+        explain(&o)
+    );
+
+    // Two workers given different schedules: each refuses the other, whichever joins
+    // first.
+    let mismatched = format!("{run_id}-mismatched");
+    let spawn = |index: &str, rate: &str| {
+        Command::new(env!("CARGO_BIN_EXE_roundtrip"))
+            .args([
+                "load",
+                "examples/pipeline/suite-load.yaml",
+                "--scenario",
+                "steady",
+                "--rate",
+                rate,
+                "--for",
+                "1s",
+                "--store",
+                &store,
+                "--workers",
+                "2",
+                "--worker-index",
+                index,
+                "--run-id",
+                &mismatched,
+                "--join-timeout",
+                "2m",
+            ])
+            .current_dir(workspace())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("a worker starts")
+    };
+    let (a, b) = (spawn("0", "10/s"), spawn("1", "20/s"));
+    for child in [a, b] {
+        let o = child.wait_with_output().expect("it finishes");
+        assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
+        assert!(
+            stderr(&o).contains("start every worker of a run with the same suite, scenario"),
+            "{}",
+            explain(&o)
+        );
+    }
+    let _ = std::process::Command::new("psql")
+        .args([
+            &base,
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .output();
+}
+
+/// A load whose input is down stops at its first sends, as a harness error (exit 3),
+/// instead of accounting for a whole schedule of failures.
+#[test]
+fn a_load_whose_input_is_unreachable_stops_with_exit_3() {
+    let scratch = Scratch::new();
+    let port = free_port();
+    let suite = scratch.write(
+        "down.yaml",
+        &format!(
+            "name: down\nchannels:\n  in: {{ http: {{ url: \"http://127.0.0.1:{port}/x\" }} }}\n  out: {{ webhook: {{ listen: \"127.0.0.1:0\" }} }}\nscenarios:\n  - name: s\n    send: [{{ to: in }}]\n    expect: [{{ on: out, within: 1s }}]\n"
+        ),
+    );
+    let o = roundtrip(&[
+        "load",
+        &suite,
+        "--scenario",
+        "s",
+        "--rate",
+        "20/s",
+        "--for",
+        "1h",
+        "--store",
+        &scratch.store(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("`in` is unreachable: its first 10 sends failed to connect"),
+        "{}",
+        explain(&o)
+    );
+    // The run is recorded, with the error.
+    let again = roundtrip(&["report", "latest", "--store", &scratch.store()]);
+    assert!(
+        stdout(&again).contains("is unreachable"),
+        "{}",
+        explain(&again)
+    );
 }

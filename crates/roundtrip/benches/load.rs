@@ -96,6 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             drain: None,
             run: RunOptions::new(),
             progress: None,
+            shared: None,
         };
         let summary = run_load(&loaded, Arc::clone(&store), opts).await?;
         let Some(load) = summary.load else {

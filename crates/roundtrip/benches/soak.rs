@@ -81,6 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         drain: None,
         run: RunOptions::new(),
         progress: Some(tx),
+        shared: None,
     };
     let summary = run_load(&loaded, Arc::clone(&store), opts).await?;
     let samples = sampler.await?;

@@ -21,6 +21,13 @@ pub enum HarnessError {
     /// The store failed. Exit code 3.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A load's input could not be reached: its first sends all failed to connect, and
+    /// none succeeded. Exit code 3.
+    #[error("send to the input: {message}")]
+    Input {
+        /// What happened and what to check.
+        message: String,
+    },
     /// The SUT did not start or never became ready. Exit code 3.
     #[error("start the system under test: {message}")]
     Sut {
@@ -38,6 +45,14 @@ pub enum HarnessError {
     #[error("{message}")]
     Load {
         /// What is wrong and what to do.
+        message: String,
+    },
+    /// The workers of a shared load run (`roundtrip load --workers`) could not work
+    /// together: not all of them joined in time, or their parts do not add up. Exit
+    /// code 3.
+    #[error("share the load run: {message}")]
+    Workers {
+        /// What happened and what to do.
         message: String,
     },
     /// A template in a channel could not be rendered (e.g. an unset environment
@@ -61,7 +76,9 @@ impl HarnessError {
             | HarnessError::Connect(_)
             | HarnessError::Store(_)
             | HarnessError::Remote(_)
-            | HarnessError::Sut { .. } => 3,
+            | HarnessError::Sut { .. }
+            | HarnessError::Input { .. }
+            | HarnessError::Workers { .. } => 3,
         }
     }
 }

@@ -24,6 +24,7 @@ pub async fn load(args: LoadArgs) -> u8 {
     let bounds = [
         ("--for", args.duration, month),
         ("--drain", args.drain, month),
+        ("--join-timeout", Some(args.join_timeout), month),
         (
             "--interval",
             Some(args.interval),
@@ -57,6 +58,26 @@ pub async fn load(args: LoadArgs) -> u8 {
             return exit::USAGE;
         }
     };
+    let shared = match (args.workers, args.worker_index, &args.run_id) {
+        (Some(workers), Some(worker), Some(run_id)) => {
+            let url = &args.store.store;
+            if !roundtrip::store::is_postgres_url(url) && !url.starts_with("dynamodb://") {
+                eprintln!(
+                    "error: --workers shares the run through the store, and `{}` is not one \
+                     every worker reaches: give --store postgres://… (or dynamodb://TABLE)",
+                    roundtrip_core::escape::escape_text(&roundtrip_core::redact::url(url))
+                );
+                return exit::USAGE;
+            }
+            Some(engine::SharedLoad {
+                run_id: run_id.clone(),
+                workers,
+                worker,
+                join_timeout: args.join_timeout,
+            })
+        }
+        _ => None,
+    };
     let vars = match super::resolve_vars(&args.vars) {
         Ok(vars) => vars,
         Err(code) => return code,
@@ -86,6 +107,7 @@ pub async fn load(args: LoadArgs) -> u8 {
         drain: args.drain,
         run,
         progress: Some(tx),
+        shared,
     };
     let result = engine::run_load(&loaded, Arc::clone(&store), opts).await;
     let _ = printer.await;
@@ -132,6 +154,16 @@ async fn live(mut rx: mpsc::UnboundedReceiver<LoadEvent>, quiet: bool) {
             LoadEvent::Interval { point, totals } => {
                 out(&load_text::interval_line(&point, &totals));
             }
+            LoadEvent::Joining { joined, workers } => {
+                out(&format!(
+                    "waiting for the run's workers: {joined} of {workers} joined"
+                ));
+            }
+            LoadEvent::Merged { run_id, passed } => out(&format!(
+                "every worker finished: run {run_id}'s merged account {} its SLAs \
+                 (`roundtrip report {run_id}` shows it)",
+                if passed { "met" } else { "did not meet" }
+            )),
             LoadEvent::Draining { in_flight, at_most } => out(&format!(
                 "draining: {in_flight} in flight, waiting at most {}",
                 roundtrip_core::latency::format_ns(

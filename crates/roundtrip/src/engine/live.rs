@@ -173,7 +173,7 @@ impl LiveRun {
         })?;
         let scenarios = plan.scenarios.clone();
         let listened: BTreeSet<String> = plan.listeners.iter().map(|l| l.channel.clone()).collect();
-        let mut run = Run::open(plan, store, &opts).await?;
+        let mut run = Run::open(plan, store, &opts, false).await?;
         match run.set_up(&opts).await {
             Ok(true) => {}
             Ok(false) => {

@@ -34,14 +34,78 @@ use super::produce::EventContext;
 use super::{COMMIT_SLACK, Run, RunOptions, cancelled, shown_error};
 use crate::clock;
 use crate::error::HarnessError;
-use crate::store::Store;
+use crate::store::{LoadPart, LoadPartKind, Store, StoreError};
 use crate::transport::{Producer, TapOrder};
+
+mod shared;
+
+pub use shared::SharedLoad;
 
 /// How many observations may wait between the listeners and the accounting before the
 /// listeners are held back.
 const TAP_CAPACITY: usize = 65_536;
 /// Correlation ids kept per kind of anomaly.
 const KEEP_IDS: usize = 20;
+/// A load stops, as a harness error, when this many sends in a row failed to connect
+/// before any succeeded: the input is down, and the account would only say so N times.
+const FIRST_UNREACHABLE: u32 = super::scenario::MAX_CONSECUTIVE_UNREACHABLE;
+
+/// Whether the input answers: shared by the senders of a load.
+#[derive(Debug, Default)]
+struct Reach {
+    /// A send succeeded (or failed otherwise than to connect): the input is up.
+    reached: std::sync::atomic::AtomicBool,
+    /// Sends that failed to connect, while none reached it.
+    unreachable: std::sync::atomic::AtomicU32,
+    /// The first of those errors.
+    first: Mutex<Option<String>>,
+}
+
+impl Reach {
+    /// Notes a send's outcome; true when the load should stop.
+    fn note(&self, outcome: &Result<(), crate::transport::ProduceError>) -> bool {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Err(e @ crate::transport::ProduceError::Unreachable { .. })
+                if !self.reached.load(Ordering::Acquire) =>
+            {
+                self.first
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert_with(|| shown_error(e));
+                self.unreachable.fetch_add(1, Ordering::AcqRel) + 1 >= FIRST_UNREACHABLE
+            }
+            Err(crate::transport::ProduceError::Unreachable { .. }) => false,
+            _ => {
+                self.reached.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Why the load stopped, if it stopped for that.
+    fn stopped(&self, channel: &str) -> Option<HarnessError> {
+        use std::sync::atomic::Ordering;
+        let failed = self.unreachable.load(Ordering::Acquire);
+        if self.reached.load(Ordering::Acquire) || failed < FIRST_UNREACHABLE {
+            return None;
+        }
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default();
+        Some(HarnessError::Input {
+            message: format!(
+                "`{}` is unreachable: its first {failed} sends failed to connect and none \
+                 succeeded ({first}); nothing was accounted. Check that the system under \
+                 test is up and the channel's address is right",
+                roundtrip_core::escape::escape_text(channel)
+            ),
+        })
+    }
+}
 
 /// How to run a load.
 #[derive(Debug, Clone)]
@@ -60,6 +124,8 @@ pub struct LoadOptions {
     pub run: RunOptions,
     /// Where live progress goes, if anywhere.
     pub progress: Option<mpsc::UnboundedSender<LoadEvent>>,
+    /// One worker of a run several share, or `None` for a run of its own.
+    pub shared: Option<SharedLoad>,
 }
 
 /// Progress of a load run.
@@ -84,6 +150,20 @@ pub enum LoadEvent {
         point: Box<IntervalPoint>,
         /// Totals so far.
         totals: Box<Snapshot>,
+    },
+    /// A worker of a shared run waits for the others: `joined` of `workers` have.
+    Joining {
+        /// Workers joined so far (this one included).
+        joined: usize,
+        /// Workers the run has.
+        workers: u16,
+    },
+    /// This worker finished last: it merged the workers' accounts into the run's.
+    Merged {
+        /// The run's id.
+        run_id: String,
+        /// Whether the merged account met the aggregate SLAs.
+        passed: bool,
     },
     /// The last event was sent; waiting for what is in flight.
     Draining {
@@ -167,9 +247,16 @@ pub async fn run_load(
             opts.profile.total()
         )));
     }
+    if let Some(shared) = &opts.shared {
+        shared.check()?;
+    }
     let mut only = loaded.clone();
     only.suite.scenarios = vec![scenario.clone()];
-    let plan = Plan::with_remote(&only, uuid::Uuid::now_v7().to_string(), None)?;
+    let run_id = match &opts.shared {
+        Some(shared) => shared.run_id.clone(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let plan = Plan::with_remote(&only, run_id, None)?;
     let Some(send) = plan
         .scenarios
         .first()
@@ -208,7 +295,7 @@ pub async fn run_load(
     }
     let config = AccountConfig {
         run_id: plan.run_id.clone(),
-        worker: 0,
+        worker: opts.shared.as_ref().map_or(0, |s| s.worker),
         streams,
         profile: opts.profile.clone(),
         flows,
@@ -220,11 +307,30 @@ pub async fn run_load(
     };
 
     let (tap, tapped) = mpsc::channel(TAP_CAPACITY);
-    let mut run = Run::open(plan, store, &opts.run).await?;
+    let shared = opts.shared.as_ref();
+    let mut run = Run::open(plan, store, &opts.run, shared.is_some()).await?;
+    if let Some(shared) = shared
+        && let Err(e) = shared::check_unused(run.store.as_ref(), shared).await
+    {
+        // The run is the other workers' to finish: this one only leaves.
+        run.tear_down(&opts.run).await;
+        return Err(e);
+    }
     run.tap = Some(tap);
     let set_up = run.set_up(&opts.run).await;
     // The listeners' sinks hold the only senders now: the tap closes when they stop.
     run.tap = None;
+    let set_up = match (set_up, shared) {
+        (Ok(true), Some(shared)) => {
+            shared::join(run.store.as_ref(), shared, &scenario.name, &opts).await
+        }
+        (set_up, _) => set_up,
+    };
+    let recorder = Recorder::start(
+        Arc::clone(&run.store),
+        run.plan.run_id.clone(),
+        config.worker,
+    );
     let failure = match set_up {
         Ok(true) => {
             let drive = Drive {
@@ -233,9 +339,11 @@ pub async fn run_load(
                 matchers,
                 spec: &spec,
                 opts: &opts,
+                recorder: &recorder,
             };
             match drive.run(config, tapped, &scenario.name).await {
-                Ok((result, report)) => {
+                Ok((result, mut report)) => {
+                    report.workers = shared.map_or(1, |s| s.workers);
                     run.summary.scenarios = vec![result];
                     run.summary.load = Some(Box::new(report));
                     None
@@ -246,18 +354,100 @@ pub async fn run_load(
         Ok(false) => None,
         Err(e) => Some(e),
     };
+    let failure = failure.or(recorder.finish().await.map(HarnessError::from));
     run.summary.interrupted |= *opts.run.cancel.borrow();
-    let recorded = match run.summary.scenarios.first() {
-        Some(result) => run
+    // A shared run's scenario result is the merged one (`shared::finish`).
+    let recorded = match (run.summary.scenarios.first(), shared) {
+        (Some(result), None) => run
             .store
             .record_scenario(&run.plan.run_id, result)
             .await
             .err(),
-        None => None,
+        _ => None,
     };
     run.tear_down(&opts.run).await;
-    run.summarise(failure.or(recorded.map(HarnessError::from)), &opts.run)
-        .await
+    let Some(shared) = shared else {
+        return run
+            .summarise(failure.or(recorded.map(HarnessError::from)), &opts.run)
+            .await;
+    };
+    run.summary.finished_at = clock::wall_now();
+    run.summary.harness_error = failure.as_ref().map(|e| shown_error(e));
+    let merged = shared::finish(&run.store, shared, &run.summary, &spec).await;
+    match (failure, merged) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(merged)) => {
+            if let Some(merged) = merged {
+                emit(
+                    &opts,
+                    LoadEvent::Merged {
+                        run_id: merged.run_id.clone(),
+                        passed: merged.failed() == 0 && !merged.interrupted,
+                    },
+                );
+            }
+            Ok(run.summary)
+        }
+    }
+}
+
+/// Writes each interval of the load as it closes, in the background: the load never
+/// waits for the store.
+struct Recorder {
+    worker: u16,
+    points: mpsc::UnboundedSender<(u64, IntervalPoint)>,
+    task: tokio::task::JoinHandle<Option<StoreError>>,
+}
+
+impl Recorder {
+    fn start(store: Arc<dyn Store>, run_id: String, worker: u16) -> Recorder {
+        let (points, mut queued) = mpsc::unbounded_channel::<(u64, IntervalPoint)>();
+        let task = tokio::spawn(async move {
+            while let Some((index, point)) = queued.recv().await {
+                let written = async {
+                    let body = crate::store::write::to_json(&point, "encode an interval")?;
+                    let part = LoadPart {
+                        worker,
+                        kind: LoadPartKind::Interval(index),
+                        body,
+                    };
+                    store.record_load_part(&run_id, &part).await
+                };
+                if let Err(e) = written.await {
+                    return Some(e);
+                }
+            }
+            None
+        });
+        Recorder {
+            worker,
+            points,
+            task,
+        }
+    }
+
+    /// Queues interval `index` (0-based).
+    fn interval(&self, index: u64, point: IntervalPoint) {
+        // Closed only when the task stopped on an error, which `finish` returns.
+        let _ = self.points.send((index, point));
+    }
+
+    /// Waits for everything queued to be written; the first error, if any.
+    async fn finish(self) -> Option<StoreError> {
+        let Recorder {
+            worker,
+            points,
+            task,
+        } = self;
+        drop(points);
+        match task.await {
+            Ok(error) => error,
+            Err(e) => Some(StoreError::Io {
+                operation: "record the load's intervals",
+                source: format!("worker {worker}'s recorder stopped: {e}").into(),
+            }),
+        }
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -280,6 +470,7 @@ struct Drive<'a> {
     matchers: Vec<(String, Matcher)>,
     spec: &'a LoadSpec,
     opts: &'a LoadOptions,
+    recorder: &'a Recorder,
 }
 
 impl Drive<'_> {
@@ -352,6 +543,7 @@ impl Drive<'_> {
             )));
         };
         let mut senders = JoinSet::new();
+        let reach = Arc::new(Reach::default());
         for stream in 0..streams {
             senders.spawn(send_stream(
                 StreamSender {
@@ -366,6 +558,7 @@ impl Drive<'_> {
                         bindings: Arc::clone(&self.run.plan.bindings),
                     },
                     shared: Arc::clone(&shared),
+                    reach: Arc::clone(&reach),
                 },
                 self.opts.run.cancel.clone(),
             ));
@@ -386,6 +579,10 @@ impl Drive<'_> {
         }
         senders.abort_all();
         let send_ns = since();
+        if let Some(e) = reach.stopped(&self.send.channel) {
+            receiver.abort();
+            return Err(e);
+        }
 
         // Drain: until everything sent arrived or was declared lost, at most `drain`.
         let at_most = self.opts.drain.unwrap_or_else(|| {
@@ -411,10 +608,17 @@ impl Drive<'_> {
         }
         let accountant = shared.lock().unwrap_or_else(PoisonError::into_inner).take();
         receiver.abort();
-        let Some(accountant) = accountant else {
+        let Some(mut accountant) = accountant else {
             return Err(usage("the load's accounting was lost".into()));
         };
-        let mut report = accountant.finish(since(), scenario, started_at, send_ns);
+        let end = since();
+        accountant.close(end);
+        if accountant.closed_intervals() > closed
+            && let Some(last) = accountant.last_closed()
+        {
+            self.recorder.interval(closed, last.clone());
+        }
+        let mut report = accountant.finish(end, scenario, started_at, send_ns);
         report.thresholds = roundtrip_core::load::evaluate(&self.spec.thresholds, &report);
         let passed = report.passed();
         let notes = report
@@ -447,17 +651,17 @@ impl Drive<'_> {
     }
 
     fn tick(&self, shared: &Shared, now: u64, closed: &mut u64) {
+        // A tick closes at most one interval.
         let point = with(shared, |a| {
             a.tick(now);
             (a.closed_intervals() > *closed).then(|| {
                 *closed = a.closed_intervals();
-                a.snapshot()
+                (a.last_closed().cloned(), a.snapshot())
             })
         })
         .flatten();
-        if let Some(totals) = point
-            && let Some(last) = totals.last.clone()
-        {
+        if let Some((Some(last), totals)) = point {
+            self.recorder.interval(*closed - 1, last.clone());
             emit(
                 self.opts,
                 LoadEvent::Interval {
@@ -490,6 +694,7 @@ struct StreamSender {
     send: PlannedSend,
     run: RunRef,
     shared: Shared,
+    reach: Arc<Reach>,
 }
 
 /// Sends stream `s.stream`'s events in order, each at its intended time.
@@ -535,12 +740,14 @@ async fn send_stream(s: StreamSender, mut cancel: watch::Receiver<bool>) {
                     bindings: &s.run.bindings,
                 };
                 let error = match s.send.message.render(&ctx) {
-                    Ok(message) => s
-                        .producer
-                        .send(message)
-                        .await
-                        .err()
-                        .map(|e| shown_error(&e)),
+                    Ok(message) => {
+                        let outcome = s.producer.send(message).await.map(drop);
+                        if s.reach.note(&outcome) {
+                            // The input is down: the driver stops the load.
+                            return;
+                        }
+                        outcome.err().map(|e| shown_error(&e))
+                    }
                     Err(e) => Some(e),
                 };
                 if let Some(error) = error {

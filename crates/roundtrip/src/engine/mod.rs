@@ -41,7 +41,7 @@ pub(crate) mod tests;
 
 pub use event::RunEvent;
 pub use live::{Expected, LiveError, LiveRun, Scope, ScopeStop, TestOutcome};
-pub use load::{LoadEvent, LoadOptions, run_load};
+pub use load::{LoadEvent, LoadOptions, SharedLoad, run_load};
 pub(crate) use plan::render_channel_for_service;
 pub use scenario::COMMIT_SLACK;
 pub use sut::{SutProcess, become_subreaper};
@@ -134,7 +134,7 @@ pub async fn run_suite(
     };
     // Plan before touching anything: a suite this build cannot run is a usage error.
     let plan = Plan::with_remote(loaded, uuid::Uuid::now_v7().to_string(), remote.as_ref())?;
-    let mut run = Run::open(plan, store, &opts).await?;
+    let mut run = Run::open(plan, store, &opts, false).await?;
     let failure = run.set_up_and_run(&opts).await.err();
     run.tear_down(&opts).await;
     run.summarise(failure, &opts).await
@@ -213,24 +213,29 @@ impl StartedListener {
 }
 
 impl Run {
-    /// Opens the run in the store and starts routing its observations.
+    /// Opens the run in the store (or, with `join`, joins it: a run other processes
+    /// share) and starts routing its observations.
     async fn open(
         plan: Plan,
         store: Arc<dyn Store>,
         opts: &RunOptions,
+        join: bool,
     ) -> Result<Run, HarnessError> {
         let started_at = clock::wall_now();
-        store
-            .create_run(&RunRecord {
-                run_id: plan.run_id.clone(),
-                suite: plan.suite.clone(),
-                suite_path: plan.suite_path.clone(),
-                started_at,
-                finished_at: None,
-                status: RunStatus::Running,
-                owner: Some(crate::owner::current()),
-            })
-            .await?;
+        let record = RunRecord {
+            run_id: plan.run_id.clone(),
+            suite: plan.suite.clone(),
+            suite_path: plan.suite_path.clone(),
+            started_at,
+            finished_at: None,
+            status: RunStatus::Running,
+            owner: Some(crate::owner::current()),
+        };
+        if join {
+            store.join_run(&record).await?;
+        } else {
+            store.create_run(&record).await?;
+        }
         emit(
             opts,
             RunEvent::RunStarted {

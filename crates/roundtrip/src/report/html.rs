@@ -200,10 +200,31 @@ mod tests {
             series >= roundtrip_core::load::MAX_POINTS - 1,
             "{series} points"
         );
-        let page = render(&[summary]);
+        let page = render(&[summary.clone()]);
         assert!(
             page.len() < 2 * 1024 * 1024,
             "{} bytes for {series} points",
+            page.len()
+        );
+        // A run shared by 8 workers: the merged series plus each worker's thinned one.
+        let Some(one) = summary.load.as_deref() else {
+            panic!("the summary has its load")
+        };
+        let parts: Vec<LoadReport> = (0..8)
+            .map(|w| LoadReport {
+                worker: w,
+                workers: 8,
+                ..one.clone()
+            })
+            .collect();
+        let merged = LoadReport::merge(&parts, None, roundtrip_core::load::MAX_POINTS, 20)
+            .expect("the parts add up");
+        assert_eq!(merged.per_worker.len(), 8);
+        summary.load = Some(Box::new(merged));
+        let page = render(&[summary]);
+        assert!(
+            page.len() < 2 * 1024 * 1024,
+            "{} bytes for 8 workers' {series} points",
             page.len()
         );
     }

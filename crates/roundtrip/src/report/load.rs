@@ -74,6 +74,24 @@ pub fn load_report(r: &LoadReport) -> String {
             .map(|m| format!(", at most {m} in flight"))
             .unwrap_or_default()
     );
+    if r.workers > 1 {
+        let _ = writeln!(
+            out,
+            "  {}",
+            if r.per_worker.is_empty() {
+                format!(
+                    "worker {} of {} of a shared run: its own part (`roundtrip report` \
+                     shows the run's merged account)",
+                    r.worker, r.workers
+                )
+            } else {
+                format!(
+                    "{} workers, each on that schedule: their accounts merged",
+                    r.workers
+                )
+            }
+        );
+    }
     let _ = writeln!(
         out,
         "  sent {} of {} due in {} ({} failed, {} refused), drained for {}",
@@ -96,6 +114,9 @@ pub fn load_report(r: &LoadReport) -> String {
     for f in &r.flows {
         out.push_str(&flow(f, sent));
     }
+    for w in &r.per_worker {
+        out.push_str(&worker_line(w));
+    }
     if !r.thresholds.is_empty() {
         let _ = writeln!(out, "  SLAs:");
         for t in &r.thresholds {
@@ -109,6 +130,41 @@ pub fn load_report(r: &LoadReport) -> String {
             );
         }
     }
+    out
+}
+
+/// One worker's part of a merged account, on one line.
+fn worker_line(w: &LoadReport) -> String {
+    let c = &w.send.counts;
+    let sent = c.attempted.saturating_sub(c.failed);
+    let mut out = format!(
+        "  worker {}: sent {} of {} due ({} failed, {} refused)",
+        w.worker, c.attempted, c.due, c.failed, c.refused
+    );
+    if let Some(f) = w.flows.iter().find(|f| !f.absence) {
+        let k = &f.counts;
+        let _ = write!(
+            out,
+            " · on `{}`: delivered {} · lost {} · duplicates {} · reordered {} · late {} · p99 {}",
+            escape_text(&f.channel),
+            share(k.delivered, sent),
+            f.lost,
+            k.duplicates,
+            k.reordered,
+            k.late,
+            if f.latency.count == 0 {
+                "-".to_owned()
+            } else {
+                format_ns(f.latency.p99_ns)
+            }
+        );
+    }
+    let verdict = if w.passed() {
+        ""
+    } else {
+        " · its own SLAs FAILED"
+    };
+    let _ = writeln!(out, "{verdict}");
     out
 }
 
@@ -177,6 +233,7 @@ fn flow(f: &FlowReport, sent: u64) -> String {
     let others = [
         ("not matching", k.mismatched),
         ("not of this run", k.foreign),
+        ("another worker's", k.others),
         ("never sent", k.not_sent),
         ("settled too long ago to classify", k.unknown),
     ];

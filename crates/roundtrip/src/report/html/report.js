@@ -141,7 +141,8 @@
   }
 
   function load(section, r) {
-    add(section, "h3", null, "load: " + r.scenario + " · " + r.profile + " · " + r.streams + " stream(s) · worker " + r.worker + " of " + r.workers);
+    var who = r.workers > 1 ? (r.per_worker && r.per_worker.length ? r.workers + " workers, merged" : "worker " + r.worker + " of " + r.workers + " (its own part)") : "one worker";
+    add(section, "h3", null, "load: " + r.scenario + " · " + r.profile + " · " + r.streams + " stream(s) per worker · " + who);
     var c = r.send.counts;
     add(section, "p", null, "sent " + c.attempted + " of " + c.due + " due in " + ns(r.send_ns) + " (" + c.failed + " failed, " + c.refused + " refused), drained for " + ns(r.drain_ns) + "; send lag p99 " + ns(r.send.lag.p99_ns) + ", max " + ns(r.send.lag.max_ns));
     if (r.send.first_error) add(section, "p", "error", "first send error: " + r.send.first_error);
@@ -192,6 +193,30 @@
       pts.map(function (p) { return p.send_lag.count ? p.send_lag.max_ns / 1e6 : null; }),
       pts.map(function (p) { return p.behind; }),
       pts.map(function (p) { return p.in_flight; })]);
+    workers(section, r);
+  }
+
+  // A run shared by several workers: each worker's own part, and its series beside the others'.
+  function workers(section, r) {
+    var parts = r.per_worker || [];
+    if (!parts.length) return;
+    var fi = r.flows.findIndex(function (f) { return !f.absence; });
+    if (fi < 0) return;
+    add(section, "h3", null, "per worker");
+    table(section, ["worker", "sent", "failed", "refused", "delivered", "lost", "late", "duplicates", "reordered", "p99", "its SLAs"], parts.map(function (w) {
+      var c = w.send.counts, f = w.flows[fi], k = f.counts;
+      var ok = w.thresholds.every(function (t) { return t.passed; });
+      return [String(w.worker), c.attempted, c.failed, c.refused, k.delivered, f.lost, k.late, k.duplicates, k.reordered, ns(f.latency.p99_ns), badge(ok ? "passed" : "failed")];
+    }));
+    // The workers' points are thinned alike; each on its own time axis, aligned by index.
+    var longest = parts.reduce(function (a, w) { return w.series.length > a.series.length ? w : a; }, parts[0]);
+    var t = longest.series.map(function (p) { return (p.start_ns + p.length_ns) / 1e9; });
+    var at = function (w, f) { return t.map(function (_, i) { var p = w.series[i]; return p ? f(p) : null; }); };
+    var grid = add(section, "div", "charts");
+    chart(grid, "received per worker (events/s)", { ylabel: "/s" }, parts.map(function (w, i) { return line("worker " + w.worker, i); }),
+      [t].concat(parts.map(function (w) { return at(w, function (p) { return p.length_ns > 0 ? p.flows[fi].counts.delivered / (p.length_ns / 1e9) : 0; }); })));
+    chart(grid, "declared lost per worker", { ylabel: "events" }, parts.map(function (w, i) { return line("worker " + w.worker, i); }),
+      [t].concat(parts.map(function (w) { return at(w, function (p) { return p.flows[fi].counts.declared_lost; }); })));
   }
 
   add(root, "h1", null, "roundtrip report");
