@@ -2110,6 +2110,8 @@ fn a_load_run_shared_by_three_workers_merges_their_accounts_exactly() {
             &run_id,
             "--json",
             &json,
+            "--join-timeout",
+            "60s",
         ]
         .iter()
         .map(|a| a.to_string())
@@ -2135,9 +2137,13 @@ fn a_load_run_shared_by_three_workers_merges_their_accounts_exactly() {
     let workers: Vec<_> = (0..3).map(|i| worker(i, &[])).collect();
     let mut tallies = Vec::new();
     let mut merged_by = 0;
-    for (i, (child, json)) in workers.into_iter().enumerate() {
-        let o = child.wait_with_output().expect("the worker finishes");
-        assert_eq!(o.status.code(), Some(0), "worker {i}: {}", explain(&o));
+    let outputs: Vec<(Output, String)> = workers
+        .into_iter()
+        .map(|(child, json)| (child.wait_with_output().expect("the worker finishes"), json))
+        .collect();
+    let all: Vec<String> = outputs.iter().map(|(o, _)| explain(o)).collect();
+    for (i, (o, json)) in outputs.into_iter().enumerate() {
+        assert_eq!(o.status.code(), Some(0), "worker {i}: {all:#?}");
         let out = stdout(&o);
         assert!(out.contains("waiting for the run's workers"), "{out}");
         assert!(
@@ -2280,10 +2286,11 @@ fn a_load_run_shared_by_three_workers_merges_their_accounts_exactly() {
         explain(&o)
     );
 
-    // Two workers given different schedules: each refuses the other, whichever joins
-    // first.
-    let mismatched = format!("{run_id}-mismatched");
-    let spawn = |index: &str, rate: &str| {
+    // Strays do not disturb a run: once worker 0 waits at the barrier, a process given
+    // another schedule, or another worker count, is refused before it joins (exit 2);
+    // then worker 1 comes and the run completes.
+    let guarded = format!("{run_id}-guarded");
+    let spawn = |index: &str, workers: &str, rate: &str| {
         Command::new(env!("CARGO_BIN_EXE_roundtrip"))
             .args([
                 "load",
@@ -2297,30 +2304,68 @@ fn a_load_run_shared_by_three_workers_merges_their_accounts_exactly() {
                 "--store",
                 &store,
                 "--workers",
-                "2",
+                workers,
                 "--worker-index",
                 index,
                 "--run-id",
-                &mismatched,
+                &guarded,
                 "--join-timeout",
-                "2m",
+                "5m",
             ])
             .current_dir(workspace())
+            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("a worker starts")
     };
-    let (a, b) = (spawn("0", "10/s"), spawn("1", "20/s"));
-    for child in [a, b] {
-        let o = child.wait_with_output().expect("it finishes");
+    let mut first = spawn("0", "2", "10/s");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        first.stdout.take().expect("stdout"),
+    ));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        let waiting = line.contains("1 of 2 joined");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("1 of 2 joined")),
+        "worker 0 never waited: {seen:?}"
+    );
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    for (index, workers, rate, expected) in [
+        ("1", "2", "20/s", "schedule `20/s for 1s`"),
+        ("2", "3", "10/s", "--workers 3"),
+    ] {
+        let o = spawn(index, workers, rate)
+            .wait_with_output()
+            .expect("the stray finishes");
         assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
         assert!(
-            stderr(&o).contains("start every worker of a run with the same suite, scenario"),
+            stderr(&o).contains("start every worker of a run with the same suite, scenario")
+                && stderr(&o).contains(expected),
             "{}",
             explain(&o)
         );
     }
+    let second = spawn("1", "2", "10/s")
+        .wait_with_output()
+        .expect("it finishes");
+    assert_eq!(second.status.code(), Some(0), "{}", explain(&second));
+    let status = first.wait().expect("worker 0 finishes");
+    let rest = rest.join().expect("its output").join("\n");
+    assert_eq!(status.code(), Some(0), "{rest}");
+    let o = roundtrip(&["report", &guarded, "--store", &store]);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(
+        stdout(&o).contains("2 workers, each on that schedule"),
+        "{}",
+        explain(&o)
+    );
     let _ = std::process::Command::new("psql")
         .args([
             &base,
@@ -2339,7 +2384,7 @@ fn a_load_whose_input_is_unreachable_stops_with_exit_3() {
     let suite = scratch.write(
         "down.yaml",
         &format!(
-            "name: down\nchannels:\n  in: {{ http: {{ url: \"http://127.0.0.1:{port}/x\" }} }}\n  out: {{ webhook: {{ listen: \"127.0.0.1:0\" }} }}\nscenarios:\n  - name: s\n    send: [{{ to: in }}]\n    expect: [{{ on: out, within: 1s }}]\n"
+            "name: down\nchannels:\n  in: {{ http: {{ url: \"http://127.0.0.1:{port}/x\" }} }}\n  out: {{ webhook: {{ listen: \"127.0.0.1:0\" }} }}\nscenarios:\n  - name: s\n    send: [{{ to: in }}]\n    expect: [{{ on: out, within: 1s }}]\n    load: {{ streams: 4 }}\n"
         ),
     );
     let o = roundtrip(&[
@@ -2356,7 +2401,8 @@ fn a_load_whose_input_is_unreachable_stops_with_exit_3() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", explain(&o));
     assert!(
-        stderr(&o).contains("`in` is unreachable: its first 10 sends failed to connect"),
+        stderr(&o)
+            .contains("`in` is unreachable: its first 10 sends failed to connect or timed out"),
         "{}",
         explain(&o)
     );

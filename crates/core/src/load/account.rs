@@ -214,6 +214,11 @@ impl Accountant {
         }
     }
 
+    /// How it accounts.
+    pub fn config(&self) -> &AccountConfig {
+        &self.cfg
+    }
+
     /// The window each stream has, in sequence numbers.
     pub fn window(&self) -> u64 {
         self.window
@@ -421,10 +426,14 @@ impl Accountant {
     }
 
     /// Settles whatever is past its deadline at `now_ns` and closes the interval if it
-    /// is over.
+    /// is over. Intervals end on a fixed grid (multiples of the interval from the
+    /// start, at the first tick past each), so they never drift: interval `i` of two
+    /// accountants ticked alike covers the same time.
     pub fn tick(&mut self, now_ns: u64) {
         self.settle(now_ns);
-        if now_ns >= self.interval_start + self.cfg.interval_ns {
+        let interval = self.cfg.interval_ns.max(1);
+        let grid_end = (self.interval_start / interval + 1).saturating_mul(interval);
+        if now_ns >= grid_end {
             self.close_interval(now_ns);
         }
     }

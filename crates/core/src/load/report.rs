@@ -346,7 +346,7 @@ impl LoadReport {
         let mut send_lag = Hist::new();
         for p in &order {
             send.counts.add(&p.send.counts);
-            add_decoded(&mut send_lag, &p.send.lag);
+            add_decoded(&mut send_lag, &p.send.lag, p.worker)?;
             if send.first_error.is_none() {
                 send.first_error.clone_from(&p.send.first_error);
             }
@@ -365,15 +365,15 @@ impl LoadReport {
                     flow.counts.add(&f.counts);
                     flow.lost += f.lost;
                     flow.unsettled += f.unsettled;
-                    add_decoded(&mut latency, &f.latency);
-                    add_decoded(&mut lag, &f.listener_lag);
+                    add_decoded(&mut latency, &f.latency, p.worker)?;
+                    add_decoded(&mut lag, &f.listener_lag, p.worker)?;
                     flow.examples.extend(&f.examples, keep);
                 }
                 flow.latency = latency.stats();
                 flow.listener_lag = lag.stats();
-                flow
+                Ok(flow)
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
         if series.is_some_and(|s| s.len() != order.len()) {
             return Err("the recorded intervals are not one series per worker".into());
         }
@@ -385,13 +385,19 @@ impl LoadReport {
                 &owned
             }
         };
+        // Every worker's series thinned alike, so that point `i` of each is the same time.
+        let longest = series.iter().map(Vec::len).max().unwrap_or(0);
+        let mut halvings = 0;
+        while longest.div_ceil(1 << halvings) > WORKER_POINTS {
+            halvings += 1;
+        }
         let per_worker = order
             .iter()
             .zip(series)
             .map(|(p, rows)| {
                 let mut own = (*p).clone();
                 own.per_worker = Vec::new();
-                own.series = thin(rows.clone(), WORKER_POINTS);
+                own.series = halve(rows.clone(), halvings);
                 own.strip_hdr();
                 own
             })
@@ -453,11 +459,21 @@ impl Examples {
     }
 }
 
-/// Adds the histogram `stats` carries to `into` (nothing, for stats without HDR data).
-fn add_decoded(into: &mut Hist, stats: &HistStats) {
-    if let Some(h) = Hist::decode(stats) {
-        into.add(&h);
+/// Adds the histogram `stats` (of worker `worker`) carries to `into`; an empty one may
+/// lack its HDR data, one with samples may not (its percentiles would be lost).
+fn add_decoded(into: &mut Hist, stats: &HistStats, worker: u16) -> Result<(), String> {
+    match Hist::decode(stats) {
+        Some(h) => into.add(&h),
+        None if stats.count == 0 => {}
+        None => {
+            return Err(format!(
+                "worker {worker}'s histogram of {} samples has no readable HDR data, so it \
+                 cannot be merged",
+                stats.count
+            ));
+        }
     }
+    Ok(())
 }
 
 /// The workers' series summed interval by interval: point `i` adds up every worker's
@@ -490,6 +506,14 @@ fn sum_series(series: &[Vec<IntervalPoint>]) -> Vec<IntervalPoint> {
 fn thin(mut series: Vec<IntervalPoint>, max_points: usize) -> Vec<IntervalPoint> {
     let max_points = max_points.max(1);
     while series.len() > max_points {
+        series = halve(series, 1);
+    }
+    series
+}
+
+/// `series` with neighbours merged pairwise, `times` times over.
+fn halve(mut series: Vec<IntervalPoint>, times: u32) -> Vec<IntervalPoint> {
+    for _ in 0..times {
         series = series
             .chunks(2)
             .map(|pair| {
@@ -746,16 +770,58 @@ mod tests {
 
     #[test]
     fn recorded_intervals_replace_a_workers_merged_series() {
-        let [zero, one] = run_pair([|_| MS, |_| MS], [&[], &[]]);
-        let rows = vec![zero.series.clone(), one.series.clone()];
-        let merged = LoadReport::merge(&[zero, one], Some(&rows), 2, 20).expect("they add up");
-        assert!(merged.series.len() <= 2, "{}", merged.series.len());
+        // Worker 1 keeps at most 2 points of its own; its recorded rows are its 4
+        // intervals as they closed.
+        let mut a = [worker(0), worker(1)];
+        a[1] = Accountant::new(AccountConfig {
+            max_points: 2,
+            ..a[1].config().clone()
+        });
+        let mut rows: [Vec<IntervalPoint>; 2] = Default::default();
+        for i in 0..100u64 {
+            let (stream, seq) = ((i % 2) as u32, i / 2);
+            let at = a[0].profile().intended_ns(i);
+            for (w, recorded) in a.iter_mut().zip(&mut rows) {
+                w.attempt(stream, seq, at);
+                let id = w.id_of(stream, seq).to_string();
+                w.arrive(0, Some(&id), true, at + MS, at + MS);
+                let closed = w.closed_intervals();
+                w.tick(at);
+                if w.closed_intervals() > closed {
+                    recorded.extend(w.last_closed().cloned());
+                }
+            }
+        }
+        for (w, recorded) in a.iter_mut().zip(&mut rows) {
+            w.close(2_000 * MS);
+            recorded.extend(w.last_closed().cloned());
+        }
+        let [zero, one] = a.map(|w| w.finish(2_000 * MS, "load", 0, 1_000 * MS));
+        assert_eq!(one.series.len(), 2, "worker 1 thinned its own series");
+        assert_eq!(rows[1].len(), 4);
+        let merged = LoadReport::merge(&[zero, one], Some(&rows), 100, 20).expect("they add up");
+        assert_eq!(merged.series.len(), 4, "the rows, not the thinned series");
+        for (i, p) in merged.series.iter().enumerate() {
+            let sum = rows[0][i].flows[0].counts.delivered + rows[1][i].flows[0].counts.delivered;
+            assert_eq!(p.flows[0].counts.delivered, sum, "interval {i}");
+        }
         let delivered: u64 = merged
             .series
             .iter()
             .map(|p| p.flows[0].counts.delivered)
             .sum();
         assert_eq!(delivered, 200);
+        // Each worker's own series comes from its rows, every worker's thinned alike.
+        assert_eq!(merged.per_worker[1].series.len(), 4);
+        assert_eq!(merged.per_worker[0].series.len(), 4);
+    }
+
+    #[test]
+    fn a_histogram_with_samples_but_no_hdr_data_is_not_merged_silently() {
+        let [zero, mut one] = run_pair([|_| MS, |_| MS], [&[], &[]]);
+        one.flows[0].latency.hdr.clear();
+        let err = LoadReport::merge(&[zero, one], None, 10, 1).expect_err("unreadable");
+        assert!(err.contains("worker 1's histogram of 100 samples"), "{err}");
     }
 
     #[test]

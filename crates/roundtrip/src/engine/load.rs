@@ -46,8 +46,9 @@ pub use shared::SharedLoad;
 const TAP_CAPACITY: usize = 65_536;
 /// Correlation ids kept per kind of anomaly.
 const KEEP_IDS: usize = 20;
-/// A load stops, as a harness error, when this many sends in a row failed to connect
-/// before any succeeded: the input is down, and the account would only say so N times.
+/// A load stops, as a harness error, when this many sends failed to connect (or timed
+/// out) before any succeeded: the input is down, and the account would only say so N
+/// times.
 const FIRST_UNREACHABLE: u32 = super::scenario::MAX_CONSECUTIVE_UNREACHABLE;
 
 /// Whether the input answers: shared by the senders of a load.
@@ -57,6 +58,10 @@ struct Reach {
     reached: std::sync::atomic::AtomicBool,
     /// Sends that failed to connect, while none reached it.
     unreachable: std::sync::atomic::AtomicU32,
+    /// Set once, for good: the load stops.
+    tripped: std::sync::atomic::AtomicBool,
+    /// Wakes the driver when it trips.
+    stop: Notify,
     /// The first of those errors.
     first: Mutex<Option<String>>,
 }
@@ -73,12 +78,19 @@ impl Reach {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .get_or_insert_with(|| shown_error(e));
-                self.unreachable.fetch_add(1, Ordering::AcqRel) + 1 >= FIRST_UNREACHABLE
+                if self.unreachable.fetch_add(1, Ordering::AcqRel) + 1 >= FIRST_UNREACHABLE
+                    && !self.tripped.swap(true, Ordering::AcqRel)
+                {
+                    self.stop.notify_one();
+                }
+                self.tripped.load(Ordering::Acquire)
             }
-            Err(crate::transport::ProduceError::Unreachable { .. }) => false,
+            Err(crate::transport::ProduceError::Unreachable { .. }) => {
+                self.tripped.load(Ordering::Acquire)
+            }
             _ => {
                 self.reached.store(true, Ordering::Release);
-                false
+                self.tripped.load(Ordering::Acquire)
             }
         }
     }
@@ -86,10 +98,10 @@ impl Reach {
     /// Why the load stopped, if it stopped for that.
     fn stopped(&self, channel: &str) -> Option<HarnessError> {
         use std::sync::atomic::Ordering;
-        let failed = self.unreachable.load(Ordering::Acquire);
-        if self.reached.load(Ordering::Acquire) || failed < FIRST_UNREACHABLE {
+        if !self.tripped.load(Ordering::Acquire) {
             return None;
         }
+        let failed = self.unreachable.load(Ordering::Acquire);
         let first = self
             .first
             .lock()
@@ -98,9 +110,9 @@ impl Reach {
             .unwrap_or_default();
         Some(HarnessError::Input {
             message: format!(
-                "`{}` is unreachable: its first {failed} sends failed to connect and none \
-                 succeeded ({first}); nothing was accounted. Check that the system under \
-                 test is up and the channel's address is right",
+                "`{}` is unreachable: its first {failed} sends failed to connect or timed out \
+                 and none succeeded ({first}); nothing was accounted. Check that the system \
+                 under test is up and the channel's address is right",
                 roundtrip_core::escape::escape_text(channel)
             ),
         })
@@ -320,9 +332,23 @@ pub async fn run_load(
     let set_up = run.set_up(&opts.run).await;
     // The listeners' sinks hold the only senders now: the tap closes when they stop.
     run.tap = None;
+    // A worker refused at the barrier leaves the run to the others: it records no part
+    // of its own beyond `joined` (if it got that far).
+    let mut refused = false;
     let set_up = match (set_up, shared) {
         (Ok(true), Some(shared)) => {
-            shared::join(run.store.as_ref(), shared, &scenario.name, &opts).await
+            let joined = shared::join(
+                run.store.as_ref(),
+                shared,
+                &scenario,
+                &opts,
+                config.interval_ns,
+            )
+            .await;
+            // Refused (exit 2: not of this run) leaves no trace; a worker that gave up
+            // waiting finishes, so that a late one learns the run cannot complete.
+            refused = matches!(joined, Err(HarnessError::Load { .. }));
+            joined
         }
         (set_up, _) => set_up,
     };
@@ -371,6 +397,9 @@ pub async fn run_load(
             .summarise(failure.or(recorded.map(HarnessError::from)), &opts.run)
             .await;
     };
+    if refused && let Some(e) = failure {
+        return Err(e);
+    }
     run.summary.finished_at = clock::wall_now();
     run.summary.harness_error = failure.as_ref().map(|e| shown_error(e));
     let merged = shared::finish(&run.store, shared, &run.summary, &spec).await;
@@ -574,6 +603,8 @@ impl Drive<'_> {
             tokio::select! {
                 _ = ticker.tick() => self.tick(&shared, since(), &mut closed),
                 joined = senders.join_next() => if joined.is_none() { break },
+                // The input is down: every sender stops now.
+                () = reach.stop.notified() => break,
                 () = cancelled(&mut cancel) => { interrupted = true; break }
             }
         }

@@ -1519,7 +1519,20 @@ mod postgres_backend {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn schema_versions_are_checked_and_migrated_once() {
         use roundtrip::store::postgres::SCHEMA_VERSION;
-        // Several processes opening one new schema at once: one migrates, all open.
+        // Several processes opening one new schema at once: one migrates, all open (and
+        // none takes another's migration, committing while it looks, for a foreign
+        // schema). Ten new schemas, to give that race its chances.
+        for round in 0..10 {
+            let schema = fresh_schema(&format!("race{round}"));
+            let _drop = DropSchema(schema.clone());
+            let url = postgres_url(&schema);
+            let mut opening = tokio::task::JoinSet::new();
+            for _ in 0..4 {
+                let url = url.clone();
+                opening.spawn(async move { open_postgres(&url, FEED).await });
+            }
+            assert_eq!(opening.join_all().await.len(), 4);
+        }
         let schema = fresh_schema("migrate");
         let _drop = DropSchema(schema.clone());
         let url = postgres_url(&schema);

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use roundtrip_core::escape::escape_text;
 use roundtrip_core::load::{IntervalPoint, LoadReport, MAX_POINTS};
-use roundtrip_core::model::LoadSpec;
+use roundtrip_core::model::{LoadSpec, Scenario};
 use roundtrip_core::run::{ListenerSummary, RunSummary, ScenarioResult, ScenarioStatus};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +37,7 @@ const JOIN_POLL: Duration = Duration::from_millis(100);
 /// The longest a run id may be.
 const MAX_RUN_ID: usize = 128;
 
-/// One worker of a run that several share. See the [module docs](self).
+/// One worker of a run that several share: see `docs/load.md` ("Several workers, one run").
 #[derive(Debug, Clone)]
 pub struct SharedLoad {
     /// The run's id, the same for every worker (letters, digits, `.`, `_`, `-`, `:`).
@@ -83,15 +83,71 @@ struct Joined {
     workers: u16,
     scenario: String,
     profile: String,
+    /// The interval, so that interval `i` of every worker is the same time.
+    interval_ns: u64,
+    /// A hash of the scenario as planned (its sends, expectations, streams and
+    /// thresholds): workers given different suite files are told apart.
+    definition: String,
     /// The process, so that two processes given the same index are found out.
     owner: String,
 }
 
 impl Joined {
     fn same_run(&self, other: &Joined) -> bool {
-        (self.workers, &self.scenario, &self.profile)
-            == (other.workers, &other.scenario, &other.profile)
+        (
+            self.workers,
+            &self.scenario,
+            &self.profile,
+            self.interval_ns,
+            &self.definition,
+        ) == (
+            other.workers,
+            &other.scenario,
+            &other.profile,
+            other.interval_ns,
+            &other.definition,
+        )
     }
+
+    /// What differs, for the error.
+    fn describe(&self) -> String {
+        format!(
+            "--workers {}, scenario `{}` (definition {}), schedule `{}`, --interval {}",
+            self.workers,
+            escape_text(&self.scenario),
+            self.definition,
+            escape_text(&self.profile),
+            roundtrip_core::latency::format_ns(self.interval_ns)
+        )
+    }
+}
+
+/// 64 bits of FNV-1a over the scenario's JSON, in hex.
+fn definition_of(scenario: &Scenario) -> String {
+    let json = serde_json::to_string(scenario).unwrap_or_default();
+    let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Refuses `theirs` (worker `worker`'s join) unless it is of the same run as `mine`.
+fn check_same(
+    shared: &SharedLoad,
+    worker: u16,
+    theirs: &Joined,
+    mine: &Joined,
+) -> Result<(), HarnessError> {
+    if theirs.same_run(mine) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "worker {worker} joined run `{}` with {}; this worker was given {}: start every \
+         worker of a run with the same suite, scenario, schedule, --interval and --workers",
+        shared.run_id,
+        theirs.describe(),
+        mine.describe()
+    )))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(part: &LoadPart) -> Result<T, HarnessError> {
@@ -132,15 +188,25 @@ pub(super) async fn check_unused(
 pub(super) async fn join(
     store: &dyn Store,
     shared: &SharedLoad,
-    scenario: &str,
+    scenario: &Scenario,
     opts: &LoadOptions,
+    interval_ns: u64,
 ) -> Result<bool, HarnessError> {
     let mine = Joined {
         workers: shared.workers,
-        scenario: scenario.to_owned(),
+        scenario: scenario.name.clone(),
         profile: opts.profile.to_string(),
+        interval_ns,
+        definition: definition_of(scenario),
         owner: crate::owner::current(),
     };
+    // A worker that does not belong to the run leaves before it joins, so that the
+    // workers already waiting are not disturbed.
+    for part in store.load_parts(&shared.run_id).await? {
+        if part.kind == LoadPartKind::Joined {
+            check_same(shared, part.worker, &decode(&part)?, &mine)?;
+        }
+    }
     let part = LoadPart {
         worker: shared.worker,
         kind: LoadPartKind::Joined,
@@ -153,23 +219,19 @@ pub(super) async fn join(
     loop {
         let parts = store.load_parts(&shared.run_id).await?;
         let mut joined = vec![false; usize::from(shared.workers)];
+        if let Some(gone) = parts.iter().find(|p| p.kind == LoadPartKind::Finished) {
+            return Err(HarnessError::Workers {
+                message: format!(
+                    "worker {} of run `{}` finished before all workers joined (it failed, or \
+                     timed out waiting): the run cannot complete; start all its workers again \
+                     with a new --run-id",
+                    gone.worker, shared.run_id
+                ),
+            });
+        }
         for part in parts.iter().filter(|p| p.kind == LoadPartKind::Joined) {
             let theirs: Joined = decode(part)?;
-            if !theirs.same_run(&mine) {
-                return Err(usage(format!(
-                    "worker {} joined run `{}` with --workers {}, scenario `{}` and schedule \
-                     `{}`; this worker was given --workers {}, `{}` and `{}`: start every \
-                     worker of a run with the same suite, scenario, schedule and --workers",
-                    part.worker,
-                    shared.run_id,
-                    theirs.workers,
-                    escape_text(&theirs.scenario),
-                    escape_text(&theirs.profile),
-                    mine.workers,
-                    escape_text(&mine.scenario),
-                    mine.profile
-                )));
-            }
+            check_same(shared, part.worker, &theirs, &mine)?;
             if part.worker == shared.worker && theirs.owner != mine.owner {
                 return Err(usage(format!(
                     "another process joined run `{}` as worker {} too: give each worker its \
@@ -265,19 +327,18 @@ pub(crate) fn merge(
     workers: u16,
     spec: &LoadSpec,
 ) -> Result<Option<RunSummary>, HarnessError> {
+    // A part of an index beyond the run's workers is a stray's: not the run's.
     let mut finished: Vec<(u16, RunSummary)> = Vec::new();
-    for part in parts.iter().filter(|p| p.kind == LoadPartKind::Finished) {
+    for part in parts
+        .iter()
+        .filter(|p| p.kind == LoadPartKind::Finished && p.worker < workers)
+    {
         finished.push((part.worker, decode(part)?));
     }
     if finished.len() < usize::from(workers) {
         return Ok(None);
     }
     let workers_error = |message: String| HarnessError::Workers { message };
-    if let Some((w, _)) = finished.iter().find(|(w, _)| *w >= workers) {
-        return Err(workers_error(format!(
-            "worker {w} finished, but the run has {workers} workers"
-        )));
-    }
     // Parts come sorted by worker.
     let mut series: Vec<Vec<IntervalPoint>> = Vec::new();
     let mut loads: Vec<LoadReport> = Vec::new();

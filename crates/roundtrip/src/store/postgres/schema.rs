@@ -146,14 +146,17 @@ pub enum SchemaError {
 
 /// The schema's version (0 when it has no roundtrip tables), refusing a foreign one.
 async fn version(client: &Client, schema: &str) -> Result<i64, SchemaError> {
-    let has_version: bool = client
+    // One statement, so one snapshot: asked in two, another process's migration could
+    // commit in between and its tables look like a foreign schema's.
+    let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.tables
-                 WHERE table_schema = $1 AND table_name = 'schema_version')",
+                     WHERE table_schema = $1 AND table_name = 'schema_version'),
+                 (SELECT count(*) FROM information_schema.tables WHERE table_schema = $1)",
             &[&schema],
         )
-        .await?
-        .get(0);
+        .await?;
+    let (has_version, others): (bool, i64) = (row.get(0), row.get(1));
     if has_version {
         let row = client
             .query_opt(
@@ -163,13 +166,6 @@ async fn version(client: &Client, schema: &str) -> Result<i64, SchemaError> {
             .await?;
         return Ok(row.map_or(0, |r| r.get::<_, i64>(0)));
     }
-    let others: i64 = client
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
-            &[&schema],
-        )
-        .await?
-        .get(0);
     if others > 0 {
         return Err(SchemaError::Foreign(schema.to_owned()));
     }
