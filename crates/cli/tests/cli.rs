@@ -2414,3 +2414,28 @@ fn a_load_whose_input_is_unreachable_stops_with_exit_3() {
         explain(&again)
     );
 }
+
+/// On a terminal, the load's live view keeps a progress bar below its lines (here a
+/// pseudo-terminal from util-linux's `script`), and clears it before the account.
+#[test]
+fn a_load_on_a_terminal_shows_a_progress_bar_and_clears_it() {
+    let command = format!(
+        "{} load examples/pipeline/suite-load.yaml --scenario steady --rate 100/s --for 2s \
+         --store sqlite::memory:",
+        env!("CARGO_BIN_EXE_roundtrip")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("util-linux `script` runs (it gives the load a terminal)");
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", explain(&o));
+    assert!(out.contains("/200 sent"), "no bar drawn: {out}");
+    // The bar is cleared (erase line) before the account is printed, and not drawn again.
+    let account = out.find("PASS  steady").expect("the account");
+    let cleared = out.rfind("\u{1b}[2K").expect("the bar erased");
+    assert!(cleared < account, "{out:?}");
+    assert!(!out[cleared..].contains("/200 sent"), "{out:?}");
+}

@@ -1,8 +1,10 @@
 //! `roundtrip load`: one scenario under load, a line per interval while it runs, the
 //! account at the end, JUnit/JSON like a functional run.
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use roundtrip::engine::{self, LoadEvent, LoadOptions, RunOptions};
 use roundtrip::report::{load as load_text, text};
 use roundtrip_core::load::Profile;
@@ -135,8 +137,14 @@ pub async fn load(args: LoadArgs) -> u8 {
 }
 
 /// The live view: a line when the schedule starts, one per interval, one when the drain
-/// begins.
+/// begins; on a terminal (stderr), a bar below them with the events sent of the
+/// schedule's total and the state of the last interval.
 async fn live(mut rx: mpsc::UnboundedReceiver<LoadEvent>, quiet: bool) {
+    let mut bar: Option<ProgressBar> = None;
+    let print = |bar: &Option<ProgressBar>, line: &str| match bar {
+        Some(b) => b.suspend(|| out(line)),
+        None => out(line),
+    };
     while let Some(event) = rx.recv().await {
         if quiet {
             continue;
@@ -148,28 +156,54 @@ async fn live(mut rx: mpsc::UnboundedReceiver<LoadEvent>, quiet: bool) {
                 total,
                 streams,
                 window,
-            } => out(&format!(
-                "run {run_id}: {profile}, {total} events over {streams} stream(s) (window {window})"
-            )),
-            LoadEvent::Interval { point, totals } => {
-                out(&load_text::interval_line(&point, &totals));
-            }
-            LoadEvent::Joining { joined, workers } => {
+            } => {
                 out(&format!(
-                    "waiting for the run's workers: {joined} of {workers} joined"
+                    "run {run_id}: {profile}, {total} events over {streams} stream(s) (window {window})"
                 ));
+                if std::io::stderr().is_terminal() {
+                    let b = ProgressBar::new(total);
+                    if let Ok(style) =
+                        ProgressStyle::with_template("  {bar:30} {pos}/{len} sent {elapsed} {msg}")
+                    {
+                        b.set_style(style);
+                    }
+                    bar = Some(b);
+                }
             }
-            LoadEvent::Merged { run_id, passed } => out(&format!(
-                "every worker finished: run {run_id}'s merged account {} its SLAs \
-                 (`roundtrip report {run_id}` shows it)",
-                if passed { "met" } else { "did not meet" }
-            )),
-            LoadEvent::Draining { in_flight, at_most } => out(&format!(
-                "draining: {in_flight} in flight, waiting at most {}",
-                roundtrip_core::latency::format_ns(
-                    u64::try_from(at_most.as_nanos()).unwrap_or(u64::MAX)
-                )
-            )),
+            LoadEvent::Interval { point, totals } => {
+                print(&bar, &load_text::interval_line(&point, &totals));
+                if let Some(b) = &bar {
+                    b.set_position(totals.send.attempted + totals.send.refused);
+                    b.set_message(format!("in flight {}", totals.in_flight));
+                }
+            }
+            LoadEvent::Joining { joined, workers } => print(
+                &bar,
+                &format!("waiting for the run's workers: {joined} of {workers} joined"),
+            ),
+            LoadEvent::Merged { run_id, passed } => print(
+                &bar,
+                &format!(
+                    "every worker finished: run {run_id}'s merged account {} its SLAs \
+                     (`roundtrip report {run_id}` shows it)",
+                    if passed { "met" } else { "did not meet" }
+                ),
+            ),
+            LoadEvent::Draining { in_flight, at_most } => {
+                let at_most = roundtrip_core::latency::format_ns(
+                    u64::try_from(at_most.as_nanos()).unwrap_or(u64::MAX),
+                );
+                print(
+                    &bar,
+                    &format!("draining: {in_flight} in flight, waiting at most {at_most}"),
+                );
+                if let Some(b) = &bar {
+                    b.set_message(format!("draining, at most {at_most}"));
+                }
+            }
         }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
 }

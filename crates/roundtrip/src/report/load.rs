@@ -20,11 +20,7 @@ pub fn interval_line(point: &IntervalPoint, totals: &Snapshot) -> String {
             flow.counts.delivered as f64 / secs,
             point.in_flight,
             point.behind,
-            if flow.latency.count == 0 {
-                "-".to_owned()
-            } else {
-                format_ns(flow.latency.p99_ns)
-            },
+            p99_or_dash(&flow.latency),
             total.lost(),
             total.duplicates,
             total.reordered,
@@ -39,6 +35,15 @@ pub fn interval_line(point: &IntervalPoint, totals: &Snapshot) -> String {
         );
     }
     out
+}
+
+/// The p99 of `h`, or `-` when it holds nothing.
+fn p99_or_dash(h: &HistStats) -> String {
+    if h.count == 0 {
+        "-".to_owned()
+    } else {
+        format_ns(h.p99_ns)
+    }
 }
 
 fn percentiles(h: &HistStats) -> String {
@@ -152,11 +157,7 @@ fn worker_line(w: &LoadReport) -> String {
             k.duplicates,
             k.reordered,
             k.late,
-            if f.latency.count == 0 {
-                "-".to_owned()
-            } else {
-                format_ns(f.latency.p99_ns)
-            }
+            p99_or_dash(&f.latency)
         );
     }
     let verdict = if w.passed() {

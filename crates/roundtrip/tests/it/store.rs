@@ -1521,10 +1521,12 @@ mod postgres_backend {
         use roundtrip::store::postgres::SCHEMA_VERSION;
         // Several processes opening one new schema at once: one migrates, all open (and
         // none takes another's migration, committing while it looks, for a foreign
-        // schema). Ten new schemas, to give that race its chances.
+        // schema). Ten new schemas, to give that race its chances; the last one is
+        // checked further.
+        let mut schemas = Vec::new();
         for round in 0..10 {
-            let schema = fresh_schema(&format!("race{round}"));
-            let _drop = DropSchema(schema.clone());
+            let schema = fresh_schema(&format!("migrate{round}"));
+            schemas.push(DropSchema(schema.clone()));
             let url = postgres_url(&schema);
             let mut opening = tokio::task::JoinSet::new();
             for _ in 0..4 {
@@ -1533,15 +1535,8 @@ mod postgres_backend {
             }
             assert_eq!(opening.join_all().await.len(), 4);
         }
-        let schema = fresh_schema("migrate");
-        let _drop = DropSchema(schema.clone());
+        let schema = schemas.last().map(|d| d.0.clone()).expect("a schema");
         let url = postgres_url(&schema);
-        let mut opening = tokio::task::JoinSet::new();
-        for _ in 0..4 {
-            let url = url.clone();
-            opening.spawn(async move { open_postgres(&url, FEED).await });
-        }
-        assert_eq!(opening.join_all().await.len(), 4);
         let client = admin(&schema).await;
         let version: i64 = client
             .query_one(&format!("SELECT version FROM {schema}.schema_version"), &[])

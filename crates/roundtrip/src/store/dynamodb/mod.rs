@@ -158,12 +158,12 @@ fn load_sk(part: &LoadPart) -> String {
     format!("load#{:05}#{kind}#{:020}", part.worker, part.kind.index())
 }
 
-#[async_trait]
-impl Store for DynamoStore {
-    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+impl DynamoStore {
+    /// Puts the run's item unless it exists: whether it was put.
+    async fn put_run(&self, run: &RunRecord) -> Result<bool, StoreError> {
         self.check_open()?;
         let shared = &self.shared;
-        let created = shared
+        let put = shared
             .client
             .put_item()
             .table_name(&shared.table)
@@ -176,47 +176,35 @@ impl Store for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                // The same record is this very call retried after a lost answer.
-                let existing = shared.read_run(&run.run_id).await?;
-                if existing.as_ref().map(run_record).transpose()?.as_ref() != Some(run) {
-                    return Err(io(
-                        "create a run",
-                        format!("run `{}` already exists", run.run_id),
-                    ));
-                }
-            }
-            Err(e) => return Err(io("create a run", service_error(&e))),
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(io("create a run", service_error(&e))),
         }
-        shared.lock_runs().insert(run.run_id.clone());
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        if !self.put_run(run).await? {
+            // The same record is this very call retried after a lost answer.
+            let existing = self.shared.read_run(&run.run_id).await?;
+            if existing.as_ref().map(run_record).transpose()?.as_ref() != Some(run) {
+                return Err(io(
+                    "create a run",
+                    format!("run `{}` already exists", run.run_id),
+                ));
+            }
+        }
+        self.shared.lock_runs().insert(run.run_id.clone());
         Ok(())
     }
 
     async fn join_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.check_open()?;
-        let shared = &self.shared;
-        let created = shared
-            .client
-            .put_item()
-            .table_name(&shared.table)
-            .item("pk", s(run_pk(&run.run_id)))
-            .item("sk", s("run"))
-            .item("gpk", s("runs"))
-            .item("gsk", n(run.started_at))
-            .item("record", s(encode(run, "encode a run")?))
-            .item(TTL_ATTRIBUTE, shared.expires_at())
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            // Another worker created it: this one joins.
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {}
-            Err(e) => return Err(io("join a run", service_error(&e))),
-        }
-        shared.lock_runs().insert(run.run_id.clone());
+        // Created, or another worker created it: this one joins.
+        self.put_run(run).await?;
+        self.shared.lock_runs().insert(run.run_id.clone());
         Ok(())
     }
 

@@ -326,7 +326,7 @@ async fn apply_write(
         }));
     }
     let changed = match op {
-        WriteOp::CreateRun(r) => {
+        WriteOp::CreateRun(r) | WriteOp::JoinRun(r) => {
             let created = tx
                 .execute(
                     "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
@@ -344,31 +344,13 @@ async fn apply_write(
                     ],
                 )
                 .await?;
-            if created == 0 {
+            // Joining a run that exists is what a join is for.
+            if created == 0 && matches!(op, WriteOp::CreateRun(_)) {
                 return Ok(Err(StoreError::Io {
                     operation: "create the run",
                     source: format!("run `{}` already exists", r.run_id).into(),
                 }));
             }
-            return Ok(Ok(()));
-        }
-        WriteOp::JoinRun(r) => {
-            tx.execute(
-                "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
-                         status, owner)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (run_id) DO NOTHING",
-                &[
-                    &r.run_id,
-                    &b(&r.suite),
-                    &b(&r.suite_path),
-                    &r.started_at,
-                    &r.finished_at,
-                    &r.status.as_str(),
-                    &r.owner.as_deref().map(b),
-                ],
-            )
-            .await?;
             return Ok(Ok(()));
         }
         WriteOp::LoadPart { run_id, part } => {

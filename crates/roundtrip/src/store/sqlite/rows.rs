@@ -90,45 +90,35 @@ pub(super) fn insert_observation(
 /// failure leaves nothing half-done).
 pub(super) fn apply(op: &WriteOp, conn: &Connection) -> Result<(), StoreError> {
     match op {
-        WriteOp::CreateRun(r) => conn
-            .prepare_cached(
-                "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status,
-                         owner)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    r.run_id,
-                    r.suite,
-                    r.suite_path,
-                    r.started_at,
-                    r.finished_at,
-                    r.status.as_str(),
-                    r.owner
-                ])
-            })
-            .map(drop)
-            .map_err(|e| write_error("create the run", &r.run_id, e)),
-        WriteOp::JoinRun(r) => conn
-            .prepare_cached(
-                "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at, status,
-                         owner)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (run_id) DO NOTHING",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    r.run_id,
-                    r.suite,
-                    r.suite_path,
-                    r.started_at,
-                    r.finished_at,
-                    r.status.as_str(),
-                    r.owner
-                ])
-            })
-            .map(drop)
-            .map_err(|e| write_error("join the run", &r.run_id, e)),
+        WriteOp::CreateRun(r) | WriteOp::JoinRun(r) => {
+            let created = conn
+                .prepare_cached(
+                    "INSERT INTO runs (run_id, suite, suite_path, started_at, finished_at,
+                             status, owner)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (run_id) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        r.run_id,
+                        r.suite,
+                        r.suite_path,
+                        r.started_at,
+                        r.finished_at,
+                        r.status.as_str(),
+                        r.owner
+                    ])
+                })
+                .map_err(|e| write_error("create the run", &r.run_id, e))?;
+            // Joining a run that exists is what a join is for.
+            if created == 0 && matches!(op, WriteOp::CreateRun(_)) {
+                return Err(StoreError::Io {
+                    operation: "create the run",
+                    source: format!("run `{}` already exists", r.run_id).into(),
+                });
+            }
+            Ok(())
+        }
         WriteOp::LoadPart { run_id, part } => {
             let changed = conn
                 .prepare_cached(
