@@ -13,10 +13,15 @@
 //!   kept up (p99 send lag under 50 ms); the bench stops at the first rate that is not.
 //!
 //! Run: `scripts/services.sh start`, then `cargo bench -p roundtrip --features nats
-//! --bench load` (prints a markdown table).
+//! --bench load` (prints a markdown table). `LOAD_RATES=40000,45000` runs those rates
+//! only (for a profiler: `perf record -F 999 -- target/release/deps/load-… --bench`).
 
 #[path = "common/nats_loop.rs"]
 mod nats_loop;
+
+/// The allocator the `roundtrip` binary ships with, so the engine is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +35,7 @@ use roundtrip::engine::{LoadOptions, RunOptions, run_load};
 
 const RAW_MESSAGES: usize = 200_000;
 const RATES: &[u32] = &[
-    10_000, 20_000, 30_000, 40_000, 45_000, 50_000, 60_000, 80_000,
+    10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000, 90_000, 100_000,
 ];
 
 async fn raw() -> Result<f64, Box<dyn std::error::Error>> {
@@ -87,8 +92,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| offered rate | sent | delivered | lost | late | dup | reordered | latency p50 | p99 | max | send lag p99 | listener lag p99 | sustained |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let rates: Vec<u32> = match std::env::var("LOAD_RATES") {
+        Ok(list) => list
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse()
+                    .map_err(|_| format!("LOAD_RATES: `{r}` is not a rate"))
+            })
+            .collect::<Result<_, _>>()?,
+        Err(_) => RATES.to_vec(),
+    };
     let mut best = 0;
-    for &rate in RATES {
+    for &rate in &rates {
         let opts = LoadOptions {
             scenario: "loop".into(),
             profile: Profile::parse(&format!("{rate}/s"), Duration::from_secs(10))?,

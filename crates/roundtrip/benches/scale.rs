@@ -24,6 +24,10 @@
 #[path = "common/pipeline.rs"]
 mod pipeline;
 
+/// The allocator the `roundtrip` binary ships with, so the engine is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::error::Error;
 use std::sync::Arc;

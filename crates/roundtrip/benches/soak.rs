@@ -15,6 +15,10 @@
 #[path = "common/nats_loop.rs"]
 mod nats_loop;
 
+/// The allocator the `roundtrip` binary ships with, so the engine is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::Duration;
 
