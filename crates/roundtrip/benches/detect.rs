@@ -23,6 +23,10 @@ mod pipeline;
 #[path = "common/poll.rs"]
 mod poll;
 
+/// The allocator the `roundtrip` binary ships with, so the engine is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -16,6 +16,10 @@
 
 mod common;
 
+/// The allocator the `roundtrip` binary ships with, so the engine is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use common::observation;
 
 use roundtrip_core::run::RunStatus;
