@@ -400,8 +400,7 @@ pub async fn run_load(
     if refused && let Some(e) = failure {
         return Err(e);
     }
-    run.summary.finished_at = clock::wall_now();
-    run.summary.harness_error = failure.as_ref().map(|e| shown_error(e));
+    run.seal(failure.as_ref());
     let merged = shared::finish(&run.store, shared, &run.summary, &spec).await;
     match (failure, merged) {
         (Some(e), _) | (None, Err(e)) => Err(e),
@@ -651,22 +650,10 @@ impl Drive<'_> {
         }
         let mut report = accountant.finish(end, scenario, started_at, send_ns);
         report.thresholds = roundtrip_core::load::evaluate(&self.spec.thresholds, &report);
-        let passed = report.passed();
-        let notes = report
-            .thresholds
-            .iter()
-            .filter(|t| !t.passed)
-            .map(|t| format!("{}: {}, {}", t.what, t.actual, t.limit))
-            .collect();
+        let (status, notes) = verdict(Some(&report), interrupted);
         let result = ScenarioResult {
             name: scenario.to_owned(),
-            status: if interrupted {
-                ScenarioStatus::Error
-            } else if passed {
-                ScenarioStatus::Passed
-            } else {
-                ScenarioStatus::Failed
-            },
+            status,
             sent: report.send.counts.attempted,
             send_errors: report.send.counts.failed,
             error: if interrupted {
@@ -702,6 +689,26 @@ impl Drive<'_> {
             );
         }
     }
+}
+
+/// A load scenario's status and notes from its account: `Error` when `errored` (the
+/// run was interrupted, or a worker's part is missing), else from the aggregate SLAs
+/// (no account: nothing to pass); the notes name each SLA missed.
+fn verdict(report: Option<&LoadReport>, errored: bool) -> (ScenarioStatus, Vec<String>) {
+    let status = if errored {
+        ScenarioStatus::Error
+    } else if report.is_some_and(LoadReport::passed) {
+        ScenarioStatus::Passed
+    } else {
+        ScenarioStatus::Failed
+    };
+    let notes = report
+        .iter()
+        .flat_map(|r| &r.thresholds)
+        .filter(|t| !t.passed)
+        .map(|t| format!("{}: {}, {}", t.what, t.actual, t.limit))
+        .collect();
+    (status, notes)
 }
 
 fn emit(opts: &LoadOptions, event: LoadEvent) {

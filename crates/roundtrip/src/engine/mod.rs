@@ -422,15 +422,20 @@ impl Run {
         self.dispatcher.abort();
     }
 
+    /// Stamps the summary's end and the run's error, if any: what it holds once over.
+    fn seal(&mut self, failure: Option<&HarnessError>) {
+        self.summary.finished_at = clock::wall_now();
+        self.summary.harness_error = failure.map(|e| shown_error(e));
+    }
+
     /// Records the summary with the run's status, and reports it.
     async fn summarise(
         mut self,
         failure: Option<HarnessError>,
         opts: &RunOptions,
     ) -> Result<RunSummary, HarnessError> {
+        self.seal(failure.as_ref());
         let summary = &mut self.summary;
-        summary.finished_at = clock::wall_now();
-        summary.harness_error = failure.as_ref().map(|e| shown_error(e));
         let status = summary.status();
         let recorded = self.store.finish_run(summary, status).await;
         emit(opts, RunEvent::RunFinished(summary.clone()));

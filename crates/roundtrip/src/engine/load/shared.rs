@@ -122,13 +122,11 @@ impl Joined {
     }
 }
 
-/// 64 bits of FNV-1a over the scenario's JSON, in hex.
+/// The scenario's JSON hashed as a run id is for event ids (32 bits of FNV-1a,
+/// `LoadId::tag_of`), in hex: enough to tell two definitions apart.
 fn definition_of(scenario: &Scenario) -> String {
     let json = serde_json::to_string(scenario).unwrap_or_default();
-    let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:08x}", roundtrip_core::load::LoadId::tag_of(&json))
 }
 
 /// Refuses `theirs` (worker `worker`'s join) unless it is of the same run as `mine`.
@@ -375,27 +373,16 @@ pub(crate) fn merge(
             let errored = interrupted
                 || results.iter().any(|r| r.status == ScenarioStatus::Error)
                 || results.len() < summaries.len();
-            let passed = load.as_ref().is_some_and(|l| l.passed());
+            let (status, notes) = super::verdict(load.as_deref(), errored);
             vec![ScenarioResult {
                 name: r0.name.clone(),
-                status: if errored {
-                    ScenarioStatus::Error
-                } else if passed {
-                    ScenarioStatus::Passed
-                } else {
-                    ScenarioStatus::Failed
-                },
+                status,
                 sent: results.iter().map(|r| r.sent).sum(),
                 send_errors: results.iter().map(|r| r.send_errors).sum(),
                 error: results.iter().find_map(|r| r.error.clone()),
                 expectations: Vec::new(),
                 duration_ns: results.iter().map(|r| r.duration_ns).max().unwrap_or(0),
-                notes: load
-                    .iter()
-                    .flat_map(|l| &l.thresholds)
-                    .filter(|t| !t.passed)
-                    .map(|t| format!("{}: {}, {}", t.what, t.actual, t.limit))
-                    .collect(),
+                notes,
             }]
         }
     };
